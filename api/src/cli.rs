@@ -1,0 +1,229 @@
+//! The `keyledger` command line: flags, else environment variables, else defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use keyledger_projections::engine;
+use sqlx::PgPool;
+
+use crate::embedded::EmbeddedPostgres;
+use crate::{auth, build, connect, migrate, Config};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "keyledger",
+    version,
+    about = "Event-sourced, WorkOS-compatible identity backend"
+)]
+pub struct Cli {
+    /// PostgreSQL URL; without one, an embedded PostgreSQL runs under the data dir.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Where the embedded PostgreSQL keeps its data.
+    #[arg(long, env = "KEYLEDGER_DATA_DIR", default_value = "./.keyledger", global = true)]
+    pub data_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// HTTP API and projection workers in one process (applies migrations first).
+    Serve {
+        #[arg(long, env = "KEYLEDGER_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// DNS server (ip:port) for domain verification; default: the system resolver.
+        #[arg(long, env = "KEYLEDGER_DNS_NAMESERVER")]
+        dns_nameserver: Option<SocketAddr>,
+    },
+    /// Applies migrations and exits.
+    Migrate,
+    /// Manages API keys.
+    #[command(name = "api-keys")]
+    ApiKeys {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+    /// Projection maintenance.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Prints a new secret key once; only its hash is stored.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionCommand {
+    /// Replays the log into fresh read models and swaps them in (all when none are named).
+    Rebuild { names: Vec<String> },
+    /// Each projection's checkpoint against the head of the log.
+    Status,
+}
+
+/// The database for this run: the given URL, or a started embedded PostgreSQL.
+struct Database {
+    pool: PgPool,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    async fn open(cli: &Cli) -> anyhow::Result<Self> {
+        let (url, embedded) = match &cli.database_url {
+            Some(url) => (url.clone(), None),
+            None => {
+                let pg = EmbeddedPostgres::start(&cli.data_dir).await?;
+                (pg.database_url(), Some(pg))
+            }
+        };
+        let pool = connect(&url).await?;
+        Ok(Self { pool, embedded })
+    }
+
+    async fn close(self) -> anyhow::Result<()> {
+        self.pool.close().await;
+        if let Some(pg) = self.embedded {
+            pg.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let db = Database::open(&cli).await?;
+    let result = dispatch(&cli, &db.pool).await;
+    db.close().await?;
+    result
+}
+
+async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
+    migrate(pool).await?;
+    match &cli.command {
+        Command::Migrate => {
+            println!("migrations applied");
+        }
+        Command::Serve { listen, dns_nameserver } => {
+            if let Ok(key) = std::env::var("KEYLEDGER_BOOTSTRAP_API_KEY") {
+                if !key.starts_with("sk_") || key.len() < 12 {
+                    bail!("KEYLEDGER_BOOTSTRAP_API_KEY must start with sk_ and be at least 12 characters");
+                }
+                if auth::register_key(pool, "bootstrap", &key)
+                    .await
+                    .context("registering the bootstrap key")?
+                {
+                    tracing::info!("bootstrap API key registered");
+                }
+            }
+            let config = Config {
+                listen: *listen,
+                dns_nameserver: *dns_nameserver,
+                read_your_writes: Duration::from_secs(5),
+            };
+            let mut running = build(pool.clone(), config).await?;
+            tracing::info!(addr = %running.addr, "keyledger listening");
+            tokio::select! {
+                r = running.wait() => r?,
+                _ = shutdown_signal() => {
+                    tracing::info!("shutting down");
+                    running.stop().await?;
+                }
+            }
+        }
+        Command::ApiKeys {
+            command: ApiKeyCommand::Create { name },
+        } => {
+            let secret = auth::create_key(pool, name).await.context("creating the API key")?;
+            println!("{secret}");
+        }
+        Command::Projections {
+            command: ProjectionCommand::Status,
+        } => {
+            println!(
+                "{:<16} {:>24} {:>24} {:>10}",
+                "projection", "checkpoint (txid/pos)", "head (txid/pos)", "behind"
+            );
+            for s in engine::status(pool).await? {
+                println!(
+                    "{:<16} {:>24} {:>24} {:>10}",
+                    s.name,
+                    format!("{}/{}", s.checkpoint.transaction_id, s.checkpoint.position),
+                    format!("{}/{}", s.head.transaction_id, s.head.position),
+                    s.behind
+                );
+            }
+        }
+        Command::Projections {
+            command: ProjectionCommand::Rebuild { names },
+        } => {
+            let targets: Vec<engine::Projection> = if names.is_empty() {
+                engine::ALL.to_vec()
+            } else {
+                names
+                    .iter()
+                    .map(|n| {
+                        engine::by_name(n)
+                            .with_context(|| format!("unknown projection {n}; known: {}", engine::names().join(", ")))
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            };
+            for p in targets {
+                let bar = ProgressBar::new(0);
+                bar.set_style(
+                    ProgressStyle::with_template("{prefix:>14} [{bar:40}] {pos}/{len} events {per_sec} {eta}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                );
+                bar.set_prefix(p.name);
+                let started = std::time::Instant::now();
+                let n = engine::rebuild(pool, &p, |done, total| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                })
+                .await?;
+                bar.finish();
+                let secs = started.elapsed().as_secs_f64();
+                println!(
+                    "{}: {} events in {:.2}s ({:.0} events/s)",
+                    p.name,
+                    n,
+                    secs,
+                    n as f64 / secs.max(1e-9)
+                );
+            }
+        }
+    }
+    Ok(())
+}

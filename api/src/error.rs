@@ -1,0 +1,171 @@
+//! The API's one error type: a stable machine `code`, a human `message` and, for validation,
+//! per-field `errors`. 5xx bodies never carry internals; those are logged instead.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use keyledger_domain::values::InvalidValue;
+use keyledger_projections::commands::CommandError;
+use keyledger_projections::StorageError;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    errors: Vec<FieldError>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "entity_not_found", format!("{what} not found"))
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid API key is required: Authorization: Bearer sk_...",
+        )
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// One invalid field: 422 with the field error listed; the top-level code is the field's.
+    pub fn invalid(field: &str, code: &'static str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code,
+            message: message.clone(),
+            errors: vec![FieldError {
+                field: field.to_string(),
+                code: code.to_string(),
+                message,
+            }],
+        }
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "an internal error occurred; it has been logged",
+        )
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+}
+
+impl From<InvalidValue> for ApiError {
+    fn from(v: InvalidValue) -> Self {
+        Self::invalid(v.field, v.code, v.message)
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        tracing::error!(error = %e, "storage error");
+        Self::internal()
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        tracing::error!(error = %e, "database error");
+        Self::internal()
+    }
+}
+
+/// Maps command failures: domain refusals by kind (the caller supplies that mapping), claims to
+/// the field they protect, lost races to 409, storage failures to a logged 500.
+pub fn command_error<E: std::error::Error>(e: CommandError<E>, domain: impl FnOnce(E) -> ApiError) -> ApiError {
+    match e {
+        CommandError::Domain(d) => domain(d),
+        CommandError::Claim(c) => match c.kind.as_str() {
+            "user_email" => ApiError::invalid(
+                "email",
+                "email_not_available",
+                format!("the email {} is already taken", c.value),
+            ),
+            "user_external_id" => ApiError::invalid(
+                "external_id",
+                "external_id_not_available",
+                "the external_id is already taken",
+            ),
+            "organization_external_id" => ApiError::new(
+                StatusCode::CONFLICT,
+                "external_id_not_available",
+                "an organization with this external_id already exists",
+            ),
+            "verified_domain" => ApiError::new(
+                StatusCode::CONFLICT,
+                "domain_already_verified",
+                format!("the domain {} is already verified by another organization", c.value),
+            ),
+            "membership" => ApiError::invalid(
+                "user_id",
+                "organization_membership_already_exists",
+                "the user is already a member of this organization",
+            ),
+            _ => ApiError::conflict(c.to_string()),
+        },
+        CommandError::Conflict => ApiError::conflict("the object was changed concurrently; retry the request"),
+        CommandError::Storage(m) => {
+            tracing::error!(error = %m, "command storage failure");
+            ApiError::internal()
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
+    errors: &'a [FieldError],
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            code: self.code,
+            message: &self.message,
+            errors: &self.errors,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,267 @@
+//! keyledger's HTTP API and process wiring: the axum router, the projection workers, the
+//! LISTEN/NOTIFY wake-ups and graceful shutdown. Handlers turn requests into commands and read
+//! models into WorkOS-shaped responses; they never write SQL against the log themselves.
+
+pub mod auth;
+pub mod cli;
+pub mod dns;
+pub mod embedded;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod password;
+pub mod routes;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use keyledger_projections::checkpoint::Progress;
+use keyledger_projections::commands::CommandBus;
+use keyledger_projections::{engine, EventStore};
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::PgPool;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::routes::{events, health, memberships, organization_domains, organizations, users};
+use crate::state::AppState;
+
+/// Largest accepted request body.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// Runtime settings of the server (the CLI fills them from flags and environment).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// DNS server for domain verification; `None` uses the system resolver.
+    pub dns_nameserver: Option<SocketAddr>,
+    /// Upper bound on how long a write's response waits for the projections.
+    pub read_your_writes: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            dns_nameserver: None,
+            read_your_writes: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Opens the connection pool.
+pub async fn connect(url: &str) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(48)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+        .context("connecting to PostgreSQL")
+}
+
+/// Applies the embedded migrations.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    keyledger_projections::MIGRATOR
+        .run(pool)
+        .await
+        .context("applying migrations")
+}
+
+async fn not_found() -> Response {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint",
+    )
+    .into_response()
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::internal().into_response()
+}
+
+/// The full HTTP API.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/user_management/users", get(users::list).post(users::create))
+        .route(
+            "/user_management/users/{id}",
+            get(users::get).put(users::update).delete(users::delete),
+        )
+        .route(
+            "/user_management/users/external_id/{external_id}",
+            get(users::get_by_external_id),
+        )
+        .route("/organizations", get(organizations::list).post(organizations::create))
+        .route(
+            "/organizations/{id}",
+            get(organizations::get)
+                .put(organizations::update)
+                .delete(organizations::delete),
+        )
+        .route(
+            "/organizations/external_id/{external_id}",
+            get(organizations::get_by_external_id),
+        )
+        .route("/organization_domains", post(organization_domains::create))
+        .route(
+            "/organization_domains/{id}",
+            get(organization_domains::get).delete(organization_domains::delete),
+        )
+        .route("/organization_domains/{id}/verify", post(organization_domains::verify))
+        .route(
+            "/user_management/organization_memberships",
+            get(memberships::list).post(memberships::create),
+        )
+        .route(
+            "/user_management/organization_memberships/{id}",
+            get(memberships::get)
+                .put(memberships::update)
+                .delete(memberships::delete),
+        )
+        .route(
+            "/user_management/organization_memberships/{id}/deactivate",
+            put(memberships::deactivate),
+        )
+        .route(
+            "/user_management/organization_memberships/{id}/reactivate",
+            put(memberships::reactivate),
+        )
+        .route("/events", get(events::list))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/openapi.json", get(openapi::document))
+        .merge(api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// A running server: its address and how to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    http: JoinHandle<std::io::Result<()>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish, stops workers at a checkpoint.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.http
+            .await
+            .context("joining the HTTP server")?
+            .context("serving HTTP")?;
+        for w in self.workers {
+            let _ = w.await;
+        }
+        Ok(())
+    }
+
+    /// Waits until the server stops by itself (it does not, unless it fails).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.http)
+            .await
+            .context("joining the HTTP server")?
+            .context("serving HTTP")
+    }
+}
+
+/// Forwards LISTEN/NOTIFY wake-ups to the workers, reconnecting after failures.
+async fn listen(pool: PgPool, wake: watch::Sender<u64>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "LISTEN connection failed; workers fall back to polling");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = shutdown.changed() => return,
+                }
+            }
+        };
+        if let Err(e) = listener.listen("keyledger_events").await {
+            tracing::warn!(error = %e, "LISTEN failed");
+            continue;
+        }
+        loop {
+            tokio::select! {
+                r = listener.recv() => match r {
+                    Ok(_) => { wake.send_modify(|n| *n = n.wrapping_add(1)); }
+                    Err(e) => { tracing::warn!(error = %e, "LISTEN connection lost"); break; }
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Binds the listener, starts projection workers and serves the API until [`Running::stop`].
+pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
+    let verifier = dns::TxtVerifier::new(config.dns_nameserver).context("configuring the DNS resolver")?;
+    let progress = Progress::new(&engine::names());
+    let state = AppState {
+        bus: CommandBus::new(EventStore::new(pool.clone())),
+        pool: pool.clone(),
+        progress: progress.clone(),
+        verifier,
+        hashing: Arc::new(Semaphore::new(2)),
+        read_your_writes: config.read_your_writes,
+    };
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (wake, wake_rx) = watch::channel(0u64);
+    let mut workers = vec![tokio::spawn(listen(pool.clone(), wake, shutdown_rx.clone()))];
+    for p in engine::ALL {
+        workers.push(tokio::spawn(engine::run_worker(
+            pool.clone(),
+            p,
+            progress.clone(),
+            wake_rx.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let mut stop = shutdown_rx;
+    let http = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    Ok(Running {
+        addr,
+        shutdown,
+        http,
+        workers,
+    })
+}

@@ -1,0 +1,184 @@
+//! `/user_management/organization_memberships`: users' memberships of organizations.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use keyledger_domain::ids::new_id;
+use keyledger_domain::membership::{MembershipCommand, MembershipError, OrganizationMembership};
+use keyledger_domain::values::RoleSlug;
+use keyledger_projections::queries::{self, MembershipFilter};
+use keyledger_projections::store::AppendExtras;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{list_response, now, object, page};
+use crate::error::{command_error, ApiError};
+use crate::extract::{AppJson, QueryPairs};
+use crate::state::{AppState, RequestContext};
+
+fn membership_error(e: MembershipError) -> ApiError {
+    match e {
+        MembershipError::NotFound => ApiError::not_found("organization membership"),
+        MembershipError::AlreadyExists => ApiError::conflict("the organization membership already exists"),
+    }
+}
+
+const STATUSES: [&str; 3] = ["active", "inactive", "pending"];
+
+pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
+    let page = page(&q)?;
+    let statuses = q.many("statuses");
+    if let Some(bad) = statuses.iter().find(|s| !STATUSES.contains(&s.as_str())) {
+        return Err(ApiError::invalid(
+            "statuses",
+            "invalid_status",
+            format!("status {bad} is not one of active, inactive, pending"),
+        ));
+    }
+    let filter = MembershipFilter {
+        organization_id: q.one("organization_id")?,
+        user_id: q.one("user_id")?,
+        statuses,
+    };
+    if filter.organization_id.is_none() && filter.user_id.is_none() {
+        return Err(ApiError::bad_request(
+            "missing_filter",
+            "give organization_id or user_id",
+        ));
+    }
+    Ok(list_response(queries::memberships(&state.pool, &filter, &page).await?))
+}
+
+async fn find(state: &AppState, id: &str) -> Result<Value, ApiError> {
+    queries::membership(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("organization membership"))
+}
+
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(object(StatusCode::OK, find(&state, &id).await?))
+}
+
+/// `role_slug` or `role_slugs` (one role per membership here).
+fn role(role_slug: Option<String>, role_slugs: Option<Vec<String>>) -> Result<Option<RoleSlug>, ApiError> {
+    match (role_slug, role_slugs) {
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            "role_slugs",
+            "invalid_role",
+            "give role_slug or role_slugs, not both",
+        )),
+        (Some(r), None) => Ok(Some(RoleSlug::parse("role_slug", &r)?)),
+        (None, Some(list)) => match list.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(RoleSlug::parse("role_slugs", one)?)),
+            _ => Err(ApiError::invalid(
+                "role_slugs",
+                "multiple_roles_not_supported",
+                "a membership has exactly one role",
+            )),
+        },
+        (None, None) => Ok(None),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    user_id: String,
+    organization_id: String,
+    #[serde(default)]
+    role_slug: Option<String>,
+    #[serde(default)]
+    role_slugs: Option<Vec<String>>,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    AppJson(b): AppJson<CreateBody>,
+) -> Result<Response, ApiError> {
+    let role = role(b.role_slug, b.role_slugs)?.unwrap_or_else(RoleSlug::member);
+    if queries::user(&state.pool, &b.user_id).await?.is_none() {
+        return Err(ApiError::not_found("user"));
+    }
+    let org = queries::organization(&state.pool, &b.organization_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("organization"))?;
+    let organization_name = org.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let id = new_id("om");
+    let cmd = MembershipCommand::Create {
+        user_id: b.user_id,
+        organization_id: b.organization_id,
+        organization_name,
+        role,
+        at: now(),
+    };
+    state
+        .execute::<OrganizationMembership>(&ctx, &id, cmd, AppendExtras::default(), false)
+        .await
+        .map_err(|e| command_error(e, membership_error))?;
+    Ok(object(StatusCode::CREATED, find(&state, &id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateBody {
+    #[serde(default)]
+    role_slug: Option<String>,
+    #[serde(default)]
+    role_slugs: Option<Vec<String>>,
+}
+
+async fn run(state: &AppState, ctx: &RequestContext, id: &str, cmd: MembershipCommand) -> Result<Response, ApiError> {
+    state
+        .execute::<OrganizationMembership>(ctx, id, cmd, AppendExtras::default(), true)
+        .await
+        .map_err(|e| command_error(e, membership_error))?;
+    Ok(object(StatusCode::OK, find(state, id).await?))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+    AppJson(b): AppJson<UpdateBody>,
+) -> Result<Response, ApiError> {
+    match role(b.role_slug, b.role_slugs)? {
+        Some(role) => run(&state, &ctx, &id, MembershipCommand::ChangeRole { role, at: now() }).await,
+        None => Ok(object(StatusCode::OK, find(&state, &id).await?)),
+    }
+}
+
+pub async fn deactivate(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    run(&state, &ctx, &id, MembershipCommand::Deactivate { at: now() }).await
+}
+
+pub async fn reactivate(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    run(&state, &ctx, &id, MembershipCommand::Reactivate { at: now() }).await
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    state
+        .execute::<OrganizationMembership>(
+            &ctx,
+            &id,
+            MembershipCommand::Delete { at: now() },
+            AppendExtras::default(),
+            true,
+        )
+        .await
+        .map_err(|e| command_error(e, membership_error))?;
+    Ok(axum::response::IntoResponse::into_response(StatusCode::OK))
+}

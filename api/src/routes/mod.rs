@@ -1,0 +1,79 @@
+//! HTTP handlers, one module per resource, and helpers they share.
+
+pub mod events;
+pub mod health;
+pub mod memberships;
+pub mod organization_domains;
+pub mod organizations;
+pub mod users;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use keyledger_projections::queries::{ListResult, Order, Page};
+use serde::{Deserialize, Deserializer};
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::extract::QueryPairs;
+
+/// `limit` (1..=100, default 10), `before`, `after`, `order` (asc/desc/normal, default desc).
+pub fn page(q: &QueryPairs) -> Result<Page, ApiError> {
+    Ok(Page {
+        limit: limit(q)?,
+        before: q.one("before")?,
+        after: q.one("after")?,
+        order: order(q)?.unwrap_or_default(),
+    })
+}
+
+pub fn limit(q: &QueryPairs) -> Result<i64, ApiError> {
+    match q.one("limit")? {
+        None => Ok(10),
+        Some(s) => match s.parse::<i64>() {
+            Ok(n) if (1..=100).contains(&n) => Ok(n),
+            _ => Err(ApiError::invalid(
+                "limit",
+                "invalid_limit",
+                "limit must be an integer between 1 and 100",
+            )),
+        },
+    }
+}
+
+pub fn order(q: &QueryPairs) -> Result<Option<Order>, ApiError> {
+    match q.one("order")?.as_deref() {
+        None => Ok(None),
+        Some("asc") => Ok(Some(Order::Asc)),
+        Some("desc") => Ok(Some(Order::Desc)),
+        Some("normal") => Ok(Some(Order::Normal)),
+        Some(_) => Err(ApiError::invalid(
+            "order",
+            "invalid_order",
+            "order must be one of asc, desc, normal",
+        )),
+    }
+}
+
+/// The WorkOS list envelope.
+pub fn list_response(r: ListResult) -> Response {
+    Json(json!({
+        "object": "list",
+        "data": r.data,
+        "list_metadata": { "before": r.before, "after": r.after },
+    }))
+    .into_response()
+}
+
+pub fn object(status: StatusCode, body: Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+/// Deserializes a field that may be absent (`None`), null (`Some(None)`) or set.
+pub fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}

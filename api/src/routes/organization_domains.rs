@@ -1,0 +1,145 @@
+//! `/organization_domains`: domains of an organization and their DNS verification.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use keyledger_domain::ids::new_id;
+use keyledger_domain::organization::{
+    DomainState, NewDomain, Organization, OrganizationCommand, OrganizationError, VERIFICATION_PREFIX,
+};
+use keyledger_domain::values::DomainName;
+use keyledger_projections::queries;
+use keyledger_projections::store::AppendExtras;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::organizations::{organization_error, verification_token};
+use super::{now, object};
+use crate::dns::Verification;
+use crate::error::{command_error, ApiError};
+use crate::extract::AppJson;
+use crate::state::{AppState, RequestContext};
+
+fn domain_error(e: OrganizationError) -> ApiError {
+    match e {
+        OrganizationError::DuplicateDomain(d) => ApiError::new(
+            StatusCode::CONFLICT,
+            "domain_already_exists",
+            format!("the domain {d} is already attached to this organization"),
+        ),
+        other => organization_error(other),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    domain: String,
+    organization_id: String,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    AppJson(b): AppJson<CreateBody>,
+) -> Result<Response, ApiError> {
+    let domain = DomainName::parse("domain", &b.domain)?;
+    if queries::organization(&state.pool, &b.organization_id).await?.is_none() {
+        return Err(ApiError::not_found("organization"));
+    }
+    let id = new_id("org_domain");
+    let cmd = OrganizationCommand::AddDomain {
+        domain: NewDomain {
+            id: id.clone(),
+            domain,
+            state: DomainState::Pending,
+            verification_token: verification_token(),
+        },
+        at: now(),
+    };
+    state
+        .execute::<Organization>(&ctx, &b.organization_id, cmd, AppendExtras::default(), true)
+        .await
+        .map_err(|e| command_error(e, domain_error))?;
+    let d = queries::organization_domain(&state.pool, &id)
+        .await?
+        .ok_or_else(ApiError::internal)?;
+    Ok(object(StatusCode::CREATED, d))
+}
+
+async fn find(state: &AppState, id: &str) -> Result<Value, ApiError> {
+    queries::organization_domain(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("organization domain"))
+}
+
+fn field<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or_default()
+}
+
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(object(StatusCode::OK, find(&state, &id).await?))
+}
+
+/// Looks up `<prefix>.<domain>` TXT now and records the outcome as an event.
+pub async fn verify(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let d = find(&state, &id).await?;
+    if field(&d, "state") == "verified" {
+        return Err(ApiError::bad_request(
+            "domain_already_verified",
+            "the domain is already verified",
+        ));
+    }
+    let org_id = field(&d, "organization_id").to_string();
+    // The DNS lookup happens before (never inside) the append's transaction.
+    let outcome = state
+        .verifier
+        .verify(
+            field(&d, "domain"),
+            VERIFICATION_PREFIX,
+            field(&d, "verification_token"),
+        )
+        .await;
+    let (verified, reason) = match outcome {
+        Verification::Verified => (true, None),
+        Verification::Failed { reason } => (false, Some(reason)),
+    };
+    let cmd = OrganizationCommand::RecordVerification {
+        domain_id: id.clone(),
+        verified,
+        reason,
+        at: now(),
+    };
+    state
+        .execute::<Organization>(&ctx, &org_id, cmd, AppendExtras::default(), true)
+        .await
+        .map_err(|e| command_error(e, domain_error))?;
+    Ok(object(StatusCode::OK, find(&state, &id).await?))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let d = find(&state, &id).await?;
+    let org_id = field(&d, "organization_id").to_string();
+    state
+        .execute::<Organization>(
+            &ctx,
+            &org_id,
+            OrganizationCommand::RemoveDomain {
+                domain_id: id,
+                at: now(),
+            },
+            AppendExtras::default(),
+            true,
+        )
+        .await
+        .map_err(|e| command_error(e, domain_error))?;
+    Ok(axum::response::IntoResponse::into_response(StatusCode::NO_CONTENT))
+}

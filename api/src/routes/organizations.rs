@@ -1,0 +1,277 @@
+//! `/organizations`: WorkOS organizations, with their domains.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use keyledger_domain::ids::new_id;
+use keyledger_domain::membership::{MembershipCommand, OrganizationMembership};
+use keyledger_domain::organization::{
+    DomainState, NewDomain, Organization, OrganizationCommand, OrganizationError, UpdateOrganization,
+};
+use keyledger_domain::values::{validate_external_id, validate_metadata, validate_text, DomainName, Metadata};
+use keyledger_projections::queries::{self, OrganizationFilter};
+use keyledger_projections::store::AppendExtras;
+use serde::Deserialize;
+
+use super::{list_response, now, nullable, object, page};
+use crate::error::{command_error, ApiError};
+use crate::extract::{AppJson, QueryPairs};
+use crate::state::{AppState, RequestContext};
+
+pub fn organization_error(e: OrganizationError) -> ApiError {
+    match e {
+        OrganizationError::NotFound => ApiError::not_found("organization"),
+        OrganizationError::DomainNotFound => ApiError::not_found("organization domain"),
+        OrganizationError::AlreadyExists => ApiError::conflict("the organization already exists"),
+        OrganizationError::DuplicateDomain(d) => ApiError::invalid(
+            "domains",
+            "duplicate_domain",
+            format!("the domain {d} is listed more than once or already attached"),
+        ),
+    }
+}
+
+/// A fresh verification token: 24 random bytes, hex.
+pub fn verification_token() -> String {
+    let mut b = [0u8; 24];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut b);
+    hex::encode(b)
+}
+
+pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
+    let page = page(&q)?;
+    let mut domains = Vec::new();
+    for d in q.many("domains") {
+        domains.push(DomainName::parse("domains", &d)?.as_str().to_string());
+    }
+    let filter = OrganizationFilter {
+        domains,
+        search: q.one("search")?,
+    };
+    Ok(list_response(
+        queries::organizations(&state.pool, &filter, &page).await?,
+    ))
+}
+
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let org = queries::organization(&state.pool, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("organization"))?;
+    Ok(object(StatusCode::OK, org))
+}
+
+pub async fn get_by_external_id(State(state): State<AppState>, Path(ext): Path<String>) -> Result<Response, ApiError> {
+    let org = queries::organization_by_external_id(&state.pool, &ext)
+        .await?
+        .ok_or_else(|| ApiError::not_found("organization"))?;
+    Ok(object(StatusCode::OK, org))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainData {
+    domain: String,
+    state: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    name: String,
+    #[serde(default)]
+    allow_profiles_outside_organization: Option<bool>,
+    #[serde(default)]
+    domains: Option<Vec<String>>,
+    #[serde(default)]
+    domain_data: Option<Vec<DomainData>>,
+    #[serde(default)]
+    metadata: Option<Metadata>,
+    #[serde(default)]
+    external_id: Option<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+/// `domain_data` (with states) or the deprecated `domains` (pending), parsed.
+fn new_domains(
+    domains: Option<Vec<String>>,
+    domain_data: Option<Vec<DomainData>>,
+) -> Result<Option<Vec<NewDomain>>, ApiError> {
+    let mut out = Vec::new();
+    match (domains, domain_data) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "domain_data",
+                "invalid_domain_data",
+                "give domain_data or domains, not both",
+            ));
+        }
+        (None, None) => return Ok(None),
+        (Some(list), None) => {
+            for d in list {
+                out.push((DomainName::parse("domains", &d)?, DomainState::Pending));
+            }
+        }
+        (None, Some(list)) => {
+            for d in list {
+                let state = match d.state.as_str() {
+                    "pending" => DomainState::Pending,
+                    "verified" => DomainState::Verified,
+                    other => {
+                        return Err(ApiError::invalid(
+                            "domain_data",
+                            "invalid_domain_state",
+                            format!("domain state {other} is not one of pending, verified"),
+                        ))
+                    }
+                };
+                out.push((DomainName::parse("domain_data", &d.domain)?, state));
+            }
+        }
+    }
+    Ok(Some(
+        out.into_iter()
+            .map(|(domain, state)| NewDomain {
+                id: new_id("org_domain"),
+                domain,
+                state,
+                verification_token: verification_token(),
+            })
+            .collect(),
+    ))
+}
+
+fn name(n: &str) -> Result<String, ApiError> {
+    let n = n.trim();
+    if n.is_empty() {
+        return Err(ApiError::invalid("name", "invalid_name", "name must not be empty"));
+    }
+    validate_text("name", n, 256)?;
+    Ok(n.to_string())
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    AppJson(b): AppJson<CreateBody>,
+) -> Result<Response, ApiError> {
+    let name = name(&b.name)?;
+    if let Some(x) = &b.external_id {
+        validate_external_id("external_id", x)?;
+    }
+    let metadata = b.metadata.unwrap_or_default();
+    validate_metadata("metadata", &metadata)?;
+    let domains = new_domains(b.domains, b.domain_data)?.unwrap_or_default();
+    let _ = b.idempotency_key;
+    let id = new_id("org");
+    let cmd = OrganizationCommand::Create {
+        name,
+        external_id: b.external_id,
+        metadata,
+        allow_profiles_outside_organization: b.allow_profiles_outside_organization.unwrap_or(false),
+        domains,
+        at: now(),
+    };
+    state
+        .execute::<Organization>(&ctx, &id, cmd, AppendExtras::default(), false)
+        .await
+        .map_err(|e| command_error(e, organization_error))?;
+    let org = queries::organization(&state.pool, &id)
+        .await?
+        .ok_or_else(ApiError::internal)?;
+    Ok(object(StatusCode::CREATED, org))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateBody {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    allow_profiles_outside_organization: Option<bool>,
+    #[serde(default)]
+    domains: Option<Vec<String>>,
+    #[serde(default)]
+    domain_data: Option<Vec<DomainData>>,
+    #[serde(default, deserialize_with = "nullable")]
+    stripe_customer_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    metadata: Option<Option<Metadata>>,
+    #[serde(default, deserialize_with = "nullable")]
+    external_id: Option<Option<String>>,
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+    AppJson(b): AppJson<UpdateBody>,
+) -> Result<Response, ApiError> {
+    let name = b.name.as_deref().map(name).transpose()?;
+    if let Some(Some(x)) = &b.external_id {
+        validate_external_id("external_id", x)?;
+    }
+    if let Some(Some(x)) = &b.stripe_customer_id {
+        validate_text("stripe_customer_id", x, 256)?;
+    }
+    let metadata = b.metadata.map(Option::unwrap_or_default);
+    if let Some(m) = &metadata {
+        validate_metadata("metadata", m)?;
+    }
+    let domains = new_domains(b.domains, b.domain_data)?;
+    let cmd = OrganizationCommand::Update(UpdateOrganization {
+        name,
+        external_id: b.external_id,
+        metadata,
+        allow_profiles_outside_organization: b.allow_profiles_outside_organization,
+        stripe_customer_id: b.stripe_customer_id,
+        domains,
+        at: now(),
+    });
+    state
+        .execute::<Organization>(&ctx, &id, cmd, AppendExtras::default(), true)
+        .await
+        .map_err(|e| command_error(e, organization_error))?;
+    let org = queries::organization(&state.pool, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("organization"))?;
+    Ok(object(StatusCode::OK, org))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if queries::organization(&state.pool, &id).await?.is_none() {
+        return Err(ApiError::not_found("organization"));
+    }
+    for m in queries::membership_ids(&state.pool, None, Some(&id)).await? {
+        let r = state
+            .execute::<OrganizationMembership>(
+                &ctx,
+                &m,
+                MembershipCommand::Delete { at: now() },
+                AppendExtras::default(),
+                true,
+            )
+            .await;
+        if let Err(e) = r {
+            let e = command_error(e, |_| ApiError::not_found("organization membership"));
+            if e.status() != StatusCode::NOT_FOUND {
+                return Err(e);
+            }
+        }
+    }
+    state
+        .execute::<Organization>(
+            &ctx,
+            &id,
+            OrganizationCommand::Delete { at: now() },
+            AppendExtras::default(),
+            true,
+        )
+        .await
+        .map_err(|e| command_error(e, organization_error))?;
+    Ok(axum::response::IntoResponse::into_response(StatusCode::OK))
+}

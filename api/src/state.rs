@@ -1,0 +1,120 @@
+//! Shared application state and the per-request context recorded on every event.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use cqrs_es::Aggregate;
+use keyledger_domain::{NoServices, Tenanted};
+use keyledger_projections::checkpoint::Progress;
+use keyledger_projections::commands::{CommandBus, CommandError, Executed};
+use keyledger_projections::store::AppendExtras;
+use sqlx::PgPool;
+use tokio::sync::Semaphore;
+
+use crate::auth::Actor;
+use crate::dns::TxtVerifier;
+use crate::error::ApiError;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub bus: CommandBus,
+    pub progress: Progress,
+    pub verifier: TxtVerifier,
+    /// Bounds concurrent argon2 hashes so a password storm cannot starve other requests.
+    pub hashing: Arc<Semaphore>,
+    /// How long a command's response waits for the projections (read-your-writes).
+    pub read_your_writes: Duration,
+}
+
+/// Who did it and from where: becomes every event's metadata.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub actor: Actor,
+    pub request_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl RequestContext {
+    pub fn metadata(&self) -> HashMap<String, String> {
+        let mut m = HashMap::new();
+        m.insert("actor_id".into(), self.actor.id.clone());
+        m.insert("actor_name".into(), self.actor.name.clone());
+        m.insert(
+            "occurred_at".into(),
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        );
+        for (k, v) in [
+            ("request_id", &self.request_id),
+            ("ip", &self.ip),
+            ("user_agent", &self.user_agent),
+        ] {
+            if let Some(v) = v {
+                m.insert(k.into(), v.clone());
+            }
+        }
+        m
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let actor = parts
+            .extensions
+            .get::<Actor>()
+            .cloned()
+            .ok_or_else(ApiError::unauthorized)?;
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        Ok(Self {
+            actor,
+            request_id: header("x-request-id"),
+            ip,
+            user_agent: header("user-agent"),
+        })
+    }
+}
+
+impl AppState {
+    /// Runs a command and waits until the projections have applied it.
+    pub async fn execute<A>(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        command: A::Command,
+        extras: AppendExtras,
+        retry: bool,
+    ) -> Result<Executed<A>, CommandError<A::Error>>
+    where
+        A: Aggregate<Services = NoServices> + Tenanted + Clone,
+        A::Command: Clone,
+        A::Error: Clone,
+    {
+        let done = self
+            .bus
+            .execute::<A>(id, command, &ctx.metadata(), extras, retry)
+            .await?;
+        if let Some(at) = done.position {
+            if !self.progress.wait_for(&self.pool, at, self.read_your_writes).await {
+                tracing::warn!(?at, "projections did not catch up within the read-your-writes bound");
+            }
+        }
+        Ok(done)
+    }
+}

@@ -1,0 +1,236 @@
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+
+use super::events::MembershipEvent;
+use crate::values::RoleSlug;
+use crate::{NoServices, Tenanted};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MembershipCommand {
+    /// The caller has checked that the user and the organization exist.
+    Create {
+        user_id: String,
+        organization_id: String,
+        organization_name: String,
+        role: RoleSlug,
+        at: DateTime<Utc>,
+    },
+    ChangeRole {
+        role: RoleSlug,
+        at: DateTime<Utc>,
+    },
+    Deactivate {
+        at: DateTime<Utc>,
+    },
+    Reactivate {
+        at: DateTime<Utc>,
+    },
+    Delete {
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    #[error("the organization membership already exists")]
+    AlreadyExists,
+    #[error("the organization membership does not exist")]
+    NotFound,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MembershipStatus {
+    #[default]
+    Active,
+    Inactive,
+    Pending,
+}
+
+impl MembershipStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Inactive => "inactive",
+            Self::Pending => "pending",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OrganizationMembership {
+    pub user_id: String,
+    pub organization_id: String,
+    pub organization_name: String,
+    pub role: Option<RoleSlug>,
+    pub status: MembershipStatus,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub deleted: bool,
+}
+
+impl OrganizationMembership {
+    pub fn exists(&self) -> bool {
+        self.created_at.is_some() && !self.deleted
+    }
+}
+
+impl Tenanted for OrganizationMembership {
+    fn organization_id<'a>(&'a self, _aggregate_id: &'a str) -> Option<&'a str> {
+        Some(self.organization_id.as_str()).filter(|id| !id.is_empty())
+    }
+}
+
+impl Aggregate for OrganizationMembership {
+    const TYPE: &'static str = "OrganizationMembership";
+    type Command = MembershipCommand;
+    type Event = MembershipEvent;
+    type Error = MembershipError;
+    type Services = NoServices;
+
+    async fn handle(
+        &mut self,
+        command: MembershipCommand,
+        _: &NoServices,
+        sink: &EventSink<Self>,
+    ) -> Result<(), MembershipError> {
+        let event = match command {
+            MembershipCommand::Create {
+                user_id,
+                organization_id,
+                organization_name,
+                role,
+                at,
+            } => {
+                if self.created_at.is_some() {
+                    return Err(MembershipError::AlreadyExists);
+                }
+                Some(MembershipEvent::MembershipCreated {
+                    user_id,
+                    organization_id,
+                    organization_name,
+                    role,
+                    at,
+                })
+            }
+            _ if !self.exists() => return Err(MembershipError::NotFound),
+            MembershipCommand::ChangeRole { role, at } => {
+                (self.role.as_ref() != Some(&role)).then_some(MembershipEvent::MembershipRoleChanged { role, at })
+            }
+            MembershipCommand::Deactivate { at } => {
+                (self.status != MembershipStatus::Inactive).then_some(MembershipEvent::MembershipDeactivated { at })
+            }
+            MembershipCommand::Reactivate { at } => {
+                (self.status != MembershipStatus::Active).then_some(MembershipEvent::MembershipReactivated { at })
+            }
+            MembershipCommand::Delete { at } => Some(MembershipEvent::MembershipDeleted { at }),
+        };
+        if let Some(e) = event {
+            sink.write(e, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: MembershipEvent) {
+        match event {
+            MembershipEvent::MembershipCreated {
+                user_id,
+                organization_id,
+                organization_name,
+                role,
+                at,
+            } => {
+                *self = OrganizationMembership {
+                    user_id,
+                    organization_id,
+                    organization_name,
+                    role: Some(role),
+                    status: MembershipStatus::Active,
+                    created_at: Some(at),
+                    updated_at: Some(at),
+                    deleted: false,
+                };
+            }
+            MembershipEvent::MembershipRoleChanged { role, at } => {
+                self.role = Some(role);
+                self.updated_at = Some(at);
+            }
+            MembershipEvent::MembershipDeactivated { at } => {
+                self.status = MembershipStatus::Inactive;
+                self.updated_at = Some(at);
+            }
+            MembershipEvent::MembershipReactivated { at } => {
+                self.status = MembershipStatus::Active;
+                self.updated_at = Some(at);
+            }
+            MembershipEvent::MembershipDeleted { at } => {
+                self.deleted = true;
+                self.updated_at = Some(at);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cqrs_es::test::TestFramework;
+
+    fn at() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default()
+    }
+
+    fn created() -> MembershipEvent {
+        MembershipEvent::MembershipCreated {
+            user_id: "user_1".into(),
+            organization_id: "org_1".into(),
+            organization_name: "Acme".into(),
+            role: RoleSlug::member(),
+            at: at(),
+        }
+    }
+
+    #[test]
+    fn deactivating_then_reactivating_flips_the_status() {
+        TestFramework::<OrganizationMembership>::with(NoServices)
+            .given(vec![created()])
+            .when(MembershipCommand::Deactivate { at: at() })
+            .then_expect_events(vec![MembershipEvent::MembershipDeactivated { at: at() }]);
+        TestFramework::<OrganizationMembership>::with(NoServices)
+            .given(vec![created(), MembershipEvent::MembershipDeactivated { at: at() }])
+            .when(MembershipCommand::Reactivate { at: at() })
+            .then_expect_events(vec![MembershipEvent::MembershipReactivated { at: at() }]);
+    }
+
+    #[test]
+    fn deactivating_twice_is_a_no_op() {
+        TestFramework::<OrganizationMembership>::with(NoServices)
+            .given(vec![created(), MembershipEvent::MembershipDeactivated { at: at() }])
+            .when(MembershipCommand::Deactivate { at: at() })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn changing_a_deleted_membership_is_not_found() {
+        TestFramework::<OrganizationMembership>::with(NoServices)
+            .given(vec![created(), MembershipEvent::MembershipDeleted { at: at() }])
+            .when(MembershipCommand::ChangeRole {
+                role: RoleSlug::member(),
+                at: at(),
+            })
+            .then_expect_error(MembershipError::NotFound);
+    }
+
+    #[test]
+    fn changing_to_the_same_role_emits_nothing() {
+        TestFramework::<OrganizationMembership>::with(NoServices)
+            .given(vec![created()])
+            .when(MembershipCommand::ChangeRole {
+                role: RoleSlug::member(),
+                at: at(),
+            })
+            .then_expect_events(vec![]);
+    }
+}

@@ -1,0 +1,75 @@
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::claims::{Claim, ClaimKind, Claims};
+use crate::values::RoleSlug;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MembershipEvent {
+    MembershipCreated {
+        user_id: String,
+        organization_id: String,
+        /// The organization's name when the membership was made (read models show the current one).
+        organization_name: String,
+        role: RoleSlug,
+        at: DateTime<Utc>,
+    },
+    MembershipRoleChanged {
+        role: RoleSlug,
+        at: DateTime<Utc>,
+    },
+    MembershipDeactivated {
+        at: DateTime<Utc>,
+    },
+    MembershipReactivated {
+        at: DateTime<Utc>,
+    },
+    MembershipDeleted {
+        at: DateTime<Utc>,
+    },
+}
+
+impl MembershipEvent {
+    /// The claim key of a membership: one per (organization, user).
+    pub fn claim_value(organization_id: &str, user_id: &str) -> String {
+        format!("{organization_id}:{user_id}")
+    }
+}
+
+impl DomainEvent for MembershipEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::MembershipCreated { .. } => "MembershipCreated",
+            Self::MembershipRoleChanged { .. } => "MembershipRoleChanged",
+            Self::MembershipDeactivated { .. } => "MembershipDeactivated",
+            Self::MembershipReactivated { .. } => "MembershipReactivated",
+            Self::MembershipDeleted { .. } => "MembershipDeleted",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_string()
+    }
+}
+
+impl Claims for MembershipEvent {
+    fn claims(&self) -> Vec<Claim> {
+        match self {
+            Self::MembershipCreated {
+                user_id,
+                organization_id,
+                ..
+            } => vec![Claim::Acquire {
+                kind: ClaimKind::Membership,
+                value: Self::claim_value(organization_id, user_id),
+            }],
+            Self::MembershipDeleted { .. } => vec![Claim::Release {
+                kind: ClaimKind::Membership,
+                value: None,
+            }],
+            _ => Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,486 @@
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+
+use super::commands::{NewDomain, OrganizationCommand, UpdateOrganization};
+use super::events::{OrganizationChanges, OrganizationEvent};
+use crate::values::{DomainName, Metadata};
+use crate::{NoServices, Tenanted};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrganizationError {
+    #[error("the organization already exists")]
+    AlreadyExists,
+    #[error("the organization does not exist")]
+    NotFound,
+    #[error("the organization domain does not exist")]
+    DomainNotFound,
+    #[error("the domain {0} is already attached to this organization")]
+    DuplicateDomain(String),
+}
+
+/// Verification state of a domain (WorkOS names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainState {
+    Pending,
+    Verified,
+    Failed,
+}
+
+impl DomainState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Verified => "verified",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainRecord {
+    pub id: String,
+    pub domain: DomainName,
+    pub state: DomainState,
+    pub verification_token: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Organization {
+    pub name: String,
+    pub external_id: Option<String>,
+    pub metadata: Metadata,
+    pub allow_profiles_outside_organization: bool,
+    pub stripe_customer_id: Option<String>,
+    pub domains: Vec<DomainRecord>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub deleted: bool,
+}
+
+impl Organization {
+    pub fn exists(&self) -> bool {
+        self.created_at.is_some() && !self.deleted
+    }
+
+    pub fn domain(&self, id: &str) -> Option<&DomainRecord> {
+        self.domains.iter().find(|d| d.id == id)
+    }
+
+    fn domain_named(&self, name: &DomainName) -> Option<&DomainRecord> {
+        self.domains.iter().find(|d| &d.domain == name)
+    }
+
+    fn created_domain(d: NewDomain, at: DateTime<Utc>) -> OrganizationEvent {
+        OrganizationEvent::OrganizationDomainCreated {
+            domain_id: d.id,
+            domain: d.domain,
+            state: d.state,
+            verification_token: d.verification_token,
+            at,
+        }
+    }
+
+    fn deleted_domain(d: &DomainRecord, at: DateTime<Utc>) -> OrganizationEvent {
+        OrganizationEvent::OrganizationDomainDeleted {
+            domain_id: d.id.clone(),
+            domain: d.domain.clone(),
+            was_verified: d.state == DomainState::Verified,
+            at,
+        }
+    }
+
+    /// The events an update produces: field changes, then the domain set reconciliation.
+    fn update_events(&self, u: UpdateOrganization) -> Result<Vec<OrganizationEvent>, OrganizationError> {
+        fn diff<T: PartialEq + Clone>(new: &Option<T>, old: &T) -> Option<T> {
+            new.as_ref().filter(|n| *n != old).cloned()
+        }
+        let changes = OrganizationChanges {
+            name: diff(&u.name, &self.name),
+            external_id: diff(&u.external_id, &self.external_id),
+            metadata: diff(&u.metadata, &self.metadata),
+            allow_profiles_outside_organization: diff(
+                &u.allow_profiles_outside_organization,
+                &self.allow_profiles_outside_organization,
+            ),
+            stripe_customer_id: diff(&u.stripe_customer_id, &self.stripe_customer_id),
+        };
+        let mut events = Vec::new();
+        if !changes.is_empty() {
+            events.push(OrganizationEvent::OrganizationUpdated { changes, at: u.at });
+        }
+        if let Some(wanted) = u.domains {
+            reject_duplicates(&wanted)?;
+            for existing in &self.domains {
+                if !wanted.iter().any(|w| w.domain == existing.domain) {
+                    events.push(Self::deleted_domain(existing, u.at));
+                }
+            }
+            for w in wanted {
+                match self.domain_named(&w.domain) {
+                    None => events.push(Self::created_domain(w, u.at)),
+                    Some(existing) if w.state == DomainState::Verified && existing.state != DomainState::Verified => {
+                        events.push(OrganizationEvent::OrganizationDomainVerified {
+                            domain_id: existing.id.clone(),
+                            domain: existing.domain.clone(),
+                            at: u.at,
+                        });
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(events)
+    }
+}
+
+fn reject_duplicates(domains: &[NewDomain]) -> Result<(), OrganizationError> {
+    for (i, d) in domains.iter().enumerate() {
+        if domains[..i].iter().any(|o| o.domain == d.domain) {
+            return Err(OrganizationError::DuplicateDomain(d.domain.as_str().to_string()));
+        }
+    }
+    Ok(())
+}
+
+impl Tenanted for Organization {
+    fn organization_id<'a>(&'a self, aggregate_id: &'a str) -> Option<&'a str> {
+        Some(aggregate_id)
+    }
+}
+
+impl Aggregate for Organization {
+    const TYPE: &'static str = "Organization";
+    type Command = OrganizationCommand;
+    type Event = OrganizationEvent;
+    type Error = OrganizationError;
+    type Services = NoServices;
+
+    async fn handle(
+        &mut self,
+        command: OrganizationCommand,
+        _: &NoServices,
+        sink: &EventSink<Self>,
+    ) -> Result<(), OrganizationError> {
+        let events = match command {
+            OrganizationCommand::Create {
+                name,
+                external_id,
+                metadata,
+                allow_profiles_outside_organization,
+                domains,
+                at,
+            } => {
+                if self.created_at.is_some() {
+                    return Err(OrganizationError::AlreadyExists);
+                }
+                reject_duplicates(&domains)?;
+                let mut events = vec![OrganizationEvent::OrganizationCreated {
+                    name,
+                    external_id,
+                    metadata,
+                    allow_profiles_outside_organization,
+                    at,
+                }];
+                events.extend(domains.into_iter().map(|d| Self::created_domain(d, at)));
+                events
+            }
+            other => {
+                if !self.exists() {
+                    return Err(OrganizationError::NotFound);
+                }
+                match other {
+                    OrganizationCommand::Create { .. } => Vec::new(),
+                    OrganizationCommand::Update(u) => self.update_events(u)?,
+                    OrganizationCommand::Delete { at } => vec![OrganizationEvent::OrganizationDeleted { at }],
+                    OrganizationCommand::AddDomain { domain, at } => {
+                        if self.domain_named(&domain.domain).is_some() {
+                            return Err(OrganizationError::DuplicateDomain(domain.domain.as_str().to_string()));
+                        }
+                        vec![Self::created_domain(domain, at)]
+                    }
+                    OrganizationCommand::RecordVerification {
+                        domain_id,
+                        verified,
+                        reason,
+                        at,
+                    } => {
+                        let d = self.domain(&domain_id).ok_or(OrganizationError::DomainNotFound)?;
+                        if verified {
+                            if d.state == DomainState::Verified {
+                                Vec::new()
+                            } else {
+                                vec![OrganizationEvent::OrganizationDomainVerified {
+                                    domain_id,
+                                    domain: d.domain.clone(),
+                                    at,
+                                }]
+                            }
+                        } else {
+                            vec![OrganizationEvent::OrganizationDomainVerificationFailed {
+                                domain_id,
+                                domain: d.domain.clone(),
+                                reason: reason.unwrap_or_else(|| "verification failed".into()),
+                                at,
+                            }]
+                        }
+                    }
+                    OrganizationCommand::RemoveDomain { domain_id, at } => {
+                        let d = self.domain(&domain_id).ok_or(OrganizationError::DomainNotFound)?;
+                        vec![Self::deleted_domain(d, at)]
+                    }
+                }
+            }
+        };
+        for e in events {
+            sink.write(e, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: OrganizationEvent) {
+        match event {
+            OrganizationEvent::OrganizationCreated {
+                name,
+                external_id,
+                metadata,
+                allow_profiles_outside_organization,
+                at,
+            } => {
+                self.name = name;
+                self.external_id = external_id;
+                self.metadata = metadata;
+                self.allow_profiles_outside_organization = allow_profiles_outside_organization;
+                self.created_at = Some(at);
+                self.updated_at = Some(at);
+            }
+            OrganizationEvent::OrganizationUpdated { changes, at } => {
+                if let Some(v) = changes.name {
+                    self.name = v;
+                }
+                if let Some(v) = changes.external_id {
+                    self.external_id = v;
+                }
+                if let Some(v) = changes.metadata {
+                    self.metadata = v;
+                }
+                if let Some(v) = changes.allow_profiles_outside_organization {
+                    self.allow_profiles_outside_organization = v;
+                }
+                if let Some(v) = changes.stripe_customer_id {
+                    self.stripe_customer_id = v;
+                }
+                self.updated_at = Some(at);
+            }
+            OrganizationEvent::OrganizationDeleted { at } => {
+                self.deleted = true;
+                self.updated_at = Some(at);
+            }
+            OrganizationEvent::OrganizationDomainCreated {
+                domain_id,
+                domain,
+                state,
+                verification_token,
+                at,
+            } => {
+                self.domains.push(DomainRecord {
+                    id: domain_id,
+                    domain,
+                    state,
+                    verification_token,
+                    created_at: at,
+                    updated_at: at,
+                });
+                self.updated_at = Some(at);
+            }
+            OrganizationEvent::OrganizationDomainVerified { domain_id, at, .. } => {
+                self.set_state(&domain_id, DomainState::Verified, at)
+            }
+            OrganizationEvent::OrganizationDomainVerificationFailed { domain_id, at, .. } => {
+                self.set_state(&domain_id, DomainState::Failed, at)
+            }
+            OrganizationEvent::OrganizationDomainDeleted { domain_id, at, .. } => {
+                self.domains.retain(|d| d.id != domain_id);
+                self.updated_at = Some(at);
+            }
+        }
+    }
+}
+
+impl Organization {
+    fn set_state(&mut self, domain_id: &str, state: DomainState, at: DateTime<Utc>) {
+        if let Some(d) = self.domains.iter_mut().find(|d| d.id == domain_id) {
+            d.state = state;
+            d.updated_at = at;
+        }
+        self.updated_at = Some(at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::claims::{Claim, ClaimKind, Claims};
+    use cqrs_es::test::TestFramework;
+
+    fn at() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default()
+    }
+
+    fn dn(s: &str) -> DomainName {
+        DomainName::parse("domain", s).unwrap()
+    }
+
+    fn created() -> Vec<OrganizationEvent> {
+        vec![
+            OrganizationEvent::OrganizationCreated {
+                name: "Acme".into(),
+                external_id: None,
+                metadata: Metadata::new(),
+                allow_profiles_outside_organization: false,
+                at: at(),
+            },
+            OrganizationEvent::OrganizationDomainCreated {
+                domain_id: "org_domain_1".into(),
+                domain: dn("acme.com"),
+                state: DomainState::Pending,
+                verification_token: "tok".into(),
+                at: at(),
+            },
+        ]
+    }
+
+    fn new_domain(id: &str, name: &str, state: DomainState) -> NewDomain {
+        NewDomain {
+            id: id.into(),
+            domain: dn(name),
+            state,
+            verification_token: "tok".into(),
+        }
+    }
+
+    #[test]
+    fn creating_an_organization_with_domains_emits_one_event_per_domain() {
+        TestFramework::<Organization>::with(NoServices)
+            .given_no_previous_events()
+            .when(OrganizationCommand::Create {
+                name: "Acme".into(),
+                external_id: None,
+                metadata: Metadata::new(),
+                allow_profiles_outside_organization: false,
+                domains: vec![new_domain("org_domain_1", "acme.com", DomainState::Pending)],
+                at: at(),
+            })
+            .then_expect_events(created());
+    }
+
+    #[test]
+    fn the_same_domain_twice_is_refused() {
+        TestFramework::<Organization>::with(NoServices)
+            .given(created())
+            .when(OrganizationCommand::AddDomain {
+                domain: new_domain("org_domain_2", "ACME.com", DomainState::Pending),
+                at: at(),
+            })
+            .then_expect_error(OrganizationError::DuplicateDomain("acme.com".into()));
+    }
+
+    #[test]
+    fn a_successful_check_verifies_and_claims_the_domain() {
+        let verified = OrganizationEvent::OrganizationDomainVerified {
+            domain_id: "org_domain_1".into(),
+            domain: dn("acme.com"),
+            at: at(),
+        };
+        TestFramework::<Organization>::with(NoServices)
+            .given(created())
+            .when(OrganizationCommand::RecordVerification {
+                domain_id: "org_domain_1".into(),
+                verified: true,
+                reason: None,
+                at: at(),
+            })
+            .then_expect_events(vec![verified.clone()]);
+        assert_eq!(
+            verified.claims(),
+            vec![Claim::Acquire {
+                kind: ClaimKind::VerifiedDomain,
+                value: "acme.com".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_failed_check_records_why() {
+        TestFramework::<Organization>::with(NoServices)
+            .given(created())
+            .when(OrganizationCommand::RecordVerification {
+                domain_id: "org_domain_1".into(),
+                verified: false,
+                reason: Some("no record".into()),
+                at: at(),
+            })
+            .then_expect_events(vec![OrganizationEvent::OrganizationDomainVerificationFailed {
+                domain_id: "org_domain_1".into(),
+                domain: dn("acme.com"),
+                reason: "no record".into(),
+                at: at(),
+            }]);
+    }
+
+    #[test]
+    fn unknown_domains_and_deleted_organizations_are_not_found() {
+        TestFramework::<Organization>::with(NoServices)
+            .given(created())
+            .when(OrganizationCommand::RemoveDomain {
+                domain_id: "org_domain_x".into(),
+                at: at(),
+            })
+            .then_expect_error(OrganizationError::DomainNotFound);
+        let mut deleted = created();
+        deleted.push(OrganizationEvent::OrganizationDeleted { at: at() });
+        TestFramework::<Organization>::with(NoServices)
+            .given(deleted)
+            .when(OrganizationCommand::Delete { at: at() })
+            .then_expect_error(OrganizationError::NotFound);
+    }
+
+    #[test]
+    fn an_update_with_a_domain_set_reconciles_domains() {
+        let update = UpdateOrganization {
+            name: Some("Acme Inc".into()),
+            domains: Some(vec![new_domain("org_domain_2", "acme.io", DomainState::Verified)]),
+            at: at(),
+            ..Default::default()
+        };
+        TestFramework::<Organization>::with(NoServices)
+            .given(created())
+            .when(OrganizationCommand::Update(update))
+            .then_expect_events(vec![
+                OrganizationEvent::OrganizationUpdated {
+                    changes: OrganizationChanges {
+                        name: Some("Acme Inc".into()),
+                        ..Default::default()
+                    },
+                    at: at(),
+                },
+                OrganizationEvent::OrganizationDomainDeleted {
+                    domain_id: "org_domain_1".into(),
+                    domain: dn("acme.com"),
+                    was_verified: false,
+                    at: at(),
+                },
+                OrganizationEvent::OrganizationDomainCreated {
+                    domain_id: "org_domain_2".into(),
+                    domain: dn("acme.io"),
+                    state: DomainState::Verified,
+                    verification_token: "tok".into(),
+                    at: at(),
+                },
+            ]);
+    }
+}

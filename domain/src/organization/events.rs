@@ -1,0 +1,143 @@
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use super::DomainState;
+use crate::claims::{Claim, ClaimKind, Claims};
+use crate::values::{DomainName, Metadata};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OrganizationEvent {
+    OrganizationCreated {
+        name: String,
+        external_id: Option<String>,
+        metadata: Metadata,
+        allow_profiles_outside_organization: bool,
+        at: DateTime<Utc>,
+    },
+    OrganizationUpdated {
+        changes: OrganizationChanges,
+        at: DateTime<Utc>,
+    },
+    /// Releases every verified domain of the organization.
+    OrganizationDeleted { at: DateTime<Utc> },
+    OrganizationDomainCreated {
+        domain_id: String,
+        domain: DomainName,
+        state: DomainState,
+        verification_token: String,
+        at: DateTime<Utc>,
+    },
+    OrganizationDomainVerified {
+        domain_id: String,
+        domain: DomainName,
+        at: DateTime<Utc>,
+    },
+    OrganizationDomainVerificationFailed {
+        domain_id: String,
+        domain: DomainName,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    OrganizationDomainDeleted {
+        domain_id: String,
+        domain: DomainName,
+        was_verified: bool,
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct OrganizationChanges {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::double_option")]
+    pub external_id: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Metadata>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_profiles_outside_organization: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::double_option")]
+    pub stripe_customer_id: Option<Option<String>>,
+}
+
+impl OrganizationChanges {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl DomainEvent for OrganizationEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::OrganizationCreated { .. } => "OrganizationCreated",
+            Self::OrganizationUpdated { .. } => "OrganizationUpdated",
+            Self::OrganizationDeleted { .. } => "OrganizationDeleted",
+            Self::OrganizationDomainCreated { .. } => "OrganizationDomainCreated",
+            Self::OrganizationDomainVerified { .. } => "OrganizationDomainVerified",
+            Self::OrganizationDomainVerificationFailed { .. } => "OrganizationDomainVerificationFailed",
+            Self::OrganizationDomainDeleted { .. } => "OrganizationDomainDeleted",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_string()
+    }
+}
+
+impl Claims for OrganizationEvent {
+    fn claims(&self) -> Vec<Claim> {
+        let acquire = |kind, value: &str| Claim::Acquire {
+            kind,
+            value: value.to_string(),
+        };
+        match self {
+            Self::OrganizationCreated { external_id, .. } => external_id
+                .iter()
+                .map(|x| acquire(ClaimKind::OrganizationExternalId, x))
+                .collect(),
+            Self::OrganizationUpdated { changes, .. } => match &changes.external_id {
+                Some(ext) => {
+                    let mut c = vec![Claim::Release {
+                        kind: ClaimKind::OrganizationExternalId,
+                        value: None,
+                    }];
+                    c.extend(ext.iter().map(|x| acquire(ClaimKind::OrganizationExternalId, x)));
+                    c
+                }
+                None => Vec::new(),
+            },
+            Self::OrganizationDeleted { .. } => vec![
+                Claim::Release {
+                    kind: ClaimKind::OrganizationExternalId,
+                    value: None,
+                },
+                Claim::Release {
+                    kind: ClaimKind::VerifiedDomain,
+                    value: None,
+                },
+            ],
+            Self::OrganizationDomainCreated { domain, state, .. } => match state {
+                DomainState::Verified => vec![acquire(ClaimKind::VerifiedDomain, domain.as_str())],
+                _ => Vec::new(),
+            },
+            Self::OrganizationDomainVerified { domain, .. } => {
+                vec![acquire(ClaimKind::VerifiedDomain, domain.as_str())]
+            }
+            Self::OrganizationDomainVerificationFailed { .. } => Vec::new(),
+            Self::OrganizationDomainDeleted {
+                domain, was_verified, ..
+            } => {
+                if *was_verified {
+                    vec![Claim::Release {
+                        kind: ClaimKind::VerifiedDomain,
+                        value: Some(domain.as_str().to_string()),
+                    }]
+                } else {
+                    Vec::new()
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,303 @@
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+
+use super::commands::UserCommand;
+use super::events::{UserChanges, UserEvent};
+use crate::values::{Email, Metadata};
+use crate::{NoServices, Tenanted};
+
+/// Why a user command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("the user already exists")]
+    AlreadyExists,
+    #[error("the user does not exist")]
+    NotFound,
+}
+
+/// A user's state, folded from its events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub email: Option<Email>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub email_verified: bool,
+    pub external_id: Option<String>,
+    pub metadata: Metadata,
+    pub locale: Option<String>,
+    pub has_password: bool,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub deleted: bool,
+}
+
+impl User {
+    pub fn exists(&self) -> bool {
+        self.created_at.is_some() && !self.deleted
+    }
+
+    /// Keeps only the changes that differ from the current state.
+    fn effective_changes(&self, u: &super::UpdateUser) -> UserChanges {
+        fn diff<T: PartialEq + Clone>(new: &Option<T>, old: &T) -> Option<T> {
+            new.as_ref().filter(|n| *n != old).cloned()
+        }
+        UserChanges {
+            email: u.email.clone().filter(|e| Some(e) != self.email.as_ref()),
+            first_name: diff(&u.first_name, &self.first_name),
+            last_name: diff(&u.last_name, &self.last_name),
+            email_verified: diff(&u.email_verified, &self.email_verified),
+            external_id: diff(&u.external_id, &self.external_id),
+            metadata: diff(&u.metadata, &self.metadata),
+            locale: diff(&u.locale, &self.locale),
+        }
+    }
+}
+
+impl Tenanted for User {
+    fn organization_id<'a>(&'a self, _aggregate_id: &'a str) -> Option<&'a str> {
+        None
+    }
+}
+
+impl Aggregate for User {
+    const TYPE: &'static str = "User";
+    type Command = UserCommand;
+    type Event = UserEvent;
+    type Error = UserError;
+    type Services = NoServices;
+
+    async fn handle(&mut self, command: UserCommand, _: &NoServices, sink: &EventSink<Self>) -> Result<(), UserError> {
+        match command {
+            UserCommand::Create(c) => {
+                if self.created_at.is_some() {
+                    return Err(UserError::AlreadyExists);
+                }
+                let event = UserEvent::UserCreated {
+                    email: c.email,
+                    first_name: c.first_name,
+                    last_name: c.last_name,
+                    email_verified: c.email_verified,
+                    external_id: c.external_id,
+                    metadata: c.metadata,
+                    has_password: c.with_password,
+                    at: c.at,
+                };
+                sink.write(event, self).await;
+            }
+            UserCommand::Update(u) => {
+                if !self.exists() {
+                    return Err(UserError::NotFound);
+                }
+                let changes = self.effective_changes(&u);
+                if !changes.is_empty() {
+                    sink.write(UserEvent::UserUpdated { changes, at: u.at }, self).await;
+                }
+                if u.password_changed {
+                    sink.write(UserEvent::UserPasswordChanged { at: u.at }, self).await;
+                }
+            }
+            UserCommand::Delete { at } => {
+                if !self.exists() {
+                    return Err(UserError::NotFound);
+                }
+                sink.write(UserEvent::UserDeleted { at }, self).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: UserEvent) {
+        match event {
+            UserEvent::UserCreated {
+                email,
+                first_name,
+                last_name,
+                email_verified,
+                external_id,
+                metadata,
+                has_password,
+                at,
+            } => {
+                *self = User {
+                    email: Some(email),
+                    first_name,
+                    last_name,
+                    email_verified,
+                    external_id,
+                    metadata,
+                    locale: None,
+                    has_password,
+                    created_at: Some(at),
+                    updated_at: Some(at),
+                    deleted: false,
+                };
+            }
+            UserEvent::UserUpdated { changes, at } => {
+                if let Some(v) = changes.email {
+                    self.email = Some(v);
+                }
+                if let Some(v) = changes.first_name {
+                    self.first_name = v;
+                }
+                if let Some(v) = changes.last_name {
+                    self.last_name = v;
+                }
+                if let Some(v) = changes.email_verified {
+                    self.email_verified = v;
+                }
+                if let Some(v) = changes.external_id {
+                    self.external_id = v;
+                }
+                if let Some(v) = changes.metadata {
+                    self.metadata = v;
+                }
+                if let Some(v) = changes.locale {
+                    self.locale = v;
+                }
+                self.updated_at = Some(at);
+            }
+            UserEvent::UserPasswordChanged { at } => {
+                self.has_password = true;
+                self.updated_at = Some(at);
+            }
+            UserEvent::UserDeleted { at } => {
+                self.deleted = true;
+                self.updated_at = Some(at);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::claims::{Claim, ClaimKind, Claims};
+    use crate::user::{CreateUser, UpdateUser};
+    use cqrs_es::test::TestFramework;
+
+    fn at() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default()
+    }
+
+    fn created() -> UserEvent {
+        UserEvent::UserCreated {
+            email: Email::parse("email", "ann@example.com").unwrap(),
+            first_name: Some("Ann".into()),
+            last_name: None,
+            email_verified: false,
+            external_id: None,
+            metadata: Metadata::new(),
+            has_password: false,
+            at: at(),
+        }
+    }
+
+    fn create_cmd() -> UserCommand {
+        UserCommand::Create(CreateUser {
+            email: Email::parse("email", "ann@example.com").unwrap(),
+            first_name: Some("Ann".into()),
+            last_name: None,
+            email_verified: false,
+            external_id: None,
+            metadata: Metadata::new(),
+            with_password: false,
+            at: at(),
+        })
+    }
+
+    #[test]
+    fn creating_a_new_user_emits_user_created() {
+        TestFramework::<User>::with(NoServices)
+            .given_no_previous_events()
+            .when(create_cmd())
+            .then_expect_events(vec![created()]);
+    }
+
+    #[test]
+    fn creating_an_existing_user_is_refused() {
+        TestFramework::<User>::with(NoServices)
+            .given(vec![created()])
+            .when(create_cmd())
+            .then_expect_error(UserError::AlreadyExists);
+    }
+
+    #[test]
+    fn an_update_records_only_what_changed() {
+        let update = UpdateUser {
+            first_name: Some(Some("Ann".into())),
+            last_name: Some(Some("Lee".into())),
+            at: at(),
+            ..Default::default()
+        };
+        let changes = UserChanges {
+            last_name: Some(Some("Lee".into())),
+            ..Default::default()
+        };
+        TestFramework::<User>::with(NoServices)
+            .given(vec![created()])
+            .when(UserCommand::Update(update))
+            .then_expect_events(vec![UserEvent::UserUpdated { changes, at: at() }]);
+    }
+
+    #[test]
+    fn an_update_that_changes_nothing_emits_nothing() {
+        let update = UpdateUser {
+            first_name: Some(Some("Ann".into())),
+            at: at(),
+            ..Default::default()
+        };
+        TestFramework::<User>::with(NoServices)
+            .given(vec![created()])
+            .when(UserCommand::Update(update))
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn a_password_change_is_an_event_without_the_secret() {
+        let update = UpdateUser {
+            password_changed: true,
+            at: at(),
+            ..Default::default()
+        };
+        TestFramework::<User>::with(NoServices)
+            .given(vec![created()])
+            .when(UserCommand::Update(update))
+            .then_expect_events(vec![UserEvent::UserPasswordChanged { at: at() }]);
+    }
+
+    #[test]
+    fn updating_or_deleting_a_deleted_user_is_not_found() {
+        TestFramework::<User>::with(NoServices)
+            .given(vec![created(), UserEvent::UserDeleted { at: at() }])
+            .when(UserCommand::Delete { at: at() })
+            .then_expect_error(UserError::NotFound);
+        TestFramework::<User>::with(NoServices)
+            .given_no_previous_events()
+            .when(UserCommand::Update(UpdateUser::default()))
+            .then_expect_error(UserError::NotFound);
+    }
+
+    #[test]
+    fn email_changes_release_and_reacquire_the_email_claim() {
+        let changes = UserChanges {
+            email: Some(Email::parse("e", "New@Example.com").unwrap()),
+            ..Default::default()
+        };
+        let claims = UserEvent::UserUpdated { changes, at: at() }.claims();
+        assert_eq!(
+            claims,
+            vec![
+                Claim::Release {
+                    kind: ClaimKind::UserEmail,
+                    value: None
+                },
+                Claim::Acquire {
+                    kind: ClaimKind::UserEmail,
+                    value: "new@example.com".into()
+                },
+            ]
+        );
+    }
+}

@@ -1,0 +1,116 @@
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::claims::{Claim, ClaimKind, Claims};
+use crate::values::{Email, Metadata};
+
+/// Events of the [`super::User`] aggregate. Renaming a variant never changes `event_type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum UserEvent {
+    UserCreated {
+        email: Email,
+        first_name: Option<String>,
+        last_name: Option<String>,
+        email_verified: bool,
+        external_id: Option<String>,
+        metadata: Metadata,
+        has_password: bool,
+        at: DateTime<Utc>,
+    },
+    UserUpdated {
+        changes: UserChanges,
+        at: DateTime<Utc>,
+    },
+    /// The user's password was set or changed; the hash lives in the credential table, never here.
+    UserPasswordChanged {
+        at: DateTime<Utc>,
+    },
+    UserDeleted {
+        at: DateTime<Utc>,
+    },
+}
+
+/// The fields an update changed, with their new values; absent fields did not change.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct UserChanges {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<Email>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::double_option")]
+    pub first_name: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::double_option")]
+    pub last_name: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::double_option")]
+    pub external_id: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Metadata>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::double_option")]
+    pub locale: Option<Option<String>>,
+}
+
+impl UserChanges {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl DomainEvent for UserEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::UserCreated { .. } => "UserCreated",
+            Self::UserUpdated { .. } => "UserUpdated",
+            Self::UserPasswordChanged { .. } => "UserPasswordChanged",
+            Self::UserDeleted { .. } => "UserDeleted",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_string()
+    }
+}
+
+impl Claims for UserEvent {
+    fn claims(&self) -> Vec<Claim> {
+        let release = |kind| Claim::Release { kind, value: None };
+        match self {
+            Self::UserCreated { email, external_id, .. } => {
+                let mut c = vec![Claim::Acquire {
+                    kind: ClaimKind::UserEmail,
+                    value: email.key(),
+                }];
+                if let Some(x) = external_id {
+                    c.push(Claim::Acquire {
+                        kind: ClaimKind::UserExternalId,
+                        value: x.clone(),
+                    });
+                }
+                c
+            }
+            Self::UserUpdated { changes, .. } => {
+                let mut c = Vec::new();
+                if let Some(email) = &changes.email {
+                    c.push(release(ClaimKind::UserEmail));
+                    c.push(Claim::Acquire {
+                        kind: ClaimKind::UserEmail,
+                        value: email.key(),
+                    });
+                }
+                if let Some(ext) = &changes.external_id {
+                    c.push(release(ClaimKind::UserExternalId));
+                    if let Some(x) = ext {
+                        c.push(Claim::Acquire {
+                            kind: ClaimKind::UserExternalId,
+                            value: x.clone(),
+                        });
+                    }
+                }
+                c
+            }
+            Self::UserPasswordChanged { .. } => Vec::new(),
+            Self::UserDeleted { .. } => vec![release(ClaimKind::UserEmail), release(ClaimKind::UserExternalId)],
+        }
+    }
+}

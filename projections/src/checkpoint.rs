@@ -1,0 +1,115 @@
+//! Projection checkpoints: one row per projection, advanced in the same transaction as the
+//! projection's writes; and waiting for them (read-your-writes).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{PgExecutor, PgPool};
+use tokio::sync::watch;
+
+use crate::log::LogPosition;
+
+pub async fn load<'e>(db: impl PgExecutor<'e>, name: &str) -> Result<LogPosition, sqlx::Error> {
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("select transaction_id::text::bigint, position from projection_checkpoint where name = $1")
+            .bind(name)
+            .fetch_optional(db)
+            .await?;
+    Ok(row
+        .map(|(t, p)| LogPosition {
+            transaction_id: t,
+            position: p,
+        })
+        .unwrap_or_default())
+}
+
+/// Locks the checkpoint row for the rest of the transaction and returns it. Every writer of a
+/// projection (worker or rebuild) takes this lock first, so they serialize without deadlocks.
+pub async fn lock<'e>(db: impl PgExecutor<'e>, name: &str) -> Result<LogPosition, sqlx::Error> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "select transaction_id::text::bigint, position from projection_checkpoint where name = $1 for update",
+    )
+    .bind(name)
+    .fetch_optional(db)
+    .await?;
+    Ok(row
+        .map(|(t, p)| LogPosition {
+            transaction_id: t,
+            position: p,
+        })
+        .unwrap_or_default())
+}
+
+pub async fn store<'e>(db: impl PgExecutor<'e>, name: &str, at: LogPosition) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into projection_checkpoint (name, transaction_id, position, updated_at) \
+         values ($1, $2::bigint::text::xid8, $3, now()) \
+         on conflict (name) do update set transaction_id = excluded.transaction_id, \
+         position = excluded.position, updated_at = now()",
+    )
+    .bind(name)
+    .bind(at.transaction_id)
+    .bind(at.position)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The checkpoints this process has seen, per projection, for waiting on them.
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    senders: Arc<HashMap<&'static str, watch::Sender<LogPosition>>>,
+}
+
+impl Progress {
+    pub fn new(names: &[&'static str]) -> Self {
+        let senders = names
+            .iter()
+            .map(|n| (*n, watch::channel(LogPosition::START).0))
+            .collect();
+        Self {
+            senders: Arc::new(senders),
+        }
+    }
+
+    pub fn publish(&self, name: &str, at: LogPosition) {
+        if let Some(s) = self.senders.get(name) {
+            s.send_if_modified(|cur| {
+                let newer = at > *cur;
+                if newer {
+                    *cur = at;
+                }
+                newer
+            });
+        }
+    }
+
+    /// Waits until every projection has applied `at`, or `timeout` passes (returns false then).
+    /// Progress made by workers of another process is seen by polling the checkpoint table.
+    pub async fn wait_for(&self, pool: &PgPool, at: LogPosition, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for (name, sender) in self.senders.iter() {
+            let mut rx = sender.subscribe();
+            loop {
+                if *rx.borrow_and_update() >= at {
+                    break;
+                }
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    return false;
+                }
+                let slice = (deadline - now).min(Duration::from_millis(50));
+                if tokio::time::timeout(slice, rx.changed()).await.is_err() {
+                    // No local progress: another process may own this projection.
+                    if let Ok(cp) = load(pool, name).await {
+                        if cp >= at {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
+}

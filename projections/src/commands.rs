@@ -1,0 +1,133 @@
+//! Executing a command: load the aggregate from the log, let it decide, append its events (with
+//! claims) through `PersistedEventStore`. Lost optimistic-lock races are retried for commands that
+//! are safe to re-decide; otherwise they surface as a conflict.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore as _};
+use keyledger_domain::{NoServices, Tenanted};
+
+use crate::log::LogPosition;
+use crate::store::{AppendExtras, AppendScope, ClaimConflict, EventStore, APPEND_SCOPE};
+
+/// Why a command did not land.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E: std::error::Error> {
+    #[error("{0}")]
+    Domain(E),
+    #[error(transparent)]
+    Claim(ClaimConflict),
+    #[error("the object was changed concurrently")]
+    Conflict,
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+/// What a command produced.
+#[derive(Debug)]
+pub struct Executed<A: Aggregate> {
+    pub events: Vec<A::Event>,
+    /// Where the last event landed in the log (None when the command emitted nothing).
+    pub position: Option<LogPosition>,
+    /// The aggregate after the command.
+    pub state: A,
+}
+
+/// How often a lost race is re-decided before answering 409.
+const MAX_ATTEMPTS: usize = 5;
+
+/// Runs commands against the PostgreSQL event store.
+#[derive(Clone, Debug)]
+pub struct CommandBus {
+    store: EventStore,
+}
+
+impl CommandBus {
+    pub fn new(store: EventStore) -> Self {
+        Self { store }
+    }
+
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    /// Executes `command` on aggregate `id`. With `retry`, a lost race reloads and re-decides.
+    pub async fn execute<A>(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &HashMap<String, String>,
+        extras: AppendExtras,
+        retry: bool,
+    ) -> Result<Executed<A>, CommandError<A::Error>>
+    where
+        A: Aggregate<Services = NoServices> + Tenanted + Clone,
+        A::Command: Clone,
+        A::Error: Clone,
+    {
+        let es = PersistedEventStore::<EventStore, A>::new_event_store(self.store.clone());
+        let attempts = if retry { MAX_ATTEMPTS } else { 1 };
+        let mut last = CommandError::Conflict;
+        for _ in 0..attempts {
+            let mut ctx = es.load_aggregate(id).await.map_err(map_err)?;
+            let sink = EventSink::<A>::default();
+            ctx.aggregate()
+                .handle(command.clone(), &NoServices, &sink)
+                .await
+                .map_err(CommandError::Domain)?;
+            let events = sink.collect().await;
+            let state = ctx.aggregate().clone();
+            if events.is_empty() {
+                return Ok(Executed {
+                    events,
+                    position: None,
+                    state,
+                });
+            }
+            let mut meta = metadata.clone();
+            if let Some(org) = state.organization_id(id) {
+                meta.insert("organization_id".into(), org.to_string());
+            }
+            let scope = AppendScope {
+                extras: extras.clone(),
+                appended: Mutex::new(None),
+            };
+            let (result, position) = APPEND_SCOPE
+                .scope(scope, async {
+                    let r = es.commit(events.clone(), ctx, meta).await;
+                    let p = APPEND_SCOPE.with(|s| s.appended.lock().ok().and_then(|g| *g));
+                    (r, p)
+                })
+                .await;
+            match result {
+                Ok(_) => {
+                    return Ok(Executed {
+                        events,
+                        position,
+                        state,
+                    })
+                }
+                Err(AggregateError::AggregateConflict) => last = CommandError::Conflict,
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        Err(last)
+    }
+}
+
+fn map_err<E: std::error::Error + Clone>(e: AggregateError<E>) -> CommandError<E> {
+    match e {
+        AggregateError::UserError(e) => CommandError::Domain(e),
+        AggregateError::AggregateConflict => CommandError::Conflict,
+        AggregateError::UnexpectedError(inner) => match inner.downcast::<ClaimConflict>() {
+            Ok(c) => CommandError::Claim(*c),
+            Err(other) => CommandError::Storage(other.to_string()),
+        },
+        AggregateError::DatabaseConnectionError(e) | AggregateError::DeserializationError(e) => {
+            CommandError::Storage(e.to_string())
+        }
+    }
+}

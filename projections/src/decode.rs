@@ -1,0 +1,79 @@
+//! Turning stored rows back into typed domain events, upcasting old versions first.
+//! Every (event_type, event_version) ever written must stay decodable here.
+
+use keyledger_domain::membership::{MembershipEvent, OrganizationMembership};
+use keyledger_domain::organization::{Organization, OrganizationEvent};
+use keyledger_domain::user::{User, UserEvent};
+use keyledger_domain::{Claim, Claims};
+use serde_json::Value;
+
+use cqrs_es::Aggregate;
+
+/// Any domain event of any aggregate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnyEvent {
+    User(UserEvent),
+    Organization(OrganizationEvent),
+    Membership(MembershipEvent),
+}
+
+impl AnyEvent {
+    pub fn claims(&self) -> Vec<Claim> {
+        match self {
+            Self::User(e) => e.claims(),
+            Self::Organization(e) => e.claims(),
+            Self::Membership(e) => e.claims(),
+        }
+    }
+}
+
+/// The current version of every event type; older versions are upcast to it before decoding.
+pub const CURRENT_VERSION: &str = "1";
+
+/// Upcasts a stored payload to the current version of its event type. Version "1" is the first
+/// of every type, so nothing needs changing yet; a version this build does not know is an error
+/// (never a panic), so a newer writer's events are not misread by an older reader.
+pub fn upcast(event_type: &str, event_version: &str, payload: Value) -> Result<Value, String> {
+    match event_version {
+        CURRENT_VERSION => Ok(payload),
+        other => Err(format!("unknown version {other} of event type {event_type}")),
+    }
+}
+
+/// Decodes a stored event. The payload is the serde form of the aggregate's event enum.
+pub fn decode(
+    aggregate_type: &str,
+    event_type: &str,
+    event_version: &str,
+    payload: &Value,
+) -> Result<AnyEvent, String> {
+    let payload = upcast(event_type, event_version, payload.clone())?;
+    let err = |e: serde_json::Error| format!("{aggregate_type}/{event_type}: {e}");
+    match aggregate_type {
+        User::TYPE => serde_json::from_value(payload).map(AnyEvent::User).map_err(err),
+        Organization::TYPE => serde_json::from_value(payload).map(AnyEvent::Organization).map_err(err),
+        OrganizationMembership::TYPE => serde_json::from_value(payload).map(AnyEvent::Membership).map_err(err),
+        other => Err(format!("unknown aggregate type {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_versions_and_types_are_errors_not_panics() {
+        assert!(upcast("UserCreated", "7", Value::Null).is_err());
+        assert!(decode("Nope", "X", "1", &Value::Null).is_err());
+        assert!(decode("User", "UserDeleted", "1", &serde_json::json!({"Bogus": {}})).is_err());
+    }
+
+    #[test]
+    fn a_stored_user_event_decodes() {
+        let payload = serde_json::json!({"UserDeleted": {"at": "2026-01-01T00:00:00Z"}});
+        assert!(matches!(
+            decode("User", "UserDeleted", "1", &payload),
+            Ok(AnyEvent::User(UserEvent::UserDeleted { .. }))
+        ));
+    }
+}

@@ -1,0 +1,526 @@
+//! The projection engine: each projection consumes the ordered log in batches and writes its
+//! documents and its checkpoint in one transaction, so a crash never loses or double-applies an
+//! event. The same batch code serves live catch-up and `projections rebuild`.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::watch;
+
+use crate::checkpoint::{self, Progress};
+use crate::decode::{decode, AnyEvent};
+use crate::log::{self, LogPosition, StoredEvent};
+use crate::objects::{self, Docs, Kind};
+use crate::StorageError;
+
+/// A read model fed from the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Projection {
+    pub name: &'static str,
+    kinds: &'static [Kind],
+    aggregate_types: &'static [&'static str],
+    /// The public event feed: documents in `feed_object`, one `event_feed` row per change.
+    feed: bool,
+}
+
+pub const USERS: Projection = Projection {
+    name: "users",
+    kinds: &[Kind::User],
+    aggregate_types: &["User"],
+    feed: false,
+};
+pub const ORGANIZATIONS: Projection = Projection {
+    name: "organizations",
+    kinds: &[Kind::Organization, Kind::OrganizationDomain],
+    aggregate_types: &["Organization"],
+    feed: false,
+};
+pub const MEMBERSHIPS: Projection = Projection {
+    name: "memberships",
+    kinds: &[Kind::Membership],
+    aggregate_types: &["OrganizationMembership"],
+    feed: false,
+};
+pub const EVENTS: Projection = Projection {
+    name: "events",
+    kinds: &Kind::ALL,
+    aggregate_types: &["User", "Organization", "OrganizationMembership"],
+    feed: true,
+};
+
+/// Every projection, in the order they are started and listed.
+pub const ALL: [Projection; 4] = [USERS, ORGANIZATIONS, MEMBERSHIPS, EVENTS];
+
+pub fn by_name(name: &str) -> Option<Projection> {
+    ALL.into_iter().find(|p| p.name == name)
+}
+
+pub fn names() -> Vec<&'static str> {
+    ALL.iter().map(|p| p.name).collect()
+}
+
+fn doc_table(kind: Kind) -> &'static str {
+    match kind {
+        Kind::User => "user_view",
+        Kind::Organization => "organization_view",
+        Kind::OrganizationDomain => "organization_domain_view",
+        Kind::Membership => "organization_membership_view",
+    }
+}
+
+impl Projection {
+    /// The tables this projection owns (rebuilt and swapped together).
+    pub fn tables(&self) -> Vec<&'static str> {
+        if self.feed {
+            vec!["event_feed", "feed_object"]
+        } else {
+            self.kinds.iter().map(|k| doc_table(*k)).collect()
+        }
+    }
+
+    fn owns(&self, kind: Kind) -> bool {
+        self.kinds.contains(&kind)
+    }
+
+    async fn load_docs(
+        &self,
+        conn: &mut PgConnection,
+        schema: &str,
+        want: &HashSet<(Kind, String)>,
+        docs: &mut Docs,
+    ) -> Result<(), StorageError> {
+        let mut by_kind: HashMap<Kind, Vec<String>> = HashMap::new();
+        for (k, id) in want {
+            if self.owns(*k) && !docs.contains_key(&(*k, id.clone())) {
+                by_kind.entry(*k).or_default().push(id.clone());
+            }
+        }
+        for (kind, ids) in by_kind {
+            let rows: Vec<(String, Value)> = if self.feed {
+                sqlx::query_as(&format!(
+                    "select id, body from {schema}.feed_object where kind = $1 and id = any($2)"
+                ))
+                .bind(kind.as_str())
+                .bind(&ids)
+                .fetch_all(&mut *conn)
+                .await?
+            } else {
+                sqlx::query_as(&format!(
+                    "select id, body from {schema}.{} where id = any($1)",
+                    doc_table(kind)
+                ))
+                .bind(&ids)
+                .fetch_all(&mut *conn)
+                .await?
+            };
+            let mut found: HashMap<String, Value> = rows.into_iter().collect();
+            for id in ids {
+                let body = found.remove(&id);
+                docs.insert((kind, id), body);
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_docs(
+        &self,
+        conn: &mut PgConnection,
+        schema: &str,
+        docs: &Docs,
+        dirty: &HashSet<(Kind, String)>,
+    ) -> Result<(), StorageError> {
+        let mut upserts: HashMap<Kind, (Vec<String>, Vec<Value>)> = HashMap::new();
+        let mut deletes: HashMap<Kind, Vec<String>> = HashMap::new();
+        for key in dirty {
+            if !self.owns(key.0) {
+                continue;
+            }
+            match docs.get(key) {
+                Some(Some(body)) => {
+                    let e = upserts.entry(key.0).or_default();
+                    e.0.push(key.1.clone());
+                    e.1.push(body.clone());
+                }
+                _ => deletes.entry(key.0).or_default().push(key.1.clone()),
+            }
+        }
+        for (kind, (ids, bodies)) in upserts {
+            if self.feed {
+                sqlx::query(&format!(
+                    "insert into {schema}.feed_object (kind, id, body) select $1, * from unnest($2::text[], $3::jsonb[]) \
+                     on conflict (kind, id) do update set body = excluded.body"
+                ))
+                .bind(kind.as_str())
+                .bind(&ids)
+                .bind(&bodies)
+                .execute(&mut *conn)
+                .await?;
+            } else {
+                sqlx::query(&format!(
+                    "insert into {schema}.{} (id, body) select * from unnest($1::text[], $2::jsonb[]) \
+                     on conflict (id) do update set body = excluded.body",
+                    doc_table(kind)
+                ))
+                .bind(&ids)
+                .bind(&bodies)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        for (kind, ids) in deletes {
+            if self.feed {
+                sqlx::query(&format!(
+                    "delete from {schema}.feed_object where kind = $1 and id = any($2)"
+                ))
+                .bind(kind.as_str())
+                .bind(&ids)
+                .execute(&mut *conn)
+                .await?;
+            } else {
+                sqlx::query(&format!("delete from {schema}.{} where id = any($1)", doc_table(kind)))
+                    .bind(&ids)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a batch of events (in log order) to this projection's tables in `schema`.
+    /// The caller owns the transaction and the checkpoint.
+    pub async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        schema: &str,
+        events: &[StoredEvent],
+    ) -> Result<(), StorageError> {
+        let mut decoded: Vec<(&StoredEvent, AnyEvent)> = Vec::with_capacity(events.len());
+        for e in events {
+            if !self.aggregate_types.contains(&e.aggregate_type.as_str()) {
+                continue;
+            }
+            let typed = decode(&e.aggregate_type, &e.event_type, &e.event_version, &e.payload).map_err(|message| {
+                StorageError::Decode {
+                    event_id: e.id.clone(),
+                    message,
+                }
+            })?;
+            decoded.push((e, typed));
+        }
+        if decoded.is_empty() {
+            return Ok(());
+        }
+        let want: HashSet<(Kind, String)> = decoded
+            .iter()
+            .flat_map(|(e, t)| objects::needs(&e.aggregate_id, t))
+            .collect();
+        let mut docs = Docs::new();
+        self.load_docs(conn, schema, &want, &mut docs).await?;
+        let mut dirty: HashSet<(Kind, String)> = HashSet::new();
+        let mut feed = FeedRows::default();
+        // The public events of one command (same transaction and aggregate) show the objects as
+        // they are after the whole command: an organization created with domains has them.
+        let mut group: Vec<(&StoredEvent, objects::Change)> = Vec::new();
+        let mut group_before: HashMap<(Kind, String), Option<Value>> = HashMap::new();
+        for (i, (e, typed)) in decoded.iter().enumerate() {
+            let needs = objects::needs(&e.aggregate_id, typed);
+            if self.feed {
+                for k in &needs {
+                    group_before
+                        .entry(k.clone())
+                        .or_insert_with(|| docs.get(k).cloned().flatten());
+                }
+            }
+            let keys_before: HashSet<(Kind, String)> = docs.keys().cloned().collect();
+            let changes = objects::apply(&e.aggregate_id, typed, &mut docs);
+            dirty.extend(needs);
+            dirty.extend(docs.keys().filter(|k| !keys_before.contains(*k)).cloned());
+            if !self.feed {
+                continue;
+            }
+            group.extend(changes.into_iter().map(|c| (*e, c)));
+            let ends_group = decoded.get(i + 1).is_none_or(|(next, _)| {
+                next.log_position.transaction_id != e.log_position.transaction_id || next.aggregate_id != e.aggregate_id
+            });
+            if ends_group {
+                for (seq, (ev, c)) in group.drain(..).enumerate() {
+                    let key = (c.kind, c.id.clone());
+                    let prior = group_before.get(&key).cloned().flatten();
+                    let after = docs.get(&key).cloned().flatten();
+                    feed.push(ev, seq, &c, prior, after);
+                }
+                group_before.clear();
+            }
+        }
+        // Documents deleted as a side effect (an organization's domains) are dirty too.
+        dirty.extend(docs.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| k.clone()));
+        self.write_docs(conn, schema, &docs, &dirty).await?;
+        if self.feed {
+            feed.insert(conn, schema).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Public event rows collected during a batch.
+#[derive(Default)]
+struct FeedRows {
+    ids: Vec<String>,
+    txids: Vec<i64>,
+    positions: Vec<i64>,
+    seqs: Vec<i32>,
+    names: Vec<String>,
+    orgs: Vec<Option<String>>,
+    created: Vec<chrono::DateTime<chrono::Utc>>,
+    bodies: Vec<Value>,
+}
+
+impl FeedRows {
+    /// One public event per stored event: `seq` orders them within their command.
+    fn push(&mut self, e: &StoredEvent, seq: usize, c: &objects::Change, prior: Option<Value>, after: Option<Value>) {
+        let object = after.clone().or_else(|| prior.clone()).unwrap_or_else(|| json!({}));
+        // An event with extra fields wraps its object (WorkOS: `{reason, organization_domain}`).
+        let data = match c.extra.as_ref().and_then(Value::as_object) {
+            Some(extra) => {
+                let mut d = extra.clone();
+                d.insert(c.kind.as_str().to_string(), object);
+                Value::Object(d)
+            }
+            None => object,
+        };
+        let meta = &e.metadata;
+        let actor_id = meta.get("actor_id").and_then(Value::as_str).unwrap_or("system");
+        let mut context = json!({
+            "actor": {
+                "id": actor_id,
+                "source": if actor_id == "system" { "system" } else { "api" },
+                "name": meta.get("actor_name").and_then(Value::as_str),
+            }
+        });
+        if c.event.ends_with(".updated") {
+            if let (Some(p), Some(a)) = (&prior, &after) {
+                context["previous_attributes"] = Value::Object(objects::previous_attributes(p, a));
+            }
+        }
+        let id = e.id.clone();
+        let created_at = objects::ts(&e.recorded_at);
+        self.bodies.push(json!({
+            "object": "event",
+            "id": id,
+            "event": c.event,
+            "data": data,
+            "created_at": created_at,
+            "context": context,
+        }));
+        self.ids.push(id);
+        self.txids.push(e.log_position.transaction_id);
+        self.positions.push(e.log_position.position);
+        self.seqs.push(i32::try_from(seq).unwrap_or(i32::MAX));
+        self.names.push(c.event.to_string());
+        self.orgs.push(e.organization_id.clone());
+        self.created.push(e.recorded_at);
+    }
+
+    async fn insert(&self, conn: &mut PgConnection, schema: &str) -> Result<(), StorageError> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(&format!(
+            "insert into {schema}.event_feed (id, transaction_id, position, seq, event, organization_id, created_at, body) \
+             select id, t::text::xid8, p, s, ev, org, c, b from unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[], \
+             $5::text[], $6::text[], $7::timestamptz[], $8::jsonb[]) as u(id, t, p, s, ev, org, c, b)"
+        ))
+        .bind(&self.ids)
+        .bind(&self.txids)
+        .bind(&self.positions)
+        .bind(&self.seqs)
+        .bind(&self.names)
+        .bind(&self.orgs)
+        .bind(&self.created)
+        .bind(&self.bodies)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// A full batch may end in the middle of a transaction: leave that transaction's events for the
+/// next batch (unless it is the whole batch), so one command's events are applied together.
+fn whole_transactions(mut events: Vec<StoredEvent>, limit: i64) -> Vec<StoredEvent> {
+    if (events.len() as i64) < limit {
+        return events;
+    }
+    let Some(last_tx) = events.last().map(|e| e.log_position.transaction_id) else {
+        return events;
+    };
+    let keep = events
+        .iter()
+        .rposition(|e| e.log_position.transaction_id != last_tx)
+        .map_or(events.len(), |i| i + 1);
+    events.truncate(keep);
+    events
+}
+
+/// Live batch size: small enough to keep transactions short.
+const LIVE_BATCH: i64 = 500;
+/// Poll interval when no notification arrives (a rolled-back writer sends none).
+const POLL: Duration = Duration::from_millis(200);
+
+/// One step of a live worker: applies the next batch, if any. Returns the new checkpoint when it
+/// moved.
+pub async fn step(pool: &PgPool, p: &Projection) -> Result<Option<LogPosition>, StorageError> {
+    let cp = checkpoint::load(pool, p.name).await?;
+    let events = whole_transactions(log::read_after(pool, cp, LIVE_BATCH).await?, LIVE_BATCH);
+    let Some(last) = events.last().map(|e| e.log_position) else {
+        return Ok(None);
+    };
+    let mut tx = pool.begin().await?;
+    let locked = checkpoint::lock(&mut *tx, p.name).await?;
+    if locked != cp {
+        // Someone else (another process, or a rebuild swap) moved it: re-read.
+        return Ok(None);
+    }
+    p.apply_batch(&mut tx, "public", &events).await?;
+    checkpoint::store(&mut *tx, p.name, last).await?;
+    tx.commit().await?;
+    Ok(Some(last))
+}
+
+/// Runs a projection until `shutdown` turns true, stopping only between batches (at a
+/// checkpoint). Wakes on `wake` (LISTEN/NOTIFY) or every [`POLL`].
+pub async fn run_worker(
+    pool: PgPool,
+    p: Projection,
+    progress: Progress,
+    mut wake: watch::Receiver<u64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        wake.borrow_and_update();
+        match step(&pool, &p).await {
+            Ok(Some(cp)) => {
+                failures = 0;
+                progress.publish(p.name, cp);
+                continue;
+            }
+            Ok(None) => {
+                failures = 0;
+                if let Ok(cp) = checkpoint::load(&pool, p.name).await {
+                    progress.publish(p.name, cp);
+                }
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                tracing::error!(projection = p.name, error = %e, failures, "projection batch failed; will retry");
+            }
+        }
+        let backoff = if failures == 0 {
+            POLL
+        } else {
+            Duration::from_millis(200u64 << failures.min(6))
+        };
+        tokio::select! {
+            _ = wake.changed() => {}
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Schema where rebuilds build fresh tables before swapping them in.
+const REBUILD_SCHEMA: &str = "keyledger_rebuild";
+const REBUILD_BATCH: i64 = 5_000;
+
+/// Replays the whole log into fresh copies of the projection's tables, then swaps them in with
+/// the checkpoint, under the checkpoint lock (live workers pause for the swap only).
+/// `on_progress(done, total)` reports events read.
+pub async fn rebuild(
+    pool: &PgPool,
+    p: &Projection,
+    mut on_progress: impl FnMut(u64, u64),
+) -> Result<u64, StorageError> {
+    let tables = p.tables();
+    let mut conn = pool.acquire().await?;
+    sqlx::query(&format!("create schema if not exists {REBUILD_SCHEMA}"))
+        .execute(&mut *conn)
+        .await?;
+    for t in &tables {
+        sqlx::query(&format!("drop table if exists {REBUILD_SCHEMA}.{t}"))
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(&format!(
+            "create table {REBUILD_SCHEMA}.{t} (like public.{t} including all)"
+        ))
+        .execute(&mut *conn)
+        .await?;
+    }
+    let total = u64::try_from(log::count_after(&mut *conn, LogPosition::START).await?).unwrap_or(0);
+    let mut done: u64 = 0;
+    let mut cp = LogPosition::START;
+    on_progress(0, total);
+    loop {
+        let events = whole_transactions(log::read_after(&mut *conn, cp, REBUILD_BATCH).await?, REBUILD_BATCH);
+        let Some(last) = events.last().map(|e| e.log_position) else {
+            break;
+        };
+        let mut tx = pool.begin().await?;
+        p.apply_batch(&mut tx, REBUILD_SCHEMA, &events).await?;
+        tx.commit().await?;
+        cp = last;
+        done += events.len() as u64;
+        on_progress(done, total.max(done));
+    }
+    // Swap: catch up the last events and exchange the tables atomically.
+    let mut tx = pool.begin().await?;
+    checkpoint::lock(&mut *tx, p.name).await?;
+    loop {
+        let events = whole_transactions(log::read_after(&mut *tx, cp, REBUILD_BATCH).await?, REBUILD_BATCH);
+        let Some(last) = events.last().map(|e| e.log_position) else {
+            break;
+        };
+        p.apply_batch(&mut tx, REBUILD_SCHEMA, &events).await?;
+        cp = last;
+        done += events.len() as u64;
+    }
+    for t in &tables {
+        sqlx::query(&format!("drop table public.{t}")).execute(&mut *tx).await?;
+        sqlx::query(&format!("alter table {REBUILD_SCHEMA}.{t} set schema public"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    checkpoint::store(&mut *tx, p.name, cp).await?;
+    tx.commit().await?;
+    on_progress(done, total.max(done));
+    Ok(done)
+}
+
+/// A projection's checkpoint against the head of the log.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub name: &'static str,
+    pub checkpoint: LogPosition,
+    pub head: LogPosition,
+    pub behind: i64,
+}
+
+pub async fn status(pool: &PgPool) -> Result<Vec<Status>, StorageError> {
+    let head = log::head(pool).await?;
+    let mut out = Vec::new();
+    for p in ALL {
+        let cp = checkpoint::load(pool, p.name).await?;
+        let behind = log::count_after(pool, cp).await?;
+        out.push(Status {
+            name: p.name,
+            checkpoint: cp,
+            head,
+            behind,
+        });
+    }
+    Ok(out)
+}

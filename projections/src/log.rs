@@ -1,0 +1,143 @@
+//! Reading the log in order without gaps: only events of transactions older than every
+//! transaction still in flight are visible, ordered by (transaction id, position).
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgExecutor;
+
+/// A place in the log: the committing transaction's id and the global position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
+pub struct LogPosition {
+    pub transaction_id: i64,
+    pub position: i64,
+}
+
+impl LogPosition {
+    pub const START: LogPosition = LogPosition {
+        transaction_id: 0,
+        position: 0,
+    };
+}
+
+/// One row of the event log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub log_position: LogPosition,
+    pub id: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+    pub organization_id: Option<String>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    position: i64,
+    transaction_id: i64,
+    id: String,
+    aggregate_type: String,
+    aggregate_id: String,
+    sequence: i64,
+    event_type: String,
+    event_version: String,
+    payload: Value,
+    metadata: Value,
+    organization_id: Option<String>,
+    recorded_at: DateTime<Utc>,
+}
+
+impl From<Row> for StoredEvent {
+    fn from(r: Row) -> Self {
+        StoredEvent {
+            log_position: LogPosition {
+                transaction_id: r.transaction_id,
+                position: r.position,
+            },
+            id: r.id,
+            aggregate_type: r.aggregate_type,
+            aggregate_id: r.aggregate_id,
+            sequence: r.sequence,
+            event_type: r.event_type,
+            event_version: r.event_version,
+            payload: r.payload,
+            metadata: r.metadata,
+            organization_id: r.organization_id,
+            recorded_at: r.recorded_at,
+        }
+    }
+}
+
+pub(crate) const COLUMNS: &str = "position, transaction_id::text::bigint as transaction_id, id, aggregate_type, \
+     aggregate_id, sequence, event_type, event_version, payload, metadata, organization_id, recorded_at";
+
+/// Up to `limit` events after `after`, in log order, never skipping one whose transaction is
+/// still in flight (it is returned by a later call instead).
+pub async fn read_after<'e>(
+    db: impl PgExecutor<'e>,
+    after: LogPosition,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "select {COLUMNS} from event \
+         where (transaction_id, position) > ($1::bigint::text::xid8, $2) \
+           and transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         order by transaction_id, position limit $3"
+    );
+    let rows: Vec<Row> = sqlx::query_as(&sql)
+        .bind(after.transaction_id)
+        .bind(after.position)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    Ok(rows.into_iter().map(StoredEvent::from).collect())
+}
+
+/// The events of one aggregate, in sequence order (for point-in-time reads and loading).
+pub async fn aggregate_events<'e>(
+    db: impl PgExecutor<'e>,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!("select {COLUMNS} from event where aggregate_type = $1 and aggregate_id = $2 order by sequence");
+    let rows: Vec<Row> = sqlx::query_as(&sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_all(db)
+        .await?;
+    Ok(rows.into_iter().map(StoredEvent::from).collect())
+}
+
+/// The newest visible position of the log (the "head" readers can reach now).
+pub async fn head<'e>(db: impl PgExecutor<'e>) -> Result<LogPosition, sqlx::Error> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "select transaction_id::text::bigint, position from event \
+         where transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         order by transaction_id desc, position desc limit 1",
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row
+        .map(|(t, p)| LogPosition {
+            transaction_id: t,
+            position: p,
+        })
+        .unwrap_or_default())
+}
+
+/// How many visible events come after `after` (for progress and lag).
+pub async fn count_after<'e>(db: impl PgExecutor<'e>, after: LogPosition) -> Result<i64, sqlx::Error> {
+    let (n,): (i64,) = sqlx::query_as(
+        "select count(*) from event where (transaction_id, position) > ($1::bigint::text::xid8, $2) \
+         and transaction_id < pg_snapshot_xmin(pg_current_snapshot())",
+    )
+    .bind(after.transaction_id)
+    .bind(after.position)
+    .fetch_one(db)
+    .await?;
+    Ok(n)
+}

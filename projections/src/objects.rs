@@ -1,0 +1,472 @@
+//! The WorkOS objects (user, organization, organization_domain, organization_membership) as
+//! JSON documents, and how each event changes them. Pure: the projection engine loads and stores
+//! the documents; this module only folds events into them.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use keyledger_domain::membership::MembershipEvent;
+use keyledger_domain::organization::{OrganizationEvent, VERIFICATION_PREFIX};
+use keyledger_domain::user::UserEvent;
+use serde_json::{json, Map, Value};
+
+use crate::decode::AnyEvent;
+
+/// The kinds of document a projection keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    User,
+    Organization,
+    OrganizationDomain,
+    Membership,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [
+        Kind::User,
+        Kind::Organization,
+        Kind::OrganizationDomain,
+        Kind::Membership,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::User => "user",
+            Kind::Organization => "organization",
+            Kind::OrganizationDomain => "organization_domain",
+            Kind::Membership => "organization_membership",
+        }
+    }
+}
+
+/// Documents by (kind, id); `None` means "does not exist (any more)".
+pub type Docs = HashMap<(Kind, String), Option<Value>>;
+
+/// What one event did to the public objects: the WorkOS event name and its primary object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub event: &'static str,
+    pub kind: Kind,
+    pub id: String,
+    /// Extra fields of the public event's `data`, which then holds the object under its kind's name.
+    pub extra: Option<Value>,
+}
+
+/// WorkOS timestamp format: RFC 3339 with milliseconds and `Z`.
+pub fn ts(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The documents an event reads; the engine loads them before [`apply`].
+pub fn needs(aggregate_id: &str, event: &AnyEvent) -> Vec<(Kind, String)> {
+    match event {
+        AnyEvent::User(_) => vec![(Kind::User, aggregate_id.to_string())],
+        AnyEvent::Membership(_) => vec![(Kind::Membership, aggregate_id.to_string())],
+        AnyEvent::Organization(e) => {
+            let mut v = vec![(Kind::Organization, aggregate_id.to_string())];
+            if let Some(d) = domain_id(e) {
+                v.push((Kind::OrganizationDomain, d.to_string()));
+            }
+            v
+        }
+    }
+}
+
+fn domain_id(e: &OrganizationEvent) -> Option<&str> {
+    match e {
+        OrganizationEvent::OrganizationDomainCreated { domain_id, .. }
+        | OrganizationEvent::OrganizationDomainVerified { domain_id, .. }
+        | OrganizationEvent::OrganizationDomainVerificationFailed { domain_id, .. }
+        | OrganizationEvent::OrganizationDomainDeleted { domain_id, .. } => Some(domain_id),
+        _ => None,
+    }
+}
+
+fn set(doc: &mut Value, key: &str, v: Value) {
+    if let Some(o) = doc.as_object_mut() {
+        o.insert(key.to_string(), v);
+    }
+}
+
+fn get_doc(docs: &Docs, kind: Kind, id: &str) -> Option<Value> {
+    docs.get(&(kind, id.to_string())).cloned().flatten()
+}
+
+/// Folds one event into the documents and says which public event it is.
+pub fn apply(aggregate_id: &str, event: &AnyEvent, docs: &mut Docs) -> Vec<Change> {
+    match event {
+        AnyEvent::User(e) => apply_user(aggregate_id, e, docs),
+        AnyEvent::Organization(e) => apply_organization(aggregate_id, e, docs),
+        AnyEvent::Membership(e) => apply_membership(aggregate_id, e, docs),
+    }
+}
+
+fn change(event: &'static str, kind: Kind, id: &str) -> Vec<Change> {
+    vec![Change {
+        event,
+        kind,
+        id: id.to_string(),
+        extra: None,
+    }]
+}
+
+/// Patches an existing document; an event for a missing document changes nothing (it can only
+/// happen if the log was written by a buggy build, and must not stop the projection).
+fn patch(docs: &mut Docs, kind: Kind, id: &str, at: &DateTime<Utc>, f: impl FnOnce(&mut Value)) -> bool {
+    match docs.get_mut(&(kind, id.to_string())) {
+        Some(Some(doc)) => {
+            f(doc);
+            set(doc, "updated_at", json!(ts(at)));
+            true
+        }
+        _ => false,
+    }
+}
+
+fn apply_user(id: &str, e: &UserEvent, docs: &mut Docs) -> Vec<Change> {
+    let key = (Kind::User, id.to_string());
+    match e {
+        UserEvent::UserCreated {
+            email,
+            first_name,
+            last_name,
+            email_verified,
+            external_id,
+            metadata,
+            at,
+            ..
+        } => {
+            docs.insert(
+                key,
+                Some(json!({
+                    "object": "user",
+                    "id": id,
+                    "email": email.as_str(),
+                    "first_name": first_name,
+                    "last_name": last_name,
+                    "email_verified": email_verified,
+                    "profile_picture_url": null,
+                    "external_id": external_id,
+                    "metadata": metadata,
+                    "last_sign_in_at": null,
+                    "locale": null,
+                    "created_at": ts(at),
+                    "updated_at": ts(at),
+                })),
+            );
+            change("user.created", Kind::User, id)
+        }
+        UserEvent::UserUpdated { changes, at } => {
+            let c = changes.clone();
+            let ok = patch(docs, Kind::User, id, at, |doc| {
+                if let Some(v) = c.email {
+                    set(doc, "email", json!(v.as_str()));
+                }
+                if let Some(v) = c.first_name {
+                    set(doc, "first_name", json!(v));
+                }
+                if let Some(v) = c.last_name {
+                    set(doc, "last_name", json!(v));
+                }
+                if let Some(v) = c.email_verified {
+                    set(doc, "email_verified", json!(v));
+                }
+                if let Some(v) = c.external_id {
+                    set(doc, "external_id", json!(v));
+                }
+                if let Some(v) = c.metadata {
+                    set(doc, "metadata", json!(v));
+                }
+                if let Some(v) = c.locale {
+                    set(doc, "locale", json!(v));
+                }
+            });
+            if ok {
+                change("user.updated", Kind::User, id)
+            } else {
+                Vec::new()
+            }
+        }
+        UserEvent::UserPasswordChanged { at } => {
+            if patch(docs, Kind::User, id, at, |_| {}) {
+                change("user.updated", Kind::User, id)
+            } else {
+                Vec::new()
+            }
+        }
+        UserEvent::UserDeleted { .. } => {
+            docs.insert(key, None);
+            change("user.deleted", Kind::User, id)
+        }
+    }
+}
+
+fn domain_doc(org_id: &str, domain_id: &str, domain: &str, state: &str, token: &str, at: &DateTime<Utc>) -> Value {
+    json!({
+        "object": "organization_domain",
+        "id": domain_id,
+        "organization_id": org_id,
+        "domain": domain,
+        "state": state,
+        "verification_prefix": VERIFICATION_PREFIX,
+        "verification_token": token,
+        "verification_strategy": "dns",
+        "created_at": ts(at),
+        "updated_at": ts(at),
+    })
+}
+
+/// Rewrites the organization's embedded `domains` entry for `domain_id` (or removes it).
+fn sync_org_domain(docs: &mut Docs, org_id: &str, domain_id: &str, at: &DateTime<Utc>) {
+    let current = get_doc(docs, Kind::OrganizationDomain, domain_id);
+    patch(docs, Kind::Organization, org_id, at, |org| {
+        if let Some(list) = org.get_mut("domains").and_then(Value::as_array_mut) {
+            let pos = list
+                .iter()
+                .position(|d| d.get("id").and_then(Value::as_str) == Some(domain_id));
+            match (pos, current) {
+                (Some(i), Some(doc)) => list[i] = doc,
+                (Some(i), None) => {
+                    list.remove(i);
+                }
+                (None, Some(doc)) => list.push(doc),
+                (None, None) => {}
+            }
+        }
+    });
+}
+
+fn apply_organization(id: &str, e: &OrganizationEvent, docs: &mut Docs) -> Vec<Change> {
+    match e {
+        OrganizationEvent::OrganizationCreated {
+            name,
+            external_id,
+            metadata,
+            allow_profiles_outside_organization,
+            at,
+        } => {
+            docs.insert(
+                (Kind::Organization, id.to_string()),
+                Some(json!({
+                    "object": "organization",
+                    "id": id,
+                    "name": name,
+                    "allow_profiles_outside_organization": allow_profiles_outside_organization,
+                    "domains": [],
+                    "metadata": metadata,
+                    "external_id": external_id,
+                    "stripe_customer_id": null,
+                    "created_at": ts(at),
+                    "updated_at": ts(at),
+                })),
+            );
+            change("organization.created", Kind::Organization, id)
+        }
+        OrganizationEvent::OrganizationUpdated { changes, at } => {
+            let c = changes.clone();
+            let ok = patch(docs, Kind::Organization, id, at, |doc| {
+                if let Some(v) = c.name {
+                    set(doc, "name", json!(v));
+                }
+                if let Some(v) = c.external_id {
+                    set(doc, "external_id", json!(v));
+                }
+                if let Some(v) = c.metadata {
+                    set(doc, "metadata", json!(v));
+                }
+                if let Some(v) = c.allow_profiles_outside_organization {
+                    set(doc, "allow_profiles_outside_organization", json!(v));
+                }
+                if let Some(v) = c.stripe_customer_id {
+                    set(doc, "stripe_customer_id", json!(v));
+                }
+            });
+            if ok {
+                change("organization.updated", Kind::Organization, id)
+            } else {
+                Vec::new()
+            }
+        }
+        OrganizationEvent::OrganizationDeleted { .. } => {
+            let org = get_doc(docs, Kind::Organization, id);
+            let domain_ids: Vec<String> = org
+                .as_ref()
+                .and_then(|o| o.get("domains"))
+                .and_then(Value::as_array)
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|d| d.get("id").and_then(Value::as_str).map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for d in domain_ids {
+                docs.insert((Kind::OrganizationDomain, d), None);
+            }
+            docs.insert((Kind::Organization, id.to_string()), None);
+            change("organization.deleted", Kind::Organization, id)
+        }
+        OrganizationEvent::OrganizationDomainCreated {
+            domain_id,
+            domain,
+            state,
+            verification_token,
+            at,
+        } => {
+            let doc = domain_doc(id, domain_id, domain.as_str(), state.as_str(), verification_token, at);
+            docs.insert((Kind::OrganizationDomain, domain_id.clone()), Some(doc));
+            sync_org_domain(docs, id, domain_id, at);
+            change("organization_domain.created", Kind::OrganizationDomain, domain_id)
+        }
+        OrganizationEvent::OrganizationDomainVerified { domain_id, at, .. } => {
+            patch(docs, Kind::OrganizationDomain, domain_id, at, |d| {
+                set(d, "state", json!("verified"))
+            });
+            sync_org_domain(docs, id, domain_id, at);
+            change("organization_domain.verified", Kind::OrganizationDomain, domain_id)
+        }
+        OrganizationEvent::OrganizationDomainVerificationFailed {
+            domain_id, reason, at, ..
+        } => {
+            patch(docs, Kind::OrganizationDomain, domain_id, at, |d| {
+                set(d, "state", json!("failed"))
+            });
+            sync_org_domain(docs, id, domain_id, at);
+            vec![Change {
+                event: "organization_domain.verification_failed",
+                kind: Kind::OrganizationDomain,
+                id: domain_id.clone(),
+                extra: Some(json!({ "reason": reason })),
+            }]
+        }
+        OrganizationEvent::OrganizationDomainDeleted { domain_id, at, .. } => {
+            docs.insert((Kind::OrganizationDomain, domain_id.clone()), None);
+            sync_org_domain(docs, id, domain_id, at);
+            change("organization_domain.deleted", Kind::OrganizationDomain, domain_id)
+        }
+    }
+}
+
+fn apply_membership(id: &str, e: &MembershipEvent, docs: &mut Docs) -> Vec<Change> {
+    let (event, ok) = match e {
+        MembershipEvent::MembershipCreated {
+            user_id,
+            organization_id,
+            organization_name,
+            role,
+            at,
+        } => {
+            docs.insert(
+                (Kind::Membership, id.to_string()),
+                Some(json!({
+                    "object": "organization_membership",
+                    "id": id,
+                    "user_id": user_id,
+                    "organization_id": organization_id,
+                    "organization_name": organization_name,
+                    "status": "active",
+                    "role": { "slug": role.as_str() },
+                    "roles": [{ "slug": role.as_str() }],
+                    "directory_managed": false,
+                    "custom_attributes": {},
+                    "created_at": ts(at),
+                    "updated_at": ts(at),
+                })),
+            );
+            ("organization_membership.created", true)
+        }
+        MembershipEvent::MembershipRoleChanged { role, at } => (
+            "organization_membership.updated",
+            patch(docs, Kind::Membership, id, at, |d| {
+                set(d, "role", json!({ "slug": role.as_str() }));
+                set(d, "roles", json!([{ "slug": role.as_str() }]));
+            }),
+        ),
+        MembershipEvent::MembershipDeactivated { at } => (
+            "organization_membership.updated",
+            patch(docs, Kind::Membership, id, at, |d| set(d, "status", json!("inactive"))),
+        ),
+        MembershipEvent::MembershipReactivated { at } => (
+            "organization_membership.updated",
+            patch(docs, Kind::Membership, id, at, |d| set(d, "status", json!("active"))),
+        ),
+        MembershipEvent::MembershipDeleted { .. } => {
+            docs.insert((Kind::Membership, id.to_string()), None);
+            ("organization_membership.deleted", true)
+        }
+    };
+    if ok {
+        change(event, Kind::Membership, id)
+    } else {
+        Vec::new()
+    }
+}
+
+/// The top-level fields whose values differ, with their values before the change.
+pub fn previous_attributes(before: &Value, after: &Value) -> Map<String, Value> {
+    let mut out = Map::new();
+    if let (Some(b), Some(a)) = (before.as_object(), after.as_object()) {
+        for (k, v) in b {
+            if k != "updated_at" && a.get(k) != Some(v) {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyledger_domain::user::UserChanges;
+    use keyledger_domain::values::{Email, Metadata};
+
+    fn at() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_user_document_follows_create_update_delete() {
+        let mut docs = Docs::new();
+        let created = AnyEvent::User(UserEvent::UserCreated {
+            email: Email::parse("email", "a@example.com").unwrap(),
+            first_name: None,
+            last_name: None,
+            email_verified: false,
+            external_id: None,
+            metadata: Metadata::new(),
+            has_password: false,
+            at: at(),
+        });
+        assert_eq!(apply("user_1", &created, &mut docs)[0].event, "user.created");
+        let before = get_doc(&docs, Kind::User, "user_1").unwrap();
+        assert_eq!(before["created_at"], "2023-11-14T22:13:20.000Z");
+        let updated = AnyEvent::User(UserEvent::UserUpdated {
+            changes: UserChanges {
+                first_name: Some(Some("Ann".into())),
+                ..Default::default()
+            },
+            at: at(),
+        });
+        assert_eq!(apply("user_1", &updated, &mut docs)[0].event, "user.updated");
+        let after = get_doc(&docs, Kind::User, "user_1").unwrap();
+        assert_eq!(after["first_name"], "Ann");
+        assert_eq!(
+            previous_attributes(&before, &after).get("first_name"),
+            Some(&Value::Null)
+        );
+        apply(
+            "user_1",
+            &AnyEvent::User(UserEvent::UserDeleted { at: at() }),
+            &mut docs,
+        );
+        assert_eq!(docs.get(&(Kind::User, "user_1".to_string())), Some(&None));
+    }
+
+    #[test]
+    fn an_update_of_a_missing_document_changes_nothing() {
+        let mut docs = Docs::new();
+        let e = AnyEvent::User(UserEvent::UserPasswordChanged { at: at() });
+        assert!(apply("user_x", &e, &mut docs).is_empty());
+        assert!(docs.is_empty());
+    }
+}

@@ -1,0 +1,274 @@
+//! Read-side queries over the read models, with WorkOS list semantics: cursor pagination by
+//! object id (ids are ULIDs, so id order is creation order), `limit`, `order` asc/desc/normal.
+
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, QueryBuilder};
+
+use crate::StorageError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    Asc,
+    #[default]
+    Desc,
+    /// Descending, with `before` fetching older records and `after` newer ones.
+    Normal,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub limit: i64,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub order: Order,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListResult {
+    pub data: Vec<Value>,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// Runs a list query. `base` must select `(id text, body jsonb)` rows with a `where` clause
+/// already begun (filters appended by the caller); this adds the cursor, order and limit.
+async fn list(pool: &PgPool, mut qb: QueryBuilder<'_, Postgres>, page: &Page) -> Result<ListResult, StorageError> {
+    // Display order is descending ids unless `asc`.
+    let display_desc = page.order != Order::Asc;
+    // `towards_end`: paging in display order (true) or back towards its start (false).
+    let (cursor, towards_end) = match (&page.after, &page.before, page.order) {
+        (Some(a), _, Order::Normal) => (Some(a.clone()), false),
+        (_, Some(b), Order::Normal) => (Some(b.clone()), true),
+        (Some(a), _, _) => (Some(a.clone()), true),
+        (_, Some(b), _) => (Some(b.clone()), false),
+        _ => (None, true),
+    };
+    let scan_desc = display_desc == towards_end;
+    if let Some(c) = &cursor {
+        qb.push(if scan_desc { " and id < " } else { " and id > " });
+        qb.push_bind(c.clone());
+    }
+    qb.push(if scan_desc {
+        " order by id desc"
+    } else {
+        " order by id asc"
+    });
+    qb.push(" limit ");
+    qb.push_bind(page.limit + 1);
+    let mut rows: Vec<(String, Value)> = qb.build_query_as().fetch_all(pool).await?;
+    let more = rows.len() as i64 > page.limit;
+    rows.truncate(usize::try_from(page.limit).unwrap_or(0));
+    if !towards_end {
+        rows.reverse();
+    }
+    let first = rows.first().map(|r| r.0.clone());
+    let last = rows.last().map(|r| r.0.clone());
+    let (before, after) = if towards_end {
+        (cursor.as_ref().and(first), if more { last } else { None })
+    } else {
+        (if more { first } else { None }, cursor.as_ref().and(last))
+    };
+    let (before, after) = if page.order == Order::Normal {
+        (after, before)
+    } else {
+        (before, after)
+    };
+    Ok(ListResult {
+        data: rows.into_iter().map(|r| r.1).collect(),
+        before,
+        after,
+    })
+}
+
+async fn one(pool: &PgPool, sql: &str, key: &str) -> Result<Option<Value>, StorageError> {
+    let row: Option<(Value,)> = sqlx::query_as(sql).bind(key).fetch_optional(pool).await?;
+    Ok(row.map(|r| r.0))
+}
+
+pub async fn user(pool: &PgPool, id: &str) -> Result<Option<Value>, StorageError> {
+    one(pool, "select body from user_view where id = $1", id).await
+}
+
+pub async fn user_by_external_id(pool: &PgPool, external_id: &str) -> Result<Option<Value>, StorageError> {
+    one(pool, "select body from user_view where external_id = $1", external_id).await
+}
+
+#[derive(Debug, Default)]
+pub struct UserFilter {
+    pub email: Option<String>,
+    pub organization_id: Option<String>,
+}
+
+pub async fn users(pool: &PgPool, f: &UserFilter, page: &Page) -> Result<ListResult, StorageError> {
+    let mut qb = QueryBuilder::new("select id, body from user_view where true");
+    if let Some(e) = &f.email {
+        qb.push(" and email = lower(").push_bind(e.clone()).push(")");
+    }
+    if let Some(o) = &f.organization_id {
+        qb.push(" and id in (select user_id from organization_membership_view where organization_id = ")
+            .push_bind(o.clone())
+            .push(")");
+    }
+    list(pool, qb, page).await
+}
+
+pub async fn organization(pool: &PgPool, id: &str) -> Result<Option<Value>, StorageError> {
+    one(pool, "select body from organization_view where id = $1", id).await
+}
+
+pub async fn organization_by_external_id(pool: &PgPool, external_id: &str) -> Result<Option<Value>, StorageError> {
+    one(
+        pool,
+        "select body from organization_view where external_id = $1",
+        external_id,
+    )
+    .await
+}
+
+#[derive(Debug, Default)]
+pub struct OrganizationFilter {
+    pub domains: Vec<String>,
+    pub search: Option<String>,
+}
+
+pub async fn organizations(pool: &PgPool, f: &OrganizationFilter, page: &Page) -> Result<ListResult, StorageError> {
+    let mut qb = QueryBuilder::new("select id, body from organization_view where true");
+    if !f.domains.is_empty() {
+        let domains: Vec<String> = f.domains.iter().map(|d| d.to_lowercase()).collect();
+        qb.push(" and id in (select organization_id from organization_domain_view where domain = any(")
+            .push_bind(domains)
+            .push("))");
+    }
+    if let Some(s) = &f.search {
+        let escaped = s
+            .to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        qb.push(" and name_lower like ").push_bind(format!("%{escaped}%"));
+    }
+    list(pool, qb, page).await
+}
+
+pub async fn organization_domain(pool: &PgPool, id: &str) -> Result<Option<Value>, StorageError> {
+    one(pool, "select body from organization_domain_view where id = $1", id).await
+}
+
+/// A membership with the organization's current name and its user (the SDKs expect `user`).
+const MEMBERSHIP_SELECT: &str = "select m.id, m.body \
+     || case when o.id is null then '{}'::jsonb else jsonb_build_object('organization_name', o.body ->> 'name') end \
+     || case when u.id is null then '{}'::jsonb else jsonb_build_object('user', u.body) end as body \
+     from organization_membership_view m left join organization_view o on o.id = m.organization_id \
+     left join user_view u on u.id = m.user_id";
+
+pub async fn membership(pool: &PgPool, id: &str) -> Result<Option<Value>, StorageError> {
+    let row: Option<(String, Value)> = sqlx::query_as(&format!("{MEMBERSHIP_SELECT} where m.id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|r| r.1))
+}
+
+#[derive(Debug, Default)]
+pub struct MembershipFilter {
+    pub organization_id: Option<String>,
+    pub user_id: Option<String>,
+    pub statuses: Vec<String>,
+}
+
+pub async fn memberships(pool: &PgPool, f: &MembershipFilter, page: &Page) -> Result<ListResult, StorageError> {
+    let mut qb = QueryBuilder::new(format!("select * from ({MEMBERSHIP_SELECT}) x where true"));
+    if let Some(o) = &f.organization_id {
+        qb.push(" and body ->> 'organization_id' = ").push_bind(o.clone());
+    }
+    if let Some(u) = &f.user_id {
+        qb.push(" and body ->> 'user_id' = ").push_bind(u.clone());
+    }
+    if !f.statuses.is_empty() {
+        qb.push(" and body ->> 'status' = any(")
+            .push_bind(f.statuses.clone())
+            .push(")");
+    }
+    list(pool, qb, page).await
+}
+
+/// Ids of the memberships of a user or an organization (for cascading deletes).
+pub async fn membership_ids(
+    pool: &PgPool,
+    user_id: Option<&str>,
+    organization_id: Option<&str>,
+) -> Result<Vec<String>, StorageError> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "select id from organization_membership_view where ($1::text is null or user_id = $1) \
+         and ($2::text is null or organization_id = $2) order by id",
+    )
+    .bind(user_id)
+    .bind(organization_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+#[derive(Debug, Default)]
+pub struct EventFilter {
+    pub events: Vec<String>,
+    pub organization_id: Option<String>,
+    pub range_start: Option<chrono::DateTime<chrono::Utc>>,
+    pub range_end: Option<chrono::DateTime<chrono::Utc>>,
+    pub after: Option<String>,
+    pub limit: i64,
+    pub descending: bool,
+}
+
+pub enum EventsOutcome {
+    Page { data: Vec<Value>, after: Option<String> },
+    UnknownCursor,
+}
+
+/// The public event feed in log order (or reversed), after the cursor event.
+pub async fn events(pool: &PgPool, f: &EventFilter) -> Result<EventsOutcome, StorageError> {
+    let mut qb = QueryBuilder::new("select id, body from event_feed where true");
+    if let Some(after) = &f.after {
+        let found: Option<(i64,)> = sqlx::query_as("select 1::bigint from event_feed where id = $1")
+            .bind(after)
+            .fetch_optional(pool)
+            .await?;
+        if found.is_none() {
+            return Ok(EventsOutcome::UnknownCursor);
+        }
+        qb.push(if f.descending {
+            " and (transaction_id, position, seq) < "
+        } else {
+            " and (transaction_id, position, seq) > "
+        });
+        qb.push("(select transaction_id, position, seq from event_feed where id = ")
+            .push_bind(after.clone())
+            .push(")");
+    }
+    if !f.events.is_empty() {
+        qb.push(" and event = any(").push_bind(f.events.clone()).push(")");
+    }
+    if let Some(o) = &f.organization_id {
+        qb.push(" and organization_id = ").push_bind(o.clone());
+    }
+    if let Some(s) = f.range_start {
+        qb.push(" and created_at >= ").push_bind(s);
+    }
+    if let Some(e) = f.range_end {
+        qb.push(" and created_at < ").push_bind(e);
+    }
+    qb.push(if f.descending {
+        " order by transaction_id desc, position desc, seq desc"
+    } else {
+        " order by transaction_id, position, seq"
+    });
+    qb.push(" limit ").push_bind(f.limit + 1);
+    let mut rows: Vec<(String, Value)> = qb.build_query_as().fetch_all(pool).await?;
+    let more = rows.len() as i64 > f.limit;
+    rows.truncate(usize::try_from(f.limit).unwrap_or(0));
+    let after = if more { rows.last().map(|r| r.0.clone()) } else { None };
+    Ok(EventsOutcome::Page {
+        data: rows.into_iter().map(|r| r.1).collect(),
+        after,
+    })
+}

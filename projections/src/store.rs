@@ -1,0 +1,327 @@
+//! The event store: cqrs-es's `PersistedEventRepository` on sqlx 0.8. One command's events are
+//! appended in one transaction together with its set-wide claims (and, for password changes, the
+//! credential row); the unique (aggregate_type, aggregate_id, sequence) is the optimistic lock.
+//! It never updates or deletes an event.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use cqrs_es::persist::{PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot};
+use cqrs_es::Aggregate;
+use keyledger_domain::Claim;
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::decode::decode;
+use crate::log::LogPosition;
+
+/// A claim another aggregate already holds: the domain's own 4xx, never a retried conflict.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} '{value}' is already taken")]
+pub struct ClaimConflict {
+    pub kind: String,
+    pub value: String,
+}
+
+/// Extra rows written in the append's transaction.
+#[derive(Debug, Clone, Default)]
+pub struct AppendExtras {
+    /// (user id, argon2 PHC string) to store as the user's credential.
+    pub credential: Option<(String, String)>,
+    /// A user id whose credential is deleted (the user is being deleted).
+    pub erase_credential: Option<String>,
+}
+
+/// Per-command context the executor hands to `persist` (which only receives serialized events).
+#[derive(Debug, Default)]
+pub(crate) struct AppendScope {
+    pub extras: AppendExtras,
+    pub appended: Mutex<Option<LogPosition>>,
+}
+
+tokio::task_local! {
+    pub(crate) static APPEND_SCOPE: AppendScope;
+}
+
+/// The PostgreSQL event repository.
+#[derive(Clone, Debug)]
+pub struct EventStore {
+    pool: PgPool,
+}
+
+impl EventStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn append(&self, events: &[SerializedEvent]) -> Result<LogPosition, PersistenceError> {
+        let mut claims: Vec<(String, Claim)> = Vec::new();
+        for e in events {
+            let typed = decode(&e.aggregate_type, &e.event_type, &e.event_version, &e.payload)
+                .map_err(|m| PersistenceError::UnknownError(m.into()))?;
+            claims.extend(typed.claims().into_iter().map(|c| (e.aggregate_id.clone(), c)));
+        }
+        let mut tx = self.pool.begin().await.map_err(connection)?;
+        let position = insert_events(&mut tx, events).await?;
+        for (holder, claim) in &claims {
+            apply_claim(&mut tx, holder, claim).await?;
+        }
+        let credential = APPEND_SCOPE.try_with(|s| s.extras.credential.clone()).ok().flatten();
+        if let Some((user_id, hash)) = credential {
+            sqlx::query(
+                "insert into credential (user_id, password_hash) values ($1, $2) \
+                 on conflict (user_id) do update set password_hash = excluded.password_hash, updated_at = now()",
+            )
+            .bind(user_id)
+            .bind(hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(unknown)?;
+        }
+        let erase = APPEND_SCOPE
+            .try_with(|s| s.extras.erase_credential.clone())
+            .ok()
+            .flatten();
+        if let Some(user_id) = erase {
+            sqlx::query("delete from credential where user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(unknown)?;
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(position)
+    }
+
+    async fn select_events(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        after: i64,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        let rows: Vec<(String, i64, String, String, String, Value, Value)> = sqlx::query_as(
+            "select aggregate_id, sequence, aggregate_type, event_type, event_version, payload, metadata \
+             from event where aggregate_type = $1 and aggregate_id = $2 and sequence > $3 order by sequence",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(connection)?;
+        rows.into_iter().map(to_serialized).collect()
+    }
+
+    async fn stream(&self, aggregate_type: String, aggregate_id: Option<String>) -> ReplayStream {
+        let (mut feed, stream) = ReplayStream::new(256);
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            use futures::TryStreamExt;
+            let sql = "select aggregate_id, sequence, aggregate_type, event_type, event_version, payload, metadata \
+                       from event where aggregate_type = $1 and ($2::text is null or aggregate_id = $2) \
+                       order by transaction_id, position";
+            let mut rows = sqlx::query_as::<_, (String, i64, String, String, String, Value, Value)>(sql)
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .fetch(&pool);
+            loop {
+                let item = match rows.try_next().await {
+                    Ok(Some(row)) => to_serialized(row),
+                    Ok(None) => break,
+                    Err(e) => Err(connection(e)),
+                };
+                let failed = item.is_err();
+                if feed.push(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        stream
+    }
+}
+
+fn to_serialized(r: (String, i64, String, String, String, Value, Value)) -> Result<SerializedEvent, PersistenceError> {
+    let sequence = usize::try_from(r.1).map_err(|e| PersistenceError::DeserializationError(e.into()))?;
+    Ok(SerializedEvent::new(r.0, sequence, r.2, r.3, r.4, r.5, r.6))
+}
+
+fn connection(e: sqlx::Error) -> PersistenceError {
+    PersistenceError::ConnectionError(Box::new(e))
+}
+
+fn unknown(e: sqlx::Error) -> PersistenceError {
+    PersistenceError::UnknownError(Box::new(e))
+}
+
+/// Only the aggregate/sequence key is an optimistic-lock failure; other errors stay what they are.
+fn classify(e: sqlx::Error) -> PersistenceError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.constraint() == Some("event_aggregate_sequence_key") {
+            return PersistenceError::OptimisticLockError;
+        }
+    }
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => connection(e),
+        other => unknown(other),
+    }
+}
+
+async fn insert_events(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[SerializedEvent],
+) -> Result<LogPosition, PersistenceError> {
+    let n = events.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut types = Vec::with_capacity(n);
+    let mut agg_ids = Vec::with_capacity(n);
+    let mut seqs = Vec::with_capacity(n);
+    let mut etypes = Vec::with_capacity(n);
+    let mut versions = Vec::with_capacity(n);
+    let mut payloads = Vec::with_capacity(n);
+    let mut metas = Vec::with_capacity(n);
+    let mut orgs: Vec<Option<String>> = Vec::with_capacity(n);
+    for e in events {
+        ids.push(keyledger_domain::ids::new_id("event"));
+        types.push(e.aggregate_type.clone());
+        agg_ids.push(e.aggregate_id.clone());
+        seqs.push(i64::try_from(e.sequence).map_err(|err| PersistenceError::UnknownError(err.into()))?);
+        etypes.push(e.event_type.clone());
+        versions.push(e.event_version.clone());
+        payloads.push(e.payload.clone());
+        metas.push(e.metadata.clone());
+        orgs.push(
+            e.metadata
+                .get("organization_id")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        );
+    }
+    let (transaction_id, position): (i64, i64) = sqlx::query_as(
+        "with ins as ( \
+           insert into event (id, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, organization_id) \
+           select * from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::jsonb[], $8::jsonb[], $9::text[]) \
+           returning position) \
+         select pg_current_xact_id()::text::bigint, (select max(position) from ins) \
+         from (select pg_notify('keyledger_events', '')) as n",
+    )
+    .bind(&ids)
+    .bind(&types)
+    .bind(&agg_ids)
+    .bind(&seqs)
+    .bind(&etypes)
+    .bind(&versions)
+    .bind(&payloads)
+    .bind(&metas)
+    .bind(&orgs)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(classify)?;
+    Ok(LogPosition {
+        transaction_id,
+        position,
+    })
+}
+
+async fn apply_claim(tx: &mut Transaction<'_, Postgres>, holder: &str, claim: &Claim) -> Result<(), PersistenceError> {
+    match claim {
+        Claim::Release { kind, value: None } => {
+            sqlx::query("delete from claim where kind = $1 and aggregate_id = $2")
+                .bind(kind.as_str())
+                .bind(holder)
+                .execute(&mut **tx)
+                .await
+                .map_err(unknown)?;
+        }
+        Claim::Release { kind, value: Some(v) } => {
+            sqlx::query("delete from claim where kind = $1 and value = $2 and aggregate_id = $3")
+                .bind(kind.as_str())
+                .bind(v)
+                .bind(holder)
+                .execute(&mut **tx)
+                .await
+                .map_err(unknown)?;
+        }
+        Claim::Acquire { kind, value } => {
+            // ON CONFLICT instead of a unique violation: the transaction stays usable and a
+            // taken key is told apart from an optimistic-lock failure.
+            let took: Option<(i32,)> = sqlx::query_as(
+                "insert into claim (kind, value, aggregate_id) values ($1, $2, $3) \
+                 on conflict (kind, value) do update set aggregate_id = excluded.aggregate_id \
+                 where claim.aggregate_id = excluded.aggregate_id returning 1",
+            )
+            .bind(kind.as_str())
+            .bind(value)
+            .bind(holder)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(unknown)?;
+            if took.is_none() {
+                return Err(PersistenceError::UnknownError(Box::new(ClaimConflict {
+                    kind: kind.as_str().to_string(),
+                    value: value.clone(),
+                })));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl PersistedEventRepository for EventStore {
+    async fn get_events<A: Aggregate>(&self, aggregate_id: &str) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        self.select_events(A::TYPE, aggregate_id, 0).await
+    }
+
+    async fn get_last_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        let after = i64::try_from(last_sequence).map_err(|e| PersistenceError::UnknownError(e.into()))?;
+        self.select_events(A::TYPE, aggregate_id, after).await
+    }
+
+    /// Aggregates here are short streams loaded from events; no snapshots are kept.
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        _aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+        Ok(None)
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        _snapshot: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let position = self.append(events).await?;
+        let _ = APPEND_SCOPE.try_with(|s| {
+            if let Ok(mut slot) = s.appended.lock() {
+                *slot = Some(position);
+            }
+        });
+        Ok(())
+    }
+
+    async fn stream_events<A: Aggregate>(&self, aggregate_id: &str) -> Result<ReplayStream, PersistenceError> {
+        Ok(self.stream(A::TYPE.to_string(), Some(aggregate_id.to_string())).await)
+    }
+
+    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
+        Ok(self.stream(A::TYPE.to_string(), None).await)
+    }
+}
+
+/// Metadata keys the API records on every event.
+pub fn metadata_map(pairs: &[(&str, Option<&str>)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| ((*k).to_string(), v.to_string())))
+        .collect()
+}

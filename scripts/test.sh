@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# The test command: formatting, lints, the workspace tests (against a throwaway PostgreSQL unless
+# DATABASE_URL is set), then the WorkOS SDK conformance suite against a live `keyledger serve`.
+#
+#   scripts/test.sh [extra `cargo test` args]
+#
+# Works as root or a normal user on a machine with Rust, Python 3 and PostgreSQL server binaries.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PYTHON=${PYTHON:-python3}
+SDK_VENV=target/sdk-venv
+SDK_PACKAGE=workos==10.6.0
+CONFORMANCE=tests/sdk/conformance.py
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+die() {
+	echo "test.sh: $*" >&2
+	exit 1
+}
+
+PG_DIR=""
+SERVER_PID=""
+SDK_DB=""
+SDK_DATA_DIR=""
+ADMIN_URL=""
+PSQL=""
+
+cleanup() {
+	local status=$?
+	if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+		kill -TERM "$SERVER_PID" 2>/dev/null || true
+		for _ in $(seq 50); do
+			kill -0 "$SERVER_PID" 2>/dev/null || break
+			sleep 0.2
+		done
+		kill -KILL "$SERVER_PID" 2>/dev/null || true
+		wait "$SERVER_PID" 2>/dev/null || true
+	fi
+	if [[ -n $SDK_DB && -z $PG_DIR ]]; then
+		# External server: drop the database we created (a throwaway server goes away whole).
+		"$PSQL" "$ADMIN_URL" -qAt -c "drop database if exists $SDK_DB with (force)" >/dev/null 2>&1 || true
+	fi
+	if [[ -n $SDK_DATA_DIR ]]; then
+		rm -rf "$SDK_DATA_DIR"
+	fi
+	if [[ -n $PG_DIR ]]; then
+		scripts/pg-throwaway.sh stop "$PG_DIR" || true
+	fi
+	exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+find_psql() {
+	local initdb dir
+	if initdb=$(command -v initdb 2>/dev/null); then
+		dir=$(dirname "$(readlink -f "$initdb")")
+		[[ -x $dir/psql ]] && {
+			echo "$dir/psql"
+			return
+		}
+	fi
+	for dir in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r); do
+		[[ -x $dir/psql ]] && {
+			echo "$dir/psql"
+			return
+		}
+	done
+	command -v psql 2>/dev/null || die "psql not found (install postgresql-client)"
+}
+
+free_port() {
+	"$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# --- PostgreSQL --------------------------------------------------------------------------------
+if [[ -z ${DATABASE_URL:-} ]]; then
+	step "PostgreSQL: starting a throwaway server (DATABASE_URL is not set)"
+	pg_env=$(scripts/pg-throwaway.sh start)
+	eval "$pg_env"
+	PG_DIR=$KEYLEDGER_PG_DIR
+else
+	step "PostgreSQL: using DATABASE_URL from the environment"
+fi
+export DATABASE_URL
+
+# --- Rust --------------------------------------------------------------------------------------
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test --workspace $*"
+cargo test --workspace "$@"
+
+# --- SDK conformance ---------------------------------------------------------------------------
+if [[ ! -f $CONFORMANCE ]]; then
+	step "SDK conformance: $CONFORMANCE not found; skipping this stage"
+	exit 0
+fi
+
+step "SDK conformance: Python venv $SDK_VENV with $SDK_PACKAGE"
+if [[ ! -x $SDK_VENV/bin/python ]]; then
+	rm -rf "$SDK_VENV"
+	if ! "$PYTHON" -m venv "$SDK_VENV" >/dev/null 2>&1; then
+		# Debian without python3-venv has no ensurepip: make the venv bare and let the system pip fill it.
+		rm -rf "$SDK_VENV"
+		"$PYTHON" -m venv --without-pip "$SDK_VENV" ||
+			die "could not create a Python venv (install python3-venv)"
+		"$PYTHON" -m pip --version >/dev/null 2>&1 ||
+			die "no pip to populate $SDK_VENV (install python3-venv or python3-pip)"
+	fi
+fi
+sdk_pip() {
+	if "$SDK_VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+		"$SDK_VENV/bin/python" -m pip "$@"
+	else
+		"$PYTHON" -m pip --python "$SDK_VENV/bin/python" "$@"
+	fi
+}
+if ! "$SDK_VENV/bin/python" -c \
+	"import importlib.metadata as m, sys; sys.exit(m.version('workos') != '${SDK_PACKAGE#*==}')" 2>/dev/null; then
+	sdk_pip install --quiet --disable-pip-version-check "$SDK_PACKAGE"
+fi
+
+step "SDK conformance: cargo build -p keyledger"
+cargo build -p keyledger
+
+step "SDK conformance: fresh database for the server"
+PSQL=$(find_psql)
+# postgres://user:pass@host:port/db?params -> same server, database `postgres` / the fresh one.
+[[ $DATABASE_URL =~ ^(postgres(ql)?://[^/?]*)(/[^?]*)?(\?.*)?$ ]] ||
+	die "cannot parse DATABASE_URL (expected postgres://user@host:port/db)"
+url_base=${BASH_REMATCH[1]}
+url_query=${BASH_REMATCH[4]}
+ADMIN_URL="$url_base/postgres$url_query"
+db_name="keyledger_sdk_$(date +%s)_$RANDOM"
+"$PSQL" "$ADMIN_URL" -v ON_ERROR_STOP=1 -qAt -c "create database $db_name" ||
+	die "could not create database $db_name via $ADMIN_URL"
+SDK_DB=$db_name
+sdk_db_url="$url_base/$db_name$url_query"
+
+port=$(free_port)
+api_key="sk_test_$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+server_log=target/sdk-server.log
+base_url="http://127.0.0.1:$port"
+
+step "SDK conformance: starting keyledger serve on $base_url (log: $server_log)"
+SDK_DATA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/keyledger-sdk-data.XXXXXX")
+DATABASE_URL=$sdk_db_url \
+	KEYLEDGER_BOOTSTRAP_API_KEY=$api_key \
+	KEYLEDGER_DATA_DIR=$SDK_DATA_DIR \
+	target/debug/keyledger serve --listen "127.0.0.1:$port" >"$server_log" 2>&1 &
+SERVER_PID=$!
+
+healthy=""
+for _ in $(seq 120); do
+	if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+		tail -n 40 "$server_log" >&2
+		die "keyledger serve exited before becoming healthy"
+	fi
+	code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$base_url/health" || true)
+	if [[ $code == 200 ]]; then
+		healthy=1
+		break
+	fi
+	sleep 0.5
+done
+if [[ -z $healthy ]]; then
+	tail -n 40 "$server_log" >&2
+	die "GET /health did not return 200 within 60 s"
+fi
+
+step "SDK conformance: $SDK_VENV/bin/python $CONFORMANCE"
+KEYLEDGER_BASE_URL=$base_url KEYLEDGER_API_KEY=$api_key "$SDK_VENV/bin/python" "$CONFORMANCE"
+
+step "all checks passed"

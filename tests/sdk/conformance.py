@@ -1,0 +1,1125 @@
+#!/usr/bin/env python3
+"""keyledger SDK conformance test.
+
+Drives a running keyledger server through the official WorkOS Python SDK
+(``workos==10.6.0``, sync client), changing nothing but the base URL, and checks
+that every supported endpoint behaves as the SDK (and the WorkOS OpenAPI spec)
+expects: users, organizations, organization domains, organization memberships
+and events, including the failure paths the SDK surfaces as exceptions.
+
+Configuration (environment):
+    KEYLEDGER_BASE_URL           e.g. http://127.0.0.1:8080            (required)
+    KEYLEDGER_API_KEY            an sk_... key of the server            (required)
+    KEYLEDGER_CONSISTENCY_TIMEOUT seconds to wait for lists/events to show a write (default 10)
+    KEYLEDGER_KEEP_DATA          set to 1 to skip the best-effort cleanup after a failure
+
+Output: one line per check ("ok N - label"); the first failure prints
+"FAIL N - label -- detail" and the script exits 1 (2 for a setup problem).
+Every name, email, domain and external id carries a per-run random tag, so the
+script can run repeatedly against one server. Do not run two copies at once
+against the same server: a few cursor checks expect this run's objects to be
+the newest ones.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+SDK_VERSION = "10.6.0"
+CLIENT_ID = "client_keyledger"
+
+try:
+    from importlib.metadata import version as _pkg_version
+
+    from workos import (
+        AuthenticationError,
+        BadRequestError,
+        ConflictError,
+        NotFoundError,
+        ServerError,
+        UnprocessableEntityError,
+        WorkOSClient,
+    )
+    from workos._errors import APIError
+    from workos.common.models import OrganizationDomainDataState
+    from workos.events.models import EventSchemaUnknown
+    from workos.organization_membership import RoleSingle
+    from workos.organizations.models import OrganizationDomainData
+    from workos.user_management import PasswordPlaintext
+except ImportError as _e:  # pragma: no cover - environment problem
+    print(f"FAIL 0 - setup: cannot import the WorkOS SDK ({_e}); "
+          f"install it with: pip install workos=={SDK_VERSION}", flush=True)
+    sys.exit(2)
+
+
+# --------------------------------------------------------------------------
+# Check machinery
+# --------------------------------------------------------------------------
+
+class CheckFailed(AssertionError):
+    """A labelled check failed; the run stops here."""
+
+
+_count = 0
+
+
+def _ok(label: str) -> None:
+    global _count
+    _count += 1
+    print(f"ok {_count} - {label}", flush=True)
+
+
+def check(label: str, cond: Any, detail: Any = "") -> None:
+    """Plain assert with a label: prints one line, raises CheckFailed on failure."""
+    if not cond:
+        raise CheckFailed(f"{label} -- {detail}" if detail != "" else label)
+    _ok(label)
+
+
+def check_eq(label: str, got: Any, want: Any) -> None:
+    check(label, got == want, f"expected {want!r}, got {got!r}")
+
+
+def describe(e: BaseException) -> str:
+    """A one-line description of an SDK exception, with the HTTP details."""
+    if isinstance(e, APIError):
+        body = (e.raw_body or "")[:600]
+        return (f"{type(e).__name__}(status={e.status_code}, code={e.code!r}, "
+                f"message={e.message!r}) on {e.request_method} {e.request_url} body={body!r}")
+    cause = e.__cause__
+    if cause is not None:
+        return f"{type(e).__name__}: {e} (caused by {type(cause).__name__}: {cause})"
+    return f"{type(e).__name__}: {e}"
+
+
+def call(label: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run an SDK call that must succeed; any exception fails the run under `label`."""
+    try:
+        return fn(*args, **kwargs)
+    except CheckFailed:
+        raise
+    except Exception as e:  # noqa: BLE001 - report everything the SDK raises
+        raise CheckFailed(f"{label} -- unexpected {describe(e)}") from e
+
+
+def expect_error(label: str, classes: Any, fn: Callable[..., Any], *args: Any,
+                 code: Optional[str] = None, want_errors_list: bool = False,
+                 **kwargs: Any) -> APIError:
+    """Run an SDK call that must raise one of `classes` (SDK error classes).
+
+    Also checks the error body is JSON {"code", "message"} (optionally with an
+    "errors" list), and the code when `code` is given.
+    """
+    if not isinstance(classes, tuple):
+        classes = (classes,)
+    names = "/".join(c.__name__ for c in classes)
+    try:
+        result = fn(*args, **kwargs)
+    except classes as e:  # type: ignore[misc]
+        body = e.response_json
+        if not isinstance(body, dict):
+            raise CheckFailed(f"{label} -- {type(e).__name__} but the body is not a JSON object: "
+                              f"{(e.raw_body or '')[:300]!r}") from e
+        if not isinstance(body.get("message"), str) or not body.get("message"):
+            raise CheckFailed(f"{label} -- error body lacks a non-empty 'message': {body!r}") from e
+        if not isinstance(body.get("code"), str) or not body.get("code"):
+            raise CheckFailed(f"{label} -- error body lacks a non-empty 'code': {body!r}") from e
+        if code is not None and body.get("code") != code:
+            raise CheckFailed(f"{label} -- expected error code {code!r}, got {body!r}") from e
+        if want_errors_list and not (isinstance(body.get("errors"), list) and body["errors"]):
+            raise CheckFailed(f"{label} -- validation error without a non-empty 'errors' list: {body!r}") from e
+        _ok(f"{label} -> {type(e).__name__} {e.status_code} {body.get('code')}")
+        return e
+    except Exception as e:  # noqa: BLE001
+        raise CheckFailed(f"{label} -- expected {names}, got {describe(e)}") from e
+    raise CheckFailed(f"{label} -- expected {names}, but the call succeeded: {_short(result)}")
+
+
+def eventually(label: str, fetch: Callable[[], Any], why_not: Callable[[Any], Optional[str]],
+               timeout: Optional[float] = None) -> Any:
+    """Poll `fetch` until `why_not(value)` is None (success) or the timeout passes.
+
+    Lists and events may lag a write slightly if the server projects them
+    asynchronously; gets are expected to be read-your-writes.
+    """
+    deadline = time.monotonic() + (CONSISTENCY_TIMEOUT if timeout is None else timeout)
+    while True:
+        value = call(label, fetch)
+        reason = why_not(value)
+        if reason is None:
+            _ok(label)
+            return value
+        if time.monotonic() >= deadline:
+            raise CheckFailed(f"{label} -- {reason}")
+        time.sleep(0.25)
+
+
+def _short(x: Any) -> str:
+    s = repr(x)
+    return s if len(s) <= 300 else s[:300] + "..."
+
+
+def ids(items: Iterable[Any]) -> List[str]:
+    return [i.id for i in items]
+
+
+def tz_aware(dt: Any) -> bool:
+    return isinstance(dt, datetime) and dt.tzinfo is not None
+
+
+# --------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------
+
+BASE_URL = os.environ.get("KEYLEDGER_BASE_URL", "").strip()
+API_KEY = os.environ.get("KEYLEDGER_API_KEY", "").strip()
+CONSISTENCY_TIMEOUT = float(os.environ.get("KEYLEDGER_CONSISTENCY_TIMEOUT", "10"))
+KEEP_DATA = os.environ.get("KEYLEDGER_KEEP_DATA", "") == "1"
+
+RUN = uuid.uuid4().hex[:12]
+RUN_START = datetime.now(timezone.utc)
+PASSWORD = f"Kl-{uuid.uuid4().hex}-pw!"
+PASSWORD2 = f"Kl-{uuid.uuid4().hex}-pw2!"
+UNKNOWN = {
+    "user": "user_01JZZZZZZZZZZZZZZZZZZZZZZZ",
+    "org": "org_01JZZZZZZZZZZZZZZZZZZZZZZZ",
+    "domain": "org_domain_01JZZZZZZZZZZZZZZZZZZZZZZZ",
+    "om": "om_01JZZZZZZZZZZZZZZZZZZZZZZZ",
+}
+
+
+def email(tag: str) -> str:
+    return f"kl-{RUN}-{tag}@example.com"
+
+
+def domain(tag: str) -> str:
+    return f"kl-{RUN}-{tag}.example.com"
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def pause() -> None:
+    """Keep consecutive creates in distinct milliseconds so creation order is unambiguous."""
+    time.sleep(0.01)
+
+
+# Everything this run created, for the best-effort cleanup after a failure.
+CREATED: Dict[str, List[str]] = {"om": [], "user": [], "org": []}
+DELETED: set = set()
+
+
+# --------------------------------------------------------------------------
+# Generic pagination helpers
+# --------------------------------------------------------------------------
+
+def walk(label: str, list_fn: Callable[..., Any], limit: int, stop: Optional[Callable[[List[Any]], bool]] = None,
+         max_pages: int = 500, **filters: Any) -> Tuple[List[Any], List[Any]]:
+    """Follow list_metadata.after page by page. Returns (pages, items).
+
+    Checks per page (failing under `label`): at most `limit` items; a page with
+    a next cursor is full and its cursor is the id of its last item; the first
+    page has no `before` cursor (where the list has one).
+    """
+    pages: List[Any] = []
+    items: List[Any] = []
+    after: Optional[str] = None
+    while True:
+        kwargs = dict(filters, limit=limit)
+        if after is not None:
+            kwargs["after"] = after
+        page = call(f"{label} (page {len(pages) + 1})", list_fn, **kwargs)
+        if len(page.data) > limit:
+            raise CheckFailed(f"{label} -- page {len(pages) + 1} has {len(page.data)} items, limit {limit}")
+        if not pages and getattr(page.list_metadata, "before", None) is not None:
+            raise CheckFailed(f"{label} -- the first page has list_metadata.before="
+                              f"{page.list_metadata.before!r}; it must be null at the start of the list")
+        pages.append(page)
+        items.extend(page.data)
+        if page.after is None:
+            break
+        if len(page.data) != limit:
+            raise CheckFailed(f"{label} -- page {len(pages)} has {len(page.data)} < {limit} items "
+                              f"but a next cursor {page.after!r}")
+        if page.after != page.data[-1].id:
+            raise CheckFailed(f"{label} -- list_metadata.after {page.after!r} is not the id of the "
+                              f"page's last item {page.data[-1].id!r}")
+        if stop is not None and stop(items):
+            break
+        if len(pages) >= max_pages:
+            raise CheckFailed(f"{label} -- still paging after {max_pages} pages")
+        after = page.after
+    return pages, items
+
+
+def no_duplicates(label: str, got_ids: Sequence[str]) -> None:
+    dups = sorted({i for i in got_ids if got_ids.count(i) > 1})
+    check(label, not dups, f"duplicated ids across pages: {dups}")
+
+
+def subsequence(label: str, got_ids: Sequence[str], want_in_order: Sequence[str]) -> None:
+    """Items of `want_in_order` all appear in `got_ids`, in that order."""
+    mine = [i for i in got_ids if i in set(want_in_order)]
+    check(label, mine == list(want_in_order),
+          f"expected these ids in this order {list(want_in_order)}, got {mine}")
+
+
+# --------------------------------------------------------------------------
+# The test
+# --------------------------------------------------------------------------
+
+class State:
+    """Objects shared between sections."""
+
+    u1: Any = None
+    u2: Any = None
+    u1_ext: str = ""
+    pusers: List[Any] = []
+    org_a: Any = None
+    org_b: Any = None
+    porgs: List[Any] = []
+    dom_a1: str = ""
+    dom_a2: str = ""
+    dom_b: str = ""
+    dom_c: Any = None
+    dom_c_failed: bool = False
+    m1: Any = None
+    m2: Any = None
+    m3: Any = None
+    mpage: List[Any] = []
+    mpage_users: List[Any] = []
+    org_a_names: List[str] = []
+
+
+S = State()
+
+
+def section(name: str) -> None:
+    print(f"# --- {name}", flush=True)
+
+
+def setup() -> Tuple[WorkOSClient, WorkOSClient, WorkOSClient]:
+    section("setup")
+    if not BASE_URL or not API_KEY:
+        print("FAIL 0 - setup: KEYLEDGER_BASE_URL and KEYLEDGER_API_KEY must be set", flush=True)
+        sys.exit(2)
+    # The SDK falls back to these; keep the run independent of the caller's shell.
+    for var in ("WORKOS_API_KEY", "WORKOS_CLIENT_ID", "WORKOS_BASE_URL"):
+        os.environ.pop(var, None)
+    check_eq("setup: installed SDK is workos==" + SDK_VERSION, _pkg_version("workos"), SDK_VERSION)
+    common = dict(client_id=CLIENT_ID, base_url=BASE_URL, max_retries=0, request_timeout=30)
+    good = WorkOSClient(api_key=API_KEY, **common)
+    bad = WorkOSClient(api_key=f"sk_test_keyledger_wrong_{RUN}", **common)
+    keyless = WorkOSClient(**common)  # client id only: no Authorization header
+    check_eq("setup: SDK base_url points at keyledger", good.base_url, BASE_URL.rstrip("/") + "/")
+    print(f"# run tag {RUN}, base url {BASE_URL}", flush=True)
+    return good, bad, keyless
+
+
+def test_auth(bad: WorkOSClient, keyless: WorkOSClient) -> None:
+    section("authentication")
+    expect_error("auth: wrong API key, list_users", AuthenticationError, bad.user_management.list_users)
+    expect_error("auth: wrong API key, get_user", AuthenticationError, bad.user_management.get_user, UNKNOWN["user"])
+    expect_error("auth: wrong API key, create_organization", AuthenticationError,
+                 bad.organizations.create_organization, name=f"KL never {RUN}")
+    expect_error("auth: wrong API key, list_organization_memberships", AuthenticationError,
+                 bad.organization_membership.list_organization_memberships, organization_id=UNKNOWN["org"])
+    expect_error("auth: wrong API key, list_events", AuthenticationError,
+                 bad.events.list_events, events=["user.created"])
+    expect_error("auth: no API key, list_organizations", AuthenticationError, keyless.organizations.list_organizations)
+
+
+def check_user_shape(label: str, u: Any) -> None:
+    check(f"{label}: id has the user_ prefix", isinstance(u.id, str) and u.id.startswith("user_"), u.id)
+    check(f"{label}: created_at/updated_at are timezone-aware",
+          tz_aware(u.created_at) and tz_aware(u.updated_at), (u.created_at, u.updated_at))
+    check(f"{label}: updated_at >= created_at", u.updated_at >= u.created_at, (u.created_at, u.updated_at))
+
+
+def test_users(c: WorkOSClient) -> None:
+    section("users")
+    um = c.user_management
+
+    # create without password
+    S.u1_ext = f"ext-u-{RUN}-1"
+    u1 = call("users: create_user without password", um.create_user, email=email("u1"), first_name="Ada",
+              last_name="Lovelace", external_id=S.u1_ext, metadata={"tier": "gold"}, email_verified=True)
+    CREATED["user"].append(u1.id)
+    S.u1 = u1
+    check_user_shape("users: create_user (no password)", u1)
+    check_eq("users: create_user echoes email", u1.email, email("u1"))
+    check_eq("users: create_user echoes first/last name", (u1.first_name, u1.last_name), ("Ada", "Lovelace"))
+    check_eq("users: create_user echoes external_id", u1.external_id, S.u1_ext)
+    check_eq("users: create_user echoes metadata", u1.metadata, {"tier": "gold"})
+    check_eq("users: create_user echoes email_verified", u1.email_verified, True)
+    check_eq("users: new user has last_sign_in_at null", u1.last_sign_in_at, None)
+
+    # create with password
+    pause()
+    u2 = call("users: create_user with password", um.create_user, email=email("u2"),
+              password=PasswordPlaintext(password=PASSWORD), external_id=f"ext-u-{RUN}-2")
+    CREATED["user"].append(u2.id)
+    S.u2 = u2
+    check_user_shape("users: create_user (password)", u2)
+    check_eq("users: omitted names are null", (u2.first_name, u2.last_name), (None, None))
+    check_eq("users: email_verified defaults to false", u2.email_verified, False)
+    check("users: omitted metadata is empty", u2.metadata in (None, {}), u2.metadata)
+
+    # invalid input
+    expect_error("users: create_user with an invalid email", UnprocessableEntityError, um.create_user,
+                 email="not-an-email", want_errors_list=True)
+    expect_error("users: create_user with a duplicate email", UnprocessableEntityError, um.create_user,
+                 email=email("u1"))
+    expect_error("users: create_user with a duplicate email in other case", UnprocessableEntityError,
+                 um.create_user, email=email("u1").upper())
+    expect_error("users: create_user with a duplicate external_id", (UnprocessableEntityError, ConflictError),
+                 um.create_user, email=email("dup-ext"), external_id=S.u1_ext)
+
+    # get
+    g = call("users: get_user", um.get_user, u1.id)
+    check_eq("users: get_user returns the created user",
+             (g.id, g.email, g.first_name, g.external_id, g.metadata),
+             (u1.id, u1.email, "Ada", S.u1_ext, {"tier": "gold"}))
+    g = call("users: get_user_by_external_id", um.get_user_by_external_id, S.u1_ext)
+    check_eq("users: get_user_by_external_id finds the user", g.id, u1.id)
+    expect_error("users: get_user unknown id", NotFoundError, um.get_user, UNKNOWN["user"])
+    expect_error("users: get_user_by_external_id unknown", NotFoundError, um.get_user_by_external_id,
+                 f"ext-missing-{RUN}")
+
+    # update
+    new_ext = f"ext-u-{RUN}-1b"
+    up = call("users: update_user names/metadata/external_id", um.update_user, u1.id, first_name="Augusta",
+              metadata={"tier": "platinum", "team": "analytical"}, external_id=new_ext)
+    check_eq("users: update_user returns the new values", (up.first_name, up.last_name, up.metadata, up.external_id),
+             ("Augusta", "Lovelace", {"tier": "platinum", "team": "analytical"}, new_ext))
+    check("users: update_user advances updated_at", up.updated_at >= u1.updated_at, (u1.updated_at, up.updated_at))
+    g = call("users: get_user after update", um.get_user, u1.id)
+    check_eq("users: get_user shows the update", (g.first_name, g.metadata, g.external_id, g.email),
+             ("Augusta", {"tier": "platinum", "team": "analytical"}, new_ext, email("u1")))
+    S.u1_ext = new_ext
+    expect_error("users: old external_id no longer resolves", NotFoundError, um.get_user_by_external_id,
+                 f"ext-u-{RUN}-1")
+    g = call("users: get_user_by_external_id (new id)", um.get_user_by_external_id, new_ext)
+    check_eq("users: new external_id resolves", g.id, u1.id)
+
+    up = call("users: update_user password", um.update_user, u2.id, password=PasswordPlaintext(password=PASSWORD2))
+    check_eq("users: update_user password returns the user", up.id, u2.id)
+    up = call("users: update_user external_id=null clears it", um.update_user, u2.id, external_id=None)
+    check_eq("users: external_id cleared", up.external_id, None)
+    expect_error("users: cleared external_id no longer resolves", NotFoundError, um.get_user_by_external_id,
+                 f"ext-u-{RUN}-2")
+    expect_error("users: update_user with an invalid email", UnprocessableEntityError, um.update_user, u2.id,
+                 email="still not an email", want_errors_list=True)
+    expect_error("users: update_user to another user's email", UnprocessableEntityError, um.update_user, u2.id,
+                 email=email("u1"))
+    expect_error("users: update_user unknown id", NotFoundError, um.update_user, UNKNOWN["user"], first_name="x")
+
+    # list filters
+    eventually("users: list_users email filter returns exactly that user",
+               lambda: um.list_users(email=email("u1")),
+               lambda p: None if ids(p.data) == [u1.id] else f"got {ids(p.data)}")
+    page = call("users: list_users default", um.list_users)
+    check("users: list_users default limit is 10", len(page.data) <= 10, len(page.data))
+
+    # pagination over the whole (unfiltered) list
+    for i in range(5):
+        pause()
+        pu = call(f"users: create pagination user {i + 1}", um.create_user, email=email(f"p{i + 1}"))
+        CREATED["user"].append(pu.id)
+        S.pusers.append(pu)
+    check("users: created 5 pagination users", len(S.pusers) == 5)
+    mine = [u1.id, u2.id] + ids(S.pusers)  # creation order
+    newest_first = list(reversed(mine))
+
+    def seen_all(items: List[Any]) -> bool:
+        return set(mine) <= set(ids(items))
+
+    pages, items = walk("users: walk list_users limit=3 (desc) by after", um.list_users, 3, stop=seen_all)
+    _ok(f"users: walked {len(pages)} pages of list_users limit=3")
+    got = ids(items)
+    no_duplicates("users: no duplicates across pages", got)
+    subsequence("users: no misses, this run's users newest first", got, newest_first)
+    if len(pages) >= 2:
+        p1, p2 = pages[0], pages[1]
+        back = call("users: list_users before=<first id of page 2>", um.list_users, limit=3, before=p2.data[0].id)
+        check_eq("users: before cursor returns page 1", ids(back.data), ids(p1.data))
+
+    p = S.pusers
+    r = call("users: list_users order=desc after=p5 limit=2", um.list_users, order="desc", after=p[4].id, limit=2)
+    check_eq("users: desc+after gives the next older users", ids(r.data), [p[3].id, p[2].id])
+    r = call("users: list_users order=desc before=p1 limit=2", um.list_users, order="desc", before=p[0].id, limit=2)
+    check_eq("users: desc+before gives the nearest newer users, in list order", ids(r.data), [p[2].id, p[1].id])
+    r = call("users: list_users order=asc after=p1", um.list_users, order="asc", after=p[0].id, limit=100)
+    subsequence("users: asc+after lists newer users oldest first", ids(r.data), ids(p[1:]))
+    check("users: asc+after excludes the cursor and older users",
+          not {p[0].id, u1.id, u2.id} & set(ids(r.data)), ids(r.data))
+    r = call("users: list_users order=asc before=p5 limit=2", um.list_users, order="asc", before=p[4].id, limit=2)
+    check_eq("users: asc+before gives the nearest older users, in list order", ids(r.data), [p[2].id, p[3].id])
+    r = call("users: list_users order=normal", um.list_users, order="normal", limit=100)
+    subsequence("users: order=normal lists newest first", ids(r.data), ids(reversed(p)))
+    expect_error("users: list_users limit=101 is rejected", (UnprocessableEntityError, BadRequestError),
+                 um.list_users, limit=101)
+    expect_error("users: list_users order=sideways is rejected", (UnprocessableEntityError, BadRequestError),
+                 um.list_users, order="sideways")
+
+    # delete
+    victim = p[4]
+    r = call("users: delete_user", um.delete_user, victim.id)
+    check_eq("users: delete_user returns nothing", r, None)
+    DELETED.add(victim.id)
+    expect_error("users: get_user after delete", NotFoundError, um.get_user, victim.id)
+    expect_error("users: delete_user again", NotFoundError, um.delete_user, victim.id)
+    expect_error("users: delete_user unknown id", NotFoundError, um.delete_user, UNKNOWN["user"])
+    eventually("users: deleted user leaves the email filter", lambda: um.list_users(email=victim.email),
+               lambda pg: None if ids(pg.data) == [] else f"got {ids(pg.data)}")
+
+
+def check_org_shape(label: str, o: Any) -> None:
+    check(f"{label}: id has the org_ prefix", isinstance(o.id, str) and o.id.startswith("org_"), o.id)
+    check(f"{label}: timestamps are timezone-aware", tz_aware(o.created_at) and tz_aware(o.updated_at))
+    check(f"{label}: metadata is an object", isinstance(o.metadata, dict), o.metadata)
+
+
+def domain_states(o: Any) -> Dict[str, str]:
+    return {d.domain: (d.state.value if hasattr(d.state, "value") else d.state) for d in o.domains}
+
+
+def test_organizations(c: WorkOSClient) -> None:
+    section("organizations")
+    orgs = c.organizations
+    S.dom_a1, S.dom_a2, S.dom_b = domain("a1"), domain("a2"), domain("b")
+    name_a = f"KL Org A {RUN}"
+    ext_a = f"ext-o-{RUN}-a"
+
+    a = call("orgs: create_organization with domain_data pending+verified", orgs.create_organization,
+             name=name_a, external_id=ext_a, metadata={"plan": "pro"},
+             domain_data=[OrganizationDomainData(domain=S.dom_a1, state=OrganizationDomainDataState.PENDING),
+                          OrganizationDomainData(domain=S.dom_a2, state=OrganizationDomainDataState.VERIFIED)])
+    CREATED["org"].append(a.id)
+    S.org_a = a
+    S.org_a_names.append(name_a)
+    check_org_shape("orgs: create_organization", a)
+    check_eq("orgs: create echoes name/external_id/metadata", (a.name, a.external_id, a.metadata),
+             (name_a, ext_a, {"plan": "pro"}))
+    check_eq("orgs: domain_data states are kept", domain_states(a), {S.dom_a1: "pending", S.dom_a2: "verified"})
+    check("orgs: each domain is an organization_domain of this org",
+          all(d.organization_id == a.id and d.id.startswith("org_domain_") and tz_aware(d.created_at)
+              for d in a.domains), [d.to_dict() for d in a.domains])
+
+    pause()
+    b = call("orgs: create_organization minimal + pending domain", orgs.create_organization, name=f"KL Org B {RUN}",
+             domain_data=[OrganizationDomainData(domain=S.dom_b, state=OrganizationDomainDataState.PENDING)])
+    CREATED["org"].append(b.id)
+    S.org_b = b
+    check_org_shape("orgs: create_organization (minimal)", b)
+    check_eq("orgs: minimal org has no external_id and empty metadata", (b.external_id, b.metadata), (None, {}))
+
+    # invalid input
+    expect_error("orgs: create_organization with an invalid domain", (UnprocessableEntityError, BadRequestError),
+                 orgs.create_organization, name=f"KL bad {RUN}",
+                 domain_data=[OrganizationDomainData(domain="not a domain", state=OrganizationDomainDataState.PENDING)])
+    expect_error("orgs: create_organization with too much metadata", (UnprocessableEntityError, BadRequestError),
+                 orgs.create_organization, name=f"KL bad {RUN}", metadata={f"k{i}": "v" for i in range(51)})
+    expect_error("orgs: create_organization claiming a domain verified elsewhere",
+                 (UnprocessableEntityError, ConflictError, BadRequestError), orgs.create_organization,
+                 name=f"KL thief {RUN}",
+                 domain_data=[OrganizationDomainData(domain=S.dom_a2, state=OrganizationDomainDataState.VERIFIED)])
+    expect_error("orgs: create_organization with a duplicate external_id", (UnprocessableEntityError, ConflictError),
+                 orgs.create_organization, name=f"KL dup {RUN}", external_id=ext_a)
+
+    # get
+    g = call("orgs: get_organization", orgs.get_organization, a.id)
+    check_eq("orgs: get_organization returns the org", (g.id, g.name, g.external_id, domain_states(g)),
+             (a.id, name_a, ext_a, {S.dom_a1: "pending", S.dom_a2: "verified"}))
+    g = call("orgs: get_organization_by_external_id", orgs.get_organization_by_external_id, ext_a)
+    check_eq("orgs: get_organization_by_external_id finds the org", g.id, a.id)
+    expect_error("orgs: get_organization unknown id", NotFoundError, orgs.get_organization, UNKNOWN["org"])
+    expect_error("orgs: get_organization_by_external_id unknown", NotFoundError,
+                 orgs.get_organization_by_external_id, f"ext-missing-{RUN}")
+
+    # list filters (the SDK sends domains as ONE comma-joined value)
+    eventually("orgs: list_organizations domains=[a2]", lambda: orgs.list_organizations(domains=[S.dom_a2]),
+               lambda p: None if ids(p.data) == [a.id] else f"got {ids(p.data)}")
+    eventually("orgs: list_organizations domains=[a1,b] (comma-joined)",
+               lambda: orgs.list_organizations(domains=[S.dom_a1, S.dom_b], limit=100),
+               lambda p: None if sorted(ids(p.data)) == sorted([a.id, b.id]) else f"got {ids(p.data)}")
+    r = call("orgs: list_organizations domains=[unused]", orgs.list_organizations, domains=[domain("unused")])
+    check_eq("orgs: unknown domain matches nothing", ids(r.data), [])
+
+    # update
+    name_a2 = f"KL Org A renamed {RUN}"
+    ext_a2 = f"ext-o-{RUN}-a2"
+    up = call("orgs: update_organization name/metadata/external_id", orgs.update_organization, a.id,
+              name=name_a2, metadata={"plan": "enterprise"}, external_id=ext_a2)
+    S.org_a_names.append(name_a2)
+    check_eq("orgs: update returns the new values", (up.name, up.metadata, up.external_id),
+             (name_a2, {"plan": "enterprise"}, ext_a2))
+    check_eq("orgs: update leaves domains alone", domain_states(up), {S.dom_a1: "pending", S.dom_a2: "verified"})
+    g = call("orgs: get_organization after update", orgs.get_organization, a.id)
+    check_eq("orgs: get shows the update", (g.name, g.metadata, g.external_id), (name_a2, {"plan": "enterprise"}, ext_a2))
+    expect_error("orgs: old external_id no longer resolves", NotFoundError, orgs.get_organization_by_external_id, ext_a)
+    expect_error("orgs: update_organization unknown id", NotFoundError, orgs.update_organization, UNKNOWN["org"],
+                 name="x")
+
+    # pagination
+    for i in range(4):
+        pause()
+        po = call(f"orgs: create pagination org {i + 1}", orgs.create_organization, name=f"KL Org P{i + 1} {RUN}")
+        CREATED["org"].append(po.id)
+        S.porgs.append(po)
+    mine = [a.id, b.id] + ids(S.porgs)
+    pages, items = walk("orgs: walk list_organizations limit=2 (desc) by after", orgs.list_organizations, 2,
+                        stop=lambda it: set(mine) <= set(ids(it)))
+    _ok(f"orgs: walked {len(pages)} pages of list_organizations limit=2")
+    got = ids(items)
+    no_duplicates("orgs: no duplicates across pages", got)
+    subsequence("orgs: no misses, this run's orgs newest first", got, list(reversed(mine)))
+    if len(pages) >= 2:
+        back = call("orgs: list_organizations before=<first id of page 2>", orgs.list_organizations, limit=2,
+                    before=pages[1].data[0].id)
+        check_eq("orgs: before cursor returns page 1", ids(back.data), ids(pages[0].data))
+    p = S.porgs
+    r = call("orgs: list_organizations order=asc after=P1", orgs.list_organizations, order="asc", after=p[0].id,
+             limit=100)
+    subsequence("orgs: asc+after lists newer orgs oldest first", ids(r.data), ids(p[1:]))
+    check("orgs: asc+after excludes the cursor and older orgs", not {p[0].id, a.id, b.id} & set(ids(r.data)))
+    r = call("orgs: list_organizations order=desc before=P1 limit=2", orgs.list_organizations, order="desc",
+             before=p[0].id, limit=2)
+    check_eq("orgs: desc+before gives the nearest newer orgs", ids(r.data), [p[2].id, p[1].id])
+
+    # delete
+    victim = p[3]
+    call("orgs: delete_organization", orgs.delete_organization, victim.id)
+    DELETED.add(victim.id)
+    expect_error("orgs: get_organization after delete", NotFoundError, orgs.get_organization, victim.id)
+    try:
+        orgs.delete_organization(victim.id)
+        _ok("orgs: delete_organization again is idempotent (no error)")
+    except NotFoundError:
+        _ok("orgs: delete_organization again -> NotFoundError 404")
+    except Exception as e:  # noqa: BLE001
+        raise CheckFailed(f"orgs: delete_organization again -- expected success or 404, got {describe(e)}") from e
+
+
+def test_domains(c: WorkOSClient) -> None:
+    section("organization domains")
+    od = c.organization_domains
+    a = S.org_a
+    dom = domain("c")
+
+    d = call("domains: create_organization_domain", od.create_organization_domain, domain=dom, organization_id=a.id)
+    S.dom_c = d
+    check("domains: id has the org_domain_ prefix", d.id.startswith("org_domain_"), d.id)
+    check_eq("domains: create echoes domain and organization_id", (d.domain, d.organization_id), (dom, a.id))
+    state = getattr(d.state, "value", d.state)
+    check_eq("domains: a new domain is pending", state, "pending")
+    check_eq("domains: verification strategy is dns", getattr(d.verification_strategy, "value", d.verification_strategy),
+             "dns")
+    check("domains: a verification token is issued", isinstance(d.verification_token, str) and d.verification_token,
+          d.verification_token)
+    check("domains: timestamps are timezone-aware", tz_aware(d.created_at) and tz_aware(d.updated_at))
+
+    g = call("domains: get_organization_domain", od.get_organization_domain, d.id)
+    check_eq("domains: get returns the domain", (g.id, g.domain, g.organization_id, g.verification_token),
+             (d.id, dom, a.id, d.verification_token))
+    o = call("domains: get_organization after adding a domain", c.organizations.get_organization, a.id)
+    check("domains: the organization lists the new domain", d.id in ids(o.domains), ids(o.domains))
+    eventually("domains: list_organizations finds the org by the new domain",
+               lambda: c.organizations.list_organizations(domains=[dom]),
+               lambda p: None if ids(p.data) == [a.id] else f"got {ids(p.data)}")
+
+    expect_error("domains: create the same domain again", ConflictError, od.create_organization_domain,
+                 domain=dom, organization_id=a.id)
+    expect_error("domains: create for an unknown organization", (NotFoundError, UnprocessableEntityError),
+                 od.create_organization_domain, domain=domain("orphan"), organization_id=UNKNOWN["org"])
+    expect_error("domains: create an invalid domain", (UnprocessableEntityError, BadRequestError),
+                 od.create_organization_domain, domain="not a domain", organization_id=a.id)
+    expect_error("domains: get unknown id", NotFoundError, od.get_organization_domain, UNKNOWN["domain"])
+
+    # verify: the DNS TXT lookup cannot succeed for *.example.com
+    try:
+        v = od.verify_organization_domain(d.id)
+        vstate = getattr(v.state, "value", v.state)
+        check("domains: verify_organization_domain returns the domain (state failed or pending)",
+              v.id == d.id and vstate in ("failed", "pending"), f"id={v.id} state={vstate!r}")
+        raised = None
+    except APIError as e:
+        check("domains: verify_organization_domain raised a client error",
+              not isinstance(e, ServerError) and e.status_code is not None and 400 <= e.status_code < 500,
+              describe(e))
+        raised = e
+    except Exception as e:  # noqa: BLE001
+        raise CheckFailed(f"domains: verify_organization_domain -- unexpected {describe(e)}") from e
+    if raised is None:
+        g = eventually("domains: after verify the domain ends up failed", lambda: od.get_organization_domain(d.id),
+                       lambda x: None if getattr(x.state, "value", x.state) == "failed"
+                       else f"state is {getattr(x.state, 'value', x.state)!r}")
+    else:
+        g = call("domains: get after a raising verify", od.get_organization_domain, d.id)
+    final = getattr(g.state, "value", g.state)
+    check("domains: an unverifiable domain is failed (or left pending), never verified",
+          final in ("failed", "pending"), final)
+    S.dom_c_failed = final == "failed"
+
+    verified = [x for x in a.domains if getattr(x.state, "value", x.state) == "verified"]
+    expect_error("domains: verify an already verified domain", BadRequestError, od.verify_organization_domain,
+                 verified[0].id, code="domain_already_verified")
+    expect_error("domains: verify unknown id", NotFoundError, od.verify_organization_domain, UNKNOWN["domain"])
+
+    r = call("domains: delete_organization_domain", od.delete_organization_domain, d.id)
+    check_eq("domains: delete returns nothing", r, None)
+    expect_error("domains: get after delete", NotFoundError, od.get_organization_domain, d.id)
+    expect_error("domains: delete again", NotFoundError, od.delete_organization_domain, d.id)
+    o = call("domains: get_organization after deleting a domain", c.organizations.get_organization, a.id)
+    check("domains: the organization no longer lists it", d.id not in ids(o.domains), ids(o.domains))
+
+
+def check_membership(label: str, m: Any, user: Any, org_id: str, role: str, status: str,
+                     org_name: Optional[str] = None) -> None:
+    st = getattr(m.status, "value", m.status)
+    check(f"{label}: id has the om_ prefix", isinstance(m.id, str) and m.id.startswith("om_"), m.id)
+    check_eq(f"{label}: user_id/organization_id/status/role",
+             (m.user_id, m.organization_id, st, m.role.slug), (user.id, org_id, status, role))
+    check_eq(f"{label}: roles lists the role", [r.slug for r in m.roles], [role])
+    check_eq(f"{label}: embedded user", (m.user.id, m.user.email), (user.id, user.email))
+    check_eq(f"{label}: directory_managed is false", m.directory_managed, False)
+    check(f"{label}: timestamps are timezone-aware", tz_aware(m.created_at) and tz_aware(m.updated_at))
+    if org_name is not None:
+        check_eq(f"{label}: organization_name is the organization's current name", m.organization_name, org_name)
+
+
+def test_memberships(c: WorkOSClient) -> None:
+    section("organization memberships")
+    oms = c.organization_membership
+    a, b, u1, u2 = S.org_a, S.org_b, S.u1, S.u2
+    name_a = S.org_a_names[-1]
+
+    m1 = call("memberships: create (default role)", oms.create_organization_membership, user_id=u1.id,
+              organization_id=a.id)
+    CREATED["om"].append(m1.id)
+    S.m1 = m1
+    check_membership("memberships: create default", m1, u1, a.id, "member", "active", name_a)
+    pause()
+    m2 = call("memberships: create role_slug=admin", oms.create_organization_membership, user_id=u2.id,
+              organization_id=a.id, role=RoleSingle(role_slug="admin"))
+    CREATED["om"].append(m2.id)
+    S.m2 = m2
+    check_membership("memberships: create admin", m2, u2, a.id, "admin", "active", name_a)
+    pause()
+    m3 = call("memberships: create in a second org", oms.create_organization_membership, user_id=u1.id,
+              organization_id=b.id)
+    CREATED["om"].append(m3.id)
+    S.m3 = m3
+    check_membership("memberships: create in org B", m3, u1, b.id, "member", "active", b.name)
+
+    expect_error("memberships: duplicate membership", UnprocessableEntityError, oms.create_organization_membership,
+                 user_id=u1.id, organization_id=a.id)
+    expect_error("memberships: unknown role slug", UnprocessableEntityError, oms.create_organization_membership,
+                 user_id=S.pusers[0].id, organization_id=a.id, role=RoleSingle(role_slug=f"no-such-role-{RUN}"),
+                 code="invalid_role")
+    expect_error("memberships: unknown user", NotFoundError, oms.create_organization_membership,
+                 user_id=UNKNOWN["user"], organization_id=a.id)
+    expect_error("memberships: unknown organization", NotFoundError, oms.create_organization_membership,
+                 user_id=u1.id, organization_id=UNKNOWN["org"])
+
+    g = call("memberships: get", oms.get_organization_membership, m1.id)
+    check_membership("memberships: get", g, u1, a.id, "member", "active", name_a)
+    expect_error("memberships: get unknown id", NotFoundError, oms.get_organization_membership, UNKNOWN["om"])
+
+    # list filters
+    eventually("memberships: list organization_id=A", lambda: oms.list_organization_memberships(organization_id=a.id),
+               lambda p: None if sorted(ids(p.data)) == sorted([m1.id, m2.id]) else f"got {ids(p.data)}")
+    eventually("memberships: list user_id=u1", lambda: oms.list_organization_memberships(user_id=u1.id),
+               lambda p: None if sorted(ids(p.data)) == sorted([m1.id, m3.id]) else f"got {ids(p.data)}")
+    r = call("memberships: list user_id+organization_id", oms.list_organization_memberships, user_id=u1.id,
+             organization_id=a.id)
+    check_eq("memberships: both filters narrow to one", ids(r.data), [m1.id])
+    check("memberships: listed items carry role, roles and user",
+          r.data and r.data[0].role.slug == "member" and r.data[0].user.id == u1.id, _short(r.data))
+    expect_error("memberships: list without user_id or organization_id", BadRequestError,
+                 oms.list_organization_memberships)
+
+    # update role
+    up = call("memberships: update role to admin", oms.update_organization_membership, m1.id,
+              role=RoleSingle(role_slug="admin"))
+    check_membership("memberships: update", up, u1, a.id, "admin", "active")
+    g = call("memberships: get after update", oms.get_organization_membership, m1.id)
+    check_eq("memberships: get shows the new role", g.role.slug, "admin")
+    expect_error("memberships: update to an unknown role", UnprocessableEntityError,
+                 oms.update_organization_membership, m1.id, role=RoleSingle(role_slug=f"no-such-role-{RUN}"),
+                 code="invalid_role")
+    expect_error("memberships: update unknown id", NotFoundError, oms.update_organization_membership,
+                 UNKNOWN["om"], role=RoleSingle(role_slug="member"))
+
+    # deactivate / reactivate (PUT without a body)
+    d = call("memberships: deactivate", oms.deactivate_organization_membership, m2.id)
+    check_eq("memberships: deactivate -> inactive", getattr(d.status, "value", d.status), "inactive")
+    check_eq("memberships: deactivate keeps the role", d.role.slug, "admin")
+    d = call("memberships: deactivate again (no-op)", oms.deactivate_organization_membership, m2.id)
+    check_eq("memberships: still inactive", getattr(d.status, "value", d.status), "inactive")
+    # Without `statuses` every membership is listed (the spec sets no default filter).
+    eventually("memberships: default list shows every status",
+               lambda: oms.list_organization_memberships(organization_id=a.id),
+               lambda p: None if sorted(ids(p.data)) == sorted([m1.id, m2.id]) else f"got {ids(p.data)}")
+    eventually("memberships: statuses=[inactive]",
+               lambda: oms.list_organization_memberships(organization_id=a.id, statuses=["inactive"]),
+               lambda p: None if ids(p.data) == [m2.id] else f"got {ids(p.data)}")
+    eventually("memberships: statuses=[active,inactive] (comma-joined)",
+               lambda: oms.list_organization_memberships(organization_id=a.id, statuses=["active", "inactive"]),
+               lambda p: None if sorted(ids(p.data)) == sorted([m1.id, m2.id]) else f"got {ids(p.data)}")
+    expect_error("memberships: deactivate unknown id", NotFoundError, oms.deactivate_organization_membership,
+                 UNKNOWN["om"])
+    rct = call("memberships: reactivate", oms.reactivate_organization_membership, m2.id)
+    check_eq("memberships: reactivate -> active, role retained",
+             (getattr(rct.status, "value", rct.status), rct.role.slug), ("active", "admin"))
+    expect_error("memberships: reactivate unknown id", NotFoundError, oms.reactivate_organization_membership,
+                 UNKNOWN["om"])
+
+    # organization_name follows a rename of the organization
+    name_a3 = f"KL Org A third {RUN}"
+    call("memberships: rename the organization", c.organizations.update_organization, a.id, name=name_a3)
+    S.org_a_names.append(name_a3)
+    g = call("memberships: get after org rename", oms.get_organization_membership, m1.id)
+    if g.organization_name is not None:
+        check_eq("memberships: organization_name follows the rename", g.organization_name, name_a3)
+
+    # pagination within one organization
+    for i in range(4):
+        pause()
+        mu = call(f"memberships: create user for membership page {i + 1}", c.user_management.create_user,
+                  email=email(f"m{i + 1}"))
+        CREATED["user"].append(mu.id)
+        S.mpage_users.append(mu)
+        pause()
+        mm = call(f"memberships: create membership {i + 1} for pagination", oms.create_organization_membership,
+                  user_id=mu.id, organization_id=a.id)
+        CREATED["om"].append(mm.id)
+        S.mpage.append(mm)
+    want = [m1.id, m2.id] + ids(S.mpage)
+    pages, items = walk("memberships: walk list organization_id=A limit=2 by after",
+                        oms.list_organization_memberships, 2, organization_id=a.id)
+    got = ids(items)
+    no_duplicates("memberships: no duplicates across pages", got)
+    check_eq("memberships: pages cover exactly the org's memberships, newest first", got, list(reversed(want)))
+    first = call("memberships: first page for auto_paging_iter", oms.list_organization_memberships,
+                 organization_id=a.id, limit=2, order="asc")
+    auto = call("memberships: SDK auto_paging_iter (order=asc, limit=2)", lambda: list(first.auto_paging_iter()))
+    check_eq("memberships: auto_paging_iter yields all, oldest first", ids(auto), want)
+    r = call("users: list_users organization_id=A",
+             c.user_management.list_users, organization_id=a.id, limit=100)
+    check_eq("users: list_users organization_id filter returns the org's members",
+             sorted(ids(r.data)), sorted([u1.id, u2.id] + ids(S.mpage_users)))
+
+    # delete
+    r = call("memberships: delete", oms.delete_organization_membership, m2.id)
+    check_eq("memberships: delete returns nothing", r, None)
+    DELETED.add(m2.id)
+    expect_error("memberships: get after delete", NotFoundError, oms.get_organization_membership, m2.id)
+    expect_error("memberships: delete again", NotFoundError, oms.delete_organization_membership, m2.id)
+    eventually("memberships: deleted membership leaves every status list",
+               lambda: oms.list_organization_memberships(user_id=u2.id, statuses=["active", "inactive", "pending"]),
+               lambda p: None if ids(p.data) == [] else f"got {ids(p.data)}")
+    m2b = call("memberships: the same user can join again after delete", oms.create_organization_membership,
+               user_id=u2.id, organization_id=a.id)
+    CREATED["om"].append(m2b.id)
+    call("memberships: delete the re-created membership", oms.delete_organization_membership, m2b.id)
+    DELETED.add(m2b.id)
+
+
+def test_deletes(c: WorkOSClient) -> None:
+    """Delete the run's objects in dependency order, checking what deletion frees."""
+    section("deletes")
+    oms, um, orgs = c.organization_membership, c.user_management, c.organizations
+    for om_id in [S.m1.id, S.m3.id] + ids(S.mpage):
+        call(f"deletes: delete membership {om_id}", oms.delete_organization_membership, om_id)
+        DELETED.add(om_id)
+    _ok("deletes: deleted the remaining memberships")
+
+    u1 = S.u1
+    call("deletes: delete user u1", um.delete_user, u1.id)
+    DELETED.add(u1.id)
+    expect_error("deletes: get_user u1 after delete", NotFoundError, um.get_user, u1.id)
+    expect_error("deletes: external_id of a deleted user no longer resolves", NotFoundError,
+                 um.get_user_by_external_id, S.u1_ext)
+    again = call("deletes: a deleted user's email can be used again", um.create_user, email=u1.email)
+    CREATED["user"].append(again.id)
+    call("deletes: delete the re-created user", um.delete_user, again.id)
+    DELETED.add(again.id)
+    for uid in [S.u2.id] + ids(S.pusers[:4]) + ids(S.mpage_users):
+        call(f"deletes: delete user {uid}", um.delete_user, uid)
+        DELETED.add(uid)
+    _ok("deletes: deleted the remaining users")
+
+    a = S.org_a
+    call("deletes: delete organization A", orgs.delete_organization, a.id)
+    DELETED.add(a.id)
+    expect_error("deletes: get_organization A after delete", NotFoundError, orgs.get_organization, a.id)
+    for d in a.domains:
+        expect_error(f"deletes: domain {d.domain} of a deleted organization is gone", NotFoundError,
+                     c.organization_domains.get_organization_domain, d.id)
+    eventually("deletes: a deleted organization's domains match nothing",
+               lambda: orgs.list_organizations(domains=[S.dom_a2]),
+               lambda p: None if ids(p.data) == [] else f"got {ids(p.data)}")
+    again = call("deletes: a released verified domain can be claimed again", orgs.create_organization,
+                 name=f"KL Org again {RUN}",
+                 domain_data=[OrganizationDomainData(domain=S.dom_a2, state=OrganizationDomainDataState.VERIFIED)])
+    CREATED["org"].append(again.id)
+    check_eq("deletes: the reclaimed domain is verified", domain_states(again), {S.dom_a2: "verified"})
+    call("deletes: delete the reclaiming organization", orgs.delete_organization, again.id)
+    DELETED.add(again.id)
+    for oid in [S.org_b.id] + ids(S.porgs[:3]):
+        call(f"deletes: delete organization {oid}", orgs.delete_organization, oid)
+        DELETED.add(oid)
+    _ok("deletes: deleted the remaining organizations")
+
+
+ORG_EVENT_NAMES = [
+    "organization.created", "organization.updated", "organization.deleted",
+    "organization_domain.created", "organization_domain.updated", "organization_domain.verified",
+    "organization_domain.verification_failed", "organization_domain.deleted",
+    "organization_membership.created", "organization_membership.updated", "organization_membership.deleted",
+]
+USER_EVENT_NAMES = ["user.created", "user.updated", "user.deleted"]
+
+
+def ev_name(e: Any) -> Optional[str]:
+    if isinstance(e, EventSchemaUnknown):
+        return e.raw_data.get("event")
+    return getattr(e, "event", None)
+
+
+def ev_subject(e: Any) -> Tuple[Optional[str], Optional[str]]:
+    """(id of the object the event is about, its organization id if any)."""
+    d = getattr(e, "data", None)
+    if d is None:
+        return None, None
+    if hasattr(d, "organization_domain"):  # organization_domain.verification_failed
+        d = d.organization_domain
+    return getattr(d, "id", None), getattr(d, "organization_id", None)
+
+
+def positions(evs: Sequence[Any], name: str, subject: str) -> List[int]:
+    return [i for i, e in enumerate(evs) if ev_name(e) == name and ev_subject(e)[0] == subject]
+
+
+def test_events(c: WorkOSClient) -> None:
+    section("events")
+    ev = c.events
+    a = S.org_a
+    since = iso(RUN_START - timedelta(minutes=2))
+
+    def all_org_events(order: str, limit: int = 100) -> List[Any]:
+        _, items = walk(f"events: walk organization_id=A order={order} limit={limit}", ev.list_events, limit,
+                        events=ORG_EVENT_NAMES, organization_id=a.id, order=order)
+        return items
+
+    expected_tail = [("organization.deleted", a.id)]
+
+    def org_events_complete(evs: List[Any]) -> Optional[str]:
+        need = [("organization.created", a.id), ("organization.updated", a.id),
+                ("organization_domain.created", S.dom_c.id), ("organization_domain.deleted", S.dom_c.id),
+                ("organization_membership.created", S.m1.id), ("organization_membership.updated", S.m1.id),
+                ("organization_membership.deleted", S.m1.id), ("organization_membership.created", S.m2.id),
+                ("organization_membership.deleted", S.m2.id)] + expected_tail
+        if S.dom_c_failed:
+            need.append(("organization_domain.verification_failed", S.dom_c.id))
+        missing = [n for n in need if not positions(evs, n[0], n[1])]
+        return None if not missing else f"missing events {missing}; got {[(ev_name(e), ev_subject(e)[0]) for e in evs]}"
+
+    evs = eventually("events: organization A's events are all listed (asc)", lambda: all_org_events("asc"),
+                     org_events_complete)
+    names = [ev_name(e) for e in evs]
+    check("events: every event is a known WorkOS event model (not EventSchemaUnknown)",
+          not [e for e in evs if isinstance(e, EventSchemaUnknown)],
+          [e.raw_data for e in evs if isinstance(e, EventSchemaUnknown)][:3])
+    check("events: only the requested event names are returned", set(names) <= set(ORG_EVENT_NAMES), set(names))
+    strays = [(ev_name(e), ev_subject(e)) for e in evs if a.id not in ev_subject(e)]
+    check("events: organization_id filter returns only organization A's events", not strays, strays[:5])
+    check("events: the second organization's membership is not included",
+          not positions(evs, "organization_membership.created", S.m3.id))
+    check_eq("events: event ids are unique", len({e.id for e in evs}), len(evs))
+    check("events: event ids have the event_ prefix", all(e.id.startswith("event_") for e in evs),
+          [e.id for e in evs][:3])
+    check("events: created_at is timezone-aware and non-decreasing in asc order",
+          all(tz_aware(e.created_at) for e in evs)
+          and all(evs[i].created_at <= evs[i + 1].created_at for i in range(len(evs) - 1)),
+          [iso(e.created_at) for e in evs])
+
+    def first(name: str, subject: str) -> int:
+        return positions(evs, name, subject)[0]
+
+    def last(name: str, subject: str) -> int:
+        return positions(evs, name, subject)[-1]
+
+    check("events: organization.created comes first for A",
+          first("organization.created", a.id) == 0 and names.count("organization.created") == 1, names)
+    check("events: organization.updated (>= 2) after organization.created",
+          len(positions(evs, "organization.updated", a.id)) >= 2
+          and first("organization.updated", a.id) > first("organization.created", a.id), names)
+    dc = S.dom_c.id
+    if S.dom_c_failed:
+        check("events: organization_domain created < verification_failed < deleted",
+              first("organization_domain.created", dc) < first("organization_domain.verification_failed", dc)
+              < first("organization_domain.deleted", dc), names)
+        vf = evs[first("organization_domain.verification_failed", dc)]
+        check("events: verification_failed carries a reason and the failed domain",
+              isinstance(getattr(vf.data, "reason", None), (str,)) and
+              getattr(vf.data.organization_domain.state, "value", vf.data.organization_domain.state) == "failed",
+              _short(vf))
+    else:
+        check("events: organization_domain created < deleted",
+              first("organization_domain.created", dc) < first("organization_domain.deleted", dc), names)
+    check("events: no organization_domain.verified for the unverifiable domain",
+          not positions(evs, "organization_domain.verified", dc))
+    dcreated = evs[first("organization_domain.created", dc)]
+    check_eq("events: organization_domain.created data is the domain",
+             (dcreated.data.domain, dcreated.data.organization_id), (S.dom_c.domain, a.id))
+
+    m1, m2 = S.m1.id, S.m2.id
+    check("events: membership m1 created < updated < deleted",
+          first("organization_membership.created", m1) < first("organization_membership.updated", m1)
+          < first("organization_membership.deleted", m1), names)
+    m1c = evs[first("organization_membership.created", m1)]
+    check_eq("events: organization_membership.created data", (m1c.data.user_id, m1c.data.organization_id,
+             m1c.data.role.slug, getattr(m1c.data.status, "value", m1c.data.status)), (S.u1.id, a.id, "member", "active"))
+    m1u = evs[first("organization_membership.updated", m1)]
+    check_eq("events: organization_membership.updated data has the new role", m1u.data.role.slug, "admin")
+    m2u = positions(evs, "organization_membership.updated", m2)
+    check_eq("events: m2 has exactly 2 updated events (deactivate, reactivate; the no-op emits none)", len(m2u), 2)
+    check_eq("events: m2 updated events show inactive then active",
+             [getattr(evs[i].data.status, "value", evs[i].data.status) for i in m2u], ["inactive", "active"])
+    check("events: m2 created < updated < deleted",
+          first("organization_membership.created", m2) < m2u[0] < m2u[1] < first("organization_membership.deleted", m2),
+          names)
+    od = first("organization.deleted", a.id)
+    before_delete = [first("organization_domain.deleted", dc), last("organization_membership.deleted", m1),
+                     last("organization.updated", a.id)]
+    check("events: organization.deleted comes after everything done before the delete", od > max(before_delete), names)
+    check_eq("events: organization.deleted data is the organization", evs[od].data.id, a.id)
+
+    # desc is the reverse of asc
+    desc = all_org_events("desc")
+    check_eq("events: order=desc is the reverse of order=asc", [e.id for e in desc], [e.id for e in reversed(evs)])
+
+    # small pages, walked by the after cursor (and by the SDK's auto_paging_iter)
+    small = all_org_events("asc", limit=2)
+    check_eq("events: limit=2 pages walked by after equal the single big page", [e.id for e in small],
+             [e.id for e in evs])
+    p1 = call("events: first page limit=3", ev.list_events, events=ORG_EVENT_NAMES, organization_id=a.id,
+              order="asc", limit=3)
+    check_eq("events: limit=3 returns 3 events", len(p1.data), 3)
+    p2 = call("events: list_events after=<3rd event>", ev.list_events, events=ORG_EVENT_NAMES, organization_id=a.id,
+              order="asc", limit=3, after=p1.data[-1].id)
+    check_eq("events: after cursor continues right after the cursor", [e.id for e in p2.data],
+             [e.id for e in evs[3:6]])
+    auto = call("events: SDK auto_paging_iter", lambda: list(p1.auto_paging_iter()))
+    check_eq("events: auto_paging_iter yields every event once", [e.id for e in auto], [e.id for e in evs])
+
+    # events filter narrows by name
+    only = call("events: events=[organization.updated] organization_id=A", ev.list_events,
+                events=["organization.updated"], organization_id=a.id, order="asc", limit=100)
+    check("events: a one-name filter returns only that name",
+          only.data and all(ev_name(e) == "organization.updated" for e in only.data),
+          [ev_name(e) for e in only.data])
+
+    # user and organization creations since the run started, via a two-name filter (comma-joined)
+    def created_since() -> List[Any]:
+        _, items = walk("events: walk events=[user.created,organization.created] since run start", ev.list_events,
+                        100, events=["user.created", "organization.created"], range_start=since, order="asc")
+        return items
+
+    want_users = [S.u1.id, S.u2.id] + ids(S.pusers) + ids(S.mpage_users)
+    want_orgs = [a.id, S.org_b.id] + ids(S.porgs)
+
+    def creations_complete(items: List[Any]) -> Optional[str]:
+        bad = {ev_name(e) for e in items} - {"user.created", "organization.created"}
+        if bad:
+            return f"unrequested event names {bad}"
+        got_u = [ev_subject(e)[0] for e in items if ev_name(e) == "user.created"]
+        got_o = [ev_subject(e)[0] for e in items if ev_name(e) == "organization.created"]
+        mu = [i for i in got_u if i in set(want_users)]
+        mo = [i for i in got_o if i in set(want_orgs)]
+        if mu != want_users or mo != want_orgs:
+            return f"expected users {want_users} and orgs {want_orgs} in creation order, got {mu} and {mo}"
+        return None
+
+    items = eventually("events: user.created and organization.created for this run, in creation order",
+                       created_since, creations_complete)
+    uc = [e for e in items if ev_name(e) == "user.created" and ev_subject(e)[0] == S.u1.id][0]
+    check_eq("events: user.created data is the user at creation", (uc.data.email, uc.data.first_name),
+             (S.u1.email, "Ada"))
+    oc = [e for e in items if ev_name(e) == "organization.created" and ev_subject(e)[0] == a.id][0]
+    check_eq("events: organization.created data is the organization at creation",
+             (oc.data.name, sorted(d.domain for d in oc.data.domains)), (S.org_a_names[0], sorted([S.dom_a1, S.dom_a2])))
+
+    # the lifecycle of user u1
+    def user_events() -> List[Any]:
+        _, items = walk("events: walk user.* since run start", ev.list_events, 100, events=USER_EVENT_NAMES,
+                        range_start=since, order="asc")
+        return [e for e in items if ev_subject(e)[0] == S.u1.id]
+
+    u1evs = eventually("events: u1 has user.created, user.updated, user.deleted", user_events,
+                       lambda xs: None if {"user.created", "user.updated", "user.deleted"} <= {ev_name(e) for e in xs}
+                       else f"got {[ev_name(e) for e in xs]}")
+    un = [ev_name(e) for e in u1evs]
+    check("events: u1's events are in order created < updated < deleted",
+          un[0] == "user.created" and un[-1] == "user.deleted" and "user.updated" in un[1:-1], un)
+    upd = u1evs[un.index("user.updated")]
+    check_eq("events: user.updated data shows the update", (upd.data.first_name, upd.data.metadata),
+             ("Augusta", {"tier": "platinum", "team": "analytical"}))
+    check_eq("events: user.deleted data is the user", u1evs[-1].data.id, S.u1.id)
+
+
+def cleanup(c: Optional[WorkOSClient]) -> None:
+    if c is None or KEEP_DATA:
+        return
+    for kind, fn in (("om", c.organization_membership.delete_organization_membership),
+                     ("user", c.user_management.delete_user),
+                     ("org", c.organizations.delete_organization)):
+        for obj_id in CREATED[kind]:
+            if obj_id in DELETED:
+                continue
+            try:
+                fn(obj_id)
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+    print("# cleanup: deleted what this run left behind (best effort)", flush=True)
+
+
+def main() -> int:
+    client: Optional[WorkOSClient] = None
+    failed = False
+    try:
+        client, bad, keyless = setup()
+        test_auth(bad, keyless)
+        test_users(client)
+        test_organizations(client)
+        test_domains(client)
+        test_memberships(client)
+        test_deletes(client)
+        test_events(client)
+    except CheckFailed as e:
+        failed = True
+        print(f"FAIL {_count + 1} - {e}", flush=True)
+    except Exception as e:  # noqa: BLE001 - a bug in this script or an SDK surprise
+        failed = True
+        print(f"FAIL {_count + 1} - unexpected {describe(e)}", flush=True)
+        traceback.print_exc()
+    finally:
+        if failed:
+            cleanup(client)
+    if failed:
+        return 1
+    print(f"# all {_count} checks passed (run {RUN})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
