@@ -1,0 +1,2 @@
+//! Tests: bad_input.
+#[allow(unused_imports)] use crate::helpers::*;

@@ -1,0 +1,2 @@
+//! Tests: log_properties.
+#[allow(unused_imports)] use crate::helpers::*;

@@ -1,0 +1,13 @@
+//! HTTP integration tests: every test gets a fresh database on the PostgreSQL named by
+//! `DATABASE_URL` (scripts/test.sh starts a throwaway one) and a server on port 0.
+
+mod dns_server;
+mod helpers;
+
+mod bad_input;
+mod events;
+mod log_properties;
+mod memberships;
+mod organization_domains;
+mod organizations;
+mod users;

@@ -1,0 +1,2 @@
+//! Tests: memberships.
+#[allow(unused_imports)] use crate::helpers::*;

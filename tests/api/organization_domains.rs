@@ -1,0 +1,2 @@
+//! Tests: organization_domains.
+#[allow(unused_imports)] use crate::helpers::*;

@@ -1,0 +1,2 @@
+//! Tests: organizations.
+#[allow(unused_imports)] use crate::helpers::*;

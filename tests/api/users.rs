@@ -1,0 +1,2 @@
+//! Tests: users.
+#[allow(unused_imports)] use crate::helpers::*;
