@@ -1,2 +1,3 @@
 //! Tests: bad_input.
-#[allow(unused_imports)] use crate::helpers::*;
+#[allow(unused_imports)]
+use crate::helpers::*;

@@ -21,7 +21,10 @@ pub async fn fresh_database() -> String {
     let admin_url = database_url();
     let admin = connect(&admin_url).await.expect("connect to DATABASE_URL");
     let name = format!("kl_test_{}", ulid::Ulid::new().to_string().to_lowercase());
-    sqlx::query(&format!("create database {name}")).execute(&admin).await.expect("create test database");
+    sqlx::query(&format!("create database {name}"))
+        .execute(&admin)
+        .await
+        .expect("create test database");
     admin.close().await;
     let url = with_database(&admin_url, &name);
     let pool = connect(&url).await.expect("connect to test database");
@@ -68,7 +71,9 @@ impl TestApp {
     /// Starts a server on an existing (migrated) database.
     pub async fn spawn_on(db_url: String) -> TestApp {
         let pool = connect(&db_url).await.expect("connect");
-        let key = keyledger_api::auth::create_key(&pool, "tests").await.expect("create key");
+        let key = keyledger_api::auth::create_key(&pool, "tests")
+            .await
+            .expect("create key");
         let dns = TestDnsServer::start().await;
         let config = Config {
             listen: "127.0.0.1:0".parse().expect("addr"),
@@ -89,6 +94,26 @@ impl TestApp {
         }
     }
 
+    /// Waits until every projection has caught up with the log, then stops the workers (and
+    /// the HTTP server), leaving the database for direct inspection.
+    pub async fn stop_workers_and_wait(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = keyledger_projections::engine::status(&self.pool).await.expect("status");
+            if status.iter().all(|s| s.behind == 0) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "projections did not catch up: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(r) = self.running.take() {
+            r.stop().await.expect("stop");
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.stop().await.expect("stop");
@@ -100,7 +125,13 @@ impl TestApp {
         self.request_with_key(method, path, body, Some(&self.key.clone())).await
     }
 
-    pub async fn request_with_key(&self, method: Method, path: &str, body: Option<Value>, key: Option<&str>) -> (StatusCode, Value) {
+    pub async fn request_with_key(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        key: Option<&str>,
+    ) -> (StatusCode, Value) {
         let mut req = self.http.request(method, format!("{}{}", self.base, path));
         if let Some(k) = key {
             req = req.bearer_auth(k);
@@ -111,7 +142,11 @@ impl TestApp {
         let resp = req.send().await.expect("send request");
         let status = resp.status();
         let text = resp.text().await.expect("read body");
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, value)
     }
 
@@ -156,7 +191,9 @@ impl TestApp {
     }
 
     pub async fn create_organization(&self, name: &str, domain_data: Value) -> Value {
-        let (s, body) = self.post("/organizations", json!({ "name": name, "domain_data": domain_data })).await;
+        let (s, body) = self
+            .post("/organizations", json!({ "name": name, "domain_data": domain_data }))
+            .await;
         assert_eq!(s, StatusCode::CREATED, "create organization {name}: {body}");
         body
     }
@@ -192,7 +229,10 @@ impl TestApp {
 
     /// Number of rows in the event log.
     pub async fn log_len(&self) -> i64 {
-        let (n,): (i64,) = sqlx::query_as("select count(*) from event").fetch_one(&self.pool).await.expect("count");
+        let (n,): (i64,) = sqlx::query_as("select count(*) from event")
+            .fetch_one(&self.pool)
+            .await
+            .expect("count");
         n
     }
 }
@@ -201,5 +241,8 @@ impl TestApp {
 pub fn assert_error(status: StatusCode, body: &Value, want_status: StatusCode, want_code: &str, ctx: &str) {
     assert_eq!(status, want_status, "{ctx}: status; body {body}");
     assert_eq!(body["code"].as_str(), Some(want_code), "{ctx}: code; body {body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{ctx}: message; body {body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{ctx}: message; body {body}"
+    );
 }

@@ -1,2 +1,416 @@
-//! Tests: log_properties.
-#[allow(unused_imports)] use crate::helpers::*;
+//! The properties that make the log a log: gap-free ordered reads under concurrent writers,
+//! set-wide rules under races, crash safety, and rebuild equal to incremental.
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keyledger_domain::ids::new_id;
+use keyledger_domain::user::{CreateUser, User, UserCommand};
+use keyledger_domain::values::{Email, Metadata};
+use keyledger_projections::commands::CommandBus;
+use keyledger_projections::store::AppendExtras;
+use keyledger_projections::{engine, log, EventStore, LogPosition};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+fn create(email: &str) -> UserCommand {
+    UserCommand::Create(CreateUser {
+        email: Email::parse("email", email).expect("valid email"),
+        first_name: None,
+        last_name: None,
+        email_verified: false,
+        external_id: None,
+        metadata: Metadata::new(),
+        with_password: false,
+        at: chrono::Utc::now(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_concurrent_reader_sees_every_event_once_and_in_order_while_writers_append() {
+    const WRITERS: usize = 8;
+    const PER_WRITER: usize = 300;
+    let url = fresh_database().await;
+    let pool = keyledger_api::connect(&url).await.expect("connect");
+    let bus = CommandBus::new(EventStore::new(pool.clone()));
+    let done = Arc::new(AtomicBool::new(false));
+
+    let reader = {
+        let pool = pool.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut seen: Vec<(LogPosition, String)> = Vec::new();
+            let mut cp = LogPosition::START;
+            loop {
+                let finished = done.load(Ordering::SeqCst);
+                let batch = log::read_after(&pool, cp, 97).await.expect("read");
+                if batch.is_empty() {
+                    if finished {
+                        // One more read after the writers stopped: nothing may remain.
+                        if log::read_after(&pool, cp, 1).await.expect("read").is_empty() {
+                            return seen;
+                        }
+                        continue;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    continue;
+                }
+                for e in batch {
+                    assert!(e.log_position > cp, "out of order: {:?} after {:?}", e.log_position, cp);
+                    cp = e.log_position;
+                    seen.push((e.log_position, e.aggregate_id));
+                }
+            }
+        })
+    };
+
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let bus = bus.clone();
+        writers.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..PER_WRITER {
+                let id = new_id("user");
+                bus.execute::<User>(
+                    &id,
+                    create(&format!("w{w}-{i}@example.com")),
+                    &HashMap::new(),
+                    AppendExtras::default(),
+                    false,
+                )
+                .await
+                .expect("append");
+                ids.push(id);
+            }
+            ids
+        }));
+    }
+    let mut written = HashSet::new();
+    for w in writers {
+        written.extend(w.await.expect("writer"));
+    }
+    done.store(true, Ordering::SeqCst);
+    let seen = reader.await.expect("reader");
+
+    let seen_ids: Vec<String> = seen.iter().map(|(_, id)| id.clone()).collect();
+    let unique: HashSet<String> = seen_ids.iter().cloned().collect();
+    assert_eq!(
+        seen_ids.len(),
+        WRITERS * PER_WRITER,
+        "reader saw {} events, expected {}",
+        seen_ids.len(),
+        WRITERS * PER_WRITER
+    );
+    assert_eq!(unique.len(), seen_ids.len(), "an event was seen twice");
+    assert_eq!(
+        unique, written,
+        "the reader's events differ from the acknowledged writes"
+    );
+}
+
+#[tokio::test]
+async fn twenty_concurrent_sign_ups_with_one_email_let_exactly_one_win() {
+    let app = TestApp::spawn().await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let http = app.http.clone();
+        let url = format!("{}/user_management/users", app.base);
+        let key = app.key.clone();
+        // Case varies: the rule is case-insensitive.
+        let email = if i % 2 == 0 {
+            "Race@Example.com"
+        } else {
+            "race@example.COM"
+        };
+        tasks.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({ "email": email }))
+                .send()
+                .await
+                .expect("send");
+            let status = r.status();
+            let body: Value = r.json().await.expect("json");
+            (status, body)
+        }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        let (status, body) = t.await.expect("task");
+        match status {
+            StatusCode::CREATED => created += 1,
+            StatusCode::UNPROCESSABLE_ENTITY => {
+                assert_eq!(body["code"], "email_not_available", "loser's error: {body}")
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(created, 1, "exactly one sign-up must win");
+    let (events,): (i64,) = sqlx::query_as("select count(*) from event where event_type = 'UserCreated'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(events, 1, "one UserCreated event");
+    let (claims,): (i64,) = sqlx::query_as("select count(*) from claim where kind = 'user_email'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(claims, 1, "the losers left no claim behind");
+    let (_, list) = app.get("/user_management/users?email=RACE@example.com").await;
+    assert_eq!(
+        list["data"].as_array().map(Vec::len),
+        Some(1),
+        "one user with that email: {list}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_updates_of_one_user_are_retried_and_all_land_in_sequence() {
+    let app = TestApp::spawn().await;
+    let user = app.create_user("seq@example.com").await;
+    let id = user["id"].as_str().expect("id").to_string();
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let http = app.http.clone();
+        let url = format!("{}/user_management/users/{id}", app.base);
+        let key = app.key.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = http
+                .put(url)
+                .bearer_auth(key)
+                .json(&json!({ "first_name": format!("n{i}") }))
+                .send()
+                .await
+                .expect("send");
+            r.status()
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            StatusCode::OK => ok += 1,
+            StatusCode::CONFLICT => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(ok >= 1, "at least one update lands");
+    let rows: Vec<(i64,)> = sqlx::query_as("select sequence from event where aggregate_id = $1 order by sequence")
+        .bind(&id)
+        .fetch_all(&app.pool)
+        .await
+        .expect("rows");
+    let seqs: Vec<i64> = rows.into_iter().map(|r| r.0).collect();
+    let want: Vec<i64> = (1..=seqs.len() as i64).collect();
+    assert_eq!(seqs, want, "sequences are gap-free and unique");
+    assert_eq!(seqs.len(), 1 + ok, "one event per successful update");
+    app.stop().await;
+}
+
+/// Every read-model table, as sorted text rows.
+async fn snapshot(pool: &sqlx::PgPool) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for p in engine::ALL {
+        for t in p.tables() {
+            let rows: Vec<(String,)> = sqlx::query_as(&format!("select t::text from {t} t order by t::text"))
+                .fetch_all(pool)
+                .await
+                .expect("snapshot");
+            out.push((t.to_string(), rows.into_iter().map(|r| r.0).collect()));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_rebuild_equals_the_incrementally_built_read_models_row_for_row() {
+    let mut app = TestApp::spawn().await;
+    let mut users = Vec::new();
+    for i in 0..15 {
+        users.push(app.create_user(&format!("rb{i}@example.com")).await);
+    }
+    let org = app
+        .create_organization("Rebuild Co", json!([{ "domain": "rebuild.example.com", "state": "pending" }, { "domain": "rb.example.org", "state": "verified" }]))
+        .await;
+    let org_id = org["id"].as_str().expect("id");
+    for u in users.iter().take(5) {
+        app.create_membership(u["id"].as_str().expect("id"), org_id, Some("admin"))
+            .await;
+    }
+    let (s, _) = app
+        .put(&format!("/organizations/{org_id}"), json!({ "name": "Rebuild Inc" }))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = app
+        .put(
+            &format!("/user_management/users/{}", users[0]["id"].as_str().expect("id")),
+            json!({ "last_name": "Z" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = app
+        .delete(&format!(
+            "/user_management/users/{}",
+            users[1]["id"].as_str().expect("id")
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    app.stop_workers_and_wait().await;
+
+    let before = snapshot(&app.pool).await;
+    assert!(
+        before.iter().all(|(_, rows)| !rows.is_empty()),
+        "every table has rows to compare"
+    );
+    for p in engine::ALL {
+        engine::rebuild(&app.pool, &p, |_, _| {}).await.expect("rebuild");
+    }
+    let after = snapshot(&app.pool).await;
+    for ((t, b), (_, a)) in before.iter().zip(after.iter()) {
+        assert_eq!(b, a, "table {t} differs after rebuild");
+    }
+    for s in engine::status(&app.pool).await.expect("status") {
+        assert_eq!(s.behind, 0, "{} is caught up after the rebuild", s.name);
+    }
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+async fn start_binary(db_url: &str, key: &str) -> Server {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_keyledger"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", db_url)
+        .env("KEYLEDGER_BOOTSTRAP_API_KEY", key)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn keyledger");
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{base}/health")).await {
+            if r.status() == StatusCode::OK {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "server did not become healthy");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Server { child, base }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_killed_mid_load_loses_no_acknowledged_write_and_its_projections_converge() {
+    let db_url = fresh_database().await;
+    let key = "sk_test_crash_0123456789";
+    let mut server = start_binary(&db_url, key).await;
+    let http = reqwest::Client::new();
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut load = Vec::new();
+    for w in 0..8 {
+        let http = http.clone();
+        let base = server.base.clone();
+        let acked = acked.clone();
+        load.push(tokio::spawn(async move {
+            for i in 0.. {
+                let r = http
+                    .post(format!("{base}/user_management/users"))
+                    .bearer_auth(key)
+                    .json(&json!({ "email": format!("crash-{w}-{i}@example.com") }))
+                    .send()
+                    .await;
+                match r {
+                    Ok(resp) if resp.status() == StatusCode::CREATED => {
+                        let body: Value = resp.json().await.unwrap_or(Value::Null);
+                        if let Some(id) = body["id"].as_str() {
+                            acked.lock().expect("lock").push(id.to_string());
+                        }
+                    }
+                    _ => return,
+                }
+            }
+        }));
+    }
+    // Let the load run, then kill without warning.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acked.lock().expect("lock").len() < 150 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.child.kill().expect("SIGKILL");
+    let _ = server.child.wait();
+    for l in load {
+        let _ = l.await;
+    }
+    let acked: Vec<String> = acked.lock().expect("lock").clone();
+    assert!(
+        acked.len() >= 50,
+        "enough writes were acknowledged before the kill ({})",
+        acked.len()
+    );
+
+    let mut server = start_binary(&db_url, key).await;
+    for id in &acked {
+        let r = http
+            .get(format!("{}/user_management/users/{id}", server.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "acknowledged user {id} is present after the restart"
+        );
+    }
+    // Projections converge on the log: one row per created user, one feed event per log event.
+    let pool = keyledger_api::connect(&db_url).await.expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (log_users,): (i64,) = sqlx::query_as("select count(*) from event where event_type = 'UserCreated'")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        let (view,): (i64,) = sqlx::query_as("select count(*) from user_view")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        let (feed,): (i64,) = sqlx::query_as("select count(*) from event_feed")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        let (distinct,): (i64,) = sqlx::query_as("select count(distinct id) from event_feed")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        if view == log_users && feed == log_users {
+            assert_eq!(distinct, feed, "no feed event duplicated");
+            assert!(log_users >= acked.len() as i64);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "projections did not converge: log {log_users}, view {view}, feed {feed}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+}

@@ -1,2 +1,3 @@
 //! Tests: organization_domains.
-#[allow(unused_imports)] use crate::helpers::*;
+#[allow(unused_imports)]
+use crate::helpers::*;

@@ -1,2 +1,3 @@
 //! Tests: users.
-#[allow(unused_imports)] use crate::helpers::*;
+#[allow(unused_imports)]
+use crate::helpers::*;
