@@ -164,6 +164,9 @@ pub fn router(state: AppState) -> Router {
 /// A running server: its address and how to stop it.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Stops the HTTP server (first), then the workers (second): in-flight writes still wait
+    /// for their projections while the server drains.
+    stop_http: watch::Sender<bool>,
     shutdown: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
     workers: Vec<JoinHandle<()>>,
@@ -172,11 +175,14 @@ pub struct Running {
 impl Running {
     /// Stops accepting, lets in-flight requests finish, stops workers at a checkpoint.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.shutdown.send(true);
-        self.http
+        let _ = self.stop_http.send(true);
+        let served = self
+            .http
             .await
             .context("joining the HTTP server")?
-            .context("serving HTTP")?;
+            .context("serving HTTP");
+        let _ = self.shutdown.send(true);
+        served?;
         for w in self.workers {
             let _ = w.await;
         }
@@ -250,7 +256,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let mut stop = shutdown_rx;
+    let (stop_http, mut stop) = watch::channel(false);
     let http = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -260,6 +266,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
     });
     Ok(Running {
         addr,
+        stop_http,
         shutdown,
         http,
         workers,

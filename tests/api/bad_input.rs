@@ -1,3 +1,421 @@
-//! Tests: bad_input.
-#[allow(unused_imports)]
+//! Tests: what the server does with bad requests — malformed or mistyped bodies, oversized
+//! bodies, missing or wrong API keys, unknown routes and methods — plus the public endpoints.
+//! None of these may answer 5xx or change the log.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
 use crate::helpers::*;
+
+/// Every management route: (method, path template as in the OpenAPI document, concrete path).
+const MANAGEMENT_ROUTES: &[(&str, &str, &str)] = &[
+    ("GET", "/user_management/users", "/user_management/users"),
+    ("POST", "/user_management/users", "/user_management/users"),
+    ("GET", "/user_management/users/{id}", "/user_management/users/user_x"),
+    ("PUT", "/user_management/users/{id}", "/user_management/users/user_x"),
+    ("DELETE", "/user_management/users/{id}", "/user_management/users/user_x"),
+    (
+        "GET",
+        "/user_management/users/external_id/{external_id}",
+        "/user_management/users/external_id/ext_x",
+    ),
+    ("GET", "/organizations", "/organizations"),
+    ("POST", "/organizations", "/organizations"),
+    ("GET", "/organizations/{id}", "/organizations/org_x"),
+    ("PUT", "/organizations/{id}", "/organizations/org_x"),
+    ("DELETE", "/organizations/{id}", "/organizations/org_x"),
+    (
+        "GET",
+        "/organizations/external_id/{external_id}",
+        "/organizations/external_id/ext_x",
+    ),
+    ("POST", "/organization_domains", "/organization_domains"),
+    (
+        "GET",
+        "/organization_domains/{id}",
+        "/organization_domains/org_domain_x",
+    ),
+    (
+        "DELETE",
+        "/organization_domains/{id}",
+        "/organization_domains/org_domain_x",
+    ),
+    (
+        "POST",
+        "/organization_domains/{id}/verify",
+        "/organization_domains/org_domain_x/verify",
+    ),
+    (
+        "GET",
+        "/user_management/organization_memberships",
+        "/user_management/organization_memberships?organization_id=org_x",
+    ),
+    (
+        "POST",
+        "/user_management/organization_memberships",
+        "/user_management/organization_memberships",
+    ),
+    (
+        "GET",
+        "/user_management/organization_memberships/{id}",
+        "/user_management/organization_memberships/om_x",
+    ),
+    (
+        "PUT",
+        "/user_management/organization_memberships/{id}",
+        "/user_management/organization_memberships/om_x",
+    ),
+    (
+        "DELETE",
+        "/user_management/organization_memberships/{id}",
+        "/user_management/organization_memberships/om_x",
+    ),
+    (
+        "PUT",
+        "/user_management/organization_memberships/{id}/deactivate",
+        "/user_management/organization_memberships/om_x/deactivate",
+    ),
+    (
+        "PUT",
+        "/user_management/organization_memberships/{id}/reactivate",
+        "/user_management/organization_memberships/om_x/reactivate",
+    ),
+    ("GET", "/events", "/events"),
+];
+
+fn method(m: &str) -> Method {
+    Method::from_bytes(m.as_bytes()).unwrap_or_else(|e| panic!("method {m}: {e}"))
+}
+
+/// A body that would succeed if the request were let through (so a missing check shows in the log).
+fn plausible_body(m: &str, path: &str) -> Option<Value> {
+    match (m, path) {
+        ("POST", "/user_management/users") => Some(json!({ "email": "intruder@example.com" })),
+        ("POST", "/organizations") => Some(json!({ "name": "Intruders" })),
+        ("POST", "/organization_domains") => Some(json!({ "organization_id": "org_x", "domain": "x.com" })),
+        ("POST", _) | ("PUT", _) => Some(json!({})),
+        _ => None,
+    }
+}
+
+fn assert_not_5xx(status: StatusCode, body: &Value, ctx: &str) {
+    assert!(!status.is_server_error(), "{ctx}: {status} {body}");
+}
+
+#[tokio::test]
+async fn malformed_json_returns_400_invalid_json_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let before = app.log_len().await;
+    let cases: [(&str, &str, &[u8]); 6] = [
+        ("truncated", "/user_management/users", br#"{"email":"#),
+        ("not json", "/user_management/users", b"email=ann@example.com"),
+        (
+            "trailing comma",
+            "/user_management/users",
+            br#"{"email":"ann@example.com",}"#,
+        ),
+        ("empty body", "/user_management/users", b""),
+        ("organization truncated", "/organizations", br#"{"name":"Acme""#),
+        (
+            "membership garbage",
+            "/user_management/organization_memberships",
+            b"\xff\xfe{",
+        ),
+    ];
+    for (case, path, body) in cases {
+        let (s, resp) = app.raw(Method::POST, path, "application/json", body.to_vec()).await;
+        assert_error(s, &resp, StatusCode::BAD_REQUEST, "invalid_json", case);
+        assert_eq!(app.log_len().await, before, "{case}: log unchanged");
+    }
+    let (s, resp) = app
+        .raw(
+            Method::POST,
+            "/user_management/users",
+            "text/plain",
+            br#"{"email":"ann@example.com"}"#.to_vec(),
+        )
+        .await;
+    assert_error(
+        s,
+        &resp,
+        StatusCode::BAD_REQUEST,
+        "invalid_content_type",
+        "text/plain body",
+    );
+    assert_eq!(app.log_len().await, before, "text/plain: log unchanged");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_of_the_wrong_shape_return_422_naming_the_field_and_change_nothing() {
+    let app = TestApp::spawn().await;
+    let before = app.log_len().await;
+    let cases = [
+        (
+            "email is a number",
+            "/user_management/users",
+            json!({ "email": 5 }),
+            "email",
+        ),
+        (
+            "first_name is an object",
+            "/user_management/users",
+            json!({ "email": "ann@example.com", "first_name": {} }),
+            "first_name",
+        ),
+        (
+            "metadata is a string",
+            "/user_management/users",
+            json!({ "email": "ann@example.com", "metadata": "x" }),
+            "metadata",
+        ),
+        ("name is a bool", "/organizations", json!({ "name": true }), "name"),
+        (
+            "user_id is a number",
+            "/user_management/organization_memberships",
+            json!({ "user_id": 1, "organization_id": "org_x" }),
+            "user_id",
+        ),
+        (
+            "unknown field on create user",
+            "/user_management/users",
+            json!({ "email": "ann@example.com", "nickname": "annie" }),
+            "nickname",
+        ),
+        (
+            "missing email",
+            "/user_management/users",
+            json!({ "first_name": "Ann" }),
+            "email",
+        ),
+        ("missing name", "/organizations", json!({}), "name"),
+        (
+            "missing organization_id",
+            "/user_management/organization_memberships",
+            json!({ "user_id": "user_x" }),
+            "organization_id",
+        ),
+        ("body is an array", "/user_management/users", json!([]), "body"),
+    ];
+    for (case, path, body, field) in cases {
+        let (s, resp) = app.post(path, body).await;
+        assert_error(s, &resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", case);
+        assert_eq!(
+            resp["errors"][0]["field"], field,
+            "{case}: field error names the field; body {resp}"
+        );
+        assert_eq!(app.log_len().await, before, "{case}: log unchanged");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_over_one_mebibyte_returns_413_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let before = app.log_len().await;
+    let big = "x".repeat(1024 * 1024 + 1);
+    let cases = [
+        (
+            "create user",
+            Method::POST,
+            "/user_management/users",
+            json!({ "email": "ann@example.com", "first_name": big }),
+        ),
+        (
+            "create organization",
+            Method::POST,
+            "/organizations",
+            json!({ "name": big }),
+        ),
+        (
+            "update user",
+            Method::PUT,
+            "/user_management/users/user_x",
+            json!({ "first_name": big }),
+        ),
+    ];
+    for (case, m, path, body) in cases {
+        let (s, resp) = app.request(m, path, Some(body)).await;
+        assert_error(s, &resp, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", case);
+        assert_eq!(app.log_len().await, before, "{case}: log unchanged");
+    }
+    // Just under the limit is parsed (and then judged on its merits, not its size).
+    let under = "x".repeat(1024 * 1024 - 100);
+    let (s, resp) = app.post("/organizations", json!({ "name": under })).await;
+    assert_ne!(s, StatusCode::PAYLOAD_TOO_LARGE, "{resp}");
+    assert_not_5xx(s, &resp, "just under the limit");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_management_route_rejects_a_missing_or_wrong_key_with_401() {
+    let app = TestApp::spawn().await;
+    let before = app.log_len().await;
+    let keys = [
+        ("missing key", None),
+        (
+            "unknown sk key",
+            Some("sk_000000000000000000000000000000000000000000000000"),
+        ),
+        ("non-sk key", Some("pk_test_123")),
+        ("empty bearer", Some("")),
+    ];
+    for (m, _, path) in MANAGEMENT_ROUTES {
+        for (case, key) in keys {
+            let ctx = format!("{m} {path} with {case}");
+            let (s, resp) = app
+                .request_with_key(method(m), path, plausible_body(m, path), key)
+                .await;
+            assert_error(s, &resp, StatusCode::UNAUTHORIZED, "unauthorized", &ctx);
+        }
+        // The right secret under another scheme is not accepted either.
+        let mut req = app.http.request(method(m), format!("{}{path}", app.base));
+        req = req.header("authorization", format!("Basic {}", app.key));
+        if let Some(b) = plausible_body(m, path) {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("send");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{m} {path} with Basic scheme");
+    }
+    assert_eq!(
+        app.log_len().await,
+        before,
+        "no unauthenticated request changed the log"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_answers_ok_without_a_key() {
+    let app = TestApp::spawn().await;
+    let (s, body) = app.request_with_key(Method::GET, "/health", None, None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({ "status": "ok" }));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_public_and_lists_every_served_route() {
+    let app = TestApp::spawn().await;
+    let (s, doc) = app.request_with_key(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK, "{doc}");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let public = [("GET", "/health", "/health"), ("GET", "/openapi.json", "/openapi.json")];
+    for (m, template, _) in MANAGEMENT_ROUTES.iter().chain(public.iter()) {
+        let op = &doc["paths"][*template][m.to_lowercase()];
+        assert!(op.is_object(), "{m} {template} is documented");
+    }
+    let op = &doc["paths"]["/user_management/users/{id}"]["get"];
+    assert_eq!(op["parameters"][0]["name"], "id", "path parameters are declared: {op}");
+    assert!(op["security"].is_array(), "management routes need a key: {op}");
+    assert!(
+        doc["paths"]["/health"]["get"].get("security").is_none(),
+        "/health is public"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_return_404_json_and_wrong_methods_405_json() {
+    let app = TestApp::spawn().await;
+    let before = app.log_len().await;
+    let cases = [
+        (
+            "unknown path",
+            Method::GET,
+            "/nothing/here",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "unknown nested path",
+            Method::POST,
+            "/user_management/nothing",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "too deep",
+            Method::GET,
+            "/organizations/org_x/extra/parts",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "PATCH a user",
+            Method::PATCH,
+            "/user_management/users/user_x",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            "DELETE the user list",
+            Method::DELETE,
+            "/user_management/users",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            "POST events",
+            Method::POST,
+            "/events",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            "POST health",
+            Method::POST,
+            "/health",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            "GET deactivate",
+            Method::GET,
+            "/user_management/organization_memberships/om_x/deactivate",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+    ];
+    for (case, m, path, want, code) in cases {
+        let (s, resp) = app.request(m, path, None).await;
+        assert_error(s, &resp, want, code, case);
+    }
+    let (s, resp) = app.request_with_key(Method::GET, "/nothing/here", None, None).await;
+    assert_error(
+        s,
+        &resp,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "unknown path without a key",
+    );
+    assert_eq!(app.log_len().await, before, "log unchanged");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_query_strings_and_ids_never_yield_a_5xx() {
+    let app = TestApp::spawn().await;
+    let before = app.log_len().await;
+    let paths = [
+        "/user_management/users?limit=1000",
+        "/user_management/users?order=sideways",
+        "/user_management/users?after=%00",
+        "/user_management/users/%00",
+        "/organizations?domains=not%20a%20domain",
+        "/organizations/%F0%9F%A6%80",
+        "/user_management/organization_memberships?organization_id=%00",
+        "/events?after=%00",
+        "/events?range_start=%00",
+    ];
+    for path in paths {
+        let (s, resp) = app.get(path).await;
+        assert_not_5xx(s, &resp, path);
+        assert!(
+            resp["code"].is_string() || s.is_success(),
+            "{path}: JSON error body {resp}"
+        );
+    }
+    assert_eq!(app.log_len().await, before, "log unchanged");
+    app.stop().await;
+}

@@ -5,6 +5,7 @@ mod dns_server;
 mod helpers;
 
 mod bad_input;
+mod binary;
 mod events;
 mod log_properties;
 mod memberships;
