@@ -6,7 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sqlx::{PgConnection, PgPool};
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres};
 use tokio::sync::watch;
 
 use crate::checkpoint::{self, Progress};
@@ -388,6 +389,42 @@ pub async fn step(pool: &PgPool, p: &Projection) -> Result<Option<LogPosition>, 
     Ok(Some(last))
 }
 
+/// How often a standby process checks whether a projection's owner has gone.
+const STANDBY: Duration = Duration::from_secs(2);
+
+/// The advisory-lock key of a projection's ownership.
+fn ownership_key(p: &Projection) -> String {
+    format!("keyledger.projection.{}", p.name)
+}
+
+/// Takes the projection's session advisory lock on a dedicated connection, or `None` when
+/// another process holds it. The lock lives as long as the connection: if the owner dies, its
+/// connection closes and a standby takes over.
+async fn take_ownership(pool: &PgPool, p: &Projection) -> Option<PoolConnection<Postgres>> {
+    let mut conn = pool.acquire().await.ok()?;
+    let got: Result<(bool,), sqlx::Error> = sqlx::query_as("select pg_try_advisory_lock(hashtext($1))")
+        .bind(ownership_key(p))
+        .fetch_one(&mut *conn)
+        .await;
+    match got {
+        Ok((true,)) => Some(conn),
+        _ => None,
+    }
+}
+
+/// Checks the ownership connection is alive (a dead one means the lock is gone).
+async fn still_owner(owner: &mut Option<PoolConnection<Postgres>>) -> bool {
+    let Some(conn) = owner.as_mut() else { return false };
+    if sqlx::query("select 1").execute(&mut **conn).await.is_ok() {
+        return true;
+    }
+    if let Some(c) = owner.take() {
+        // Never return a connection that may still hold the lock to the pool.
+        drop(c.detach());
+    }
+    false
+}
+
 /// Runs a projection until `shutdown` turns true, stopping only between batches (at a
 /// checkpoint). Wakes on `wake` (LISTEN/NOTIFY) or every [`POLL`].
 pub async fn run_worker(
@@ -398,11 +435,31 @@ pub async fn run_worker(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut failures: u32 = 0;
+    let mut owner: Option<PoolConnection<Postgres>> = None;
     loop {
         if *shutdown.borrow() {
+            if let Some(mut conn) = owner.take() {
+                let _ = sqlx::query("select pg_advisory_unlock_all()").execute(&mut *conn).await;
+            }
             return;
         }
         wake.borrow_and_update();
+        if !still_owner(&mut owner).await {
+            owner = take_ownership(&pool, &p).await;
+            if owner.is_none() {
+                // Another process runs this projection; stand by (read-your-writes polls the
+                // checkpoint table) and try again in a while.
+                if let Ok(cp) = checkpoint::load(&pool, p.name).await {
+                    progress.publish(p.name, cp);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(STANDBY) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            tracing::info!(projection = p.name, "running projection");
+        }
         match step(&pool, &p).await {
             Ok(Some(cp)) => {
                 failures = 0;

@@ -414,3 +414,34 @@ async fn a_server_killed_mid_load_loses_no_acknowledged_write_and_its_projection
     let _ = server.child.kill();
     let _ = server.child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_on_one_database_share_projections_and_one_takes_over_when_the_other_stops() {
+    let first = TestApp::spawn().await;
+    let second = TestApp::spawn_on(first.db_url.clone()).await;
+    // Each projection has exactly one owner (session advisory lock) across both processes.
+    let (locks,): (i64,) = sqlx::query_as(
+        "select count(*) from pg_locks where locktype = 'advisory' and granted \
+         and database = (select oid from pg_database where datname = current_database())",
+    )
+    .fetch_one(&first.pool)
+    .await
+    .expect("locks");
+    assert_eq!(locks, engine::ALL.len() as i64, "one advisory lock per projection");
+    // Writes through either server read their own writes.
+    let a = second.create_user("via-second@example.com").await;
+    let (s, _) = second
+        .get(&format!("/user_management/users/{}", a["id"].as_str().expect("id")))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    // Stop the first: the second takes the projections over and keeps projecting.
+    first.stop().await;
+    let b = second.create_user("after-takeover@example.com").await;
+    let (s, body) = second
+        .get(&format!("/user_management/users/{}", b["id"].as_str().expect("id")))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let events = second.all_events("&events=user.created").await;
+    assert_eq!(events.len(), 2, "both sign-ups are in the feed");
+    second.stop().await;
+}
