@@ -140,7 +140,9 @@ impl EmbeddedPostgres {
                 );
             }
         }
-        me.running = true;
+        // A server found running (another keyledger process on this data dir, e.g. `serve` while a
+        // CLI command runs) is not ours to stop on exit.
+        me.running = !adopted;
 
         let mut admin = me.connect_admin(CONNECT_TIMEOUT).await.with_context(|| {
             format!(

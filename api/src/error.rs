@@ -133,7 +133,7 @@ pub fn command_error<E: std::error::Error>(e: CommandError<E>, domain: impl FnOn
             ),
             "verified_domain" => ApiError::new(
                 StatusCode::CONFLICT,
-                "domain_already_verified",
+                "domain_verified_by_another_organization",
                 format!("the domain {} is already verified by another organization", c.value),
             ),
             "membership" => ApiError::invalid(

@@ -9,27 +9,66 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// `Json<T>` whose rejections are `ApiError`s: 400 malformed, 422 wrong shape, 413 too large.
+/// `Json<T>` whose rejections are `ApiError`s: 400 malformed, 422 wrong shape (naming the
+/// field), 413 too large. Strings with NUL characters are refused (PostgreSQL cannot store them).
 pub struct AppJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
+        let is_json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
+        if !is_json {
+            return Err(json_rejection(
+                JsonRejection::MissingJsonContentType(Default::default()),
+            ));
+        }
+        let bytes = match axum::body::Bytes::from_request(req, state).await {
+            Ok(b) => b,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
+            Err(e) => return Err(ApiError::bad_request("invalid_body", e.body_text())),
+        };
+        if contains_nul_escape(&bytes) {
+            return Err(ApiError::invalid(
+                "body",
+                "invalid_character",
+                "strings must not contain NUL (\\u0000) characters",
+            ));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(v)) => Ok(Self(v)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }
 }
 
+/// JSON can carry a NUL only as the escape `\u0000`.
+fn contains_nul_escape(bytes: &[u8]) -> bool {
+    bytes.windows(6).any(|w| w == b"\\u0000")
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "the request body is larger than 1 MiB",
+    )
+}
+
+/// axum's prefix on data errors, before serde's `path: message`.
+const DATA_ERROR_PREFIX: &str = "Failed to deserialize the JSON body into the target type: ";
+
 fn json_rejection(r: JsonRejection) -> ApiError {
     match r {
         JsonRejection::JsonDataError(e) => {
-            let detail = e.body_text();
-            let msg = detail.rsplit_once(": ").map(|(_, m)| m.to_string()).unwrap_or(detail);
-            let field = field_of(&msg);
-            ApiError::invalid(&field, "invalid_value", msg)
+            let text = e.body_text();
+            let detail = text.strip_prefix(DATA_ERROR_PREFIX).unwrap_or(&text).to_string();
+            let (field, message) = split_path(&detail);
+            ApiError::invalid(&field, "invalid_value", message)
         }
         JsonRejection::JsonSyntaxError(_) => {
             ApiError::bad_request("invalid_json", "the request body is not valid JSON")
@@ -38,21 +77,28 @@ fn json_rejection(r: JsonRejection) -> ApiError {
             "invalid_content_type",
             "expected a request body with Content-Type: application/json",
         ),
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "the request body is larger than 1 MiB",
-        ),
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => too_large(),
         other => ApiError::bad_request("invalid_body", other.body_text()),
     }
 }
 
-/// Best-effort name of the field serde complained about (`unknown field `x``, `missing field `x``).
-fn field_of(msg: &str) -> String {
-    msg.split('`')
+/// Splits serde's `path: message` (the path is absent for errors at the top level, where the
+/// field is named in backticks: "unknown field `x`", "missing field `x`").
+fn split_path(detail: &str) -> (String, String) {
+    if let Some((path, message)) = detail.split_once(": ") {
+        if !path.is_empty() && !path.contains(' ') {
+            return (path.to_string(), message.to_string());
+        }
+    }
+    let names_a_field = ["unknown field", "missing field", "duplicate field"]
+        .iter()
+        .any(|p| detail.starts_with(p));
+    let field = detail
+        .split('`')
         .nth(1)
-        .map(str::to_string)
-        .unwrap_or_else(|| "body".to_string())
+        .filter(|f| names_a_field && !f.contains(' '))
+        .unwrap_or("body");
+    (field.to_string(), detail.to_string())
 }
 
 /// The raw query string as (key, value) pairs, `key[]` normalised to `key`.
@@ -63,12 +109,19 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let q = parts.uri.query().unwrap_or("");
-        let pairs = form_urlencoded::parse(q.as_bytes())
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
             .map(|(k, v)| {
                 let k = k.strip_suffix("[]").unwrap_or(&k).to_string();
                 (k, v.into_owned())
             })
             .collect();
+        if let Some((k, _)) = pairs.iter().find(|(k, v)| k.contains('\0') || v.contains('\0')) {
+            return Err(ApiError::invalid(
+                k,
+                "invalid_character",
+                "query parameters must not contain NUL characters",
+            ));
+        }
         Ok(Self(pairs))
     }
 }
@@ -98,5 +151,36 @@ impl QueryPairs {
             .filter(|v| !v.is_empty())
             .map(str::to_string)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_paths_name_the_field() {
+        let cases = [
+            (
+                "email: invalid type: integer `5`, expected a string at line 1 column 10",
+                "email",
+            ),
+            (
+                "metadata.k: invalid type: integer `1`, expected a string at line 1 column 5",
+                "metadata.k",
+            ),
+            ("unknown field `nope`, expected one of `email`", "nope"),
+            ("missing field `email` at line 1 column 2", "email"),
+            ("invalid type: integer `5`, expected struct CreateBody", "body"),
+        ];
+        for (detail, field) in cases {
+            assert_eq!(split_path(detail).0, field, "{detail}");
+        }
+    }
+
+    #[test]
+    fn nul_escapes_are_found() {
+        assert!(contains_nul_escape(br#"{"a":"x\u0000y"}"#));
+        assert!(!contains_nul_escape(br#"{"a":"x\u0001y"}"#));
     }
 }

@@ -93,6 +93,15 @@ async fn method_not_allowed() -> Response {
     .into_response()
 }
 
+/// PostgreSQL cannot store NUL characters, so no id or path segment can contain one: refuse such
+/// paths before any handler looks them up.
+async fn reject_nul_in_path(req: axum::extract::Request, next: middleware::Next) -> Response {
+    if req.uri().path().to_ascii_lowercase().contains("%00") {
+        return ApiError::bad_request("invalid_character", "the path must not contain NUL characters").into_response();
+    }
+    next.run(req).await
+}
+
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
     ApiError::internal().into_response()
@@ -153,6 +162,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(reject_nul_in_path))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http())

@@ -11,6 +11,7 @@ use cqrs_es::Aggregate;
 use keyledger_domain::{NoServices, Tenanted};
 use keyledger_projections::checkpoint::Progress;
 use keyledger_projections::commands::{CommandBus, CommandError, Executed};
+use keyledger_projections::engine;
 use keyledger_projections::store::AppendExtras;
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
@@ -111,7 +112,16 @@ impl AppState {
             .execute::<A>(id, command, &ctx.metadata(), extras, retry)
             .await?;
         if let Some(at) = done.position {
-            if !self.progress.wait_for(&self.pool, at, self.read_your_writes).await {
+            let affected: Vec<&str> = engine::ALL
+                .iter()
+                .filter(|p| p.consumes(A::TYPE))
+                .map(|p| p.name)
+                .collect();
+            if !self
+                .progress
+                .wait_for(&self.pool, &affected, at, self.read_your_writes)
+                .await
+            {
                 tracing::warn!(?at, "projections did not catch up within the read-your-writes bound");
             }
         }

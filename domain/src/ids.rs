@@ -1,10 +1,20 @@
 //! Object ids in WorkOS's style: a type prefix and a ULID (time-ordered, so ids sort by creation).
 
-use ulid::Ulid;
+use std::sync::{Mutex, OnceLock};
 
-/// Creates a new id with the given prefix, e.g. `new_id("user")` → `user_01H...`.
+use ulid::{Generator, Ulid};
+
+/// Creates a new id with the given prefix, e.g. `new_id("user")` → `user_01H...`. Ids made by one
+/// process are strictly increasing (monotonic within a millisecond), so id order is creation order.
 pub fn new_id(prefix: &str) -> String {
-    format!("{prefix}_{}", Ulid::new())
+    static GENERATOR: OnceLock<Mutex<Generator>> = OnceLock::new();
+    let ulid = GENERATOR
+        .get_or_init(|| Mutex::new(Generator::new()))
+        .lock()
+        .ok()
+        .and_then(|mut g| g.generate().ok())
+        .unwrap_or_else(|| Ulid::from_datetime(std::time::SystemTime::now()));
+    format!("{prefix}_{ulid}")
 }
 
 /// True when `id` has the prefix and a well-formed ULID after it.
@@ -17,6 +27,12 @@ pub fn has_prefix(id: &str, prefix: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_made_in_a_row_are_strictly_increasing() {
+        let ids: Vec<String> = (0..1000).map(|_| new_id("user")).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids are monotonic");
+    }
 
     #[test]
     fn new_ids_carry_their_prefix_and_parse_back() {

@@ -151,11 +151,11 @@ pub fn validate_metadata(field: &'static str, m: &Metadata) -> Result<(), Invali
 /// An external id: 1 to 128 characters.
 pub fn validate_external_id(field: &'static str, s: &str) -> Result<(), InvalidValue> {
     let n = s.chars().count();
-    if n == 0 || n > 128 {
+    if n == 0 || n > 128 || s.chars().any(char::is_control) {
         return Err(InvalidValue::new(
             field,
             "invalid_external_id",
-            "external_id must be 1 to 128 characters",
+            "external_id must be 1 to 128 printable characters",
         ));
     }
     Ok(())

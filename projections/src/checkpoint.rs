@@ -85,11 +85,11 @@ impl Progress {
         }
     }
 
-    /// Waits until every projection has applied `at`, or `timeout` passes (returns false then).
-    /// Progress made by workers of another process is seen by polling the checkpoint table.
-    pub async fn wait_for(&self, pool: &PgPool, at: LogPosition, timeout: Duration) -> bool {
+    /// Waits until the named projections have applied `at`, or `timeout` passes (returns false
+    /// then). Progress made by workers of another process is seen by polling the checkpoint table.
+    pub async fn wait_for(&self, pool: &PgPool, names: &[&str], at: LogPosition, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
-        for (name, sender) in self.senders.iter() {
+        for (name, sender) in self.senders.iter().filter(|(n, _)| names.contains(n)) {
             let mut rx = sender.subscribe();
             loop {
                 if *rx.borrow_and_update() >= at {

@@ -68,7 +68,8 @@ impl CommandBus {
         A::Command: Clone,
         A::Error: Clone,
     {
-        let es = PersistedEventStore::<EventStore, A>::new_event_store(self.store.clone());
+        let es = PersistedEventStore::<EventStore, A>::new_event_store(self.store.clone())
+            .with_upcasters(vec![Box::new(crate::decode::Upcaster)]);
         let attempts = if retry { MAX_ATTEMPTS } else { 1 };
         let mut last = CommandError::Conflict;
         for _ in 0..attempts {

@@ -40,6 +40,26 @@ pub fn upcast(event_type: &str, event_version: &str, payload: Value) -> Result<V
     }
 }
 
+/// The upcaster cqrs-es applies when loading aggregates, so command handling reads old event
+/// versions exactly as the projections do.
+pub struct Upcaster;
+
+impl cqrs_es::persist::EventUpcaster for Upcaster {
+    fn can_upcast(&self, _event_type: &str, event_version: &str) -> bool {
+        event_version != CURRENT_VERSION
+    }
+
+    fn upcast(&self, mut event: cqrs_es::persist::SerializedEvent) -> cqrs_es::persist::SerializedEvent {
+        // An unknown version is left as it is: deserializing it then fails with an error (never a
+        // panic) instead of being misread.
+        if let Ok(payload) = upcast(&event.event_type, &event.event_version, event.payload.clone()) {
+            event.payload = payload;
+            event.event_version = CURRENT_VERSION.to_string();
+        }
+        event
+    }
+}
+
 /// Decodes a stored event. The payload is the serde form of the aggregate's event enum.
 pub fn decode(
     aggregate_type: &str,

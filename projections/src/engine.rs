@@ -81,6 +81,11 @@ impl Projection {
         }
     }
 
+    /// True when events of this aggregate type change this projection.
+    pub fn consumes(&self, aggregate_type: &str) -> bool {
+        self.aggregate_types.contains(&aggregate_type)
+    }
+
     fn owns(&self, kind: Kind) -> bool {
         self.kinds.contains(&kind)
     }
@@ -546,15 +551,46 @@ pub async fn rebuild(
         done += events.len() as u64;
     }
     for t in &tables {
+        let names = index_names(&mut tx, t).await?;
         sqlx::query(&format!("drop table public.{t}")).execute(&mut *tx).await?;
         sqlx::query(&format!("alter table {REBUILD_SCHEMA}.{t} set schema public"))
             .execute(&mut *tx)
             .await?;
+        restore_index_names(&mut tx, t, &names).await?;
     }
     checkpoint::store(&mut *tx, p.name, cp).await?;
     tx.commit().await?;
     on_progress(done, total.max(done));
     Ok(done)
+}
+
+/// Index name by index shape (its definition after `USING`) of a table in `public`.
+async fn index_names(conn: &mut PgConnection, table: &str) -> Result<HashMap<String, String>, StorageError> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "select regexp_replace(indexdef, '^.* USING ', ''), indexname from pg_indexes \
+         where schemaname = 'public' and tablename = $1",
+    )
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// `create table ... (like ... including all)` names indexes after their columns; give the
+/// swapped-in table the names the migrations gave, so later migrations can refer to them.
+async fn restore_index_names(
+    conn: &mut PgConnection,
+    table: &str,
+    names: &HashMap<String, String>,
+) -> Result<(), StorageError> {
+    for (shape, current) in index_names(conn, table).await? {
+        if let Some(wanted) = names.get(&shape).filter(|w| **w != current) {
+            sqlx::query(&format!("alter index public.\"{current}\" rename to \"{wanted}\""))
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// A projection's checkpoint against the head of the log.

@@ -401,6 +401,15 @@ fn apply_membership(id: &str, e: &MembershipEvent, docs: &mut Docs) -> Vec<Chang
     }
 }
 
+/// Renders an object from the events that created it (a fallback when a read model lags).
+pub fn render(aggregate_id: &str, events: &[AnyEvent], kind: Kind, id: &str) -> Option<Value> {
+    let mut docs = Docs::new();
+    for e in events {
+        apply(aggregate_id, e, &mut docs);
+    }
+    docs.remove(&(kind, id.to_string())).flatten()
+}
+
 /// The top-level fields whose values differ, with their values before the change.
 pub fn previous_attributes(before: &Value, after: &Value) -> Map<String, Value> {
     let mut out = Map::new();

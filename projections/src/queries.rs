@@ -30,12 +30,17 @@ pub struct ListResult {
     pub after: Option<String>,
 }
 
-/// Runs a list query. `base` must select `(id text, body jsonb)` rows with a `where` clause
-/// already begun (filters appended by the caller); this adds the cursor, order and limit.
-async fn list(pool: &PgPool, mut qb: QueryBuilder<'_, Postgres>, page: &Page) -> Result<ListResult, StorageError> {
-    // Display order is descending ids unless `asc`.
+/// How a page is scanned: which cursor, whether towards the end of the display order, and
+/// whether the scan runs in descending key order.
+struct Scan {
+    cursor: Option<String>,
+    towards_end: bool,
+    descending: bool,
+}
+
+fn scan(page: &Page) -> Scan {
+    // Display order is descending unless `asc`.
     let display_desc = page.order != Order::Asc;
-    // `towards_end`: paging in display order (true) or back towards its start (false).
     let (cursor, towards_end) = match (&page.after, &page.before, page.order) {
         (Some(a), _, Order::Normal) => (Some(a.clone()), false),
         (_, Some(b), Order::Normal) => (Some(b.clone()), true),
@@ -43,41 +48,56 @@ async fn list(pool: &PgPool, mut qb: QueryBuilder<'_, Postgres>, page: &Page) ->
         (_, Some(b), _) => (Some(b.clone()), false),
         _ => (None, true),
     };
-    let scan_desc = display_desc == towards_end;
-    if let Some(c) = &cursor {
-        qb.push(if scan_desc { " and id < " } else { " and id > " });
-        qb.push_bind(c.clone());
+    Scan {
+        cursor,
+        towards_end,
+        descending: display_desc == towards_end,
     }
-    qb.push(if scan_desc {
-        " order by id desc"
-    } else {
-        " order by id asc"
-    });
-    qb.push(" limit ");
-    qb.push_bind(page.limit + 1);
-    let mut rows: Vec<(String, Value)> = qb.build_query_as().fetch_all(pool).await?;
+}
+
+/// Trims the extra row, restores display order and computes the `before`/`after` cursors.
+fn finish(mut rows: Vec<(String, Value)>, page: &Page, scan: &Scan) -> ListResult {
     let more = rows.len() as i64 > page.limit;
     rows.truncate(usize::try_from(page.limit).unwrap_or(0));
-    if !towards_end {
+    if !scan.towards_end {
         rows.reverse();
     }
     let first = rows.first().map(|r| r.0.clone());
     let last = rows.last().map(|r| r.0.clone());
-    let (before, after) = if towards_end {
-        (cursor.as_ref().and(first), if more { last } else { None })
+    let (before, after) = if scan.towards_end {
+        (scan.cursor.as_ref().and(first), if more { last } else { None })
     } else {
-        (if more { first } else { None }, cursor.as_ref().and(last))
+        (if more { first } else { None }, scan.cursor.as_ref().and(last))
     };
     let (before, after) = if page.order == Order::Normal {
         (after, before)
     } else {
         (before, after)
     };
-    Ok(ListResult {
+    ListResult {
         data: rows.into_iter().map(|r| r.1).collect(),
         before,
         after,
-    })
+    }
+}
+
+/// Runs a list query. `qb` must select `(id text, body jsonb)` rows with a `where` clause
+/// already begun (filters appended by the caller); this adds the cursor, order and limit.
+async fn list(pool: &PgPool, mut qb: QueryBuilder<'_, Postgres>, page: &Page) -> Result<ListResult, StorageError> {
+    let scan = scan(page);
+    if let Some(c) = &scan.cursor {
+        qb.push(if scan.descending { " and id < " } else { " and id > " });
+        qb.push_bind(c.clone());
+    }
+    qb.push(if scan.descending {
+        " order by id desc"
+    } else {
+        " order by id asc"
+    });
+    qb.push(" limit ");
+    qb.push_bind(page.limit + 1);
+    let rows: Vec<(String, Value)> = qb.build_query_as().fetch_all(pool).await?;
+    Ok(finish(rows, page, &scan))
 }
 
 async fn one(pool: &PgPool, sql: &str, key: &str) -> Result<Option<Value>, StorageError> {
@@ -177,18 +197,18 @@ pub struct MembershipFilter {
 }
 
 pub async fn memberships(pool: &PgPool, f: &MembershipFilter, page: &Page) -> Result<ListResult, StorageError> {
-    let mut qb = QueryBuilder::new(format!("select * from ({MEMBERSHIP_SELECT}) x where true"));
+    // Filters go on the membership table's indexed columns, inside; the cursor outside.
+    let mut qb = QueryBuilder::new(format!("select * from ({MEMBERSHIP_SELECT} where true"));
     if let Some(o) = &f.organization_id {
-        qb.push(" and body ->> 'organization_id' = ").push_bind(o.clone());
+        qb.push(" and m.organization_id = ").push_bind(o.clone());
     }
     if let Some(u) = &f.user_id {
-        qb.push(" and body ->> 'user_id' = ").push_bind(u.clone());
+        qb.push(" and m.user_id = ").push_bind(u.clone());
     }
     if !f.statuses.is_empty() {
-        qb.push(" and body ->> 'status' = any(")
-            .push_bind(f.statuses.clone())
-            .push(")");
+        qb.push(" and m.status = any(").push_bind(f.statuses.clone()).push(")");
     }
+    qb.push(") x where true");
     list(pool, qb, page).await
 }
 
@@ -215,34 +235,32 @@ pub struct EventFilter {
     pub organization_id: Option<String>,
     pub range_start: Option<chrono::DateTime<chrono::Utc>>,
     pub range_end: Option<chrono::DateTime<chrono::Utc>>,
-    pub after: Option<String>,
-    pub limit: i64,
-    pub descending: bool,
 }
 
 pub enum EventsOutcome {
-    Page { data: Vec<Value>, after: Option<String> },
+    Page(ListResult),
     UnknownCursor,
 }
 
-/// The public event feed in log order (or reversed), after the cursor event.
-pub async fn events(pool: &PgPool, f: &EventFilter) -> Result<EventsOutcome, StorageError> {
+/// The public event feed in log order, paged with event-id cursors like every other list.
+pub async fn events(pool: &PgPool, f: &EventFilter, page: &Page) -> Result<EventsOutcome, StorageError> {
+    let scan = scan(page);
     let mut qb = QueryBuilder::new("select id, body from event_feed where true");
-    if let Some(after) = &f.after {
+    if let Some(c) = &scan.cursor {
         let found: Option<(i64,)> = sqlx::query_as("select 1::bigint from event_feed where id = $1")
-            .bind(after)
+            .bind(c)
             .fetch_optional(pool)
             .await?;
         if found.is_none() {
             return Ok(EventsOutcome::UnknownCursor);
         }
-        qb.push(if f.descending {
+        qb.push(if scan.descending {
             " and (transaction_id, position, seq) < "
         } else {
             " and (transaction_id, position, seq) > "
         });
         qb.push("(select transaction_id, position, seq from event_feed where id = ")
-            .push_bind(after.clone())
+            .push_bind(c.clone())
             .push(")");
     }
     if !f.events.is_empty() {
@@ -257,18 +275,12 @@ pub async fn events(pool: &PgPool, f: &EventFilter) -> Result<EventsOutcome, Sto
     if let Some(e) = f.range_end {
         qb.push(" and created_at < ").push_bind(e);
     }
-    qb.push(if f.descending {
+    qb.push(if scan.descending {
         " order by transaction_id desc, position desc, seq desc"
     } else {
         " order by transaction_id, position, seq"
     });
-    qb.push(" limit ").push_bind(f.limit + 1);
-    let mut rows: Vec<(String, Value)> = qb.build_query_as().fetch_all(pool).await?;
-    let more = rows.len() as i64 > f.limit;
-    rows.truncate(usize::try_from(f.limit).unwrap_or(0));
-    let after = if more { rows.last().map(|r| r.0.clone()) } else { None };
-    Ok(EventsOutcome::Page {
-        data: rows.into_iter().map(|r| r.1).collect(),
-        after,
-    })
+    qb.push(" limit ").push_bind(page.limit + 1);
+    let rows: Vec<(String, Value)> = qb.build_query_as().fetch_all(pool).await?;
+    Ok(EventsOutcome::Page(finish(rows, page, &scan)))
 }

@@ -263,6 +263,8 @@ async fn a_rebuild_equals_the_incrementally_built_read_models_row_for_row() {
     assert_eq!(s, StatusCode::OK);
     app.stop_workers_and_wait().await;
 
+    let index_names = "select tablename || '.' || indexname from pg_indexes where schemaname = 'public' order by 1";
+    let indexes_before: Vec<(String,)> = sqlx::query_as(index_names).fetch_all(&app.pool).await.expect("indexes");
     let before = snapshot(&app.pool).await;
     assert!(
         before.iter().all(|(_, rows)| !rows.is_empty()),
@@ -275,6 +277,8 @@ async fn a_rebuild_equals_the_incrementally_built_read_models_row_for_row() {
     for ((t, b), (_, a)) in before.iter().zip(after.iter()) {
         assert_eq!(b, a, "table {t} differs after rebuild");
     }
+    let indexes_after: Vec<(String,)> = sqlx::query_as(index_names).fetch_all(&app.pool).await.expect("indexes");
+    assert_eq!(indexes_before, indexes_after, "index names survive the swap");
     for s in engine::status(&app.pool).await.expect("status") {
         assert_eq!(s.behind, 0, "{} is caught up after the rebuild", s.name);
     }

@@ -572,7 +572,21 @@ async fn twenty_concurrent_creates_of_the_same_membership_make_exactly_one() {
     let app = TestApp::spawn().await;
     let (user, org) = user_and_org(&app, "ann@example.com", "Acme").await;
     let body = json!({ "user_id": id_of(&user), "organization_id": id_of(&org) });
-    let results = futures::future::join_all((0..20).map(|_| app.post(MEMBERSHIPS, body.clone()))).await;
+    // Spawned tasks (one per request) so the server really sees them at once.
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let req = app
+            .http
+            .post(format!("{}{MEMBERSHIPS}", app.base))
+            .bearer_auth(&app.key)
+            .json(&body);
+        tasks.spawn(async move {
+            let resp = req.send().await.expect("send");
+            let status = resp.status();
+            (status, resp.json::<Value>().await.expect("json body"))
+        });
+    }
+    let results: Vec<(StatusCode, Value)> = tasks.join_all().await;
 
     let created: Vec<&Value> = results
         .iter()

@@ -335,6 +335,20 @@ async fn updating_a_user_changes_the_given_fields_and_keeps_the_rest() {
     let (_, got) = app.get(&user_path(&id)).await;
     assert_eq!(got, updated);
 
+    // An update that changes nothing records nothing.
+    let before = app.log_len().await;
+    for body in [json!({}), json!({ "first_name": "New", "metadata": { "b": "2" } })] {
+        let (s, same) = app.put(&user_path(&id), body.clone()).await;
+        assert_eq!(s, StatusCode::OK, "{body}: {same}");
+        assert_eq!(same, updated, "{body}");
+    }
+    assert_eq!(app.log_len().await, before, "no-op updates append nothing");
+
+    // Changing only the case of one's own email is allowed.
+    let (s, recased) = app.put(&user_path(&id), json!({ "email": "new@example.com" })).await;
+    assert_eq!(s, StatusCode::OK, "{recased}");
+    assert_eq!(recased["email"], "new@example.com");
+
     // The old email is free again; the new one is taken (in any case).
     app.create_user("old@example.com").await;
     let (s, body) = app.post(USERS, json!({ "email": "new@example.com" })).await;
@@ -726,7 +740,14 @@ async fn concurrent_creates_with_the_same_email_leave_exactly_one_user() {
         "Race@Example.com",
         "race@EXAMPLE.com",
     ];
-    let results = futures::future::join_all(emails.iter().map(|e| app.post(USERS, json!({ "email": e })))).await;
+    let create = |e: &str| app.post(USERS, json!({ "email": e }));
+    let (a, b, c, d) = tokio::join!(
+        create(emails[0]),
+        create(emails[1]),
+        create(emails[2]),
+        create(emails[3])
+    );
+    let results = [a, b, c, d];
     let created = results.iter().filter(|(s, _)| *s == StatusCode::CREATED).count();
     assert_eq!(created, 1, "exactly one create wins: {results:?}");
     for (s, body) in results.iter().filter(|(s, _)| *s != StatusCode::CREATED) {

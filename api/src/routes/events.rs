@@ -1,13 +1,11 @@
 //! `GET /events`: the public event feed, in log order, with WorkOS filters.
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use keyledger_projections::queries::{self, EventFilter, EventsOutcome, Order};
-use serde_json::json;
 
-use super::{limit, order};
+use super::{list_response, page};
 use crate::error::ApiError;
 use crate::extract::QueryPairs;
 use crate::state::AppState;
@@ -26,14 +24,15 @@ fn time(q: &QueryPairs, key: &'static str) -> Result<Option<DateTime<Utc>>, ApiE
 
 /// Without `order` the feed reads oldest first, the way consumers page through it with `after`.
 pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
+    let mut page = page(&q)?;
+    if q.one("order")?.is_none() {
+        page.order = Order::Asc;
+    }
     let filter = EventFilter {
         events: q.many("events"),
         organization_id: q.one("organization_id")?,
         range_start: time(&q, "range_start")?,
         range_end: time(&q, "range_end")?,
-        after: q.one("after")?,
-        limit: limit(&q)?,
-        descending: matches!(order(&q)?, Some(Order::Desc) | Some(Order::Normal)),
     };
     if let (Some(s), Some(e)) = (filter.range_start, filter.range_end) {
         if s > e {
@@ -44,14 +43,12 @@ pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Respon
             ));
         }
     }
-    match queries::events(&state.pool, &filter).await? {
+    match queries::events(&state.pool, &filter, &page).await? {
         EventsOutcome::UnknownCursor => Err(ApiError::invalid(
             "after",
             "invalid_cursor",
-            "after is not the id of an event",
+            "the cursor is not the id of an event",
         )),
-        EventsOutcome::Page { data, after } => {
-            Ok(Json(json!({ "object": "list", "data": data, "list_metadata": { "after": after } })).into_response())
-        }
+        EventsOutcome::Page(r) => Ok(list_response(r)),
     }
 }

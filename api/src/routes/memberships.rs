@@ -11,10 +11,12 @@ use keyledger_projections::store::AppendExtras;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{list_response, now, object, page};
+use super::{created, list_response, now, object, page};
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, QueryPairs};
 use crate::state::{AppState, RequestContext};
+use keyledger_projections::decode::AnyEvent;
+use keyledger_projections::objects::Kind;
 
 fn membership_error(e: MembershipError) -> ApiError {
     match e {
@@ -113,11 +115,19 @@ pub async fn create(
         role,
         at: now(),
     };
-    state
+    let done = state
         .execute::<OrganizationMembership>(&ctx, &id, cmd, AppendExtras::default(), false)
         .await
         .map_err(|e| command_error(e, membership_error))?;
-    Ok(object(StatusCode::CREATED, find(&state, &id).await?))
+    let events = done.events.into_iter().map(AnyEvent::Membership).collect();
+    let m = created(
+        queries::membership(&state.pool, &id).await?,
+        &id,
+        events,
+        Kind::Membership,
+        &id,
+    )?;
+    Ok(object(StatusCode::CREATED, m))
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,6 +10,8 @@ pub mod users;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use keyledger_projections::decode::AnyEvent;
+use keyledger_projections::objects::{self, Kind};
 use keyledger_projections::queries::{ListResult, Order, Page};
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
@@ -72,6 +74,21 @@ pub fn object(status: StatusCode, body: Value) -> Response {
 /// Deserializes a field that may be absent (`None`), null (`Some(None)`) or set.
 pub fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
+}
+
+/// The created object from the read model, or, when the projection is still behind after the
+/// read-your-writes bound, rendered from the command's own events (the write has landed either way).
+pub fn created(
+    found: Option<Value>,
+    aggregate_id: &str,
+    events: Vec<AnyEvent>,
+    kind: Kind,
+    id: &str,
+) -> Result<Value, ApiError> {
+    match found {
+        Some(v) => Ok(v),
+        None => objects::render(aggregate_id, &events, kind, id).ok_or_else(ApiError::internal),
+    }
 }
 
 pub fn now() -> chrono::DateTime<chrono::Utc> {

@@ -14,11 +14,13 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::organizations::{organization_error, verification_token};
-use super::{now, object};
+use super::{created, now, object};
 use crate::dns::Verification;
 use crate::error::{command_error, ApiError};
 use crate::extract::AppJson;
 use crate::state::{AppState, RequestContext};
+use keyledger_projections::decode::AnyEvent;
+use keyledger_projections::objects::Kind;
 
 fn domain_error(e: OrganizationError) -> ApiError {
     match e {
@@ -57,13 +59,13 @@ pub async fn create(
         },
         at: now(),
     };
-    state
+    let done = state
         .execute::<Organization>(&ctx, &b.organization_id, cmd, AppendExtras::default(), true)
         .await
         .map_err(|e| command_error(e, domain_error))?;
-    let d = queries::organization_domain(&state.pool, &id)
-        .await?
-        .ok_or_else(ApiError::internal)?;
+    let events = done.events.into_iter().map(AnyEvent::Organization).collect();
+    let found = queries::organization_domain(&state.pool, &id).await?;
+    let d = created(found, &b.organization_id, events, Kind::OrganizationDomain, &id)?;
     Ok(object(StatusCode::CREATED, d))
 }
 
@@ -118,7 +120,7 @@ pub async fn verify(
         .execute::<Organization>(&ctx, &org_id, cmd, AppendExtras::default(), true)
         .await
         .map_err(|e| command_error(e, domain_error))?;
-    Ok(object(StatusCode::OK, find(&state, &id).await?))
+    Ok(object(StatusCode::CREATED, find(&state, &id).await?))
 }
 
 pub async fn delete(

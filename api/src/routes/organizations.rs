@@ -13,10 +13,12 @@ use keyledger_projections::queries::{self, OrganizationFilter};
 use keyledger_projections::store::AppendExtras;
 use serde::Deserialize;
 
-use super::{list_response, now, nullable, object, page};
+use super::{created, list_response, now, nullable, object, page};
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, QueryPairs};
 use crate::state::{AppState, RequestContext};
+use keyledger_projections::decode::AnyEvent;
+use keyledger_projections::objects::Kind;
 
 pub fn organization_error(e: OrganizationError) -> ApiError {
     match e {
@@ -172,13 +174,18 @@ pub async fn create(
         domains,
         at: now(),
     };
-    state
+    let done = state
         .execute::<Organization>(&ctx, &id, cmd, AppendExtras::default(), false)
         .await
         .map_err(|e| command_error(e, organization_error))?;
-    let org = queries::organization(&state.pool, &id)
-        .await?
-        .ok_or_else(ApiError::internal)?;
+    let events = done.events.into_iter().map(AnyEvent::Organization).collect();
+    let org = created(
+        queries::organization(&state.pool, &id).await?,
+        &id,
+        events,
+        Kind::Organization,
+        &id,
+    )?;
     Ok(object(StatusCode::CREATED, org))
 }
 

@@ -11,11 +11,13 @@ use keyledger_projections::queries::{self, UserFilter};
 use keyledger_projections::store::AppendExtras;
 use serde::Deserialize;
 
-use super::{list_response, now, nullable, object, page};
+use super::{created, list_response, now, nullable, object, page};
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, QueryPairs};
 use crate::password;
 use crate::state::{AppState, RequestContext};
+use keyledger_projections::decode::AnyEvent;
+use keyledger_projections::objects::Kind;
 
 fn user_error(e: UserError) -> ApiError {
     match e {
@@ -156,11 +158,12 @@ pub async fn create(
         with_password: hash.is_some(),
         at: now(),
     });
-    state
+    let done = state
         .execute::<User>(&ctx, &id, cmd, extras, false)
         .await
         .map_err(|e| command_error(e, user_error))?;
-    let user = queries::user(&state.pool, &id).await?.ok_or_else(ApiError::internal)?;
+    let events = done.events.into_iter().map(AnyEvent::User).collect();
+    let user = created(queries::user(&state.pool, &id).await?, &id, events, Kind::User, &id)?;
     Ok(object(StatusCode::CREATED, user))
 }
 

@@ -1,0 +1,184 @@
+//! `keyledger-bench`: measures keyledger's write, read and rebuild rates against baselines taken
+//! in the same run on the same PostgreSQL (pgbench, stock postgres-es) and prints a markdown
+//! table of results, ratios and goals. It works in fresh `kl_bench_*` databases that it drops at
+//! the end. Run it in release mode:
+//!
+//! ```text
+//! cargo run --release -p keyledger-bench -- --database-url postgres://postgres@127.0.0.1:5432/postgres
+//! ```
+
+mod append;
+mod http;
+mod load;
+mod pgbench;
+mod rebuild;
+mod report;
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+
+use crate::support::{load_average, redact, Bench};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Stage {
+    /// CommandBus appends at 1 and 8 writers vs pgbench insert and stock postgres-es.
+    Append,
+    /// POST /user_management/users at 8 connections vs pgbench insert.
+    HttpCreate,
+    /// GET /user_management/users/{id} at 16 connections vs pgbench -S.
+    HttpGet,
+    /// engine::rebuild of every projection over a generated log.
+    Rebuild,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "keyledger-bench",
+    about = "Benchmarks keyledger against pgbench and stock postgres-es"
+)]
+struct Args {
+    /// A PostgreSQL server URL (any database: the bench creates and drops its own `kl_bench_*`).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// Measured seconds per run (each run also has a warm-up).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Warm-up seconds before each measured run of keyledger or postgres-es.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Stages to run, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "append,http-create,http-get,rebuild"
+    )]
+    stages: Vec<Stage>,
+    /// Events in the log that the rebuild stage replays.
+    #[arg(long, default_value_t = 200_000)]
+    rebuild_events: u64,
+    /// Path of pgbench (default: PATH, /usr/bin, /usr/lib/postgresql/*/bin).
+    #[arg(long)]
+    pgbench: Option<PathBuf>,
+    /// Leave the kl_bench_* databases in place for inspection.
+    #[arg(long)]
+    keep_databases: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx::query=error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut b = Bench::new(
+        &args.database_url,
+        Duration::from_secs(args.warmup),
+        Duration::from_secs(args.seconds),
+        args.pgbench.clone(),
+    )
+    .await?;
+    let environment = describe_environment(&b).await?;
+    eprintln!("{environment}");
+    let outcome = run_stages(&mut b, &args).await;
+    if args.keep_databases {
+        eprintln!("keeping databases: {}", b.databases().join(", "));
+    } else {
+        b.drop_databases().await;
+    }
+    b.cleanup_files();
+    outcome?;
+    println!("{environment}");
+    println!("{}", report::table(&b.rows));
+    for n in &b.notes {
+        println!("- {n}");
+    }
+    println!("- load average at the end: {}", load_average().unwrap_or_default());
+    Ok(())
+}
+
+async fn run_stages(b: &mut Bench, args: &Args) -> anyhow::Result<()> {
+    let has = |s: Stage| args.stages.contains(&s);
+    if has(Stage::Append) {
+        stage_banner("append");
+        append::run(b).await.context("append stage")?;
+    }
+    if has(Stage::HttpCreate) || has(Stage::HttpGet) {
+        let server = http::Server::start(b).await?;
+        let mut result = Ok(());
+        if has(Stage::HttpCreate) {
+            stage_banner("http-create");
+            result = http::create(b, &server).await.context("http-create stage");
+        }
+        if result.is_ok() && has(Stage::HttpGet) {
+            stage_banner("http-get");
+            result = http::get(b, &server).await.context("http-get stage");
+        }
+        server.stop().await.context("stopping the server")?;
+        result?;
+    }
+    if has(Stage::Rebuild) {
+        stage_banner("rebuild");
+        rebuild::run(b, args.rebuild_events).await.context("rebuild stage")?;
+    }
+    Ok(())
+}
+
+fn stage_banner(name: &str) {
+    eprintln!(
+        "== stage {name} (load average {})",
+        load_average().unwrap_or_else(|| "unknown".into())
+    );
+}
+
+/// The machine and server the figures belong to.
+async fn describe_environment(b: &Bench) -> anyhow::Result<String> {
+    let mut settings = Vec::new();
+    for name in [
+        "server_version",
+        "synchronous_commit",
+        "fsync",
+        "wal_sync_method",
+        "full_page_writes",
+        "shared_buffers",
+        "max_connections",
+        "ssl",
+    ] {
+        let (v,): (String,) = sqlx::query_as(&format!("show {name}"))
+            .fetch_one(b.admin())
+            .await
+            .with_context(|| format!("show {name}"))?;
+        settings.push(format!("{name}={v}"));
+    }
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|r| r.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let pgbench = b.pgbench.as_ref().map_or_else(
+        || "pgbench: not found".to_string(),
+        |p| format!("pgbench: {}", p.bin().display()),
+    );
+    Ok(format!(
+        "- server: {} ({})\n- client: {cores} CPUs ({cpu}); {pgbench}\n- load average at the start: {}\n\
+         - {} s warm-up + {} s measured per run\n",
+        redact(&b.admin_url),
+        settings.join(", "),
+        load_average().unwrap_or_default(),
+        b.warmup.as_secs(),
+        b.window.as_secs()
+    ))
+}
