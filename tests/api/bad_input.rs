@@ -502,3 +502,31 @@ async fn strings_with_nul_characters_in_bodies_never_yield_a_5xx_or_change_the_l
     assert_eq!(app.log_len().await, before, "log unchanged");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn ids_that_are_not_utf8_after_decoding_get_a_json_400() {
+    let app = TestApp::spawn().await;
+    for path in [
+        "/user_management/users/%FF",
+        "/organizations/%C3%28",
+        "/organization_domains/%FE/verify",
+    ] {
+        let method = if path.ends_with("/verify") {
+            reqwest::Method::POST
+        } else {
+            reqwest::Method::GET
+        };
+        let (status, body) = app.request(method, path, None).await;
+        assert_error(status, &body, reqwest::StatusCode::BAD_REQUEST, "invalid_path", path);
+    }
+    let (status, body) = app.post("/organizations", serde_json::json!([])).await;
+    assert_error(
+        status,
+        &body,
+        reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_value",
+        "array body",
+    );
+    assert_eq!(body["message"], "expected a JSON object", "{body}");
+    app.stop().await;
+}

@@ -1,6 +1,6 @@
 //! `/user_management/organization_memberships`: users' memberships of organizations.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use keyledger_domain::ids::new_id;
@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::{created, list_response, now, object, page};
 use crate::error::{command_error, ApiError};
-use crate::extract::{AppJson, QueryPairs};
+use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::state::{AppState, RequestContext};
 use keyledger_projections::decode::AnyEvent;
 use keyledger_projections::objects::Kind;
@@ -57,7 +57,7 @@ async fn find(state: &AppState, id: &str) -> Result<Value, ApiError> {
         .ok_or_else(|| ApiError::not_found("organization membership"))
 }
 
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn get(State(state): State<AppState>, PathParam(id): PathParam) -> Result<Response, ApiError> {
     Ok(object(StatusCode::OK, find(&state, &id).await?))
 }
 
@@ -150,7 +150,7 @@ async fn run(state: &AppState, ctx: &RequestContext, id: &str, cmd: MembershipCo
 pub async fn update(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     AppJson(b): AppJson<UpdateBody>,
 ) -> Result<Response, ApiError> {
     match role(b.role_slug, b.role_slugs)? {
@@ -162,7 +162,7 @@ pub async fn update(
 pub async fn deactivate(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
     run(&state, &ctx, &id, MembershipCommand::Deactivate { at: now() }).await
 }
@@ -170,7 +170,7 @@ pub async fn deactivate(
 pub async fn reactivate(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
     run(&state, &ctx, &id, MembershipCommand::Reactivate { at: now() }).await
 }
@@ -178,7 +178,7 @@ pub async fn reactivate(
 pub async fn delete(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
     state
         .execute::<OrganizationMembership>(

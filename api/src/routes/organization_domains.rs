@@ -1,6 +1,6 @@
 //! `/organization_domains`: domains of an organization and their DNS verification.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use keyledger_domain::ids::new_id;
@@ -17,7 +17,7 @@ use super::organizations::{organization_error, verification_token};
 use super::{created, now, object};
 use crate::dns::Verification;
 use crate::error::{command_error, ApiError};
-use crate::extract::AppJson;
+use crate::extract::{AppJson, PathParam};
 use crate::state::{AppState, RequestContext};
 use keyledger_projections::decode::AnyEvent;
 use keyledger_projections::objects::Kind;
@@ -79,7 +79,7 @@ fn field<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or_default()
 }
 
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn get(State(state): State<AppState>, PathParam(id): PathParam) -> Result<Response, ApiError> {
     Ok(object(StatusCode::OK, find(&state, &id).await?))
 }
 
@@ -87,7 +87,7 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
 pub async fn verify(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
     let d = find(&state, &id).await?;
     if field(&d, "state") == "verified" {
@@ -126,7 +126,7 @@ pub async fn verify(
 pub async fn delete(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
     let d = find(&state, &id).await?;
     let org_id = field(&d, "organization_id").to_string();

@@ -1,6 +1,6 @@
 //! `/organizations`: WorkOS organizations, with their domains.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use keyledger_domain::ids::new_id;
@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::{created, list_response, now, nullable, object, page};
 use crate::error::{command_error, ApiError};
-use crate::extract::{AppJson, QueryPairs};
+use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::state::{AppState, RequestContext};
 use keyledger_projections::decode::AnyEvent;
 use keyledger_projections::objects::Kind;
@@ -55,14 +55,17 @@ pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Respon
     ))
 }
 
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn get(State(state): State<AppState>, PathParam(id): PathParam) -> Result<Response, ApiError> {
     let org = queries::organization(&state.pool, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("organization"))?;
     Ok(object(StatusCode::OK, org))
 }
 
-pub async fn get_by_external_id(State(state): State<AppState>, Path(ext): Path<String>) -> Result<Response, ApiError> {
+pub async fn get_by_external_id(
+    State(state): State<AppState>,
+    PathParam(ext): PathParam,
+) -> Result<Response, ApiError> {
     let org = queries::organization_by_external_id(&state.pool, &ext)
         .await?
         .ok_or_else(|| ApiError::not_found("organization"))?;
@@ -211,7 +214,7 @@ pub struct UpdateBody {
 pub async fn update(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     AppJson(b): AppJson<UpdateBody>,
 ) -> Result<Response, ApiError> {
     let name = b.name.as_deref().map(name).transpose()?;
@@ -248,7 +251,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
     if queries::organization(&state.pool, &id).await?.is_none() {
         return Err(ApiError::not_found("organization"));

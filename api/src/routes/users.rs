@@ -1,6 +1,6 @@
 //! `/user_management/users`: WorkOS users.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use keyledger_domain::ids::new_id;
@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::{created, list_response, now, nullable, object, page};
 use crate::error::{command_error, ApiError};
-use crate::extract::{AppJson, QueryPairs};
+use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::password;
 use crate::state::{AppState, RequestContext};
 use keyledger_projections::decode::AnyEvent;
@@ -35,14 +35,17 @@ pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Respon
     Ok(list_response(queries::users(&state.pool, &filter, &page).await?))
 }
 
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn get(State(state): State<AppState>, PathParam(id): PathParam) -> Result<Response, ApiError> {
     let user = queries::user(&state.pool, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     Ok(object(StatusCode::OK, user))
 }
 
-pub async fn get_by_external_id(State(state): State<AppState>, Path(ext): Path<String>) -> Result<Response, ApiError> {
+pub async fn get_by_external_id(
+    State(state): State<AppState>,
+    PathParam(ext): PathParam,
+) -> Result<Response, ApiError> {
     let user = queries::user_by_external_id(&state.pool, &ext)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
@@ -199,7 +202,7 @@ pub struct UpdateBody {
 pub async fn update(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     AppJson(b): AppJson<UpdateBody>,
 ) -> Result<Response, ApiError> {
     let email = b.email.as_deref().map(|e| Email::parse("email", e)).transpose()?;
@@ -247,7 +250,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
     if queries::user(&state.pool, &id).await?.is_none() {
         return Err(ApiError::not_found("user"));
