@@ -159,6 +159,21 @@ impl QueryPairs {
     }
 }
 
+/// A single path parameter whose rejections (e.g. invalid UTF-8 after percent-decoding) are
+/// `ApiError`s in the JSON shape.
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Self(v)),
+            Err(e) => Err(ApiError::bad_request("invalid_path", e.body_text())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,20 +202,5 @@ mod tests {
     fn nul_escapes_are_found() {
         assert!(contains_nul_escape(br#"{"a":"x\u0000y"}"#));
         assert!(!contains_nul_escape(br#"{"a":"x\u0001y"}"#));
-    }
-}
-
-/// A single path parameter whose rejections (e.g. invalid UTF-8 after percent-decoding) are
-/// `ApiError`s in the JSON shape.
-pub struct PathParam(pub String);
-
-impl<S: Send + Sync> FromRequestParts<S> for PathParam {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Path(v)) => Ok(Self(v)),
-            Err(e) => Err(ApiError::bad_request("invalid_path", e.body_text())),
-        }
     }
 }
