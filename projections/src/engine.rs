@@ -552,11 +552,13 @@ pub async fn rebuild(
     }
     for t in &tables {
         let names = index_names(&mut tx, t).await?;
+        let security = RowSecurity::read(&mut tx, t).await?;
         sqlx::query(&format!("drop table public.{t}")).execute(&mut *tx).await?;
         sqlx::query(&format!("alter table {REBUILD_SCHEMA}.{t} set schema public"))
             .execute(&mut *tx)
             .await?;
         restore_index_names(&mut tx, t, &names).await?;
+        security.apply(&mut tx, t).await?;
     }
     checkpoint::store(&mut *tx, p.name, cp).await?;
     tx.commit().await?;
@@ -591,6 +593,64 @@ async fn restore_index_names(
         }
     }
     Ok(())
+}
+
+/// A table's row-level security (flags and policies), which `like ... including all` does not
+/// copy: read from the old table, re-applied to the swapped-in one.
+struct RowSecurity {
+    enabled: bool,
+    forced: bool,
+    /// (name, command, using expression)
+    policies: Vec<(String, String, Option<String>)>,
+}
+
+impl RowSecurity {
+    async fn read(conn: &mut PgConnection, table: &str) -> Result<Self, StorageError> {
+        let (enabled, forced): (bool, bool) = sqlx::query_as(
+            "select relrowsecurity, relforcerowsecurity from pg_class where oid = ('public.' || $1)::regclass",
+        )
+        .bind(table)
+        .fetch_one(&mut *conn)
+        .await?;
+        let policies = sqlx::query_as(
+            "select policyname::text, cmd, qual from pg_policies where schemaname = 'public' and tablename = $1",
+        )
+        .bind(table)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(Self {
+            enabled,
+            forced,
+            policies,
+        })
+    }
+
+    async fn apply(&self, conn: &mut PgConnection, table: &str) -> Result<(), StorageError> {
+        if self.enabled {
+            sqlx::query(&format!("alter table public.{table} enable row level security"))
+                .execute(&mut *conn)
+                .await?;
+        }
+        if self.forced {
+            sqlx::query(&format!("alter table public.{table} force row level security"))
+                .execute(&mut *conn)
+                .await?;
+        }
+        // Grants are not copied either: the tenant reader role reads every read model.
+        sqlx::query(&format!(
+            "do $$ begin if to_regrole('keyledger_tenant_reader') is not null then \
+             grant select on public.{table} to keyledger_tenant_reader; end if; end $$"
+        ))
+        .execute(&mut *conn)
+        .await?;
+        for (name, cmd, qual) in &self.policies {
+            let using = qual.as_deref().map(|q| format!(" using ({q})")).unwrap_or_default();
+            sqlx::query(&format!("create policy \"{name}\" on public.{table} for {cmd}{using}"))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 /// A projection's checkpoint against the head of the log.

@@ -81,9 +81,41 @@ fn finish(mut rows: Vec<(String, Value)>, page: &Page, scan: &Scan) -> ListResul
     }
 }
 
+/// Sets the tenant and, where the role exists, becomes the role the policies bind (a superuser
+/// would bypass them), for the rest of the transaction.
+pub const SCOPE: &str = "select set_config('keyledger.organization_id', $1, true), \
+     case when to_regrole('keyledger_tenant_reader') is not null \
+     and pg_has_role(current_user, 'keyledger_tenant_reader', 'usage') \
+     then set_config('role', 'keyledger_tenant_reader', true) end";
+
+/// Runs `qb` with row-level security scoped to `tenant` (see migration 0003): inside one
+/// transaction that sets `keyledger.organization_id`, so only that organization's rows of the
+/// per-tenant read models are visible even if a filter in the query were wrong.
+async fn fetch_scoped(
+    pool: &PgPool,
+    qb: &mut QueryBuilder<'_, Postgres>,
+    tenant: Option<&str>,
+) -> Result<Vec<(String, Value)>, StorageError> {
+    match tenant {
+        None => Ok(qb.build_query_as().fetch_all(pool).await?),
+        Some(org) => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(SCOPE).bind(org).execute(&mut *tx).await?;
+            let rows = qb.build_query_as().fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(rows)
+        }
+    }
+}
+
 /// Runs a list query. `qb` must select `(id text, body jsonb)` rows with a `where` clause
 /// already begun (filters appended by the caller); this adds the cursor, order and limit.
-async fn list(pool: &PgPool, mut qb: QueryBuilder<'_, Postgres>, page: &Page) -> Result<ListResult, StorageError> {
+async fn list(
+    pool: &PgPool,
+    mut qb: QueryBuilder<'_, Postgres>,
+    page: &Page,
+    tenant: Option<&str>,
+) -> Result<ListResult, StorageError> {
     let scan = scan(page);
     if let Some(c) = &scan.cursor {
         qb.push(if scan.descending { " and id < " } else { " and id > " });
@@ -96,7 +128,7 @@ async fn list(pool: &PgPool, mut qb: QueryBuilder<'_, Postgres>, page: &Page) ->
     });
     qb.push(" limit ");
     qb.push_bind(page.limit + 1);
-    let rows: Vec<(String, Value)> = qb.build_query_as().fetch_all(pool).await?;
+    let rows = fetch_scoped(pool, &mut qb, tenant).await?;
     Ok(finish(rows, page, &scan))
 }
 
@@ -129,7 +161,7 @@ pub async fn users(pool: &PgPool, f: &UserFilter, page: &Page) -> Result<ListRes
             .push_bind(o.clone())
             .push(")");
     }
-    list(pool, qb, page).await
+    list(pool, qb, page, None).await
 }
 
 pub async fn organization(pool: &PgPool, id: &str) -> Result<Option<Value>, StorageError> {
@@ -167,7 +199,7 @@ pub async fn organizations(pool: &PgPool, f: &OrganizationFilter, page: &Page) -
             .replace('_', "\\_");
         qb.push(" and name_lower like ").push_bind(format!("%{escaped}%"));
     }
-    list(pool, qb, page).await
+    list(pool, qb, page, None).await
 }
 
 pub async fn organization_domain(pool: &PgPool, id: &str) -> Result<Option<Value>, StorageError> {
@@ -209,7 +241,7 @@ pub async fn memberships(pool: &PgPool, f: &MembershipFilter, page: &Page) -> Re
         qb.push(" and m.status = any(").push_bind(f.statuses.clone()).push(")");
     }
     qb.push(") x where true");
-    list(pool, qb, page).await
+    list(pool, qb, page, f.organization_id.as_deref()).await
 }
 
 /// Ids of the memberships of a user or an organization (for cascading deletes).
@@ -281,6 +313,6 @@ pub async fn events(pool: &PgPool, f: &EventFilter, page: &Page) -> Result<Event
         " order by transaction_id, position, seq"
     });
     qb.push(" limit ").push_bind(page.limit + 1);
-    let rows: Vec<(String, Value)> = qb.build_query_as().fetch_all(pool).await?;
+    let rows = fetch_scoped(pool, &mut qb, f.organization_id.as_deref()).await?;
     Ok(EventsOutcome::Page(finish(rows, page, &scan)))
 }

@@ -7,10 +7,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-fn id_of(v: &Value) -> String {
-    v["id"].as_str().unwrap_or_else(|| panic!("no id in {v}")).to_string()
-}
-
 /// (event name, data.id) of each event.
 fn summary(events: &[Value]) -> Vec<(String, String)> {
     events

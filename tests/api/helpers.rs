@@ -237,6 +237,36 @@ impl TestApp {
     }
 }
 
+/// The `id` of an object.
+pub fn id_of(v: &Value) -> String {
+    v["id"].as_str().unwrap_or_else(|| panic!("no id in {v}")).to_string()
+}
+
+/// The ids of a list response's `data`, in order.
+pub fn ids(list: &Value) -> Vec<String> {
+    list["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(id_of)
+        .collect()
+}
+
+/// Sends a request that must be refused with `status`/`code` and must leave the log untouched.
+pub async fn assert_rejected(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    want: (StatusCode, &str),
+    ctx: &str,
+) {
+    let before = app.log_len().await;
+    let (s, b) = app.request(method, path, body).await;
+    assert_error(s, &b, want.0, want.1, ctx);
+    assert_eq!(app.log_len().await, before, "{ctx}: the log changed");
+}
+
 /// Asserts an error response: status, machine code and the JSON shape.
 pub fn assert_error(status: StatusCode, body: &Value, want_status: StatusCode, want_code: &str, ctx: &str) {
     assert_eq!(status, want_status, "{ctx}: status; body {body}");

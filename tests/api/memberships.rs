@@ -15,19 +15,6 @@ fn path(id: &str) -> String {
     format!("{MEMBERSHIPS}/{id}")
 }
 
-fn id_of(v: &Value) -> String {
-    v["id"].as_str().unwrap_or_else(|| panic!("no id in {v}")).to_string()
-}
-
-fn ids(list: &Value) -> Vec<String> {
-    list["data"]
-        .as_array()
-        .unwrap_or_else(|| panic!("not a list: {list}"))
-        .iter()
-        .map(id_of)
-        .collect()
-}
-
 /// A user and an organization, returned as (user, organization).
 async fn user_and_org(app: &TestApp, email: &str, org: &str) -> (Value, Value) {
     let user = app.create_user(email).await;

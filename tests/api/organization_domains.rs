@@ -10,10 +10,6 @@ use crate::helpers::*;
 const DOMAINS: &str = "/organization_domains";
 const PREFIX: &str = "_keyledger-challenge";
 
-fn id_of(v: &Value) -> String {
-    v["id"].as_str().expect("object has an id").to_string()
-}
-
 fn domain_path(id: &str) -> String {
     format!("{DOMAINS}/{id}")
 }
@@ -59,21 +55,6 @@ async fn domain_events(app: &TestApp, name: &str, id: &str) -> Vec<Value> {
 
 /// A change to the test DNS server: TXT values to publish at a name, or `None` to remove it.
 type DnsChange<'a> = (&'a str, Option<Vec<String>>);
-
-/// Sends a request that must be refused with `status`/`code` and must leave the log untouched.
-async fn assert_rejected(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-    want: (StatusCode, &str),
-    ctx: &str,
-) {
-    let before = app.log_len().await;
-    let (s, b) = app.request(method, path, body).await;
-    assert_error(s, &b, want.0, want.1, ctx);
-    assert_eq!(app.log_len().await, before, "{ctx}: the log changed");
-}
 
 #[tokio::test]
 async fn creating_a_domain_returns_it_pending_with_a_verification_token() {

@@ -15,14 +15,6 @@ fn org_path(id: &str) -> String {
     format!("{ORGS}/{id}")
 }
 
-fn id_of(v: &Value) -> String {
-    v["id"].as_str().expect("object has an id").to_string()
-}
-
-fn ids(list: &Value) -> Vec<String> {
-    list["data"].as_array().expect("list data").iter().map(id_of).collect()
-}
-
 fn id_set(list: &Value) -> HashSet<String> {
     ids(list).into_iter().collect()
 }
@@ -44,21 +36,6 @@ fn domain_names(org: &Value) -> HashSet<String> {
         .iter()
         .map(|d| d["domain"].as_str().expect("domain name").to_string())
         .collect()
-}
-
-/// Sends a request that must be refused with `status`/`code` and must leave the log untouched.
-async fn assert_rejected(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-    want: (StatusCode, &str),
-    ctx: &str,
-) {
-    let before = app.log_len().await;
-    let (s, b) = app.request(method, path, body).await;
-    assert_error(s, &b, want.0, want.1, ctx);
-    assert_eq!(app.log_len().await, before, "{ctx}: the log changed");
 }
 
 #[tokio::test]

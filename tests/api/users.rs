@@ -20,14 +20,6 @@ fn user_path(id: &str) -> String {
     format!("{USERS}/{id}")
 }
 
-fn id_of(v: &Value) -> String {
-    v["id"].as_str().expect("object has an id").to_string()
-}
-
-fn ids(list: &Value) -> Vec<String> {
-    list["data"].as_array().expect("list data").iter().map(id_of).collect()
-}
-
 /// The stored password hash of a user, if any.
 async fn credential(app: &TestApp, user_id: &str) -> Option<String> {
     sqlx::query_as::<_, (String,)>("select password_hash from credential where user_id = $1")
@@ -45,21 +37,6 @@ async fn log_text(app: &TestApp) -> String {
         .await
         .expect("read event table");
     rows.into_iter().map(|(p, m)| format!("{p}\n{m}\n")).collect()
-}
-
-/// Sends a request that must be refused with `status`/`code` and must leave the log untouched.
-async fn assert_rejected(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-    want: (StatusCode, &str),
-    ctx: &str,
-) {
-    let before = app.log_len().await;
-    let (s, b) = app.request(method, path, body).await;
-    assert_error(s, &b, want.0, want.1, ctx);
-    assert_eq!(app.log_len().await, before, "{ctx}: the log changed");
 }
 
 #[tokio::test]
