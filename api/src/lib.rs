@@ -209,7 +209,25 @@ impl Running {
 }
 
 /// Forwards LISTEN/NOTIFY wake-ups to the workers, reconnecting after failures.
-async fn listen(pool: PgPool, wake: watch::Sender<u64>, mut shutdown: watch::Receiver<bool>) {
+/// Tells other processes about this process's appends: one NOTIFY per burst of commits
+/// (changes that arrive while one is being sent collapse into the next).
+async fn notify_others(pool: PgPool, mut appended: watch::Receiver<u64>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            r = appended.changed() => if r.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+        appended.borrow_and_update();
+        if let Err(e) = sqlx::query("select pg_notify('keyledger_events', '')")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "NOTIFY failed; other processes fall back to polling");
+        }
+    }
+}
+
+async fn listen(pool: PgPool, wake: Arc<watch::Sender<u64>>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
@@ -241,8 +259,20 @@ async fn listen(pool: PgPool, wake: watch::Sender<u64>, mut shutdown: watch::Rec
 pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
     let verifier = dns::TxtVerifier::new(config.dns_nameserver).context("configuring the DNS resolver")?;
     let progress = Progress::new(&engine::names());
+    // Local workers wake the moment an append commits; other processes through NOTIFY.
+    let (wake, wake_rx) = watch::channel(0u64);
+    let wake = Arc::new(wake);
+    let (appended, appended_rx) = watch::channel(0u64);
+    let on_commit: keyledger_projections::store::OnCommit = {
+        let wake = wake.clone();
+        Arc::new(move || {
+            wake.send_modify(|n| *n = n.wrapping_add(1));
+            appended.send_modify(|n| *n = n.wrapping_add(1));
+        })
+    };
     let state = AppState {
-        bus: CommandBus::new(EventStore::new(pool.clone())),
+        bus: CommandBus::new(EventStore::new(pool.clone()).on_commit(on_commit)),
+        keys: auth::KeyCache::default(),
         pool: pool.clone(),
         progress: progress.clone(),
         verifier,
@@ -250,8 +280,10 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         read_your_writes: config.read_your_writes,
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let (wake, wake_rx) = watch::channel(0u64);
-    let mut workers = vec![tokio::spawn(listen(pool.clone(), wake, shutdown_rx.clone()))];
+    let mut workers = vec![
+        tokio::spawn(listen(pool.clone(), wake, shutdown_rx.clone())),
+        tokio::spawn(notify_others(pool.clone(), appended_rx, shutdown_rx.clone())),
+    ];
     for p in engine::ALL {
         workers.push(tokio::spawn(engine::run_worker(
             pool.clone(),

@@ -26,6 +26,8 @@ pub struct AppState {
     pub bus: CommandBus,
     pub progress: Progress,
     pub verifier: TxtVerifier,
+    /// Recently verified API keys (see `auth::KeyCache`).
+    pub keys: crate::auth::KeyCache,
     /// Bounds concurrent argon2 hashes so a password storm cannot starve other requests.
     pub hashing: Arc<Semaphore>,
     /// How long a command's response waits for the projections (read-your-writes).

@@ -130,21 +130,15 @@ impl Projection {
         Ok(())
     }
 
-    async fn write_docs(
-        &self,
-        conn: &mut PgConnection,
-        schema: &str,
-        docs: &Docs,
-        dirty: &HashSet<(Kind, String)>,
-    ) -> Result<(), StorageError> {
+    async fn write_docs(&self, conn: &mut PgConnection, schema: &str, docs: &Docs) -> Result<(), StorageError> {
         let mut upserts: HashMap<Kind, (Vec<String>, Vec<Value>)> = HashMap::new();
         let mut deletes: HashMap<Kind, Vec<String>> = HashMap::new();
-        for key in dirty {
+        for (key, value) in docs {
             if !self.owns(key.0) {
                 continue;
             }
-            match docs.get(key) {
-                Some(Some(body)) => {
+            match value {
+                Some(body) => {
                     let e = upserts.entry(key.0).or_default();
                     e.0.push(key.1.clone());
                     e.1.push(body.clone());
@@ -224,7 +218,6 @@ impl Projection {
             .collect();
         let mut docs = Docs::new();
         self.load_docs(conn, schema, &want, &mut docs).await?;
-        let mut dirty: HashSet<(Kind, String)> = HashSet::new();
         let mut feed = FeedRows::default();
         // The public events of one command (same transaction and aggregate) show the objects as
         // they are after the whole command: an organization created with domains has them.
@@ -239,10 +232,7 @@ impl Projection {
                         .or_insert_with(|| docs.get(k).cloned().flatten());
                 }
             }
-            let keys_before: HashSet<(Kind, String)> = docs.keys().cloned().collect();
             let changes = objects::apply(&e.aggregate_id, typed, &mut docs);
-            dirty.extend(needs);
-            dirty.extend(docs.keys().filter(|k| !keys_before.contains(*k)).cloned());
             if !self.feed {
                 continue;
             }
@@ -260,9 +250,9 @@ impl Projection {
                 group_before.clear();
             }
         }
-        // Documents deleted as a side effect (an organization's domains) are dirty too.
-        dirty.extend(docs.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| k.clone()));
-        self.write_docs(conn, schema, &docs, &dirty).await?;
+        // Every document in `docs` was read or written by an event of this batch: write them all
+        // back (deleted ones, including an organization's domains, are deletes).
+        self.write_docs(conn, schema, &docs).await?;
         if self.feed {
             feed.insert(conn, schema).await?;
         }
@@ -441,6 +431,7 @@ pub async fn run_worker(
 ) {
     let mut failures: u32 = 0;
     let mut owner: Option<PoolConnection<Postgres>> = None;
+    let mut checked = tokio::time::Instant::now();
     loop {
         if *shutdown.borrow() {
             if let Some(mut conn) = owner.take() {
@@ -449,7 +440,13 @@ pub async fn run_worker(
             return;
         }
         wake.borrow_and_update();
-        if !still_owner(&mut owner).await {
+        // The ownership connection is checked at most every STANDBY, not per batch: a lost lock
+        // is still harmless in between, since the checkpoint row lock serializes writers.
+        let due = owner.is_none() || checked.elapsed() >= STANDBY;
+        if due {
+            checked = tokio::time::Instant::now();
+        }
+        if due && !still_owner(&mut owner).await {
             owner = take_ownership(&pool, &p).await;
             if owner.is_none() {
                 // Another process runs this projection; stand by (read-your-writes polls the

@@ -43,15 +43,32 @@ tokio::task_local! {
     pub(crate) static APPEND_SCOPE: AppendScope;
 }
 
+/// Called after every committed append (wakes local workers, schedules a NOTIFY).
+pub type OnCommit = std::sync::Arc<dyn Fn() + Send + Sync>;
+
 /// The PostgreSQL event repository.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct EventStore {
     pool: PgPool,
+    on_commit: Option<OnCommit>,
+}
+
+impl std::fmt::Debug for EventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStore").finish_non_exhaustive()
+    }
 }
 
 impl EventStore {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, on_commit: None }
+    }
+
+    /// Runs `f` after each committed append. NOTIFY is deliberately not sent inside the append
+    /// transaction: it takes a cluster-wide lock at commit that would serialize all writers.
+    pub fn on_commit(mut self, f: OnCommit) -> Self {
+        self.on_commit = Some(f);
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -205,8 +222,7 @@ async fn insert_events(
            insert into event (id, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, organization_id) \
            select * from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::jsonb[], $8::jsonb[], $9::text[]) \
            returning position) \
-         select pg_current_xact_id()::text::bigint, (select max(position) from ins) \
-         from (select pg_notify('keyledger_events', '')) as n",
+         select pg_current_xact_id()::text::bigint, (select max(position) from ins)",
     )
     .bind(&ids)
     .bind(&types)
@@ -301,6 +317,9 @@ impl PersistedEventRepository for EventStore {
             return Ok(());
         }
         let position = self.append(events).await?;
+        if let Some(f) = &self.on_commit {
+            f();
+        }
         let _ = APPEND_SCOPE.try_with(|s| {
             if let Ok(mut slot) = s.appended.lock() {
                 *slot = Some(position);
