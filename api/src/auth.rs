@@ -56,8 +56,10 @@ pub async fn register_key(pool: &PgPool, name: &str, secret: &str) -> Result<boo
 /// requests. A key deleted from the table stays usable for at most that long in each process.
 #[derive(Clone, Default)]
 pub struct KeyCache {
-    entries: Arc<Mutex<HashMap<Vec<u8>, (Actor, Instant)>>>,
+    entries: Arc<Mutex<HashMap<KeyHash, (Actor, Instant)>>>,
 }
+
+type KeyHash = Vec<u8>;
 
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
 const KEY_CACHE_MAX: usize = 10_000;
