@@ -366,22 +366,43 @@ const POLL: Duration = Duration::from_millis(200);
 
 /// One step of a live worker: applies the next batch, if any. Returns the new checkpoint when it
 /// moved.
-pub async fn step(pool: &PgPool, p: &Projection) -> Result<Option<LogPosition>, StorageError> {
-    let cp = checkpoint::load(pool, p.name).await?;
+/// `known` is the checkpoint the caller last saw (None: read it); the row lock re-checks it, so a
+/// stale value only costs a retry ([`Step::Moved`]).
+pub async fn step(pool: &PgPool, p: &Projection, known: Option<LogPosition>) -> Result<Step, StorageError> {
+    let cp = match known {
+        Some(cp) => cp,
+        None => checkpoint::load(pool, p.name).await?,
+    };
     let events = whole_transactions(log::read_after(pool, cp, LIVE_BATCH).await?, LIVE_BATCH);
     let Some(last) = events.last().map(|e| e.log_position) else {
-        return Ok(None);
+        return Ok(Step::Idle(cp));
     };
     let mut tx = pool.begin().await?;
     let locked = checkpoint::lock(&mut *tx, p.name).await?;
     if locked != cp {
-        // Someone else (another process, or a rebuild swap) moved it: re-read.
-        return Ok(None);
+        // Someone else (another process, or a rebuild swap) moved it: continue from there.
+        return Ok(Step::Moved(locked));
     }
+    // A projection commit need not wait for its WAL flush: if the server crashes before the
+    // flush, the batch and its checkpoint are lost together and simply applied again.
+    sqlx::query("set local synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
     p.apply_batch(&mut tx, "public", &events).await?;
     checkpoint::store(&mut *tx, p.name, last).await?;
     tx.commit().await?;
-    Ok(Some(last))
+    Ok(Step::Applied(last))
+}
+
+/// What one [`step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Applied a batch; the new checkpoint.
+    Applied(LogPosition),
+    /// Nothing to apply; the checkpoint it read from.
+    Idle(LogPosition),
+    /// The checkpoint had been moved by someone else; where it is now.
+    Moved(LogPosition),
 }
 
 /// How often a standby process checks whether a projection's owner has gone.
@@ -432,6 +453,8 @@ pub async fn run_worker(
     let mut failures: u32 = 0;
     let mut owner: Option<PoolConnection<Postgres>> = None;
     let mut checked = tokio::time::Instant::now();
+    // The checkpoint as this worker last saw it (None: read it from the table).
+    let mut known: Option<LogPosition> = None;
     loop {
         if *shutdown.borrow() {
             if let Some(mut conn) = owner.take() {
@@ -448,6 +471,7 @@ pub async fn run_worker(
         }
         if due && !still_owner(&mut owner).await {
             owner = take_ownership(&pool, &p).await;
+            known = None;
             if owner.is_none() {
                 // Another process runs this projection; stand by (read-your-writes polls the
                 // checkpoint table) and try again in a while.
@@ -462,19 +486,20 @@ pub async fn run_worker(
             }
             tracing::info!(projection = p.name, "running projection");
         }
-        match step(&pool, &p).await {
-            Ok(Some(cp)) => {
+        match step(&pool, &p, known).await {
+            Ok(Step::Applied(cp)) | Ok(Step::Moved(cp)) => {
                 failures = 0;
+                known = Some(cp);
                 progress.publish(p.name, cp);
                 continue;
             }
-            Ok(None) => {
+            Ok(Step::Idle(cp)) => {
                 failures = 0;
-                if let Ok(cp) = checkpoint::load(&pool, p.name).await {
-                    progress.publish(p.name, cp);
-                }
+                known = Some(cp);
+                progress.publish(p.name, cp);
             }
             Err(e) => {
+                known = None;
                 failures = failures.saturating_add(1);
                 tracing::error!(projection = p.name, error = %e, failures, "projection batch failed; will retry");
             }
