@@ -67,6 +67,8 @@ pub async fn connect(url: &str) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(48)
         .acquire_timeout(Duration::from_secs(10))
+        // No ping per checkout: a broken connection fails its query and sqlx discards it.
+        .test_before_acquire(false)
         .connect(url)
         .await
         .context("connecting to PostgreSQL")

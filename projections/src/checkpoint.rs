@@ -56,6 +56,20 @@ pub async fn store<'e>(db: impl PgExecutor<'e>, name: &str, at: LogPosition) -> 
     Ok(())
 }
 
+/// Moves a checkpoint forward to `at` (never backwards: a rebuild may have moved it further).
+pub async fn advance<'e>(db: impl PgExecutor<'e>, name: &str, at: LogPosition) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update projection_checkpoint set transaction_id = $2::bigint::text::xid8, position = $3, updated_at = now() \
+         where name = $1 and (transaction_id, position) < ($2::bigint::text::xid8, $3)",
+    )
+    .bind(name)
+    .bind(at.transaction_id)
+    .bind(at.position)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// The checkpoints this process has seen, per projection, for waiting on them.
 #[derive(Clone, Debug, Default)]
 pub struct Progress {

@@ -377,6 +377,10 @@ pub async fn step(pool: &PgPool, p: &Projection, known: Option<LogPosition>) -> 
     let Some(last) = events.last().map(|e| e.log_position) else {
         return Ok(Step::Idle(cp));
     };
+    if !events.iter().any(|e| p.consumes(&e.aggregate_type)) {
+        // Nothing here for this projection: move on without a transaction.
+        return Ok(Step::Skipped(last));
+    }
     let mut tx = pool.begin().await?;
     let locked = checkpoint::lock(&mut *tx, p.name).await?;
     if locked != cp {
@@ -401,6 +405,8 @@ pub enum Step {
     Applied(LogPosition),
     /// Nothing to apply; the checkpoint it read from.
     Idle(LogPosition),
+    /// Only events this projection ignores: the checkpoint to move to (persisted lazily).
+    Skipped(LogPosition),
     /// The checkpoint had been moved by someone else; where it is now.
     Moved(LogPosition),
 }
@@ -455,6 +461,8 @@ pub async fn run_worker(
     let mut checked = tokio::time::Instant::now();
     // The checkpoint as this worker last saw it (None: read it from the table).
     let mut known: Option<LogPosition> = None;
+    // Whether `known` moved past skipped events without being saved yet.
+    let mut unsaved = false;
     loop {
         if *shutdown.borrow() {
             if let Some(mut conn) = owner.take() {
@@ -493,9 +501,22 @@ pub async fn run_worker(
                 progress.publish(p.name, cp);
                 continue;
             }
+            Ok(Step::Skipped(cp)) => {
+                failures = 0;
+                known = Some(cp);
+                unsaved = true;
+                progress.publish(p.name, cp);
+                continue;
+            }
             Ok(Step::Idle(cp)) => {
                 failures = 0;
                 known = Some(cp);
+                if unsaved {
+                    match checkpoint::advance(&pool, p.name, cp).await {
+                        Ok(()) => unsaved = false,
+                        Err(e) => tracing::warn!(projection = p.name, error = %e, "saving the checkpoint failed"),
+                    }
+                }
                 progress.publish(p.name, cp);
             }
             Err(e) => {

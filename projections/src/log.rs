@@ -72,6 +72,8 @@ impl From<Row> for StoredEvent {
     }
 }
 
+/// Note: `transaction_id` is also the name of an output column (the bigint cast), so `order by`
+/// must qualify `event.transaction_id`, or it sorts by the cast and cannot use the index.
 pub(crate) const COLUMNS: &str = "position, transaction_id::text::bigint as transaction_id, id, aggregate_type, \
      aggregate_id, sequence, event_type, event_version, payload, metadata, organization_id, recorded_at";
 
@@ -86,7 +88,7 @@ pub async fn read_after<'e>(
         "select {COLUMNS} from event \
          where (transaction_id, position) > ($1::bigint::text::xid8, $2) \
            and transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         order by transaction_id, position limit $3"
+         order by event.transaction_id, event.position limit $3"
     );
     let rows: Vec<Row> = sqlx::query_as(&sql)
         .bind(after.transaction_id)
@@ -117,7 +119,7 @@ pub async fn head<'e>(db: impl PgExecutor<'e>) -> Result<LogPosition, sqlx::Erro
     let row: Option<(i64, i64)> = sqlx::query_as(
         "select transaction_id::text::bigint, position from event \
          where transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         order by transaction_id desc, position desc limit 1",
+         order by event.transaction_id desc, event.position desc limit 1",
     )
     .fetch_optional(db)
     .await?;
