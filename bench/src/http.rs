@@ -68,7 +68,7 @@ impl Server {
 }
 
 /// One HTTP client per connection, so `n` workers hold exactly `n` keep-alive connections.
-fn clients(n: usize) -> anyhow::Result<Arc<Vec<reqwest::Client>>> {
+fn http_clients(n: usize) -> anyhow::Result<Arc<Vec<reqwest::Client>>> {
     let clients = (0..n)
         .map(|_| {
             reqwest::Client::builder()
@@ -83,7 +83,7 @@ fn clients(n: usize) -> anyhow::Result<Arc<Vec<reqwest::Client>>> {
 /// `POST /user_management/users` (no password) at [`CREATE_CONNECTIONS`].
 pub async fn create(b: &mut Bench, server: &Server) -> anyhow::Result<()> {
     eprintln!("  POST /user_management/users, {CREATE_CONNECTIONS} connections...");
-    let clients = clients(CREATE_CONNECTIONS)?;
+    let clients = http_clients(CREATE_CONNECTIONS)?;
     let url = format!("{}/user_management/users", server.base);
     let key = server.key.clone();
     let stats = closed_loop(CREATE_CONNECTIONS, b.warmup, b.window, move |w, _| {
@@ -134,7 +134,7 @@ pub async fn get(b: &mut Bench, server: &Server) -> anyhow::Result<()> {
     let ids = seed_users(&server.pool, GET_USERS).await?;
     wait_for_projections(&server.pool).await?;
     eprintln!("  GET /user_management/users/{{id}}, {GET_CONNECTIONS} connections...");
-    let clients = clients(GET_CONNECTIONS)?;
+    let clients = http_clients(GET_CONNECTIONS)?;
     let urls: Arc<Vec<String>> = Arc::new(
         ids.iter()
             .map(|id| format!("{}/user_management/users/{id}", server.base))
@@ -181,6 +181,34 @@ pub async fn get(b: &mut Bench, server: &Server) -> anyhow::Result<()> {
         "< 5 ms",
         p99 < Duration::from_millis(5),
     ));
+
+    // For reference: the HTTP stack alone (router fallback, no auth, no database) with the same
+    // client on the same cores: the ceiling of any endpoint on this machine.
+    eprintln!("  GET (unrouted path, 404), {GET_CONNECTIONS} connections...");
+    let plain = http_clients(GET_CONNECTIONS)?;
+    let url = format!("{}/bench/no_such_path", server.base);
+    let ceiling = closed_loop(GET_CONNECTIONS, b.warmup, b.window, move |w, _| {
+        let client = plain[w].clone();
+        let url = url.clone();
+        async move {
+            let r = client.get(&url).send().await.context("GET")?;
+            let status = r.status();
+            r.bytes().await.context("reading the response")?;
+            if status != StatusCode::NOT_FOUND {
+                bail!("unrouted GET answered {status}");
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    b.rows.push(Row {
+        stage: format!("reference: HTTP stack only (unrouted GET → 404, no database), {GET_CONNECTIONS} connections"),
+        result: ceiling.summary("req"),
+        baseline: "—".into(),
+        ratio: None,
+        goal: "—".into(),
+        met: None,
+    });
     Ok(())
 }
 

@@ -10,6 +10,7 @@
 mod append;
 mod http;
 mod load;
+mod monitor;
 mod pgbench;
 mod rebuild;
 mod report;
@@ -88,7 +89,9 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let environment = describe_environment(&b).await?;
     eprintln!("{environment}");
-    let outcome = run_stages(&mut b, &args).await;
+    let monitor = monitor::Monitor::start(b.admin().clone(), &b.run);
+    let outcome = run_stages(&mut b, &args, &monitor).await;
+    monitor.stop().await;
     if args.keep_databases {
         eprintln!("keeping databases: {}", b.databases().join(", "));
     } else {
@@ -105,38 +108,52 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_stages(b: &mut Bench, args: &Args) -> anyhow::Result<()> {
+async fn run_stages(b: &mut Bench, args: &Args, monitor: &monitor::Monitor) -> anyhow::Result<()> {
     let has = |s: Stage| args.stages.contains(&s);
     if has(Stage::Append) {
-        stage_banner("append");
+        let mark = stage_banner("append", monitor);
         append::run(b).await.context("append stage")?;
+        stage_end(b, "append", monitor, mark);
     }
     if has(Stage::HttpCreate) || has(Stage::HttpGet) {
         let server = http::Server::start(b).await?;
         let mut result = Ok(());
         if has(Stage::HttpCreate) {
-            stage_banner("http-create");
+            let mark = stage_banner("http-create", monitor);
             result = http::create(b, &server).await.context("http-create stage");
+            stage_end(b, "http-create", monitor, mark);
         }
         if result.is_ok() && has(Stage::HttpGet) {
-            stage_banner("http-get");
+            let mark = stage_banner("http-get", monitor);
             result = http::get(b, &server).await.context("http-get stage");
+            stage_end(b, "http-get", monitor, mark);
         }
         server.stop().await.context("stopping the server")?;
         result?;
     }
     if has(Stage::Rebuild) {
-        stage_banner("rebuild");
+        let mark = stage_banner("rebuild", monitor);
         rebuild::run(b, args.rebuild_events).await.context("rebuild stage")?;
+        stage_end(b, "rebuild", monitor, mark);
     }
     Ok(())
 }
 
-fn stage_banner(name: &str) {
+fn stage_banner(name: &str, monitor: &monitor::Monitor) -> usize {
     eprintln!(
         "== stage {name} (load average {})",
         load_average().unwrap_or_else(|| "unknown".into())
     );
+    monitor.mark()
+}
+
+fn stage_end(b: &mut Bench, name: &str, monitor: &monitor::Monitor, mark: usize) {
+    let activity = monitor.since(mark);
+    eprintln!("   {name}: {activity}");
+    b.notes.push(format!(
+        "during {name}: {activity}; load average at its end {}",
+        load_average().unwrap_or_default()
+    ));
 }
 
 /// The machine and server the figures belong to.
