@@ -113,7 +113,31 @@ impl AppState {
             .bus
             .execute::<A>(id, command, &ctx.metadata(), extras, retry)
             .await?;
-        if let Some(at) = done.position {
+        self.read_your_write::<A>(done.position).await;
+        Ok(done)
+    }
+
+    /// Like [`AppState::execute`], for an aggregate id the handler has just generated.
+    pub async fn execute_new<A>(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        command: A::Command,
+        extras: AppendExtras,
+    ) -> Result<Executed<A>, CommandError<A::Error>>
+    where
+        A: Aggregate<Services = NoServices> + Tenanted + Clone,
+        A::Command: Clone,
+        A::Error: Clone,
+    {
+        let done = self.bus.execute_new::<A>(id, command, &ctx.metadata(), extras).await?;
+        self.read_your_write::<A>(done.position).await;
+        Ok(done)
+    }
+
+    /// Waits (bounded) until the projections that consume `A`'s events have applied `position`.
+    async fn read_your_write<A: Aggregate>(&self, position: Option<keyledger_projections::LogPosition>) {
+        if let Some(at) = position {
             let affected: Vec<&str> = engine::ALL
                 .iter()
                 .filter(|p| p.consumes(A::TYPE))
@@ -127,6 +151,5 @@ impl AppState {
                 tracing::warn!(?at, "projections did not catch up within the read-your-writes bound");
             }
         }
-        Ok(done)
     }
 }

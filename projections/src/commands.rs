@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore as _};
 use keyledger_domain::{NoServices, Tenanted};
 
@@ -68,12 +68,56 @@ impl CommandBus {
         A::Command: Clone,
         A::Error: Clone,
     {
+        self.run(id, command, metadata, extras, retry, false).await
+    }
+
+    /// Executes a command on an aggregate id the caller has just generated: there is nothing to
+    /// load, so the read is skipped. Should the id exist after all, the append's unique
+    /// (aggregate, sequence) key refuses it as a conflict.
+    pub async fn execute_new<A>(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &HashMap<String, String>,
+        extras: AppendExtras,
+    ) -> Result<Executed<A>, CommandError<A::Error>>
+    where
+        A: Aggregate<Services = NoServices> + Tenanted + Clone,
+        A::Command: Clone,
+        A::Error: Clone,
+    {
+        self.run(id, command, metadata, extras, false, true).await
+    }
+
+    async fn run<A>(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &HashMap<String, String>,
+        extras: AppendExtras,
+        retry: bool,
+        fresh: bool,
+    ) -> Result<Executed<A>, CommandError<A::Error>>
+    where
+        A: Aggregate<Services = NoServices> + Tenanted + Clone,
+        A::Command: Clone,
+        A::Error: Clone,
+    {
         let es = PersistedEventStore::<EventStore, A>::new_event_store(self.store.clone())
             .with_upcasters(vec![Box::new(crate::decode::Upcaster)]);
         let attempts = if retry { MAX_ATTEMPTS } else { 1 };
         let mut last = CommandError::Conflict;
         for _ in 0..attempts {
-            let mut ctx = es.load_aggregate(id).await.map_err(map_err)?;
+            let mut ctx = if fresh {
+                EventStoreAggregateContext {
+                    aggregate_id: id.to_string(),
+                    aggregate: A::default(),
+                    current_sequence: 0,
+                    current_snapshot: None,
+                }
+            } else {
+                es.load_aggregate(id).await.map_err(map_err)?
+            };
             let sink = EventSink::<A>::default();
             ctx.aggregate()
                 .handle(command.clone(), &NoServices, &sink)

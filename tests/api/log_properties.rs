@@ -521,3 +521,44 @@ async fn with_a_tenant_set_the_per_organization_read_models_show_only_that_tenan
         "the feed shows tenant B only its own events"
     );
 }
+
+#[tokio::test]
+async fn a_create_on_an_id_that_exists_after_all_is_refused_as_a_conflict_and_changes_nothing() {
+    let url = fresh_database().await;
+    let pool = keyledger_api::connect(&url).await.expect("connect");
+    let bus = CommandBus::new(EventStore::new(pool.clone()));
+    let id = new_id("user");
+    bus.execute_new::<User>(
+        &id,
+        create("first@example.com"),
+        &HashMap::new(),
+        AppendExtras::default(),
+    )
+    .await
+    .expect("first create");
+    let again = bus
+        .execute_new::<User>(
+            &id,
+            create("second@example.com"),
+            &HashMap::new(),
+            AppendExtras::default(),
+        )
+        .await;
+    assert!(
+        matches!(again, Err(keyledger_projections::commands::CommandError::Conflict)),
+        "a second create on the same id is a conflict: {again:?}"
+    );
+    let (events,): (i64,) = sqlx::query_as("select count(*) from event")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    let (claims,): (i64,) = sqlx::query_as("select count(*) from claim")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(
+        (events, claims),
+        (1, 1),
+        "the refused create left no event and no claim"
+    );
+}

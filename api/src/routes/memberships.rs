@@ -116,7 +116,7 @@ pub async fn create(
         at: now(),
     };
     let done = state
-        .execute::<OrganizationMembership>(&ctx, &id, cmd, AppendExtras::default(), false)
+        .execute_new::<OrganizationMembership>(&ctx, &id, cmd, AppendExtras::default())
         .await
         .map_err(|e| command_error(e, membership_error))?;
     let events = done.events.into_iter().map(AnyEvent::Membership).collect();

@@ -178,7 +178,7 @@ pub async fn create(
         at: now(),
     };
     let done = state
-        .execute::<Organization>(&ctx, &id, cmd, AppendExtras::default(), false)
+        .execute_new::<Organization>(&ctx, &id, cmd, AppendExtras::default())
         .await
         .map_err(|e| command_error(e, organization_error))?;
     let events = done.events.into_iter().map(AnyEvent::Organization).collect();

@@ -162,7 +162,7 @@ pub async fn create(
         at: now(),
     });
     let done = state
-        .execute::<User>(&ctx, &id, cmd, extras, false)
+        .execute_new::<User>(&ctx, &id, cmd, extras)
         .await
         .map_err(|e| command_error(e, user_error))?;
     let events = done.events.into_iter().map(AnyEvent::User).collect();
