@@ -1,6 +1,7 @@
 //! The event store: cqrs-es's `PersistedEventRepository` on sqlx 0.8. One command's events are
-//! appended in one transaction together with its set-wide claims (and, for password changes, the
-//! credential row); the unique (aggregate_type, aggregate_id, sequence) is the optimistic lock.
+//! appended atomically together with its set-wide claims (and, for password changes, the
+//! credential row) by one statement, `keyledger_append` (migration 0004); the unique
+//! (aggregate_type, aggregate_id, sequence) is the optimistic lock.
 //! It never updates or deletes an event.
 
 use std::collections::HashMap;
@@ -10,7 +11,7 @@ use cqrs_es::persist::{PersistedEventRepository, PersistenceError, ReplayStream,
 use cqrs_es::Aggregate;
 use keyledger_domain::Claim;
 use serde_json::Value;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 
 use crate::decode::decode;
 use crate::log::LogPosition;
@@ -22,6 +23,9 @@ pub struct ClaimConflict {
     pub kind: String,
     pub value: String,
 }
+
+/// SQLSTATE raised by `keyledger_append` when a claim is held by another aggregate.
+const CLAIM_TAKEN: &str = "KL409";
 
 /// Extra rows written in the append's transaction.
 #[derive(Debug, Clone, Default)]
@@ -76,42 +80,82 @@ impl EventStore {
     }
 
     async fn append(&self, events: &[SerializedEvent]) -> Result<LogPosition, PersistenceError> {
-        let mut claims: Vec<(String, Claim)> = Vec::new();
+        let n = events.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut types = Vec::with_capacity(n);
+        let mut agg_ids = Vec::with_capacity(n);
+        let mut seqs = Vec::with_capacity(n);
+        let mut etypes = Vec::with_capacity(n);
+        let mut versions = Vec::with_capacity(n);
+        let mut payloads = Vec::with_capacity(n);
+        let mut metas = Vec::with_capacity(n);
+        let mut orgs: Vec<Option<String>> = Vec::with_capacity(n);
+        let mut claim_ops: Vec<&str> = Vec::new();
+        let mut claim_kinds: Vec<&str> = Vec::new();
+        let mut claim_values: Vec<Option<String>> = Vec::new();
+        let mut claim_holders: Vec<String> = Vec::new();
         for e in events {
             let typed = decode(&e.aggregate_type, &e.event_type, &e.event_version, &e.payload)
                 .map_err(|m| PersistenceError::UnknownError(m.into()))?;
-            claims.extend(typed.claims().into_iter().map(|c| (e.aggregate_id.clone(), c)));
-        }
-        let mut tx = self.pool.begin().await.map_err(connection)?;
-        let position = insert_events(&mut tx, events).await?;
-        for (holder, claim) in &claims {
-            apply_claim(&mut tx, holder, claim).await?;
+            for claim in typed.claims() {
+                let (op, kind, value) = match claim {
+                    Claim::Acquire { kind, value } => ("acquire", kind, Some(value)),
+                    Claim::Release { kind, value: Some(v) } => ("release", kind, Some(v)),
+                    Claim::Release { kind, value: None } => ("release_all", kind, None),
+                };
+                claim_ops.push(op);
+                claim_kinds.push(kind.as_str());
+                claim_values.push(value);
+                claim_holders.push(e.aggregate_id.clone());
+            }
+            ids.push(keyledger_domain::ids::new_id("event"));
+            types.push(e.aggregate_type.clone());
+            agg_ids.push(e.aggregate_id.clone());
+            seqs.push(i64::try_from(e.sequence).map_err(|err| PersistenceError::UnknownError(err.into()))?);
+            etypes.push(e.event_type.clone());
+            versions.push(e.event_version.clone());
+            payloads.push(e.payload.clone());
+            metas.push(e.metadata.clone());
+            orgs.push(
+                e.metadata
+                    .get("organization_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            );
         }
         let credential = APPEND_SCOPE.try_with(|s| s.extras.credential.clone()).ok().flatten();
-        if let Some((user_id, hash)) = credential {
-            sqlx::query(
-                "insert into credential (user_id, password_hash) values ($1, $2) \
-                 on conflict (user_id) do update set password_hash = excluded.password_hash, updated_at = now()",
-            )
-            .bind(user_id)
-            .bind(hash)
-            .execute(&mut *tx)
-            .await
-            .map_err(unknown)?;
-        }
         let erase = APPEND_SCOPE
             .try_with(|s| s.extras.erase_credential.clone())
             .ok()
             .flatten();
-        if let Some(user_id) = erase {
-            sqlx::query("delete from credential where user_id = $1")
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(unknown)?;
-        }
-        tx.commit().await.map_err(classify)?;
-        Ok(position)
+        let (credential_user, credential_hash) = credential.unzip();
+        // One autocommit statement: atomic without BEGIN/COMMIT round trips.
+        let (transaction_id, position): (i64, i64) = sqlx::query_as(
+            "select * from keyledger_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        )
+        .bind(&ids)
+        .bind(&types)
+        .bind(&agg_ids)
+        .bind(&seqs)
+        .bind(&etypes)
+        .bind(&versions)
+        .bind(&payloads)
+        .bind(&metas)
+        .bind(&orgs)
+        .bind(&claim_ops)
+        .bind(&claim_kinds)
+        .bind(&claim_values)
+        .bind(&claim_holders)
+        .bind(credential_user)
+        .bind(credential_hash)
+        .bind(erase)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(LogPosition {
+            transaction_id,
+            position,
+        })
     }
 
     async fn select_events(
@@ -180,110 +224,21 @@ fn classify(e: sqlx::Error) -> PersistenceError {
         if db.constraint() == Some("event_aggregate_sequence_key") {
             return PersistenceError::OptimisticLockError;
         }
+        if db.code().as_deref() == Some(CLAIM_TAKEN) {
+            let value = db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .and_then(|pg| pg.detail())
+                .unwrap_or_default();
+            return PersistenceError::UnknownError(Box::new(ClaimConflict {
+                kind: db.message().to_string(),
+                value: value.to_string(),
+            }));
+        }
     }
     match e {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => connection(e),
         other => unknown(other),
     }
-}
-
-async fn insert_events(
-    tx: &mut Transaction<'_, Postgres>,
-    events: &[SerializedEvent],
-) -> Result<LogPosition, PersistenceError> {
-    let n = events.len();
-    let mut ids = Vec::with_capacity(n);
-    let mut types = Vec::with_capacity(n);
-    let mut agg_ids = Vec::with_capacity(n);
-    let mut seqs = Vec::with_capacity(n);
-    let mut etypes = Vec::with_capacity(n);
-    let mut versions = Vec::with_capacity(n);
-    let mut payloads = Vec::with_capacity(n);
-    let mut metas = Vec::with_capacity(n);
-    let mut orgs: Vec<Option<String>> = Vec::with_capacity(n);
-    for e in events {
-        ids.push(keyledger_domain::ids::new_id("event"));
-        types.push(e.aggregate_type.clone());
-        agg_ids.push(e.aggregate_id.clone());
-        seqs.push(i64::try_from(e.sequence).map_err(|err| PersistenceError::UnknownError(err.into()))?);
-        etypes.push(e.event_type.clone());
-        versions.push(e.event_version.clone());
-        payloads.push(e.payload.clone());
-        metas.push(e.metadata.clone());
-        orgs.push(
-            e.metadata
-                .get("organization_id")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-        );
-    }
-    let (transaction_id, position): (i64, i64) = sqlx::query_as(
-        "with ins as ( \
-           insert into event (id, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, organization_id) \
-           select * from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::jsonb[], $8::jsonb[], $9::text[]) \
-           returning position) \
-         select pg_current_xact_id()::text::bigint, (select max(position) from ins)",
-    )
-    .bind(&ids)
-    .bind(&types)
-    .bind(&agg_ids)
-    .bind(&seqs)
-    .bind(&etypes)
-    .bind(&versions)
-    .bind(&payloads)
-    .bind(&metas)
-    .bind(&orgs)
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(classify)?;
-    Ok(LogPosition {
-        transaction_id,
-        position,
-    })
-}
-
-async fn apply_claim(tx: &mut Transaction<'_, Postgres>, holder: &str, claim: &Claim) -> Result<(), PersistenceError> {
-    match claim {
-        Claim::Release { kind, value: None } => {
-            sqlx::query("delete from claim where kind = $1 and aggregate_id = $2")
-                .bind(kind.as_str())
-                .bind(holder)
-                .execute(&mut **tx)
-                .await
-                .map_err(unknown)?;
-        }
-        Claim::Release { kind, value: Some(v) } => {
-            sqlx::query("delete from claim where kind = $1 and value = $2 and aggregate_id = $3")
-                .bind(kind.as_str())
-                .bind(v)
-                .bind(holder)
-                .execute(&mut **tx)
-                .await
-                .map_err(unknown)?;
-        }
-        Claim::Acquire { kind, value } => {
-            // ON CONFLICT instead of a unique violation: the transaction stays usable and a
-            // taken key is told apart from an optimistic-lock failure.
-            let took: Option<(i32,)> = sqlx::query_as(
-                "insert into claim (kind, value, aggregate_id) values ($1, $2, $3) \
-                 on conflict (kind, value) do update set aggregate_id = excluded.aggregate_id \
-                 where claim.aggregate_id = excluded.aggregate_id returning 1",
-            )
-            .bind(kind.as_str())
-            .bind(value)
-            .bind(holder)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(unknown)?;
-            if took.is_none() {
-                return Err(PersistenceError::UnknownError(Box::new(ClaimConflict {
-                    kind: kind.as_str().to_string(),
-                    value: value.clone(),
-                })));
-            }
-        }
-    }
-    Ok(())
 }
 
 impl PersistedEventRepository for EventStore {
