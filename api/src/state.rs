@@ -10,7 +10,7 @@ use axum::http::request::Parts;
 use cqrs_es::Aggregate;
 use keyledger_domain::{NoServices, Tenanted};
 use keyledger_projections::checkpoint::Progress;
-use keyledger_projections::commands::{CommandBus, CommandError, Executed};
+use keyledger_projections::commands::{CommandBus, CommandError, Executed, Mode};
 use keyledger_projections::engine;
 use keyledger_projections::store::AppendExtras;
 use sqlx::PgPool;
@@ -95,14 +95,15 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
 }
 
 impl AppState {
-    /// Runs a command and waits until the projections have applied it.
+    /// Runs a command and waits (bounded) until the projections that consume `A`'s events have
+    /// applied it.
     pub async fn execute<A>(
         &self,
         ctx: &RequestContext,
         id: &str,
         command: A::Command,
         extras: AppendExtras,
-        retry: bool,
+        mode: Mode,
     ) -> Result<Executed<A>, CommandError<A::Error>>
     where
         A: Aggregate<Services = NoServices> + Tenanted + Clone,
@@ -111,33 +112,9 @@ impl AppState {
     {
         let done = self
             .bus
-            .execute::<A>(id, command, &ctx.metadata(), extras, retry)
+            .execute::<A>(id, command, &ctx.metadata(), extras, mode)
             .await?;
-        self.read_your_write::<A>(done.position).await;
-        Ok(done)
-    }
-
-    /// Like [`AppState::execute`], for an aggregate id the handler has just generated.
-    pub async fn execute_new<A>(
-        &self,
-        ctx: &RequestContext,
-        id: &str,
-        command: A::Command,
-        extras: AppendExtras,
-    ) -> Result<Executed<A>, CommandError<A::Error>>
-    where
-        A: Aggregate<Services = NoServices> + Tenanted + Clone,
-        A::Command: Clone,
-        A::Error: Clone,
-    {
-        let done = self.bus.execute_new::<A>(id, command, &ctx.metadata(), extras).await?;
-        self.read_your_write::<A>(done.position).await;
-        Ok(done)
-    }
-
-    /// Waits (bounded) until the projections that consume `A`'s events have applied `position`.
-    async fn read_your_write<A: Aggregate>(&self, position: Option<keyledger_projections::LogPosition>) {
-        if let Some(at) = position {
+        if let Some(at) = done.position {
             let affected: Vec<&str> = engine::ALL
                 .iter()
                 .filter(|p| p.consumes(A::TYPE))
@@ -151,5 +128,6 @@ impl AppState {
                 tracing::warn!(?at, "projections did not catch up within the read-your-writes bound");
             }
         }
+        Ok(done)
     }
 }

@@ -13,7 +13,7 @@ use keyledger_domain::ids::new_id;
 use keyledger_domain::user::{CreateUser, User, UserCommand};
 use keyledger_domain::values::{Email, Metadata};
 use keyledger_domain::NoServices;
-use keyledger_projections::commands::CommandBus;
+use keyledger_projections::commands::{CommandBus, Mode};
 use keyledger_projections::store::AppendExtras;
 use keyledger_projections::EventStore;
 use postgres_es::PostgresEventRepository;
@@ -81,7 +81,7 @@ pub async fn keyledger(bus: &CommandBus, writers: usize, warmup: Duration, windo
         async move {
             let id = new_id("user");
             let cmd = create_command(&id)?;
-            bus.execute::<User>(&id, cmd, &request_metadata(), AppendExtras::default(), false)
+            bus.execute::<User>(&id, cmd, &request_metadata(), AppendExtras::default(), Mode::Once)
                 .await
                 .context("CommandBus::execute")?;
             Ok(())

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use keyledger_api::{build, Config, Running};
 use keyledger_domain::ids::new_id;
 use keyledger_domain::user::User;
-use keyledger_projections::commands::CommandBus;
+use keyledger_projections::commands::{CommandBus, Mode};
 use keyledger_projections::store::AppendExtras;
 use keyledger_projections::{engine, EventStore};
 use reqwest::StatusCode;
@@ -245,7 +245,7 @@ async fn seed_users(pool: &PgPool, n: usize) -> anyhow::Result<Vec<String>> {
             for _ in 0..count {
                 let id = new_id("user");
                 let cmd = create_command(&id)?;
-                bus.execute::<User>(&id, cmd, &HashMap::new(), AppendExtras::default(), false)
+                bus.execute::<User>(&id, cmd, &HashMap::new(), AppendExtras::default(), Mode::Once)
                     .await
                     .context("seeding a user")?;
                 ids.push(id);

@@ -39,6 +39,18 @@ pub struct Executed<A: Aggregate> {
 /// How often a lost race is re-decided before answering 409.
 const MAX_ATTEMPTS: usize = 5;
 
+/// How a command treats its aggregate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Load, decide, append once; a lost race is a conflict.
+    Once,
+    /// Load, decide, append; a lost race reloads and re-decides (commands safe to re-decide).
+    Retry,
+    /// An id the caller has just generated: nothing to load, so the read is skipped. Should the id
+    /// exist after all, the append's unique (aggregate, sequence) key refuses it as a conflict.
+    New,
+}
+
 /// Runs commands against the PostgreSQL event store.
 #[derive(Clone, Debug)]
 pub struct CommandBus {
@@ -54,49 +66,14 @@ impl CommandBus {
         &self.store
     }
 
-    /// Executes `command` on aggregate `id`. With `retry`, a lost race reloads and re-decides.
+    /// Executes `command` on aggregate `id`, loading it first unless `mode` is [`Mode::New`].
     pub async fn execute<A>(
         &self,
         id: &str,
         command: A::Command,
         metadata: &HashMap<String, String>,
         extras: AppendExtras,
-        retry: bool,
-    ) -> Result<Executed<A>, CommandError<A::Error>>
-    where
-        A: Aggregate<Services = NoServices> + Tenanted + Clone,
-        A::Command: Clone,
-        A::Error: Clone,
-    {
-        self.run(id, command, metadata, extras, retry, false).await
-    }
-
-    /// Executes a command on an aggregate id the caller has just generated: there is nothing to
-    /// load, so the read is skipped. Should the id exist after all, the append's unique
-    /// (aggregate, sequence) key refuses it as a conflict.
-    pub async fn execute_new<A>(
-        &self,
-        id: &str,
-        command: A::Command,
-        metadata: &HashMap<String, String>,
-        extras: AppendExtras,
-    ) -> Result<Executed<A>, CommandError<A::Error>>
-    where
-        A: Aggregate<Services = NoServices> + Tenanted + Clone,
-        A::Command: Clone,
-        A::Error: Clone,
-    {
-        self.run(id, command, metadata, extras, false, true).await
-    }
-
-    async fn run<A>(
-        &self,
-        id: &str,
-        command: A::Command,
-        metadata: &HashMap<String, String>,
-        extras: AppendExtras,
-        retry: bool,
-        fresh: bool,
+        mode: Mode,
     ) -> Result<Executed<A>, CommandError<A::Error>>
     where
         A: Aggregate<Services = NoServices> + Tenanted + Clone,
@@ -105,10 +82,10 @@ impl CommandBus {
     {
         let es = PersistedEventStore::<EventStore, A>::new_event_store(self.store.clone())
             .with_upcasters(vec![Box::new(crate::decode::Upcaster)]);
-        let attempts = if retry { MAX_ATTEMPTS } else { 1 };
+        let attempts = if mode == Mode::Retry { MAX_ATTEMPTS } else { 1 };
         let mut last = CommandError::Conflict;
         for _ in 0..attempts {
-            let mut ctx = if fresh {
+            let mut ctx = if mode == Mode::New {
                 EventStoreAggregateContext {
                     aggregate_id: id.to_string(),
                     aggregate: A::default(),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use keyledger_domain::ids::new_id;
 use keyledger_domain::user::{CreateUser, User, UserCommand};
 use keyledger_domain::values::{Email, Metadata};
-use keyledger_projections::commands::CommandBus;
+use keyledger_projections::commands::{CommandBus, Mode};
 use keyledger_projections::store::AppendExtras;
 use keyledger_projections::{engine, log, EventStore, LogPosition};
 use reqwest::StatusCode;
@@ -83,7 +83,7 @@ async fn a_concurrent_reader_sees_every_event_once_and_in_order_while_writers_ap
                     create(&format!("w{w}-{i}@example.com")),
                     &HashMap::new(),
                     AppendExtras::default(),
-                    false,
+                    Mode::Once,
                 )
                 .await
                 .expect("append");
@@ -528,20 +528,22 @@ async fn a_create_on_an_id_that_exists_after_all_is_refused_as_a_conflict_and_ch
     let pool = keyledger_api::connect(&url).await.expect("connect");
     let bus = CommandBus::new(EventStore::new(pool.clone()));
     let id = new_id("user");
-    bus.execute_new::<User>(
+    bus.execute::<User>(
         &id,
         create("first@example.com"),
         &HashMap::new(),
         AppendExtras::default(),
+        Mode::New,
     )
     .await
     .expect("first create");
     let again = bus
-        .execute_new::<User>(
+        .execute::<User>(
             &id,
             create("second@example.com"),
             &HashMap::new(),
             AppendExtras::default(),
+            Mode::New,
         )
         .await;
     assert!(

@@ -15,6 +15,7 @@ use super::{created, list_response, now, object, page};
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::state::{AppState, RequestContext};
+use keyledger_projections::commands::Mode;
 use keyledger_projections::decode::AnyEvent;
 use keyledger_projections::objects::Kind;
 
@@ -116,7 +117,7 @@ pub async fn create(
         at: now(),
     };
     let done = state
-        .execute_new::<OrganizationMembership>(&ctx, &id, cmd, AppendExtras::default())
+        .execute::<OrganizationMembership>(&ctx, &id, cmd, AppendExtras::default(), Mode::New)
         .await
         .map_err(|e| command_error(e, membership_error))?;
     let events = done.events.into_iter().map(AnyEvent::Membership).collect();
@@ -141,7 +142,7 @@ pub struct UpdateBody {
 
 async fn run(state: &AppState, ctx: &RequestContext, id: &str, cmd: MembershipCommand) -> Result<Response, ApiError> {
     state
-        .execute::<OrganizationMembership>(ctx, id, cmd, AppendExtras::default(), true)
+        .execute::<OrganizationMembership>(ctx, id, cmd, AppendExtras::default(), Mode::Retry)
         .await
         .map_err(|e| command_error(e, membership_error))?;
     Ok(object(StatusCode::OK, find(state, id).await?))
@@ -186,7 +187,7 @@ pub async fn delete(
             &id,
             MembershipCommand::Delete { at: now() },
             AppendExtras::default(),
-            true,
+            Mode::Retry,
         )
         .await
         .map_err(|e| command_error(e, membership_error))?;

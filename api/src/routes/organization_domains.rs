@@ -19,6 +19,7 @@ use crate::dns::Verification;
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam};
 use crate::state::{AppState, RequestContext};
+use keyledger_projections::commands::Mode;
 use keyledger_projections::decode::AnyEvent;
 use keyledger_projections::objects::Kind;
 
@@ -60,7 +61,7 @@ pub async fn create(
         at: now(),
     };
     let done = state
-        .execute::<Organization>(&ctx, &b.organization_id, cmd, AppendExtras::default(), true)
+        .execute::<Organization>(&ctx, &b.organization_id, cmd, AppendExtras::default(), Mode::Retry)
         .await
         .map_err(|e| command_error(e, domain_error))?;
     let events = done.events.into_iter().map(AnyEvent::Organization).collect();
@@ -117,7 +118,7 @@ pub async fn verify(
         at: now(),
     };
     state
-        .execute::<Organization>(&ctx, &org_id, cmd, AppendExtras::default(), true)
+        .execute::<Organization>(&ctx, &org_id, cmd, AppendExtras::default(), Mode::Retry)
         .await
         .map_err(|e| command_error(e, domain_error))?;
     Ok(object(StatusCode::CREATED, find(&state, &id).await?))
@@ -139,7 +140,7 @@ pub async fn delete(
                 at: now(),
             },
             AppendExtras::default(),
-            true,
+            Mode::Retry,
         )
         .await
         .map_err(|e| command_error(e, domain_error))?;

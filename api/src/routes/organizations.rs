@@ -17,6 +17,7 @@ use super::{created, list_response, now, nullable, object, page};
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::state::{AppState, RequestContext};
+use keyledger_projections::commands::Mode;
 use keyledger_projections::decode::AnyEvent;
 use keyledger_projections::objects::Kind;
 
@@ -178,7 +179,7 @@ pub async fn create(
         at: now(),
     };
     let done = state
-        .execute_new::<Organization>(&ctx, &id, cmd, AppendExtras::default())
+        .execute::<Organization>(&ctx, &id, cmd, AppendExtras::default(), Mode::New)
         .await
         .map_err(|e| command_error(e, organization_error))?;
     let events = done.events.into_iter().map(AnyEvent::Organization).collect();
@@ -239,7 +240,7 @@ pub async fn update(
         at: now(),
     });
     state
-        .execute::<Organization>(&ctx, &id, cmd, AppendExtras::default(), true)
+        .execute::<Organization>(&ctx, &id, cmd, AppendExtras::default(), Mode::Retry)
         .await
         .map_err(|e| command_error(e, organization_error))?;
     let org = queries::organization(&state.pool, &id)
@@ -263,7 +264,7 @@ pub async fn delete(
                 &m,
                 MembershipCommand::Delete { at: now() },
                 AppendExtras::default(),
-                true,
+                Mode::Retry,
             )
             .await;
         if let Err(e) = r {
@@ -279,7 +280,7 @@ pub async fn delete(
             &id,
             OrganizationCommand::Delete { at: now() },
             AppendExtras::default(),
-            true,
+            Mode::Retry,
         )
         .await
         .map_err(|e| command_error(e, organization_error))?;

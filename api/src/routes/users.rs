@@ -16,6 +16,7 @@ use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::password;
 use crate::state::{AppState, RequestContext};
+use keyledger_projections::commands::Mode;
 use keyledger_projections::decode::AnyEvent;
 use keyledger_projections::objects::Kind;
 
@@ -162,7 +163,7 @@ pub async fn create(
         at: now(),
     });
     let done = state
-        .execute_new::<User>(&ctx, &id, cmd, extras)
+        .execute::<User>(&ctx, &id, cmd, extras, Mode::New)
         .await
         .map_err(|e| command_error(e, user_error))?;
     let events = done.events.into_iter().map(AnyEvent::User).collect();
@@ -238,7 +239,7 @@ pub async fn update(
         at: now(),
     });
     state
-        .execute::<User>(&ctx, &id, cmd, extras, true)
+        .execute::<User>(&ctx, &id, cmd, extras, Mode::Retry)
         .await
         .map_err(|e| command_error(e, user_error))?;
     let user = queries::user(&state.pool, &id)
@@ -263,7 +264,7 @@ pub async fn delete(
                 &m,
                 MembershipCommand::Delete { at: now() },
                 AppendExtras::default(),
-                true,
+                Mode::Retry,
             )
             .await;
         if let Err(e) = r {
@@ -278,7 +279,7 @@ pub async fn delete(
         ..Default::default()
     };
     state
-        .execute::<User>(&ctx, &id, UserCommand::Delete { at: now() }, erase, true)
+        .execute::<User>(&ctx, &id, UserCommand::Delete { at: now() }, erase, Mode::Retry)
         .await
         .map_err(|e| command_error(e, user_error))?;
     Ok(axum::response::IntoResponse::into_response(StatusCode::OK))
