@@ -439,15 +439,30 @@ async fn a_server_killed_mid_load_loses_no_acknowledged_write_and_its_projection
 async fn two_servers_on_one_database_share_projections_and_one_takes_over_when_the_other_stops() {
     let first = TestApp::spawn().await;
     let second = TestApp::spawn_on(first.db_url.clone()).await;
-    // Each projection has exactly one owner (session advisory lock) across both processes.
-    let (locks,): (i64,) = sqlx::query_as(
-        "select count(*) from pg_locks where locktype = 'advisory' and granted \
-         and database = (select oid from pg_database where datname = current_database())",
-    )
-    .fetch_one(&first.pool)
-    .await
-    .expect("locks");
-    assert_eq!(locks, engine::ALL.len() as i64, "one advisory lock per projection");
+    // Each projection has exactly one owner (session advisory lock) across both processes. Workers
+    // take their locks as they start, so wait for all four; there must never be more.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (locks,): (i64,) = sqlx::query_as(
+            "select count(*) from pg_locks where locktype = 'advisory' and granted \
+             and database = (select oid from pg_database where datname = current_database())",
+        )
+        .fetch_one(&first.pool)
+        .await
+        .expect("locks");
+        assert!(
+            locks <= engine::ALL.len() as i64,
+            "at most one owner per projection, saw {locks} locks"
+        );
+        if locks == engine::ALL.len() as i64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "every projection has an owner: saw {locks} locks"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Writes through either server read their own writes.
     let a = second.create_user("via-second@example.com").await;
     let (s, _) = second
