@@ -39,6 +39,19 @@ pub enum Command {
         /// DNS server (ip:port) for domain verification; default: the system resolver.
         #[arg(long, env = "KEYLEDGER_DNS_NAMESERVER")]
         dns_nameserver: Option<SocketAddr>,
+        /// NATS server URL; when set, every public event is published to JetStream.
+        #[arg(long, env = "KEYLEDGER_NATS_URL")]
+        nats_url: Option<String>,
+        /// JetStream stream the events go to (created if absent).
+        #[arg(long, env = "KEYLEDGER_NATS_STREAM", default_value = "KEYLEDGER")]
+        nats_stream: String,
+        /// Subject prefix: subjects are `<prefix>.<organization id or global>.<event name>`.
+        #[arg(long, env = "KEYLEDGER_NATS_SUBJECT_PREFIX", default_value = "keyledger")]
+        nats_subject_prefix: String,
+        /// This server's public base URL, for links it hands out (audit log export downloads);
+        /// default: the request's Host header.
+        #[arg(long, env = "KEYLEDGER_PUBLIC_URL")]
+        public_url: Option<String>,
     },
     /// Applies migrations and exits.
     Migrate,
@@ -135,7 +148,14 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
         Command::Migrate => {
             println!("migrations applied");
         }
-        Command::Serve { listen, dns_nameserver } => {
+        Command::Serve {
+            listen,
+            dns_nameserver,
+            nats_url,
+            nats_stream,
+            nats_subject_prefix,
+            public_url,
+        } => {
             if let Ok(key) = std::env::var("KEYLEDGER_BOOTSTRAP_API_KEY") {
                 if !key.starts_with("sk_") || key.len() < 12 {
                     bail!("KEYLEDGER_BOOTSTRAP_API_KEY must start with sk_ and be at least 12 characters");
@@ -151,6 +171,12 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
                 listen: *listen,
                 dns_nameserver: *dns_nameserver,
                 read_your_writes: Duration::from_secs(5),
+                nats: nats_url.as_ref().map(|url| crate::NatsConfig {
+                    url: url.clone(),
+                    stream: nats_stream.clone(),
+                    subject_prefix: nats_subject_prefix.clone(),
+                }),
+                public_url: public_url.clone(),
             };
             let mut running = build(pool.clone(), config).await?;
             tracing::info!(addr = %running.addr, "keyledger listening");

@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod password;
 pub mod routes;
 pub mod state;
+pub mod subscribers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,7 +42,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
-use crate::routes::{events, health, memberships, organization_domains, organizations, users};
+use crate::routes::{
+    audit_logs, events, health, memberships, organization_domains, organizations, stream, users, webhooks,
+};
 use crate::state::AppState;
 
 /// Largest accepted request body.
@@ -55,6 +58,21 @@ pub struct Config {
     pub dns_nameserver: Option<SocketAddr>,
     /// Upper bound on how long a write's response waits for the projections.
     pub read_your_writes: Duration,
+    /// Publish every public event to NATS JetStream (`None`: no publisher).
+    pub nats: Option<NatsConfig>,
+    /// This server's public base URL (e.g. `https://id.example.com`), for links it hands out
+    /// (audit log export downloads); `None`: taken from the request's `Host` header.
+    pub public_url: Option<String>,
+}
+
+/// Where and how the NATS JetStream publisher publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsConfig {
+    pub url: String,
+    /// JetStream stream name (created if absent).
+    pub stream: String,
+    /// Subjects are `<prefix>.<organization id or "global">.<event name>`.
+    pub subject_prefix: String,
 }
 
 impl Default for Config {
@@ -63,6 +81,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             dns_nameserver: None,
             read_your_writes: Duration::from_secs(5),
+            nats: None,
+            public_url: None,
         }
     }
 }
@@ -162,6 +182,9 @@ pub fn router(state: AppState) -> Router {
             put(memberships::reactivate),
         )
         .route("/events", get(events::list))
+        .merge(audit_logs::router())
+        .merge(webhooks::router())
+        .merge(stream::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
     Router::new()
         .route("/health", get(health::health))
@@ -291,6 +314,12 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         tokio::spawn(listen(pool.clone(), wake, shutdown_rx.clone())),
         tokio::spawn(notify_others(pool.clone(), appended_rx, shutdown_rx.clone())),
     ];
+    workers.extend(subscribers::spawn(&subscribers::Context {
+        pool: pool.clone(),
+        progress: progress.clone(),
+        config: config.clone(),
+        shutdown: shutdown_rx.clone(),
+    }));
     for p in engine::ALL {
         workers.push(tokio::spawn(engine::run_worker(
             pool.clone(),

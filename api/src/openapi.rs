@@ -120,7 +120,12 @@ fn error_schema() -> Value {
 /// Builds the document.
 pub fn spec() -> Value {
     let mut paths = Map::new();
-    for (method, path, summary, tag) in ROUTES {
+    let modules = [
+        crate::routes::audit_logs::ROUTES,
+        crate::routes::webhooks::ROUTES,
+        crate::routes::stream::ROUTES,
+    ];
+    for (method, path, summary, tag) in ROUTES.iter().chain(modules.into_iter().flatten()) {
         let params: Vec<Value> = path
             .split('/')
             .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))

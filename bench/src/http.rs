@@ -49,6 +49,7 @@ impl Server {
             listen: "127.0.0.1:0".parse().context("parsing the listen address")?,
             dns_nameserver: None,
             read_your_writes: Duration::from_secs(5),
+            ..Config::default()
         };
         let running = build(pool.clone(), config).await.context("starting the server")?;
         let base = format!("http://{}", running.addr);

@@ -87,6 +87,12 @@ impl Progress {
         }
     }
 
+    /// Follows one projection's checkpoint as this process's worker moves it (`None`: unknown
+    /// projection). Subscribers of the public feed watch `events`.
+    pub fn watch(&self, name: &str) -> Option<watch::Receiver<LogPosition>> {
+        self.senders.get(name).map(|s| s.subscribe())
+    }
+
     pub fn publish(&self, name: &str, at: LogPosition) {
         if let Some(s) = self.senders.get(name) {
             s.send_if_modified(|cur| {

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod commands;
 pub mod decode;
 pub mod engine;
+pub mod feed;
 pub mod log;
 pub mod objects;
 pub mod queries;

@@ -79,6 +79,7 @@ impl TestApp {
             listen: "127.0.0.1:0".parse().expect("addr"),
             dns_nameserver: Some(dns.addr()),
             read_your_writes: Duration::from_secs(5),
+            ..Config::default()
         };
         let running = build(pool.clone(), config).await.expect("build server");
         let addr = running.addr;

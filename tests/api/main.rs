@@ -4,11 +4,16 @@
 mod dns_server;
 mod helpers;
 
+mod as_of;
+mod audit_logs;
 mod bad_input;
 mod binary;
 mod events;
 mod log_properties;
 mod memberships;
+mod nats;
 mod organization_domains;
 mod organizations;
+mod stream;
 mod users;
+mod webhooks;

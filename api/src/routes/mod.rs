@@ -1,11 +1,14 @@
 //! HTTP handlers, one module per resource, and helpers they share.
 
+pub mod audit_logs;
 pub mod events;
 pub mod health;
 pub mod memberships;
 pub mod organization_domains;
 pub mod organizations;
+pub mod stream;
 pub mod users;
+pub mod webhooks;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -1,0 +1,13 @@
+//! Audit Logs (WorkOS `/audit_logs/...`) and the reading-back extension.
+
+use axum::Router;
+
+use crate::state::AppState;
+
+/// (method, path, summary, tag) of this module's endpoints, for the OpenAPI document.
+pub const ROUTES: &[(&str, &str, &str, &str)] = &[];
+
+/// This module's endpoints (all behind the API key).
+pub fn router() -> Router<AppState> {
+    Router::new()
+}

@@ -1,0 +1,13 @@
+//! Webhook endpoints (`/webhook_endpoints`), their delivery log and replay.
+
+use axum::Router;
+
+use crate::state::AppState;
+
+/// (method, path, summary, tag) of this module's endpoints, for the OpenAPI document.
+pub const ROUTES: &[(&str, &str, &str, &str)] = &[];
+
+/// This module's endpoints (all behind the API key).
+pub fn router() -> Router<AppState> {
+    Router::new()
+}

@@ -1,0 +1,26 @@
+//! Subscribers: durable consumers of the public event feed (DESIGN.md §4). Each keeps its own
+//! checkpoint in `subscriber_checkpoint` (see `keyledger_projections::feed`) and is woken when
+//! the `events` projection moves, with a slow poll as a fallback for other processes' writes.
+
+use keyledger_projections::checkpoint::Progress;
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::Config;
+
+/// What a subscriber task needs from the process.
+#[derive(Clone)]
+pub struct Context {
+    pub pool: PgPool,
+    /// Projection checkpoints as this process sees them; the feed moves with `events`.
+    pub progress: Progress,
+    pub config: Config,
+    /// Turns true when the process stops: finish the current delivery, then return.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Starts every configured subscriber.
+pub fn spawn(_ctx: &Context) -> Vec<JoinHandle<()>> {
+    Vec::new()
+}

@@ -1,0 +1,1 @@
+//! Tests: as_of (see the issue-3 slices).

@@ -1,0 +1,1 @@
+//! Tests: audit_logs (see the issue-3 slices).

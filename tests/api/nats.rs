@@ -1,0 +1,1 @@
+//! Tests: nats (see the issue-3 slices).

@@ -1,0 +1,1 @@
+//! Tests: stream (see the issue-3 slices).

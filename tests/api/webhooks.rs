@@ -1,0 +1,1 @@
+//! Tests: webhooks (see the issue-3 slices).
