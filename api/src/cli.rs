@@ -66,6 +66,87 @@ pub enum Command {
         #[command(subcommand)]
         command: ProjectionCommand,
     },
+    /// An organization's audit trail (its audit-log events and change events).
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Writes the organization's trail, oldest first, to stdout (the read models as they stand).
+    Export {
+        #[arg(long)]
+        organization: String,
+        /// Only events that occurred at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events that occurred before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+    },
+}
+
+/// Output format of `events export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// The columns of the HTTP export (docs/API.md), with a header row.
+    Csv,
+    /// One audit-log event object per line.
+    Jsonl,
+}
+
+fn cli_time(flag: &str, v: &Option<String>) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
+    v.as_deref()
+        .map(|s| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .with_context(|| format!("{flag} must be an RFC 3339 timestamp"))
+        })
+        .transpose()
+}
+
+async fn export_events(
+    pool: &PgPool,
+    organization: &str,
+    since: &Option<String>,
+    until: &Option<String>,
+    format: ExportFormat,
+) -> anyhow::Result<()> {
+    use keyledger_projections::audit;
+    use std::io::Write;
+    let filter = audit::TrailFilter {
+        organization_id: organization.to_string(),
+        range_start: cli_time("--since", since)?,
+        range_end: cli_time("--until", until)?,
+        ..Default::default()
+    };
+    if keyledger_projections::queries::organization(pool, organization)
+        .await?
+        .is_none()
+    {
+        bail!("organization {organization} not found");
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let io = |e: std::io::Error| keyledger_projections::StorageError::Other(format!("writing stdout: {e}"));
+    if format == ExportFormat::Csv {
+        out.write_all(audit::csv_header().as_bytes()).map_err(io)?;
+    }
+    audit::trail_all(pool, &filter, |rows| {
+        for r in &rows {
+            match format {
+                ExportFormat::Csv => out.write_all(audit::csv_row(r).as_bytes()).map_err(io)?,
+                ExportFormat::Jsonl => writeln!(out, "{r}").map_err(io)?,
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    out.flush().context("writing stdout")?;
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,6 +275,15 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
             let secret = auth::create_key(pool, name).await.context("creating the API key")?;
             println!("{secret}");
         }
+        Command::Events {
+            command:
+                EventsCommand::Export {
+                    organization,
+                    since,
+                    until,
+                    format,
+                },
+        } => export_events(pool, organization, since, until, *format).await?,
         Command::Projections {
             command: ProjectionCommand::Status,
         } => {

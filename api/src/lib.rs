@@ -189,6 +189,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health::health))
         .route("/openapi.json", get(openapi::document))
+        .merge(audit_logs::public_router())
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -308,6 +309,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         verifier,
         hashing: Arc::new(Semaphore::new(2)),
         read_your_writes: config.read_your_writes,
+        public_url: config.public_url.clone(),
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut workers = vec![

@@ -131,7 +131,7 @@ pub fn spec() -> Value {
             .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
             .collect();
-        let public = matches!(*path, "/health" | "/openapi.json");
+        let public = matches!(*path, "/health" | "/openapi.json") || crate::routes::audit_logs::PUBLIC.contains(path);
         let mut op = json!({
             "summary": summary,
             "tags": [tag],

@@ -32,6 +32,8 @@ pub struct AppState {
     pub hashing: Arc<Semaphore>,
     /// How long a command's response waits for the projections (read-your-writes).
     pub read_your_writes: Duration,
+    /// `Config::public_url`: the base of links the server hands out (export downloads).
+    pub public_url: Option<String>,
 }
 
 /// Who did it and from where: becomes every event's metadata.

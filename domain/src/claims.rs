@@ -14,6 +14,8 @@ pub enum ClaimKind {
     VerifiedDomain,
     /// One membership per user and organization.
     Membership,
+    /// An audit-log `Idempotency-Key` of an organization, reusable after 24 h (migration 0006).
+    AuditLogIdempotencyKey,
 }
 
 impl ClaimKind {
@@ -24,6 +26,7 @@ impl ClaimKind {
             Self::OrganizationExternalId => "organization_external_id",
             Self::VerifiedDomain => "verified_domain",
             Self::Membership => "membership",
+            Self::AuditLogIdempotencyKey => "audit_log_idempotency_key",
         }
     }
 
@@ -34,6 +37,7 @@ impl ClaimKind {
             Self::OrganizationExternalId,
             Self::VerifiedDomain,
             Self::Membership,
+            Self::AuditLogIdempotencyKey,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

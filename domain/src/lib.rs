@@ -7,6 +7,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)
 )]
 
+pub mod audit_log;
 pub mod claims;
 pub mod ids;
 pub mod membership;

@@ -1,6 +1,9 @@
 //! Turning stored rows back into typed domain events, upcasting old versions first.
 //! Every (event_type, event_version) ever written must stay decodable here.
 
+use keyledger_domain::audit_log::{
+    AuditLogAction, AuditLogActionEvent, AuditLogEntry, AuditLogEntryEvent, AuditLogExport, AuditLogExportEvent,
+};
 use keyledger_domain::membership::{MembershipEvent, OrganizationMembership};
 use keyledger_domain::organization::{Organization, OrganizationEvent};
 use keyledger_domain::user::{User, UserEvent};
@@ -15,6 +18,9 @@ pub enum AnyEvent {
     User(UserEvent),
     Organization(OrganizationEvent),
     Membership(MembershipEvent),
+    AuditLog(AuditLogEntryEvent),
+    AuditLogAction(AuditLogActionEvent),
+    AuditLogExport(AuditLogExportEvent),
 }
 
 impl AnyEvent {
@@ -23,6 +29,9 @@ impl AnyEvent {
             Self::User(e) => e.claims(),
             Self::Organization(e) => e.claims(),
             Self::Membership(e) => e.claims(),
+            Self::AuditLog(e) => e.claims(),
+            Self::AuditLogAction(e) => e.claims(),
+            Self::AuditLogExport(e) => e.claims(),
         }
     }
 }
@@ -73,6 +82,13 @@ pub fn decode(
         User::TYPE => serde_json::from_value(payload).map(AnyEvent::User).map_err(err),
         Organization::TYPE => serde_json::from_value(payload).map(AnyEvent::Organization).map_err(err),
         OrganizationMembership::TYPE => serde_json::from_value(payload).map(AnyEvent::Membership).map_err(err),
+        AuditLogEntry::TYPE => serde_json::from_value(payload).map(AnyEvent::AuditLog).map_err(err),
+        AuditLogAction::TYPE => serde_json::from_value(payload)
+            .map(AnyEvent::AuditLogAction)
+            .map_err(err),
+        AuditLogExport::TYPE => serde_json::from_value(payload)
+            .map(AnyEvent::AuditLogExport)
+            .map_err(err),
         other => Err(format!("unknown aggregate type {other}")),
     }
 }

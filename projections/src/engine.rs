@@ -51,8 +51,16 @@ pub const EVENTS: Projection = Projection {
     feed: true,
 };
 
+/// The audit trail's own rows (`audit.rs`): audit events, schemas, exports.
+pub const AUDIT_LOGS: Projection = Projection {
+    name: "audit_logs",
+    kinds: &[],
+    aggregate_types: &["AuditLogEvent", "AuditLogAction", "AuditLogExport"],
+    feed: false,
+};
+
 /// Every projection, in the order they are started and listed.
-pub const ALL: [Projection; 4] = [USERS, ORGANIZATIONS, MEMBERSHIPS, EVENTS];
+pub const ALL: [Projection; 5] = [USERS, ORGANIZATIONS, MEMBERSHIPS, EVENTS, AUDIT_LOGS];
 
 pub fn by_name(name: &str) -> Option<Projection> {
     ALL.into_iter().find(|p| p.name == name)
@@ -74,7 +82,9 @@ fn doc_table(kind: Kind) -> &'static str {
 impl Projection {
     /// The tables this projection owns (rebuilt and swapped together).
     pub fn tables(&self) -> Vec<&'static str> {
-        if self.feed {
+        if self.name == AUDIT_LOGS.name {
+            crate::audit::TABLES.to_vec()
+        } else if self.feed {
             vec!["event_feed", "feed_object"]
         } else {
             self.kinds.iter().map(|k| doc_table(*k)).collect()
@@ -211,6 +221,9 @@ impl Projection {
         }
         if decoded.is_empty() {
             return Ok(());
+        }
+        if self.name == AUDIT_LOGS.name {
+            return crate::audit::apply_batch(conn, schema, &decoded).await;
         }
         let want: HashSet<(Kind, String)> = decoded
             .iter()

@@ -7,6 +7,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)
 )]
 
+pub mod audit;
 pub mod checkpoint;
 pub mod commands;
 pub mod decode;

@@ -69,6 +69,8 @@ pub fn needs(aggregate_id: &str, event: &AnyEvent) -> Vec<(Kind, String)> {
             }
             v
         }
+        // Audit-log aggregates have no WorkOS object documents (projection `audit_logs`).
+        AnyEvent::AuditLog(_) | AnyEvent::AuditLogAction(_) | AnyEvent::AuditLogExport(_) => Vec::new(),
     }
 }
 
@@ -98,6 +100,7 @@ pub fn apply(aggregate_id: &str, event: &AnyEvent, docs: &mut Docs) -> Vec<Chang
         AnyEvent::User(e) => apply_user(aggregate_id, e, docs),
         AnyEvent::Organization(e) => apply_organization(aggregate_id, e, docs),
         AnyEvent::Membership(e) => apply_membership(aggregate_id, e, docs),
+        AnyEvent::AuditLog(_) | AnyEvent::AuditLogAction(_) | AnyEvent::AuditLogExport(_) => Vec::new(),
     }
 }
 

@@ -32,13 +32,13 @@ pub struct ListResult {
 
 /// How a page is scanned: which cursor, whether towards the end of the display order, and
 /// whether the scan runs in descending key order.
-struct Scan {
-    cursor: Option<String>,
-    towards_end: bool,
-    descending: bool,
+pub(crate) struct Scan {
+    pub(crate) cursor: Option<String>,
+    pub(crate) towards_end: bool,
+    pub(crate) descending: bool,
 }
 
-fn scan(page: &Page) -> Scan {
+pub(crate) fn scan(page: &Page) -> Scan {
     // Display order is descending unless `asc`.
     let display_desc = page.order != Order::Asc;
     let (cursor, towards_end) = match (&page.after, &page.before, page.order) {
@@ -56,7 +56,7 @@ fn scan(page: &Page) -> Scan {
 }
 
 /// Trims the extra row, restores display order and computes the `before`/`after` cursors.
-fn finish(mut rows: Vec<(String, Value)>, page: &Page, scan: &Scan) -> ListResult {
+pub(crate) fn finish(mut rows: Vec<(String, Value)>, page: &Page, scan: &Scan) -> ListResult {
     let more = rows.len() as i64 > page.limit;
     rows.truncate(usize::try_from(page.limit).unwrap_or(0));
     if !scan.towards_end {
@@ -91,7 +91,7 @@ pub const SCOPE: &str = "select set_config('keyledger.organization_id', $1, true
 /// Runs `qb` with row-level security scoped to `tenant` (see migration 0003): inside one
 /// transaction that sets `keyledger.organization_id`, so only that organization's rows of the
 /// per-tenant read models are visible even if a filter in the query were wrong.
-async fn fetch_scoped(
+pub(crate) async fn fetch_scoped(
     pool: &PgPool,
     qb: &mut QueryBuilder<'_, Postgres>,
     tenant: Option<&str>,

@@ -81,6 +81,25 @@ const MANAGEMENT_ROUTES: &[(&str, &str, &str)] = &[
         "/user_management/organization_memberships/om_x/reactivate",
     ),
     ("GET", "/events", "/events"),
+    ("POST", "/audit_logs/events", "/audit_logs/events"),
+    ("GET", "/audit_logs/events", "/audit_logs/events?organization_id=org_x"),
+    ("GET", "/audit_logs/actions", "/audit_logs/actions"),
+    (
+        "POST",
+        "/audit_logs/actions/{actionName}/schemas",
+        "/audit_logs/actions/a.b/schemas",
+    ),
+    (
+        "GET",
+        "/audit_logs/actions/{actionName}/schemas",
+        "/audit_logs/actions/a.b/schemas",
+    ),
+    ("POST", "/audit_logs/exports", "/audit_logs/exports"),
+    (
+        "GET",
+        "/audit_logs/exports/{auditLogExportId}",
+        "/audit_logs/exports/audit_log_export_x",
+    ),
 ];
 
 fn method(m: &str) -> Method {
@@ -316,6 +335,11 @@ async fn the_openapi_document_is_public_and_lists_every_served_route() {
     assert!(
         doc["paths"]["/health"]["get"].get("security").is_none(),
         "/health is public"
+    );
+    let download = &doc["paths"]["/audit_logs/exports/{auditLogExportId}/download"]["get"];
+    assert!(
+        download.is_object() && download.get("security").is_none(),
+        "export downloads are documented and need no key: {download}"
     );
     app.stop().await;
 }

@@ -263,6 +263,22 @@ async fn a_rebuild_equals_the_incrementally_built_read_models_row_for_row() {
         ))
         .await;
     assert_eq!(s, StatusCode::OK);
+    // The audit_logs projection: a schema, an audit event and an export.
+    let (s, _) = app
+        .post(
+            "/audit_logs/actions/rb.done/schemas",
+            json!({ "targets": [{ "type": "t" }] }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let audit = json!({ "organization_id": org_id, "event": { "action": "rb.done", "occurred_at": "2026-01-01T00:00:00Z",
+        "actor": { "id": "u", "type": "user" }, "targets": [{ "id": "t1", "type": "t" }], "context": { "location": "x" } } });
+    let (s, _) = app.post("/audit_logs/events", audit).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = app
+        .post("/audit_logs/exports", json!({ "organization_id": org_id, "range_start": "2026-01-01T00:00:00Z", "range_end": "2026-02-01T00:00:00Z" }))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
     app.stop_workers_and_wait().await;
 
     let index_names = "select tablename || '.' || indexname from pg_indexes where schemaname = 'public' order by 1";
