@@ -4,8 +4,8 @@
 Drives a running keyledger server through the official WorkOS Python SDK
 (``workos==10.6.0``, sync client), changing nothing but the base URL, and checks
 that every supported endpoint behaves as the SDK (and the WorkOS OpenAPI spec)
-expects: users, organizations, organization domains, organization memberships
-and events, including the failure paths the SDK surfaces as exceptions.
+expects: users, organizations, organization domains, organization memberships,
+events and audit logs, including the failure paths the SDK surfaces as exceptions.
 
 Configuration (environment):
     KEYLEDGER_BASE_URL           e.g. http://127.0.0.1:8080            (required)
@@ -27,6 +27,7 @@ import os
 import sys
 import time
 import traceback
+import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -47,6 +48,14 @@ try:
         WorkOSClient,
     )
     from workos._errors import APIError
+    from workos.audit_logs import (
+        AuditLogEvent,
+        AuditLogEventActor,
+        AuditLogEventContext,
+        AuditLogEventTarget,
+        AuditLogSchemaActor,
+        AuditLogSchemaTarget,
+    )
     from workos.common.models import OrganizationDomainDataState
     from workos.events.models import EventSchemaUnknown
     from workos.organization_membership import RoleSingle
@@ -1077,6 +1086,77 @@ def test_events(c: WorkOSClient) -> None:
     check_eq("events: user.deleted data is the user", u1evs[-1].data.id, S.u1.id)
 
 
+def test_audit_logs(c: WorkOSClient) -> None:
+    section("audit logs")
+    al = c.audit_logs
+    org = call("audit: create_organization for the audit trail", c.organizations.create_organization,
+               name=f"KL Audit {RUN}")
+    CREATED["org"].append(org.id)
+    action = f"kl_{RUN}.invoice.paid"
+
+    schema = call("audit: create_schema", al.create_schema, action,
+                  targets=[AuditLogSchemaTarget(type="invoice", metadata={
+                      "type": "object", "properties": {"cost": {"type": "number"}}})],
+                  actor=AuditLogSchemaActor(metadata={"type": "object", "properties": {"role": {"type": "string"}}}))
+    check_eq("audit: the first schema is version 1", (schema.object, schema.version), ("audit_log_schema", 1))
+    check("audit: schema created_at is tz-aware", tz_aware(schema.created_at), schema.created_at)
+    page = call("audit: list_action_schemas", al.list_action_schemas, action)
+    check_eq("audit: list_action_schemas has the version", [x.version for x in page.data], [1])
+    actions = call("audit: list_actions", al.list_actions, limit=100)
+    check("audit: list_actions has the action with its latest schema",
+          any(a.name == action and a.schema.version == 1 for a in actions.data),
+          [(a.name, a.schema.version) for a in actions.data])
+
+    occurred = datetime.now(timezone.utc) - timedelta(minutes=5)
+    event = AuditLogEvent(
+        action=action,
+        occurred_at=occurred,
+        actor=AuditLogEventActor(id=f"user_{RUN}", type="user", name="Ada", metadata={"role": "admin"}),
+        targets=[AuditLogEventTarget(id=f"inv_{RUN}", type="invoice", metadata={"cost": 12.5})],
+        context=AuditLogEventContext(location="203.0.113.7", user_agent="conformance"),
+        metadata={"run": RUN},
+    )
+    key = str(uuid.uuid4())
+    r1 = call("audit: create_event with an idempotency key", al.create_event, organization_id=org.id,
+              event=event, idempotency_key=key)
+    check_eq("audit: create_event answers success", r1.success, True)
+    r2 = call("audit: create_event repeated with the same key", al.create_event, organization_id=org.id,
+              event=event, idempotency_key=key)
+    check_eq("audit: the repeat answers the same", r2.success, True)
+    bad = AuditLogEvent(action=action, occurred_at=occurred,
+                        actor=AuditLogEventActor(id="u", type="user", metadata={"role": "admin"}),
+                        targets=[AuditLogEventTarget(id="t", type="team")],
+                        context=AuditLogEventContext(location="203.0.113.7"))
+    err = expect_error("audit: an event against its schema's target types", BadRequestError,
+                       al.create_event, organization_id=org.id, event=bad, code="invalid_audit_log_event")
+    check("audit: the 400 lists instancePath errors",
+          any(isinstance(x, dict) and str(x.get("instancePath", "")).startswith("/targets")
+              for x in (err.response_json or {}).get("errors", [])), err.response_json)
+    expect_error("audit: create_event for an unknown organization", NotFoundError, al.create_event,
+                 organization_id=UNKNOWN["org"], event=event)
+
+    start, end = iso(occurred - timedelta(minutes=1)), iso(occurred + timedelta(minutes=1))
+    expect_error("audit: create_export with range_start after range_end", BadRequestError, al.create_export,
+                 organization_id=org.id, range_start=end, range_end=start,
+                 code="invalid_audit_log_export_range_date")
+    export = call("audit: create_export", al.create_export, organization_id=org.id, range_start=start,
+                  range_end=end, actions=[action])
+    check("audit: export id and state", export.id.startswith("audit_log_export_")
+          and str(getattr(export.state, "value", export.state)) in ("pending", "ready"), export.to_dict())
+    got = call("audit: get_export", al.get_export, export.id)
+    check("audit: get_export is ready with a url", str(getattr(got.state, "value", got.state)) == "ready"
+          and isinstance(got.url, str) and got.url.startswith(BASE_URL.rstrip("/")), got.to_dict())
+    with urllib.request.urlopen(got.url, timeout=30) as resp:  # noqa: S310 - our own server
+        status = resp.status
+        text = resp.read().decode("utf-8")
+    lines = [line for line in text.split("\r\n") if line]
+    check_eq("audit: the export URL serves CSV without an API key", status, 200)
+    check("audit: the CSV has a header and exactly one row for the idempotent event",
+          len(lines) == 2 and lines[0].startswith('"id","action"') and action in lines[1], lines)
+    expect_error("audit: get_export of an unknown id", NotFoundError, al.get_export,
+                 "audit_log_export_01JZZZZZZZZZZZZZZZZZZZZZZZ")
+
+
 def cleanup(c: Optional[WorkOSClient]) -> None:
     if c is None or KEEP_DATA:
         return
@@ -1105,6 +1185,7 @@ def main() -> int:
         test_memberships(client)
         test_deletes(client)
         test_events(client)
+        test_audit_logs(client)
     except CheckFailed as e:
         failed = True
         print(f"FAIL {_count + 1} - {e}", flush=True)
