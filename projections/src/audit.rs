@@ -407,26 +407,37 @@ pub async fn trail(pool: &PgPool, f: &TrailFilter, page: &Page) -> Result<TrailO
     Ok(TrailOutcome::Page(finish(rendered, page, &scan)))
 }
 
-/// The whole (filtered) trail, oldest first, handed to `each` in pages of up to 500.
+/// One page (up to 500 events) of the trail oldest first, after the `after` cursor, and the
+/// cursor of the next page (None at the end).
+pub async fn trail_page_after(
+    pool: &PgPool,
+    f: &TrailFilter,
+    after: Option<String>,
+) -> Result<(Vec<Value>, Option<String>), StorageError> {
+    let page = Page {
+        limit: 500,
+        before: None,
+        after,
+        order: Order::Asc,
+    };
+    match trail(pool, f, &page).await? {
+        TrailOutcome::Page(r) => Ok((r.data, r.after)),
+        TrailOutcome::UnknownCursor => Err(StorageError::Other("the trail cursor vanished".into())),
+    }
+}
+
+/// The whole (filtered) trail, oldest first, handed to `each` page by page.
 pub async fn trail_all(
     pool: &PgPool,
     f: &TrailFilter,
     mut each: impl FnMut(Vec<Value>) -> Result<(), StorageError>,
 ) -> Result<(), StorageError> {
-    let mut page = Page {
-        limit: 500,
-        before: None,
-        after: None,
-        order: Order::Asc,
-    };
+    let mut after = None;
     loop {
-        let r = match trail(pool, f, &page).await? {
-            TrailOutcome::Page(r) => r,
-            TrailOutcome::UnknownCursor => return Err(StorageError::Other("the trail cursor vanished".into())),
-        };
-        each(r.data)?;
-        match r.after {
-            Some(a) => page.after = Some(a),
+        let (rows, next) = trail_page_after(pool, f, after).await?;
+        each(rows)?;
+        match next {
+            Some(a) => after = Some(a),
             None => return Ok(()),
         }
     }

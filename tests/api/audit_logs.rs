@@ -1117,3 +1117,77 @@ async fn with_a_tenant_set_the_audit_tables_show_only_that_tenants_rows() {
     tx.rollback().await.expect("rollback");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn export_links_use_the_configured_public_url_and_large_exports_stream_every_row() {
+    let app = TestApp::spawn().await;
+    let org = org(&app, "Big export").await;
+    let mut pending = Vec::new();
+    for i in 0..505 {
+        let (http, base, key) = (app.http.clone(), app.base.clone(), app.key.clone());
+        let body = event(&org, &format!("bulk.{i}"), "u", "t", "2026-01-05T00:00:00Z");
+        pending.push(tokio::spawn(async move {
+            let resp = http
+                .post(format!("{base}/audit_logs/events"))
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(resp.status(), StatusCode::OK);
+        }));
+        if pending.len() == 8 {
+            for p in pending.drain(..) {
+                p.await.expect("join");
+            }
+        }
+    }
+    for p in pending {
+        p.await.expect("join");
+    }
+    let (s, created) = app
+        .post(
+            "/audit_logs/exports",
+            json!({ "organization_id": org, "range_start": "2026-01-01T00:00:00Z", "range_end": "2026-02-01T00:00:00Z" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let text = reqwest::get(created["url"].as_str().expect("url"))
+        .await
+        .expect("download")
+        .text()
+        .await
+        .expect("body");
+    let rows = parse_csv(&text);
+    assert_eq!(rows.len(), 1 + 505, "header and every event, across pages");
+    let mut actions: Vec<&str> = rows[1..].iter().map(|r| r[1].as_str()).collect();
+    actions.sort_unstable();
+    actions.dedup();
+    assert_eq!(actions.len(), 505, "no row twice");
+
+    // A second server on the same database, with a public URL.
+    let config = keyledger_api::Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        public_url: Some("https://id.example.com/".into()),
+        ..keyledger_api::Config::default()
+    };
+    let other = keyledger_api::build(app.pool.clone(), config).await.expect("build");
+    let resp = app
+        .http
+        .get(format!("http://{}/audit_logs/exports/{}", other.addr, id_of(&created)))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .expect("send");
+    let got: Value = resp.json().await.expect("json");
+    let url = got["url"].as_str().expect("url");
+    assert!(
+        url.starts_with(&format!(
+            "https://id.example.com/audit_logs/exports/{}/download?token=",
+            id_of(&created)
+        )),
+        "{url}"
+    );
+    other.stop().await.expect("stop");
+    app.stop().await;
+}

@@ -614,14 +614,20 @@ pub async fn create_export(
     base_url(&state, &headers)?;
     let id = new_id("audit_log_export");
     let at = now();
+    let cmd_filter = filter.clone();
     let cmd = AuditLogExportCommand::Create { filter, at };
-    state
+    let done = state
         .execute::<AuditLogExport>(&ctx, &id, cmd, AppendExtras::default(), Mode::New)
         .await
         .map_err(|e| command_error(e, audit_error))?;
-    let export = audit::export(&state.pool, &id)
-        .await?
-        .ok_or_else(|| ApiError::unavailable("the export is being recorded; fetch it again shortly"))?;
+    // Rendered from the command itself, so the answer never depends on the projection's lag.
+    let upto = done.position.ok_or_else(ApiError::internal)?;
+    let export = audit::Export {
+        id,
+        filter: cmd_filter,
+        upto,
+        created_at: at,
+    };
     let mut resp = export_object(&state, &headers, &export).await?;
     *resp.status_mut() = StatusCode::CREATED;
     Ok(resp)
@@ -661,14 +667,30 @@ pub async fn download(
     }
     let export = audit::export(&state.pool, &id).await?.ok_or_else(not_found)?;
     let filter = TrailFilter::from_export(&export.filter, export.upto);
-    let mut csv = audit::csv_header();
-    audit::trail_all(&state.pool, &filter, |rows| {
-        for r in &rows {
-            csv.push_str(&audit::csv_row(r));
-        }
-        Ok(())
-    })
-    .await?;
+    // Streamed page by page (500 events each), so a large export never sits in memory whole.
+    // The first page is read before answering, so a failure there is still a JSON error.
+    let (rows, cursor) = audit::trail_page_after(&state.pool, &filter, None).await?;
+    let mut first = audit::csv_header();
+    for r in &rows {
+        first.push_str(&audit::csv_row(r));
+    }
+    let rest = futures::stream::unfold(
+        (state.pool.clone(), filter, cursor),
+        |(pool, filter, cursor)| async move {
+            let after = cursor?;
+            match audit::trail_page_after(&pool, &filter, Some(after)).await {
+                Ok((rows, next)) => {
+                    let chunk: String = rows.iter().map(audit::csv_row).collect();
+                    Some((Ok(chunk), (pool, filter, next)))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "export download failed mid-stream");
+                    Some((Err(std::io::Error::other("export failed")), (pool, filter, None)))
+                }
+            }
+        },
+    );
+    let body = futures::StreamExt::chain(futures::stream::once(async move { Ok(first) }), rest);
     Ok((
         StatusCode::OK,
         [
@@ -678,7 +700,7 @@ pub async fn download(
                 format!("attachment; filename=\"{id}.csv\""),
             ),
         ],
-        csv,
+        axum::body::Body::from_stream(body),
     )
         .into_response())
 }
