@@ -91,7 +91,7 @@ pub const SCOPE: &str = "select set_config('keyledger.organization_id', $1, true
 /// Runs `qb` with row-level security scoped to `tenant` (see migration 0003): inside one
 /// transaction that sets `keyledger.organization_id`, so only that organization's rows of the
 /// per-tenant read models are visible even if a filter in the query were wrong.
-pub(crate) async fn fetch_scoped(
+async fn fetch_scoped(
     pool: &PgPool,
     qb: &mut QueryBuilder<'_, Postgres>,
     tenant: Option<&str>,

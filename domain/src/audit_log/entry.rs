@@ -174,3 +174,83 @@ impl Aggregate for AuditLogEntry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cqrs_es::test::TestFramework;
+
+    fn at() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default()
+    }
+
+    fn new_event() -> NewAuditEvent {
+        NewAuditEvent {
+            organization_id: "org_1".into(),
+            action: "invoice.paid".into(),
+            occurred_at: at(),
+            actor: AuditActor {
+                id: "user_1".into(),
+                kind: "user".into(),
+                name: None,
+                metadata: None,
+            },
+            targets: Vec::new(),
+            context: AuditContext {
+                location: "1.2.3.4".into(),
+                user_agent: None,
+            },
+            metadata: None,
+            version: None,
+        }
+    }
+
+    fn created(idempotency: Option<Idempotency>) -> AuditLogEntryEvent {
+        AuditLogEntryEvent::AuditLogEventCreated {
+            event: new_event(),
+            idempotency,
+            at: at(),
+        }
+    }
+
+    #[test]
+    fn an_audit_event_is_created_once() {
+        TestFramework::<AuditLogEntry>::with(NoServices)
+            .given_no_previous_events()
+            .when(AuditLogEntryCommand::Create {
+                event: new_event(),
+                idempotency: None,
+                at: at(),
+            })
+            .then_expect_events(vec![created(None)]);
+        TestFramework::<AuditLogEntry>::with(NoServices)
+            .given(vec![created(None)])
+            .when(AuditLogEntryCommand::Create {
+                event: new_event(),
+                idempotency: None,
+                at: at(),
+            })
+            .then_expect_error(AuditLogError::AlreadyExists);
+    }
+
+    #[test]
+    fn an_idempotency_key_is_claimed_per_organization() {
+        let key = Idempotency {
+            key: "k1".into(),
+            request_hash: "h".into(),
+        };
+        assert_eq!(
+            created(Some(key)).claims(),
+            vec![Claim::Acquire {
+                kind: ClaimKind::AuditLogIdempotencyKey,
+                value: "org_1:k1".into(),
+            }]
+        );
+        assert!(created(None).claims().is_empty());
+        let state = AuditLogEntry {
+            organization_id: "org_1".into(),
+            created: true,
+        };
+        assert_eq!(state.organization_id("audit_log_event_1"), Some("org_1"));
+    }
+}
