@@ -63,6 +63,10 @@ pub struct Config {
     /// This server's public base URL (e.g. `https://id.example.com`), for links it hands out
     /// (audit log export downloads); `None`: taken from the request's `Host` header.
     pub public_url: Option<String>,
+    /// Interval of the heartbeat comments on `GET /events/stream` connections.
+    pub stream_heartbeat: Duration,
+    /// Most `GET /events/stream` connections open at once (429 beyond).
+    pub max_streams: usize,
 }
 
 /// Where and how the NATS JetStream publisher publishes.
@@ -83,6 +87,8 @@ impl Default for Config {
             read_your_writes: Duration::from_secs(5),
             nats: None,
             public_url: None,
+            stream_heartbeat: Duration::from_secs(15),
+            max_streams: 1024,
         }
     }
 }
@@ -300,6 +306,11 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
             appended.send_modify(|n| *n = n.wrapping_add(1));
         })
     };
+    if let Some(nats) = &config.nats {
+        nats.validate()?;
+    }
+    // Created before the state: live streams end when the HTTP server stops, so it can drain.
+    let (stop_http, mut stop) = watch::channel(false);
     let state = AppState {
         bus: CommandBus::new(EventStore::new(pool.clone()).on_commit(on_commit)),
         keys: auth::KeyCache::default(),
@@ -308,6 +319,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         verifier,
         hashing: Arc::new(Semaphore::new(2)),
         read_your_writes: config.read_your_writes,
+        streams: stream::Streams::new(config.stream_heartbeat, config.max_streams, stop.clone()),
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut workers = vec![
@@ -334,7 +346,6 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let (stop_http, mut stop) = watch::channel(false);
     let http = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {

@@ -32,6 +32,8 @@ pub struct AppState {
     pub hashing: Arc<Semaphore>,
     /// How long a command's response waits for the projections (read-your-writes).
     pub read_your_writes: Duration,
+    /// Limits and settings of `GET /events/stream`.
+    pub streams: crate::routes::stream::Streams,
 }
 
 /// Who did it and from where: becomes every event's metadata.
