@@ -345,6 +345,12 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    // No Nagle delay: small responses and live-stream messages leave at once.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let http = tokio::spawn(async move {
         axum::serve(listener, app)

@@ -26,7 +26,9 @@ type Arrivals = Arc<Mutex<HashMap<String, Duration>>>;
 fn latency(body: &Value, arrived: DateTime<Utc>) -> Option<(String, Duration)> {
     let id = body["id"].as_str()?.to_string();
     let created = DateTime::parse_from_rfc3339(body["created_at"].as_str()?).ok()?;
-    let d = (arrived - created.with_timezone(&Utc)).to_std().unwrap_or(Duration::ZERO);
+    let d = (arrived - created.with_timezone(&Utc))
+        .to_std()
+        .unwrap_or(Duration::ZERO);
     Some((id, d))
 }
 
