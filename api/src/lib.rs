@@ -207,6 +207,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// How long [`Running::stop`] waits for open connections to finish.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
 /// A running server: its address and how to stop it.
 pub struct Running {
     pub addr: SocketAddr,
@@ -220,13 +223,18 @@ pub struct Running {
 
 impl Running {
     /// Stops accepting, lets in-flight requests finish, stops workers at a checkpoint.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub async fn stop(mut self) -> anyhow::Result<()> {
         let _ = self.stop_http.send(true);
-        let served = self
-            .http
-            .await
-            .context("joining the HTTP server")?
-            .context("serving HTTP");
+        // Bounded: a client that stopped reading (e.g. an event stream) would otherwise hold
+        // its connection, and the drain, open until TCP gives up.
+        let served = match tokio::time::timeout(DRAIN_LIMIT, &mut self.http).await {
+            Ok(joined) => joined.context("joining the HTTP server")?.context("serving HTTP"),
+            Err(_) => {
+                tracing::warn!(limit = ?DRAIN_LIMIT, "connections still open after the drain limit; closing");
+                self.http.abort();
+                Ok(())
+            }
+        };
         let _ = self.shutdown.send(true);
         served?;
         for w in self.workers {

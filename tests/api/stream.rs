@@ -286,9 +286,9 @@ async fn heartbeats_keep_an_idle_stream_alive() {
 #[tokio::test]
 async fn an_idle_client_that_never_reads_does_not_delay_another() {
     let app = TestApp::spawn().await;
-    // Opened and never read: its socket buffers fill up.
-    let idle = request(&app, "", None).await;
-    assert_eq!(idle.status(), StatusCode::OK);
+    // Opened with a tiny receive buffer and never read: its socket buffers fill up after a
+    // few events and the server's writes to it block.
+    let idle = stalled_stream(&app).await;
     let mut reader = SseClient::open(&app, "", None).await;
     let n = 120;
     for chunk in (0..n).collect::<Vec<_>>().chunks(12) {
@@ -305,6 +305,32 @@ async fn an_idle_client_that_never_reads_does_not_delay_another() {
     drop(reader);
     drop(idle);
     app.stop().await;
+}
+
+/// A raw stream connection that has read its response head and will never read again.
+async fn stalled_stream(app: &TestApp) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(1024).expect("small receive buffer");
+    let mut tcp = socket.connect(app.addr).await.expect("connect");
+    let head = format!(
+        "GET /events/stream HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\naccept: text/event-stream\r\n\r\n",
+        app.addr, app.key
+    );
+    tcp.write_all(head.as_bytes()).await.expect("send request");
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut b = [0u8; 256];
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut b))
+            .await
+            .expect("response head in time")
+            .expect("read");
+        assert!(n > 0, "connection closed before the response head");
+        got.extend_from_slice(&b[..n]);
+    }
+    let head = String::from_utf8_lossy(&got);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tcp
 }
 
 async fn sse_ids_within(sse: &mut SseClient, n: usize, wait: Duration) -> Vec<String> {
