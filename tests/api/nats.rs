@@ -346,3 +346,59 @@ async fn events_written_while_nats_is_down_are_published_when_it_returns() {
     wait_checkpoint_at_head(&app, Duration::from_secs(10)).await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn two_servers_on_one_database_publish_each_event_once() {
+    let url = nats_url();
+    let cfg = own_config(url.clone());
+    let client = async_nats::connect(&url).await.expect("connect");
+    let mut live = client
+        .subscribe(format!("{}.>", cfg.subject_prefix))
+        .await
+        .expect("subscribe");
+    client.flush().await.expect("flush");
+    let a = TestApp::spawn_with(|c| c.nats = Some(cfg.clone())).await;
+    let b = TestApp::spawn_on_with(a.db_url.clone(), |c| c.nats = Some(cfg.clone())).await;
+    write_some(&a, "g").await;
+    write_some(&b, "h").await;
+    let feed = a.all_events("").await;
+    let js = jetstream(&url).await;
+    wait_stored(&js, &cfg.stream, feed.len(), Duration::from_secs(20)).await;
+    let mut seen = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(1000), live.next()).await {
+        seen.push(m.headers.and_then(|h| h.get("Nats-Msg-Id").map(|v| v.to_string())));
+    }
+    assert_eq!(
+        seen,
+        feed.iter().map(|e| Some(id_of(e))).collect::<Vec<_>>(),
+        "one publisher: each event once, in order"
+    );
+    b.stop().await;
+    a.stop().await;
+    js.delete_stream(&cfg.stream).await.expect("delete stream");
+}
+
+#[tokio::test]
+async fn projections_status_lists_the_publisher_and_its_lag() {
+    let url = nats_url();
+    let cfg = own_config(url.clone());
+    let mut app = TestApp::spawn_with(|c| c.nats = Some(cfg.clone())).await;
+    write_some(&app, "i").await;
+    wait_checkpoint_at_head(&app, Duration::from_secs(20)).await;
+    app.stop_workers_and_wait().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyledger"))
+        .args(["projections", "status"])
+        .env("DATABASE_URL", &app.db_url)
+        .output()
+        .expect("run keyledger projections status");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("nats "))
+        .unwrap_or_else(|| panic!("no nats line in:\n{text}"));
+    assert!(line.trim_end().ends_with(" 0"), "caught up: {line}");
+    assert!(text.contains("subscriber"), "{text}");
+    let js = jetstream(&url).await;
+    js.delete_stream(&cfg.stream).await.expect("delete stream");
+}
