@@ -36,6 +36,11 @@ impl SseClient {
             .unwrap_or("")
             .to_string();
         assert!(ct.starts_with("text/event-stream"), "content type {ct}");
+        assert_eq!(
+            resp.headers().get("x-accel-buffering").map(|v| v.as_bytes()),
+            Some(&b"no"[..]),
+            "proxies are told not to buffer"
+        );
         SseClient {
             resp,
             buf: String::new(),

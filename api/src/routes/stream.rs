@@ -125,9 +125,13 @@ pub async fn stream(State(state): State<AppState>, headers: HeaderMap, q: QueryP
         _permit: permit,
     };
     let events = futures::stream::unfold(reader, Reader::next);
-    Ok(Sse::new(events)
+    let mut resp = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(state.streams.heartbeat).text("heartbeat"))
-        .into_response())
+        .into_response();
+    // Reverse proxies that honour it (nginx) pass each message on at once.
+    resp.headers_mut()
+        .insert("x-accel-buffering", axum::http::HeaderValue::from_static("no"));
+    Ok(resp)
 }
 
 fn watch_feed(progress: &Progress) -> Option<watch::Receiver<LogPosition>> {
