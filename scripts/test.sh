@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints, the workspace tests (against a throwaway PostgreSQL unless
 # DATABASE_URL is set), then the WorkOS SDK conformance suite against a live `keyledger serve`.
+# The NATS publisher tests use KEYLEDGER_TEST_NATS_URL (a NATS server with JetStream; they create
+# and delete streams named KL_TEST_*); unset, a throwaway `nats-server -js` is started (and the
+# Debian package installed first when the binary is missing and we are root).
 #
 #   scripts/test.sh [extra `cargo test` args]
 #
@@ -25,6 +28,8 @@ SDK_DB=""
 SDK_DATA_DIR=""
 ADMIN_URL=""
 PSQL=""
+NATS_PID=""
+NATS_DIR=""
 
 cleanup() {
 	local status=$?
@@ -46,6 +51,13 @@ cleanup() {
 	fi
 	if [[ -n $PG_DIR ]]; then
 		scripts/pg-throwaway.sh stop "$PG_DIR" || true
+	fi
+	if [[ -n $NATS_PID ]] && kill -0 "$NATS_PID" 2>/dev/null; then
+		kill -TERM "$NATS_PID" 2>/dev/null || true
+		wait "$NATS_PID" 2>/dev/null || true
+	fi
+	if [[ -n $NATS_DIR ]]; then
+		rm -rf "$NATS_DIR"
 	fi
 	exit "$status"
 }
@@ -85,6 +97,63 @@ else
 	step "PostgreSQL: using DATABASE_URL from the environment"
 fi
 export DATABASE_URL
+
+# --- NATS --------------------------------------------------------------------------------------
+find_nats_server() {
+	local p
+	for p in "$(command -v nats-server 2>/dev/null || true)" /usr/sbin/nats-server /usr/bin/nats-server; do
+		[[ -n $p && -x $p ]] && {
+			echo "$p"
+			return
+		}
+	done
+	return 1
+}
+
+tcp_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+
+NATS_BIN=$(find_nats_server || true)
+if [[ -z $NATS_BIN ]]; then
+	if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+		step "NATS: installing Debian's nats-server package"
+		apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >&2 ||
+			die "apt-get install nats-server failed"
+		NATS_BIN=$(find_nats_server) || die "nats-server still not found after installing it"
+	elif [[ -z ${KEYLEDGER_TEST_NATS_URL:-} ]]; then
+		die "nats-server not found: install it (apt-get install nats-server) or set KEYLEDGER_TEST_NATS_URL and KEYLEDGER_TEST_NATS_SERVER"
+	fi
+fi
+# The outage test runs nats-servers of its own.
+[[ -n $NATS_BIN ]] && export KEYLEDGER_TEST_NATS_SERVER=${KEYLEDGER_TEST_NATS_SERVER:-$NATS_BIN}
+
+if [[ -z ${KEYLEDGER_TEST_NATS_URL:-} ]]; then
+	step "NATS: starting a throwaway nats-server -js (KEYLEDGER_TEST_NATS_URL is not set)"
+	NATS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/keyledger-nats.XXXXXX")
+	for _ in 1 2 3 4 5; do
+		nats_port=$(free_port)
+		"$NATS_BIN" -js -a 127.0.0.1 -p "$nats_port" -sd "$NATS_DIR/store" >"$NATS_DIR/nats.log" 2>&1 &
+		NATS_PID=$!
+		for _ in $(seq 100); do
+			tcp_open "$nats_port" && break
+			kill -0 "$NATS_PID" 2>/dev/null || break
+			sleep 0.1
+		done
+		if kill -0 "$NATS_PID" 2>/dev/null && tcp_open "$nats_port"; then
+			export KEYLEDGER_TEST_NATS_URL="nats://127.0.0.1:$nats_port"
+			break
+		fi
+		kill -TERM "$NATS_PID" 2>/dev/null || true
+		wait "$NATS_PID" 2>/dev/null || true
+		NATS_PID=""
+	done
+	if [[ -z ${KEYLEDGER_TEST_NATS_URL:-} ]]; then
+		tail -n 20 "$NATS_DIR/nats.log" >&2
+		die "nats-server did not start"
+	fi
+	step "NATS: ready at $KEYLEDGER_TEST_NATS_URL"
+else
+	step "NATS: using KEYLEDGER_TEST_NATS_URL from the environment"
+fi
 
 # --- Rust --------------------------------------------------------------------------------------
 step "cargo fmt --all -- --check"

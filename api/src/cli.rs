@@ -258,6 +258,7 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
                     subject_prefix: nats_subject_prefix.clone(),
                 }),
                 public_url: public_url.clone(),
+                ..Config::default()
             };
             let mut running = build(pool.clone(), config).await?;
             tracing::info!(addr = %running.addr, "keyledger listening");
@@ -297,6 +298,27 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
                     s.name,
                     format!("{}/{}", s.checkpoint.transaction_id, s.checkpoint.position),
                     format!("{}/{}", s.head.transaction_id, s.head.position),
+                    s.behind
+                );
+            }
+            let subscribers = keyledger_projections::feed::subscriber_status(pool).await?;
+            println!();
+            println!(
+                "{:<16} {:>24} {:>24} {:>10}",
+                "subscriber", "checkpoint (txid/pos/seq)", "updated", "behind"
+            );
+            if subscribers.is_empty() {
+                println!("(none has a checkpoint yet)");
+            }
+            for s in subscribers {
+                println!(
+                    "{:<16} {:>24} {:>24} {:>10}",
+                    s.name,
+                    format!(
+                        "{}/{}/{}",
+                        s.checkpoint.transaction_id, s.checkpoint.position, s.checkpoint.seq
+                    ),
+                    s.updated_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                     s.behind
                 );
             }

@@ -63,6 +63,10 @@ pub struct Config {
     /// This server's public base URL (e.g. `https://id.example.com`), for links it hands out
     /// (audit log export downloads); `None`: taken from the request's `Host` header.
     pub public_url: Option<String>,
+    /// Interval of the heartbeat comments on `GET /events/stream` connections.
+    pub stream_heartbeat: Duration,
+    /// Most `GET /events/stream` connections open at once (429 beyond).
+    pub max_streams: usize,
 }
 
 /// Where and how the NATS JetStream publisher publishes.
@@ -83,6 +87,8 @@ impl Default for Config {
             read_your_writes: Duration::from_secs(5),
             nats: None,
             public_url: None,
+            stream_heartbeat: Duration::from_secs(15),
+            max_streams: 1024,
         }
     }
 }
@@ -202,6 +208,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// How long [`Running::stop`] waits for open connections to finish.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
 /// A running server: its address and how to stop it.
 pub struct Running {
     pub addr: SocketAddr,
@@ -215,13 +224,18 @@ pub struct Running {
 
 impl Running {
     /// Stops accepting, lets in-flight requests finish, stops workers at a checkpoint.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub async fn stop(mut self) -> anyhow::Result<()> {
         let _ = self.stop_http.send(true);
-        let served = self
-            .http
-            .await
-            .context("joining the HTTP server")?
-            .context("serving HTTP");
+        // Bounded: a client that stopped reading (e.g. an event stream) would otherwise hold
+        // its connection, and the drain, open until TCP gives up.
+        let served = match tokio::time::timeout(DRAIN_LIMIT, &mut self.http).await {
+            Ok(joined) => joined.context("joining the HTTP server")?.context("serving HTTP"),
+            Err(_) => {
+                tracing::warn!(limit = ?DRAIN_LIMIT, "connections still open after the drain limit; closing");
+                self.http.abort();
+                Ok(())
+            }
+        };
         let _ = self.shutdown.send(true);
         served?;
         for w in self.workers {
@@ -301,6 +315,11 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
             appended.send_modify(|n| *n = n.wrapping_add(1));
         })
     };
+    if let Some(nats) = &config.nats {
+        nats.validate()?;
+    }
+    // Created before the state: live streams end when the HTTP server stops, so it can drain.
+    let (stop_http, mut stop) = watch::channel(false);
     let state = AppState {
         bus: CommandBus::new(EventStore::new(pool.clone()).on_commit(on_commit)),
         keys: auth::KeyCache::default(),
@@ -310,6 +329,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         hashing: Arc::new(Semaphore::new(2)),
         read_your_writes: config.read_your_writes,
         public_url: config.public_url.clone(),
+        streams: stream::Streams::new(config.stream_heartbeat, config.max_streams, stop.clone()),
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut workers = vec![
@@ -335,8 +355,13 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    // No Nagle delay: small responses and live-stream messages leave at once.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let (stop_http, mut stop) = watch::channel(false);
     let http = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {

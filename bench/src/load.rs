@@ -36,6 +36,16 @@ impl Stats {
         self.latencies[rank.clamp(1, n) - 1]
     }
 
+    /// Stats of latencies measured elsewhere (an open-loop run), over `window`.
+    pub fn from_latencies(mut latencies: Vec<Duration>, window: Duration) -> Stats {
+        latencies.sort_unstable();
+        Stats {
+            ops: latencies.len() as u64,
+            window,
+            latencies,
+        }
+    }
+
     /// "1234 /s (p50 1.20 ms, p99 3.40 ms)".
     pub fn summary(&self, unit: &str) -> String {
         format!(

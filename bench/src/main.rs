@@ -14,6 +14,7 @@ mod monitor;
 mod pgbench;
 mod rebuild;
 mod report;
+mod subscribe;
 mod support;
 
 use std::path::PathBuf;
@@ -34,6 +35,8 @@ enum Stage {
     HttpGet,
     /// engine::rebuild of every projection over a generated log.
     Rebuild,
+    /// Delivery latency of GET /events/stream and the NATS publisher at a steady write rate.
+    Subscribe,
 }
 
 #[derive(Debug, Parser)]
@@ -65,6 +68,12 @@ struct Args {
     /// Path of pgbench (default: PATH, /usr/bin, /usr/lib/postgresql/*/bin).
     #[arg(long)]
     pgbench: Option<PathBuf>,
+    /// NATS server (with JetStream) for the subscribe stage.
+    #[arg(long, env = "KEYLEDGER_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// Writes (= events) per second in the subscribe stage.
+    #[arg(long, default_value_t = 200)]
+    delivery_rate: u32,
     /// Leave the kl_bench_* databases in place for inspection.
     #[arg(long)]
     keep_databases: bool,
@@ -135,6 +144,13 @@ async fn run_stages(b: &mut Bench, args: &Args, monitor: &monitor::Monitor) -> a
         let mark = stage_banner("rebuild", monitor);
         rebuild::run(b, args.rebuild_events).await.context("rebuild stage")?;
         stage_end(b, "rebuild", monitor, mark);
+    }
+    if has(Stage::Subscribe) {
+        let mark = stage_banner("subscribe", monitor);
+        subscribe::run(b, &args.nats_url, args.delivery_rate)
+            .await
+            .context("subscribe stage")?;
+        stage_end(b, "subscribe", monitor, mark);
     }
     Ok(())
 }

@@ -100,6 +100,7 @@ const MANAGEMENT_ROUTES: &[(&str, &str, &str)] = &[
         "/audit_logs/exports/{auditLogExportId}",
         "/audit_logs/exports/audit_log_export_x",
     ),
+    ("GET", "/events/stream", "/events/stream"),
 ];
 
 fn method(m: &str) -> Method {
@@ -314,7 +315,17 @@ async fn health_answers_ok_without_a_key() {
     let app = TestApp::spawn().await;
     let (s, body) = app.request_with_key(Method::GET, "/health", None, None).await;
     assert_eq!(s, StatusCode::OK, "{body}");
-    assert_eq!(body, json!({ "status": "ok" }));
+    assert_eq!(body["status"], "ok", "{body}");
+    for p in ["users", "organizations", "memberships", "events"] {
+        assert_eq!(body["projections"][p]["behind"], 0, "projection {p}: {body}");
+    }
+    assert_eq!(
+        body["subscribers"],
+        json!({}),
+        "no subscriber has a checkpoint yet: {body}"
+    );
+    let keys: Vec<&String> = body.as_object().expect("object").keys().collect();
+    assert_eq!(keys, ["projections", "status", "subscribers"], "{body}");
     app.stop().await;
 }
 

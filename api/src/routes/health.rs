@@ -2,11 +2,15 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use keyledger_projections::{engine, feed};
+use serde_json::{json, Map, Value};
+use sqlx::PgPool;
 
 use crate::state::AppState;
 
-/// 200 once the database answers and every migration is applied; 503 otherwise.
+/// 200 once the database answers and every migration is applied; 503 otherwise. A healthy
+/// answer also says how far each projection and subscriber is behind the log (`behind`: events
+/// not yet applied or delivered).
 pub async fn health(State(state): State<AppState>) -> Response {
     let expected = keyledger_projections::MIGRATOR
         .iter()
@@ -16,7 +20,18 @@ pub async fn health(State(state): State<AppState>) -> Response {
         .fetch_one(&state.pool)
         .await;
     match applied {
-        Ok((n,)) if n >= expected => Json(json!({ "status": "ok" })).into_response(),
+        Ok((n,)) if n >= expected => {
+            let mut body = json!({ "status": "ok" });
+            match lag(&state.pool).await {
+                Ok((projections, subscribers)) => {
+                    body["projections"] = projections;
+                    body["subscribers"] = subscribers;
+                }
+                // Liveness does not depend on the details.
+                Err(e) => tracing::warn!(error = %e, "reading projection and subscriber lag failed"),
+            }
+            Json(body).into_response()
+        }
         Ok(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "migrating" }))).into_response(),
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -24,4 +39,17 @@ pub async fn health(State(state): State<AppState>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// `{name: {"behind": n}}` for the projections and for the subscribers with a checkpoint.
+async fn lag(pool: &PgPool) -> Result<(Value, Value), keyledger_projections::StorageError> {
+    let mut projections = Map::new();
+    for s in engine::status(pool).await? {
+        projections.insert(s.name.to_string(), json!({ "behind": s.behind }));
+    }
+    let mut subscribers = Map::new();
+    for s in feed::subscriber_status(pool).await? {
+        subscribers.insert(s.name, json!({ "behind": s.behind }));
+    }
+    Ok((Value::Object(projections), Value::Object(subscribers)))
 }

@@ -2,6 +2,9 @@
 //! checkpoint in `subscriber_checkpoint` (see `keyledger_projections::feed`) and is woken when
 //! the `events` projection moves, with a slow poll as a fallback for other processes' writes.
 
+pub mod nats;
+pub mod ownership;
+
 use keyledger_projections::checkpoint::Progress;
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -21,6 +24,10 @@ pub struct Context {
 }
 
 /// Starts every configured subscriber.
-pub fn spawn(_ctx: &Context) -> Vec<JoinHandle<()>> {
-    Vec::new()
+pub fn spawn(ctx: &Context) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if let Some(cfg) = ctx.config.nats.clone() {
+        tasks.push(tokio::spawn(nats::run(ctx.clone(), cfg)));
+    }
+    tasks
 }
