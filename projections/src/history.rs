@@ -25,7 +25,7 @@ use crate::StorageError;
 pub const SNAPSHOT_FORMAT: i32 = 1;
 
 /// By default a fold writes a snapshot at every multiple of this many events of a stream.
-pub const SNAPSHOT_EVERY: i64 = 1_000;
+pub const SNAPSHOT_EVERY: i64 = 100;
 
 /// One event of a stream, with only what a fold needs.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -178,17 +178,21 @@ impl History {
         at: DateTime<Utc>,
     ) -> Result<Docs, StorageError> {
         let at = instant(at);
-        let (from, mut docs) = match latest_snapshot(pool, aggregate_type, aggregate_id, at).await? {
+        let (start, before) = snapshots_around(pool, aggregate_type, aggregate_id, at).await?;
+        let (from, mut docs) = match start {
             Some(s) => (s.sequence, s.docs),
             None => (0, Docs::new()),
         };
+        // Both bounds keep the range small, so the planner takes the index even though it cannot
+        // see that `recorded_at` grows with `sequence`.
         let events: Vec<HistoryEvent> = sqlx::query_as(&format!(
             "select {EVENT_COLUMNS} from event where aggregate_type = $1 and aggregate_id = $2 \
-             and sequence > $3 and recorded_at <= $4 order by sequence"
+             and sequence > $3 and sequence < $4 and recorded_at <= $5 order by sequence"
         ))
         .bind(aggregate_type)
         .bind(aggregate_id)
         .bind(from)
+        .bind(before.unwrap_or(i64::MAX))
         .bind(at)
         .fetch_all(pool)
         .await?;
@@ -353,27 +357,34 @@ pub fn split_streams(events: Vec<HistoryEvent>) -> Vec<Vec<HistoryEvent>> {
     out
 }
 
-/// The latest usable snapshot of the current format recorded at or before `at`. One whose
-/// documents do not decode is skipped (and the fold starts from the log).
-async fn latest_snapshot(
+/// In one statement: the latest usable snapshot of the current format recorded at or before
+/// `at` (one whose documents do not decode is skipped, and the fold starts from the log), and the
+/// sequence of the first snapshot recorded after `at`: a prefix that long already has an event
+/// after `at`, so the answer's events all come before it.
+async fn snapshots_around(
     pool: &PgPool,
     aggregate_type: &str,
     aggregate_id: &str,
     at: DateTime<Utc>,
-) -> Result<Option<Snapshot>, StorageError> {
-    let row: Option<(i64, DateTime<Utc>, Value)> = sqlx::query_as(
-        "select sequence, recorded_at, documents from history_snapshot \
-         where aggregate_type = $1 and aggregate_id = $2 and format = $3 and recorded_at <= $4 \
-         order by sequence desc limit 1",
+) -> Result<(Option<Snapshot>, Option<i64>), StorageError> {
+    type Row = (Option<i64>, Option<DateTime<Utc>>, Option<Value>, Option<i64>);
+    let (sequence, recorded_at, documents, after): Row = sqlx::query_as(
+        "select lo.sequence, lo.recorded_at, lo.documents, hi.sequence from (select) one \
+         left join lateral (select sequence, recorded_at, documents from history_snapshot \
+           where aggregate_type = $1 and aggregate_id = $2 and format = $3 and recorded_at <= $4 \
+           order by sequence desc limit 1) lo on true \
+         left join lateral (select sequence from history_snapshot \
+           where aggregate_type = $1 and aggregate_id = $2 and format = $3 and recorded_at > $4 \
+           order by sequence limit 1) hi on true",
     )
     .bind(aggregate_type)
     .bind(aggregate_id)
     .bind(SNAPSHOT_FORMAT)
     .bind(at)
-    .fetch_optional(pool)
+    .fetch_one(pool)
     .await?;
-    Ok(
-        row.and_then(|(sequence, recorded_at, documents)| match decode_docs(&documents) {
+    let start = match (sequence, recorded_at, documents) {
+        (Some(sequence), Some(recorded_at), Some(documents)) => match decode_docs(&documents) {
             Some(docs) => Some(Snapshot {
                 sequence,
                 recorded_at,
@@ -388,8 +399,10 @@ async fn latest_snapshot(
                 );
                 None
             }
-        }),
-    )
+        },
+        _ => None,
+    };
+    Ok((start, after))
 }
 
 async fn store_snapshots(
