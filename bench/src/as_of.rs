@@ -264,11 +264,11 @@ async fn measure(b: &mut Bench, pool: &PgPool, base: &str, key: &str, events: u6
         .max(1);
     eprintln!("  GET /user_management/organization_memberships?organization_id=&as_of=, {CONNECTIONS} connections...");
     let list_url = format!("{base}/user_management/organization_memberships?organization_id={ORG}&limit=100");
-    let (c, k) = (clients.clone(), key.to_string());
+    let (c, k, u) = (clients.clone(), key.to_string(), list_url.clone());
     let stats = closed_loop(CONNECTIONS, b.warmup, b.window, move |w, i| {
         let client = c[w].clone();
         let at = m_first + chrono::Duration::microseconds(i64::try_from(pick(w, i, m_span)).unwrap_or(0));
-        let url = format!("{list_url}&as_of={}", rfc3339(at));
+        let url = format!("{u}&as_of={}", rfc3339(at));
         let key = k.clone();
         async move {
             let body = get_json(&client, &url, &key).await?;
@@ -287,7 +287,47 @@ async fn measure(b: &mut Bench, pool: &PgPool, base: &str, key: &str, events: u6
         format!("p99 < {}", ms(GOAL)),
         stats.percentile(0.99) < GOAL,
     ));
+    // For reference: the live list (read model) of the same organization, now complete.
+    wait_for_memberships(pool).await?;
+    let (c, k) = (clients.clone(), key.to_string());
+    let live = closed_loop(CONNECTIONS, b.warmup, b.window, move |w, _| {
+        let client = c[w].clone();
+        let (url, key) = (list_url.clone(), k.clone());
+        async move {
+            get_json(&client, &url, &key).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    b.rows.push(Row {
+        stage: format!(
+            "reference: HTTP GET membership list (live read model, 100 of {MEMBERS}), {CONNECTIONS} connections"
+        ),
+        result: live.summary("req"),
+        baseline: "—".into(),
+        ratio: None,
+        goal: "—".into(),
+        met: None,
+    });
     Ok(())
+}
+
+/// Waits (up to a minute) until the memberships projection holds every seeded membership.
+async fn wait_for_memberships(pool: &PgPool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (n,): (i64,) = sqlx::query_as("select count(*) from organization_membership_view")
+            .fetch_one(pool)
+            .await
+            .context("counting memberships")?;
+        if n >= MEMBERS as i64 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("the memberships projection holds {n} of {MEMBERS} memberships after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[cfg(test)]

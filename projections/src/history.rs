@@ -178,24 +178,11 @@ impl History {
         at: DateTime<Utc>,
     ) -> Result<Docs, StorageError> {
         let at = instant(at);
-        let (start, before) = snapshots_around(pool, aggregate_type, aggregate_id, at).await?;
+        let (start, events) = read_stream(pool, aggregate_type, aggregate_id, at).await?;
         let (from, mut docs) = match start {
             Some(s) => (s.sequence, s.docs),
             None => (0, Docs::new()),
         };
-        // Both bounds keep the range small, so the planner takes the index even though it cannot
-        // see that `recorded_at` grows with `sequence`.
-        let events: Vec<HistoryEvent> = sqlx::query_as(&format!(
-            "select {EVENT_COLUMNS} from event where aggregate_type = $1 and aggregate_id = $2 \
-             and sequence > $3 and sequence < $4 and recorded_at <= $5 order by sequence"
-        ))
-        .bind(aggregate_type)
-        .bind(aggregate_id)
-        .bind(from)
-        .bind(before.unwrap_or(i64::MAX))
-        .bind(at)
-        .fetch_all(pool)
-        .await?;
         let events = contiguous_after(events, from);
         let snapshots = fold(aggregate_type, &mut docs, &events, self.snapshot_every)?;
         if let Err(e) = store_snapshots(pool, aggregate_type, aggregate_id, &snapshots).await {
@@ -357,19 +344,53 @@ pub fn split_streams(events: Vec<HistoryEvent>) -> Vec<Vec<HistoryEvent>> {
     out
 }
 
-/// In one statement: the latest usable snapshot of the current format recorded at or before
-/// `at` (one whose documents do not decode is skipped, and the fold starts from the log), and the
-/// sequence of the first snapshot recorded after `at`: a prefix that long already has an event
-/// after `at`, so the answer's events all come before it.
-async fn snapshots_around(
+/// Events of one stream as the `jsonb` array [`read_stream`] builds: `[[sequence, event_type,
+/// event_version, payload, recorded_at], ...]`.
+pub fn events_from_json(aggregate_id: &str, v: Value) -> Result<Vec<HistoryEvent>, StorageError> {
+    let bad = || StorageError::Other(format!("unexpected history row of {aggregate_id}"));
+    let Value::Array(rows) = v else { return Err(bad()) };
+    rows.into_iter()
+        .map(|row| {
+            let Value::Array(fields) = row else { return Err(bad()) };
+            let [sequence, event_type, event_version, payload, recorded_at]: [Value; 5] =
+                fields.try_into().map_err(|_| bad())?;
+            Ok(HistoryEvent {
+                aggregate_id: aggregate_id.to_string(),
+                sequence: sequence.as_i64().ok_or_else(bad)?,
+                event_type: event_type.as_str().ok_or_else(bad)?.to_string(),
+                event_version: event_version.as_str().ok_or_else(bad)?.to_string(),
+                payload,
+                recorded_at: recorded_at
+                    .as_str()
+                    .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                    .ok_or_else(bad)?
+                    .with_timezone(&Utc),
+            })
+        })
+        .collect()
+}
+
+/// Everything a read of one stream at `at` needs, in one statement (one round trip): the
+/// latest snapshot of the current format recorded at or before `at`, and the events after it up
+/// to the first snapshot recorded after `at` (a prefix that long already has an event after
+/// `at`, so the answer's events all come before it), recorded by `at`. Both bounds keep the
+/// range small, so the planner takes the index even though it cannot see that `recorded_at`
+/// grows with `sequence`. A snapshot whose documents do not decode is skipped: the events are
+/// then read again from the start of the stream.
+async fn read_stream(
     pool: &PgPool,
     aggregate_type: &str,
     aggregate_id: &str,
     at: DateTime<Utc>,
-) -> Result<(Option<Snapshot>, Option<i64>), StorageError> {
-    type Row = (Option<i64>, Option<DateTime<Utc>>, Option<Value>, Option<i64>);
-    let (sequence, recorded_at, documents, after): Row = sqlx::query_as(
-        "select lo.sequence, lo.recorded_at, lo.documents, hi.sequence from (select) one \
+) -> Result<(Option<Snapshot>, Vec<HistoryEvent>), StorageError> {
+    type Row = (Option<i64>, Option<DateTime<Utc>>, Option<Value>, Option<i64>, Value);
+    let (sequence, recorded_at, documents, after, events): Row = sqlx::query_as(
+        "select lo.sequence, lo.recorded_at, lo.documents, hi.sequence, \
+           (select coalesce(jsonb_agg(jsonb_build_array(e.sequence, e.event_type, e.event_version, e.payload, \
+              e.recorded_at) order by e.sequence), '[]'::jsonb) from event e \
+            where e.aggregate_type = $1 and e.aggregate_id = $2 and e.sequence > coalesce(lo.sequence, 0) \
+              and e.sequence < coalesce(hi.sequence, 9223372036854775807) and e.recorded_at <= $4) \
+         from (select) one \
          left join lateral (select sequence, recorded_at, documents from history_snapshot \
            where aggregate_type = $1 and aggregate_id = $2 and format = $3 and recorded_at <= $4 \
            order by sequence desc limit 1) lo on true \
@@ -383,26 +404,34 @@ async fn snapshots_around(
     .bind(at)
     .fetch_one(pool)
     .await?;
-    let start = match (sequence, recorded_at, documents) {
-        (Some(sequence), Some(recorded_at), Some(documents)) => match decode_docs(&documents) {
-            Some(docs) => Some(Snapshot {
-                sequence,
-                recorded_at,
-                docs,
-            }),
-            None => {
-                tracing::warn!(
-                    aggregate_type,
-                    aggregate_id,
-                    sequence,
-                    "ignoring an unreadable history snapshot"
-                );
-                None
-            }
-        },
-        _ => None,
+    let (Some(sequence), Some(recorded_at), Some(documents)) = (sequence, recorded_at, documents) else {
+        return Ok((None, events_from_json(aggregate_id, events)?));
     };
-    Ok((start, after))
+    if let Some(docs) = decode_docs(&documents) {
+        let snapshot = Snapshot {
+            sequence,
+            recorded_at,
+            docs,
+        };
+        return Ok((Some(snapshot), events_from_json(aggregate_id, events)?));
+    }
+    tracing::warn!(
+        aggregate_type,
+        aggregate_id,
+        sequence,
+        "ignoring an unreadable history snapshot"
+    );
+    let events: Vec<HistoryEvent> = sqlx::query_as(&format!(
+        "select {EVENT_COLUMNS} from event where aggregate_type = $1 and aggregate_id = $2 \
+         and sequence < $3 and recorded_at <= $4 order by sequence"
+    ))
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .bind(after.unwrap_or(i64::MAX))
+    .bind(at)
+    .fetch_all(pool)
+    .await?;
+    Ok((None, events))
 }
 
 async fn store_snapshots(
@@ -576,6 +605,23 @@ mod tests {
             statuses: vec!["inactive".into()],
         };
         assert!(filter_memberships(vec![m], &f).is_empty());
+    }
+
+    #[test]
+    fn events_arrive_as_json_rows() {
+        let v =
+            json!([[3, "OrganizationDeleted", "1", {"OrganizationDeleted": {}}, "2026-11-27T07:49:18.123456+00:00"]]);
+        let e = events_from_json("org_1", v).unwrap();
+        assert_eq!((e[0].sequence, e[0].event_type.as_str()), (3, "OrganizationDeleted"));
+        assert_eq!(e[0].recorded_at.timestamp_subsec_micros(), 123_456);
+        for bad in [
+            json!({}),
+            json!([[1]]),
+            json!([[1, "a", "1", {}, "yesterday"]]),
+            json!([["1", "a", "1", {}, "2026-11-27T07:49:18Z"]]),
+        ] {
+            assert!(events_from_json("org_1", bad.clone()).is_err(), "{bad}");
+        }
     }
 
     #[test]
