@@ -477,6 +477,24 @@ async fn bad_as_of_values_are_422_naming_the_field_and_change_nothing() {
         assert_error(s, &body, StatusCode::UNPROCESSABLE_ENTITY, "missing_filter", &q);
         assert_eq!(body["errors"][0]["field"], "organization_id");
     }
+    // Extreme but valid instants are answered, never a 5xx: long before (404 / empty list) and
+    // long after (the current state).
+    for (t, want) in [
+        ("0000-01-01T00:00:00Z", StatusCode::NOT_FOUND),
+        ("1970-01-01T00:00:00-23:59", StatusCode::NOT_FOUND),
+        ("9999-12-31T23:59:59.999999999%2B14:00", StatusCode::OK),
+        ("9999-12-31T23:59:59Z", StatusCode::OK),
+    ] {
+        for p in &paths {
+            let (s, body) = app.get(&at(p, t)).await;
+            let want = if p.starts_with(MEMBERSHIPS) {
+                StatusCode::OK
+            } else {
+                want
+            };
+            assert_eq!(s, want, "{p} as of {t}: {body}");
+        }
+    }
     let q = format!("{MEMBERSHIPS}?organization_id={o}&statuses=gone&as_of=2026-01-01T00:00:00Z");
     let (s, body) = app.get(&q).await;
     assert_error(s, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid_status", &q);
