@@ -269,15 +269,21 @@ impl History {
         at: DateTime<Utc>,
     ) -> Result<ListResult, StorageError> {
         let at = instant(at);
-        let events: Vec<HistoryEvent> = sqlx::query_as(&format!(
+        let sql = format!(
             "select {EVENT_COLUMNS} from event where organization_id = $1 and aggregate_type = $2 \
              and recorded_at <= $3 order by aggregate_id, sequence"
-        ))
-        .bind(organization_id)
-        .bind(OrganizationMembership::TYPE)
-        .bind(at)
-        .fetch_all(pool)
-        .await?;
+        );
+        let membership_events = sqlx::query_as::<_, HistoryEvent>(&sql)
+            .bind(organization_id)
+            .bind(OrganizationMembership::TYPE)
+            .bind(at)
+            .fetch_all(pool);
+        // The organization (for `organization_name`) is read at the same time, on another
+        // connection: it does not depend on the memberships.
+        let (events, org) = tokio::try_join!(
+            async { membership_events.await.map_err(StorageError::from) },
+            self.organization(pool, organization_id, at)
+        )?;
         let mut docs = Docs::new();
         for stream in split_streams(events) {
             fold(OrganizationMembership::TYPE, &mut docs, &contiguous_after(stream, 0), 0)?;
@@ -295,7 +301,6 @@ impl History {
         if result.data.is_empty() {
             return Ok(result);
         }
-        let org = self.organization(pool, organization_id, at).await?;
         let user_ids: Vec<String> = result
             .data
             .iter()
