@@ -8,6 +8,7 @@
 //! ```
 
 mod append;
+mod as_of;
 mod http;
 mod load;
 mod monitor;
@@ -37,6 +38,8 @@ enum Stage {
     Rebuild,
     /// Delivery latency of GET /events/stream and the NATS publisher at a steady write rate.
     Subscribe,
+    /// GET ...?as_of= (point-in-time reads) on an organization with a long stream.
+    AsOf,
 }
 
 #[derive(Debug, Parser)]
@@ -59,12 +62,15 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "append,http-create,http-get,rebuild"
+        default_value = "append,http-create,http-get,rebuild,as-of"
     )]
     stages: Vec<Stage>,
     /// Events in the log that the rebuild stage replays.
     #[arg(long, default_value_t = 200_000)]
     rebuild_events: u64,
+    /// Events in the organization stream that the as-of stage reads at random instants.
+    #[arg(long, default_value_t = 10_000)]
+    as_of_events: u64,
     /// Path of pgbench (default: PATH, /usr/bin, /usr/lib/postgresql/*/bin).
     #[arg(long)]
     pgbench: Option<PathBuf>,
@@ -151,6 +157,11 @@ async fn run_stages(b: &mut Bench, args: &Args, monitor: &monitor::Monitor) -> a
             .await
             .context("subscribe stage")?;
         stage_end(b, "subscribe", monitor, mark);
+    }
+    if has(Stage::AsOf) {
+        let mark = stage_banner("as-of", monitor);
+        as_of::run(b, args.as_of_events).await.context("as-of stage")?;
+        stage_end(b, "as-of", monitor, mark);
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ pub mod commands;
 pub mod decode;
 pub mod engine;
 pub mod feed;
+pub mod history;
 pub mod log;
 pub mod objects;
 pub mod queries;

@@ -132,6 +132,18 @@ async fn list(
     Ok(finish(rows, page, &scan))
 }
 
+/// Pages rows already in memory (`(id, body)`, any order) with the same cursor, order and limit
+/// semantics as the SQL lists (point-in-time lists, `history.rs`).
+pub fn page_rows(mut rows: Vec<(String, Value)>, page: &Page) -> ListResult {
+    let scan = scan(page);
+    if let Some(c) = &scan.cursor {
+        rows.retain(|(id, _)| if scan.descending { id < c } else { id > c });
+    }
+    rows.sort_by(|a, b| if scan.descending { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) });
+    rows.truncate(usize::try_from(page.limit + 1).unwrap_or(0));
+    finish(rows, page, &scan)
+}
+
 async fn one(pool: &PgPool, sql: &str, key: &str) -> Result<Option<Value>, StorageError> {
     let row: Option<(Value,)> = sqlx::query_as(sql).bind(key).fetch_optional(pool).await?;
     Ok(row.map(|r| r.0))

@@ -6,12 +6,13 @@ use axum::response::Response;
 use keyledger_domain::ids::new_id;
 use keyledger_domain::membership::{MembershipCommand, MembershipError, OrganizationMembership};
 use keyledger_domain::values::RoleSlug;
+use keyledger_projections::history::History;
 use keyledger_projections::queries::{self, MembershipFilter};
 use keyledger_projections::store::AppendExtras;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{created, list_response, now, object, page};
+use super::{as_of, created, list_response, now, object, page};
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::state::{AppState, RequestContext};
@@ -43,6 +44,19 @@ pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Respon
         user_id: q.one("user_id")?,
         statuses,
     };
+    if let Some(at) = as_of(&q)? {
+        let Some(org) = filter.organization_id.clone() else {
+            return Err(ApiError::invalid(
+                "organization_id",
+                "missing_filter",
+                "as_of on the membership list needs organization_id",
+            ));
+        };
+        let r = History::default()
+            .memberships(&state.pool, &org, &filter, &page, at)
+            .await?;
+        return Ok(list_response(r));
+    }
     if filter.organization_id.is_none() && filter.user_id.is_none() {
         return Err(ApiError::bad_request(
             "missing_filter",
@@ -58,7 +72,14 @@ async fn find(state: &AppState, id: &str) -> Result<Value, ApiError> {
         .ok_or_else(|| ApiError::not_found("organization membership"))
 }
 
-pub async fn get(State(state): State<AppState>, PathParam(id): PathParam) -> Result<Response, ApiError> {
+pub async fn get(State(state): State<AppState>, PathParam(id): PathParam, q: QueryPairs) -> Result<Response, ApiError> {
+    if let Some(at) = as_of(&q)? {
+        let m = History::default()
+            .membership(&state.pool, &id, at)
+            .await?
+            .ok_or_else(|| ApiError::not_found("organization membership"))?;
+        return Ok(object(StatusCode::OK, m));
+    }
     Ok(object(StatusCode::OK, find(&state, &id).await?))
 }
 

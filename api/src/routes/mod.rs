@@ -94,6 +94,24 @@ pub fn created(
     }
 }
 
+/// `as_of` (RFC 3339): read the object as it was at that instant, from the event log
+/// (`keyledger_projections::history`). Absent or empty: the live read model.
+pub fn as_of(q: &QueryPairs) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    q.one("as_of")?
+        .map(|s| {
+            chrono::DateTime::parse_from_rfc3339(&s)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| {
+                    ApiError::invalid(
+                        "as_of",
+                        "invalid_timestamp",
+                        "as_of must be an RFC 3339 timestamp, e.g. 2026-01-31T12:00:00.000Z",
+                    )
+                })
+        })
+        .transpose()
+}
+
 pub fn now() -> chrono::DateTime<chrono::Utc> {
     chrono::Utc::now()
 }

@@ -8,16 +8,17 @@ use keyledger_domain::organization::{
     DomainState, NewDomain, Organization, OrganizationCommand, OrganizationError, VERIFICATION_PREFIX,
 };
 use keyledger_domain::values::DomainName;
+use keyledger_projections::history::History;
 use keyledger_projections::queries;
 use keyledger_projections::store::AppendExtras;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::organizations::{organization_error, verification_token};
-use super::{created, now, object};
+use super::{as_of, created, now, object};
 use crate::dns::Verification;
 use crate::error::{command_error, ApiError};
-use crate::extract::{AppJson, PathParam};
+use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::state::{AppState, RequestContext};
 use keyledger_projections::commands::Mode;
 use keyledger_projections::decode::AnyEvent;
@@ -80,7 +81,14 @@ fn field<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or_default()
 }
 
-pub async fn get(State(state): State<AppState>, PathParam(id): PathParam) -> Result<Response, ApiError> {
+pub async fn get(State(state): State<AppState>, PathParam(id): PathParam, q: QueryPairs) -> Result<Response, ApiError> {
+    if let Some(at) = as_of(&q)? {
+        let d = History::default()
+            .organization_domain(&state.pool, &id, at)
+            .await?
+            .ok_or_else(|| ApiError::not_found("organization domain"))?;
+        return Ok(object(StatusCode::OK, d));
+    }
     Ok(object(StatusCode::OK, find(&state, &id).await?))
 }
 

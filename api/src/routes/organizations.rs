@@ -9,11 +9,12 @@ use keyledger_domain::organization::{
     DomainState, NewDomain, Organization, OrganizationCommand, OrganizationError, UpdateOrganization,
 };
 use keyledger_domain::values::{validate_external_id, validate_metadata, validate_text, DomainName, Metadata};
+use keyledger_projections::history::History;
 use keyledger_projections::queries::{self, OrganizationFilter};
 use keyledger_projections::store::AppendExtras;
 use serde::Deserialize;
 
-use super::{created, list_response, now, nullable, object, page};
+use super::{as_of, created, list_response, now, nullable, object, page};
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::state::{AppState, RequestContext};
@@ -56,10 +57,12 @@ pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Respon
     ))
 }
 
-pub async fn get(State(state): State<AppState>, PathParam(id): PathParam) -> Result<Response, ApiError> {
-    let org = queries::organization(&state.pool, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("organization"))?;
+pub async fn get(State(state): State<AppState>, PathParam(id): PathParam, q: QueryPairs) -> Result<Response, ApiError> {
+    let org = match as_of(&q)? {
+        Some(at) => History::default().organization(&state.pool, &id, at).await?,
+        None => queries::organization(&state.pool, &id).await?,
+    }
+    .ok_or_else(|| ApiError::not_found("organization"))?;
     Ok(object(StatusCode::OK, org))
 }
 

@@ -7,11 +7,12 @@ use keyledger_domain::ids::new_id;
 use keyledger_domain::membership::{MembershipCommand, OrganizationMembership};
 use keyledger_domain::user::{CreateUser, UpdateUser, User, UserCommand, UserError};
 use keyledger_domain::values::{validate_external_id, validate_metadata, validate_text, Email, Metadata};
+use keyledger_projections::history::History;
 use keyledger_projections::queries::{self, UserFilter};
 use keyledger_projections::store::AppendExtras;
 use serde::Deserialize;
 
-use super::{created, list_response, now, nullable, object, page};
+use super::{as_of, created, list_response, now, nullable, object, page};
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::password;
@@ -36,10 +37,12 @@ pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Respon
     Ok(list_response(queries::users(&state.pool, &filter, &page).await?))
 }
 
-pub async fn get(State(state): State<AppState>, PathParam(id): PathParam) -> Result<Response, ApiError> {
-    let user = queries::user(&state.pool, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("user"))?;
+pub async fn get(State(state): State<AppState>, PathParam(id): PathParam, q: QueryPairs) -> Result<Response, ApiError> {
+    let user = match as_of(&q)? {
+        Some(at) => History::default().user(&state.pool, &id, at).await?,
+        None => queries::user(&state.pool, &id).await?,
+    }
+    .ok_or_else(|| ApiError::not_found("user"))?;
     Ok(object(StatusCode::OK, user))
 }
 
