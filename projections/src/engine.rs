@@ -396,10 +396,14 @@ pub async fn step(pool: &PgPool, p: &Projection, known: Option<LogPosition>) -> 
     }
     let mut tx = pool.begin().await?;
     let locked = checkpoint::lock(&mut *tx, p.name).await?;
-    if locked != cp {
+    if locked > cp {
         // Someone else (another process, or a rebuild swap) moved it: continue from there.
         return Ok(Step::Moved(locked));
     }
+    // `locked < cp` is this worker's own unsaved progress past skipped events (only applied
+    // batches and idle moments save it): nothing between the two is for this projection, so the
+    // batch applies and the store below saves both. (Answering `Moved(locked)` here sent the
+    // worker back to skip the same events forever once more than a batch had been skipped.)
     // A projection commit need not wait for its WAL flush: if the server crashes before the
     // flush, the batch and its checkpoint are lost together and simply applied again.
     sqlx::query("set local synchronous_commit = off")

@@ -595,3 +595,48 @@ async fn a_create_on_an_id_that_exists_after_all_is_refused_as_a_conflict_and_ch
         "the refused create left no event and no claim"
     );
 }
+
+#[tokio::test]
+async fn a_projection_behind_more_than_a_batch_of_other_events_catches_up() {
+    // Regression: a worker that skipped over more than one batch (500) of events it ignores, and
+    // then met one of its own, went back to its saved checkpoint and skipped again, forever.
+    let mut app = TestApp::spawn().await;
+    let names: Vec<String> = (0..620).map(|i| format!("Batch Org {i}")).collect();
+    futures::future::join_all(names.chunks(20).map(|chunk| {
+        let app = &app;
+        async move {
+            for n in chunk {
+                app.create_organization(n, json!([])).await;
+            }
+        }
+    }))
+    .await;
+    let user = app.create_user("after-the-batch@example.com").await;
+    let user_id = id_of(&user);
+    let db_url = app.db_url.clone();
+    app.stop_workers_and_wait().await;
+    // Replay `users` from the start: 620 organization events come before its only event.
+    sqlx::query("update projection_checkpoint set transaction_id = '0', position = 0 where name = 'users'")
+        .execute(&app.pool)
+        .await
+        .expect("reset the checkpoint");
+    sqlx::query("delete from user_view")
+        .execute(&app.pool)
+        .await
+        .expect("clear users");
+    let app = TestApp::spawn_on(db_url).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (s, body) = app.get(&format!("/user_management/users/{user_id}")).await;
+        if s == StatusCode::OK {
+            assert_eq!(body["email"], "after-the-batch@example.com");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the users projection never got past the organizations' events: {s} {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}
