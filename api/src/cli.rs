@@ -177,6 +177,7 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
                     subject_prefix: nats_subject_prefix.clone(),
                 }),
                 public_url: public_url.clone(),
+                ..Config::default()
             };
             let mut running = build(pool.clone(), config).await?;
             tracing::info!(addr = %running.addr, "keyledger listening");

@@ -63,6 +63,12 @@ pub struct Config {
     /// This server's public base URL (e.g. `https://id.example.com`), for links it hands out
     /// (audit log export downloads); `None`: taken from the request's `Host` header.
     pub public_url: Option<String>,
+    /// First webhook retry delay; later ones are multiples of it (docs/API.md, "Retries").
+    pub webhook_retry_base: Duration,
+    /// Consecutive failed attempts on one event after which an endpoint is disabled.
+    pub webhook_max_attempts: u32,
+    /// How long a receiver has to answer a delivery.
+    pub webhook_timeout: Duration,
 }
 
 /// Where and how the NATS JetStream publisher publishes.
@@ -83,6 +89,9 @@ impl Default for Config {
             read_your_writes: Duration::from_secs(5),
             nats: None,
             public_url: None,
+            webhook_retry_base: Duration::from_secs(30),
+            webhook_max_attempts: 10,
+            webhook_timeout: Duration::from_secs(10),
         }
     }
 }

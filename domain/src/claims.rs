@@ -14,6 +14,8 @@ pub enum ClaimKind {
     VerifiedDomain,
     /// One membership per user and organization.
     Membership,
+    /// One webhook endpoint per URL (WorkOS: `duplicate_endpoint`).
+    WebhookEndpointUrl,
 }
 
 impl ClaimKind {
@@ -24,6 +26,7 @@ impl ClaimKind {
             Self::OrganizationExternalId => "organization_external_id",
             Self::VerifiedDomain => "verified_domain",
             Self::Membership => "membership",
+            Self::WebhookEndpointUrl => "webhook_endpoint_url",
         }
     }
 
@@ -34,6 +37,7 @@ impl ClaimKind {
             Self::OrganizationExternalId,
             Self::VerifiedDomain,
             Self::Membership,
+            Self::WebhookEndpointUrl,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -4,6 +4,7 @@
 use keyledger_domain::membership::{MembershipEvent, OrganizationMembership};
 use keyledger_domain::organization::{Organization, OrganizationEvent};
 use keyledger_domain::user::{User, UserEvent};
+use keyledger_domain::webhook::{WebhookEndpoint, WebhookEndpointEvent};
 use keyledger_domain::{Claim, Claims};
 use serde_json::Value;
 
@@ -15,6 +16,7 @@ pub enum AnyEvent {
     User(UserEvent),
     Organization(OrganizationEvent),
     Membership(MembershipEvent),
+    WebhookEndpoint(WebhookEndpointEvent),
 }
 
 impl AnyEvent {
@@ -23,6 +25,7 @@ impl AnyEvent {
             Self::User(e) => e.claims(),
             Self::Organization(e) => e.claims(),
             Self::Membership(e) => e.claims(),
+            Self::WebhookEndpoint(e) => e.claims(),
         }
     }
 }
@@ -73,6 +76,9 @@ pub fn decode(
         User::TYPE => serde_json::from_value(payload).map(AnyEvent::User).map_err(err),
         Organization::TYPE => serde_json::from_value(payload).map(AnyEvent::Organization).map_err(err),
         OrganizationMembership::TYPE => serde_json::from_value(payload).map(AnyEvent::Membership).map_err(err),
+        WebhookEndpoint::TYPE => serde_json::from_value(payload)
+            .map(AnyEvent::WebhookEndpoint)
+            .map_err(err),
         other => Err(format!("unknown aggregate type {other}")),
     }
 }

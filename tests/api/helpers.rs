@@ -68,19 +68,30 @@ impl TestApp {
         Self::spawn_on(db_url).await
     }
 
+    /// Starts a server on a fresh database with settings changed by `tweak`.
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let db_url = fresh_database().await;
+        Self::spawn_configured(db_url, tweak).await
+    }
+
     /// Starts a server on an existing (migrated) database.
     pub async fn spawn_on(db_url: String) -> TestApp {
+        Self::spawn_configured(db_url, |_| {}).await
+    }
+
+    async fn spawn_configured(db_url: String, tweak: impl FnOnce(&mut Config)) -> TestApp {
         let pool = connect(&db_url).await.expect("connect");
         let key = keyledger_api::auth::create_key(&pool, "tests")
             .await
             .expect("create key");
         let dns = TestDnsServer::start().await;
-        let config = Config {
+        let mut config = Config {
             listen: "127.0.0.1:0".parse().expect("addr"),
             dns_nameserver: Some(dns.addr()),
             read_your_writes: Duration::from_secs(5),
             ..Config::default()
         };
+        tweak(&mut config);
         let running = build(pool.clone(), config).await.expect("build server");
         let addr = running.addr;
         TestApp {

@@ -9,6 +9,8 @@ use tokio::task::JoinHandle;
 
 use crate::Config;
 
+pub mod webhooks;
+
 /// What a subscriber task needs from the process.
 #[derive(Clone)]
 pub struct Context {
@@ -21,6 +23,6 @@ pub struct Context {
 }
 
 /// Starts every configured subscriber.
-pub fn spawn(_ctx: &Context) -> Vec<JoinHandle<()>> {
-    Vec::new()
+pub fn spawn(ctx: &Context) -> Vec<JoinHandle<()>> {
+    vec![tokio::spawn(webhooks::run(ctx.clone()))]
 }
