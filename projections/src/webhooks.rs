@@ -172,6 +172,20 @@ pub async fn enabled_targets(pool: &PgPool) -> Result<Vec<Target>, StorageError>
         .collect())
 }
 
+/// An endpoint's delivery checkpoint; `None` once the endpoint is deleted (the row goes with it).
+pub async fn checkpoint<'e>(db: impl PgExecutor<'e>, endpoint_id: &str) -> Result<Option<FeedCursor>, StorageError> {
+    let row: Option<(i64, i64, i32)> =
+        sqlx::query_as("select transaction_id::text::bigint, position, seq from subscriber_checkpoint where name = $1")
+            .bind(checkpoint_name(endpoint_id))
+            .fetch_optional(db)
+            .await?;
+    Ok(row.map(|(t, p, s)| FeedCursor {
+        transaction_id: t,
+        position: p,
+        seq: s,
+    }))
+}
+
 /// Moves an endpoint's checkpoint from `from` to `to` only if nobody moved it in between (a
 /// replay's rewind wins over a delivery that was in flight). Returns false when it had moved.
 pub async fn advance_checkpoint<'e>(

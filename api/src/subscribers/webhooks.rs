@@ -210,7 +210,6 @@ async fn pause(
 async fn deliver_endpoint(ctx: Context, client: reqwest::Client, target: Target, mut stop: watch::Receiver<bool>) {
     let mut shutdown = ctx.shutdown.clone();
     let mut progress = ctx.progress.watch("events");
-    let name = store::checkpoint_name(&target.id);
     let filter = FeedFilter {
         events: (!target.events.is_empty()).then(|| target.events.clone()),
         organization_id: None,
@@ -219,8 +218,10 @@ async fn deliver_endpoint(ctx: Context, client: reqwest::Client, target: Target,
         if *stop.borrow() || *shutdown.borrow() {
             return;
         }
-        let batch = match feed::load_checkpoint(&ctx.pool, &name).await {
-            Ok(cp) => feed::read_after(&ctx.pool, cp, &filter, BATCH).await.map(|b| (cp, b)),
+        let batch = match store::checkpoint(&ctx.pool, &target.id).await {
+            Ok(Some(cp)) => feed::read_after(&ctx.pool, cp, &filter, BATCH).await.map(|b| (cp, b)),
+            // Deleted: its checkpoint went with it. Never fall back to the start of the feed.
+            Ok(None) => return,
             Err(e) => Err(e),
         };
         let (mut from, events) = match batch {
