@@ -15,6 +15,7 @@ mod pgbench;
 mod rebuild;
 mod report;
 mod support;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,6 +35,8 @@ enum Stage {
     HttpGet,
     /// engine::rebuild of every projection over a generated log.
     Rebuild,
+    /// Webhook commit-to-delivery latency at 200 events/s, to 1 and to 10 endpoints.
+    Webhooks,
 }
 
 #[derive(Debug, Parser)]
@@ -56,7 +59,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "append,http-create,http-get,rebuild"
+        default_value = "append,http-create,http-get,rebuild,webhooks"
     )]
     stages: Vec<Stage>,
     /// Events in the log that the rebuild stage replays.
@@ -135,6 +138,11 @@ async fn run_stages(b: &mut Bench, args: &Args, monitor: &monitor::Monitor) -> a
         let mark = stage_banner("rebuild", monitor);
         rebuild::run(b, args.rebuild_events).await.context("rebuild stage")?;
         stage_end(b, "rebuild", monitor, mark);
+    }
+    if has(Stage::Webhooks) {
+        let mark = stage_banner("webhooks", monitor);
+        webhooks::run(b).await.context("webhooks stage")?;
+        stage_end(b, "webhooks", monitor, mark);
     }
     Ok(())
 }

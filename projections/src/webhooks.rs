@@ -186,30 +186,6 @@ pub async fn checkpoint<'e>(db: impl PgExecutor<'e>, endpoint_id: &str) -> Resul
     }))
 }
 
-/// Moves an endpoint's checkpoint from `from` to `to` only if nobody moved it in between (a
-/// replay's rewind wins over a delivery that was in flight). Returns false when it had moved.
-pub async fn advance_checkpoint<'e>(
-    db: impl PgExecutor<'e>,
-    endpoint_id: &str,
-    from: FeedCursor,
-    to: FeedCursor,
-) -> Result<bool, StorageError> {
-    let done = sqlx::query(
-        "update subscriber_checkpoint set transaction_id = $2::bigint::text::xid8, position = $3, seq = $4, \
-         updated_at = now() where name = $1 and (transaction_id, position, seq) = ($5::bigint::text::xid8, $6, $7)",
-    )
-    .bind(checkpoint_name(endpoint_id))
-    .bind(to.transaction_id)
-    .bind(to.position)
-    .bind(to.seq)
-    .bind(from.transaction_id)
-    .bind(from.position)
-    .bind(from.seq)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
 /// One delivery attempt, for the delivery log.
 #[derive(Debug, Clone)]
 pub struct Attempt<'a> {
@@ -240,6 +216,41 @@ pub async fn record_attempt<'e>(db: impl PgExecutor<'e>, a: &Attempt<'_>) -> Res
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// Logs a successful attempt and moves the checkpoint from `from` to `to` (a compare-and-set: a
+/// replay's rewind wins over a delivery that was in flight) in one statement. Returns false when the checkpoint had moved.
+pub async fn record_delivered<'e>(
+    db: impl PgExecutor<'e>,
+    a: &Attempt<'_>,
+    from: FeedCursor,
+    to: FeedCursor,
+) -> Result<bool, StorageError> {
+    let done = sqlx::query(
+        "with logged as (insert into webhook_delivery (id, endpoint_id, event_id, event, attempt, status_code, error, \
+         duration_ms, delivered) values ($8, $1, $9, $10, $11, $12, $13, $14, $15)) \
+         update subscriber_checkpoint set transaction_id = $2::bigint::text::xid8, position = $3, seq = $4, \
+         updated_at = now() where name = 'webhook:' || $1 \
+         and (transaction_id, position, seq) = ($5::bigint::text::xid8, $6, $7)",
+    )
+    .bind(a.endpoint_id)
+    .bind(to.transaction_id)
+    .bind(to.position)
+    .bind(to.seq)
+    .bind(from.transaction_id)
+    .bind(from.position)
+    .bind(from.seq)
+    .bind(keyledger_domain::ids::new_id("webhook_delivery"))
+    .bind(a.event_id)
+    .bind(a.event)
+    .bind(a.attempt)
+    .bind(a.status_code)
+    .bind(&a.error)
+    .bind(a.duration_ms)
+    .bind(a.delivered)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// The current failure run of an endpoint on one event: how many attempts have failed since its

@@ -16,6 +16,7 @@ use keyledger_projections::webhooks::{self as store, Attempt, Target};
 use keyledger_projections::EventStore;
 use sha2::Sha256;
 use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -81,6 +82,25 @@ pub async fn run(ctx: Context) {
             return;
         }
     };
+    // The dispatcher's own small pool, whose commits (delivery log, checkpoints) do not wait for
+    // the WAL flush: a PostgreSQL crash can lose the last moments of them, which only means
+    // redelivering those events (the checkpoint never gets ahead of a delivery). Event appends
+    // (automatic disabling) go through the durable pool.
+    let fast = ctx
+        .pool
+        .connect_options()
+        .as_ref()
+        .clone()
+        .options([("synchronous_commit", "off")]);
+    let durable = ctx.pool.clone();
+    let ctx = Context {
+        pool: PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
+            .connect_lazy_with(fast),
+        ..ctx
+    };
     let mut shutdown = ctx.shutdown.clone();
     let mut lock: Option<PoolConnection<Postgres>> = None;
     let mut workers: HashMap<String, Worker> = HashMap::new();
@@ -94,7 +114,7 @@ pub async fn run(ctx: Context) {
         }
         if lock.is_some() {
             match store::enabled_targets(&ctx.pool).await {
-                Ok(targets) => reconcile(&ctx, &client, &mut workers, targets).await,
+                Ok(targets) => reconcile(&ctx, &durable, &client, &mut workers, targets).await,
                 Err(e) => tracing::warn!(error = %e, "reading webhook endpoints failed"),
             }
         }
@@ -118,6 +138,7 @@ struct Worker {
 /// Starts workers for new or changed endpoints, stops those of endpoints no longer enabled.
 async fn reconcile(
     ctx: &Context,
+    durable: &PgPool,
     client: &reqwest::Client,
     workers: &mut HashMap<String, Worker>,
     targets: Vec<Target>,
@@ -138,7 +159,13 @@ async fn reconcile(
             continue;
         }
         let (stop, stop_rx) = watch::channel(false);
-        let handle = tokio::spawn(deliver_endpoint(ctx.clone(), client.clone(), target.clone(), stop_rx));
+        let handle = tokio::spawn(deliver_endpoint(
+            ctx.clone(),
+            durable.clone(),
+            client.clone(),
+            target.clone(),
+            stop_rx,
+        ));
         workers.insert(id, Worker { target, stop, handle });
     }
 }
@@ -207,13 +234,22 @@ async fn pause(
 
 /// One endpoint's delivery loop.
 #[tracing::instrument(skip_all, fields(webhook_endpoint_id = %target.id))]
-async fn deliver_endpoint(ctx: Context, client: reqwest::Client, target: Target, mut stop: watch::Receiver<bool>) {
+async fn deliver_endpoint(
+    ctx: Context,
+    durable: PgPool,
+    client: reqwest::Client,
+    target: Target,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut shutdown = ctx.shutdown.clone();
     let mut progress = ctx.progress.watch("events");
     let filter = FeedFilter {
         events: (!target.events.is_empty()).then(|| target.events.clone()),
         organization_id: None,
     };
+    // True once this worker has delivered something: later events then start with no failure
+    // run, and the delivery log need not be asked.
+    let mut clean = false;
     loop {
         if *stop.borrow() || *shutdown.borrow() {
             return;
@@ -255,11 +291,24 @@ async fn deliver_endpoint(ctx: Context, client: reqwest::Client, target: Target,
             continue;
         }
         for ev in events {
-            match deliver_until_done(&ctx, &client, &target, &ev, &mut stop, &mut shutdown).await {
-                Ok(()) => {}
+            let done = match deliver_until_done(&ctx, &durable, &client, &target, &ev, clean, &mut stop, &mut shutdown)
+                .await
+            {
+                Ok(done) => done,
                 Err(Halt::Stopped) | Err(Halt::Disabled) => return,
-            }
-            match store::advance_checkpoint(&ctx.pool, &target.id, from, ev.cursor).await {
+            };
+            clean = true;
+            let record = Attempt {
+                endpoint_id: &target.id,
+                event_id: &ev.id,
+                event: &ev.event,
+                attempt: i32::try_from(done.attempt).unwrap_or(i32::MAX),
+                status_code: Some(i32::from(done.status)),
+                error: None,
+                duration_ms: done.duration_ms,
+                delivered: true,
+            };
+            match store::record_delivered(&ctx.pool, &record, from, ev.cursor).await {
                 Ok(true) => from = ev.cursor,
                 // Rewound by a replay (or the endpoint is gone): start over from the table.
                 Ok(false) => break,
@@ -273,23 +322,37 @@ async fn deliver_endpoint(ctx: Context, client: reqwest::Client, target: Target,
 }
 
 /// Delivers one event, retrying on the schedule, until a 2xx, a stop, or the failure rule.
+/// A successful attempt, logged by the caller together with the checkpoint move.
+struct Delivered {
+    attempt: u32,
+    status: u16,
+    duration_ms: i32,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn deliver_until_done(
     ctx: &Context,
+    durable: &PgPool,
     client: &reqwest::Client,
     target: &Target,
     ev: &FeedEvent,
+    clean: bool,
     stop: &mut watch::Receiver<bool>,
     shutdown: &mut watch::Receiver<bool>,
-) -> Result<(), Halt> {
+) -> Result<Delivered, Halt> {
     let base = ctx.config.webhook_retry_base;
     let max_attempts = ctx.config.webhook_max_attempts.max(1);
     // A failure run survives restarts: continue its count and its back-off.
-    let (mut failures, last) = loop {
-        match store::failure_run(&ctx.pool, &target.id, &ev.id, target.updated_at).await {
-            Ok((n, last)) => break (u32::try_from(n).unwrap_or(0), last),
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the delivery log failed");
-                pause(DB_RETRY, stop, shutdown).await?;
+    let (mut failures, last) = if clean {
+        (0, None)
+    } else {
+        loop {
+            match store::failure_run(&ctx.pool, &target.id, &ev.id, target.updated_at).await {
+                Ok((n, last)) => break (u32::try_from(n).unwrap_or(0), last),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the delivery log failed");
+                    pause(DB_RETRY, stop, shutdown).await?;
+                }
             }
         }
     };
@@ -331,6 +394,13 @@ async fn deliver_until_done(
             }
             Err(e) => (None, Some(describe(&e)), false),
         };
+        if delivered {
+            return Ok(Delivered {
+                attempt,
+                status: status_code.and_then(|c| u16::try_from(c).ok()).unwrap_or(200),
+                duration_ms,
+            });
+        }
         let record = Attempt {
             endpoint_id: &target.id,
             event_id: &ev.id,
@@ -344,13 +414,10 @@ async fn deliver_until_done(
         if let Err(e) = store::record_attempt(&ctx.pool, &record).await {
             tracing::warn!(error = %e, "writing the delivery log failed");
         }
-        if delivered {
-            return Ok(());
-        }
         tracing::info!(event_id = %ev.id, attempt, error = ?error, "webhook delivery failed");
         failures = attempt;
         if attempt >= max_attempts {
-            disable(ctx, target, attempt, error.as_deref().unwrap_or("failed")).await;
+            disable(durable, target, attempt, error.as_deref().unwrap_or("failed")).await;
             return Err(Halt::Disabled);
         }
         pause(jittered(retry_delay(base, failures)), stop, shutdown).await?;
@@ -370,8 +437,8 @@ fn describe(e: &reqwest::Error) -> String {
 }
 
 /// The failure rule tripped: record `WebhookEndpointDisabled` (automatic) in the log.
-async fn disable(ctx: &Context, target: &Target, attempts: u32, last_error: &str) {
-    let bus = CommandBus::new(EventStore::new(ctx.pool.clone()));
+async fn disable(durable: &PgPool, target: &Target, attempts: u32, last_error: &str) {
+    let bus = CommandBus::new(EventStore::new(durable.clone()));
     let reason = format!("{attempts} consecutive failed delivery attempts (last: {last_error})");
     let mut meta = HashMap::new();
     meta.insert("actor_id".to_string(), "system".to_string());
