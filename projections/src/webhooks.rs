@@ -218,36 +218,66 @@ pub async fn record_attempt<'e>(db: impl PgExecutor<'e>, a: &Attempt<'_>) -> Res
     Ok(())
 }
 
-/// Logs a successful attempt and moves the checkpoint from `from` to `to` (a compare-and-set: a
-/// replay's rewind wins over a delivery that was in flight) in one statement. Returns false when the checkpoint had moved.
+/// Successful deliveries of consecutive events, logged together with the checkpoint move.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveredBatch {
+    pub event_ids: Vec<String>,
+    pub events: Vec<String>,
+    pub attempts: Vec<i32>,
+    pub status_codes: Vec<i32>,
+    pub durations_ms: Vec<i32>,
+}
+
+impl DeliveredBatch {
+    pub fn len(&self) -> usize {
+        self.event_ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.event_ids.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// Logs successful deliveries and moves the endpoint's checkpoint from `from` to `to` in one
+/// statement. The move is a compare-and-set, so a replay's rewind wins over deliveries that were
+/// in flight: returns false when the checkpoint had moved (the log rows are written anyway).
 pub async fn record_delivered<'e>(
     db: impl PgExecutor<'e>,
-    a: &Attempt<'_>,
+    endpoint_id: &str,
+    batch: &DeliveredBatch,
     from: FeedCursor,
     to: FeedCursor,
 ) -> Result<bool, StorageError> {
+    let ids: Vec<String> = batch
+        .event_ids
+        .iter()
+        .map(|_| keyledger_domain::ids::new_id("webhook_delivery"))
+        .collect();
     let done = sqlx::query(
-        "with logged as (insert into webhook_delivery (id, endpoint_id, event_id, event, attempt, status_code, error, \
-         duration_ms, delivered) values ($8, $1, $9, $10, $11, $12, $13, $14, $15)) \
+        "with logged as (insert into webhook_delivery (id, endpoint_id, event_id, event, attempt, status_code, \
+         duration_ms, delivered) select i, $1, e, n, a, s, d, true \
+         from unnest($8::text[], $9::text[], $10::text[], $11::int[], $12::int[], $13::int[]) as u(i, e, n, a, s, d)) \
          update subscriber_checkpoint set transaction_id = $2::bigint::text::xid8, position = $3, seq = $4, \
          updated_at = now() where name = 'webhook:' || $1 \
          and (transaction_id, position, seq) = ($5::bigint::text::xid8, $6, $7)",
     )
-    .bind(a.endpoint_id)
+    .bind(endpoint_id)
     .bind(to.transaction_id)
     .bind(to.position)
     .bind(to.seq)
     .bind(from.transaction_id)
     .bind(from.position)
     .bind(from.seq)
-    .bind(keyledger_domain::ids::new_id("webhook_delivery"))
-    .bind(a.event_id)
-    .bind(a.event)
-    .bind(a.attempt)
-    .bind(a.status_code)
-    .bind(&a.error)
-    .bind(a.duration_ms)
-    .bind(a.delivered)
+    .bind(&ids)
+    .bind(&batch.event_ids)
+    .bind(&batch.events)
+    .bind(&batch.attempts)
+    .bind(&batch.status_codes)
+    .bind(&batch.durations_ms)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)

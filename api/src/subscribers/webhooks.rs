@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use keyledger_domain::webhook::{WebhookEndpoint, WebhookEndpointCommand};
 use keyledger_projections::commands::{CommandBus, Mode};
-use keyledger_projections::feed::{self, FeedEvent, FeedFilter};
+use keyledger_projections::feed::{self, FeedCursor, FeedEvent, FeedFilter};
 use keyledger_projections::store::AppendExtras;
-use keyledger_projections::webhooks::{self as store, Attempt, Target};
+use keyledger_projections::webhooks::{self as store, Attempt, DeliveredBatch, Target};
 use keyledger_projections::EventStore;
 use sha2::Sha256;
 use sqlx::pool::PoolConnection;
@@ -95,7 +95,7 @@ pub async fn run(ctx: Context) {
     let durable = ctx.pool.clone();
     let ctx = Context {
         pool: PgPoolOptions::new()
-            .max_connections(8)
+            .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
             .test_before_acquire(false)
             .connect_lazy_with(fast),
@@ -214,6 +214,8 @@ enum Halt {
     Stopped,
     /// The failure rule disabled the endpoint.
     Disabled,
+    /// The checkpoint was moved by someone else (a replay): re-read it.
+    Rewound,
 }
 
 /// Sleeps `d` unless told to stop first.
@@ -250,20 +252,28 @@ async fn deliver_endpoint(
     // True once this worker has delivered something: later events then start with no failure
     // run, and the delivery log need not be asked.
     let mut clean = false;
+    // The checkpoint as this worker last wrote it; re-read after idling (a replay may have
+    // rewound it) and whenever a compare-and-set finds it moved.
+    let mut known: Option<FeedCursor> = None;
     loop {
         if *stop.borrow() || *shutdown.borrow() {
             return;
         }
-        let batch = match store::checkpoint(&ctx.pool, &target.id).await {
+        let cp = match known {
+            Some(cp) => Ok(Some(cp)),
+            None => store::checkpoint(&ctx.pool, &target.id).await,
+        };
+        let batch = match cp {
             Ok(Some(cp)) => feed::read_after(&ctx.pool, cp, &filter, BATCH).await.map(|b| (cp, b)),
             // Deleted: its checkpoint went with it. Never fall back to the start of the feed.
             Ok(None) => return,
             Err(e) => Err(e),
         };
-        let (mut from, events) = match batch {
+        let (from, events) = match batch {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the feed failed");
+                known = None;
                 if pause(DB_RETRY, &mut stop, &mut shutdown).await.is_err() {
                     return;
                 }
@@ -271,6 +281,7 @@ async fn deliver_endpoint(
             }
         };
         if events.is_empty() {
+            known = None;
             if let Some(p) = progress.as_mut() {
                 p.borrow_and_update();
             }
@@ -290,34 +301,101 @@ async fn deliver_endpoint(
             }
             continue;
         }
+        let mut pending = Pending::new(&target.id, from);
+        let mut halted = false;
         for ev in events {
-            let done = match deliver_until_done(&ctx, &durable, &client, &target, &ev, clean, &mut stop, &mut shutdown)
-                .await
+            match deliver_until_done(
+                &ctx,
+                &durable,
+                &client,
+                &target,
+                &ev,
+                clean,
+                &mut pending,
+                &mut stop,
+                &mut shutdown,
+            )
+            .await
             {
-                Ok(done) => done,
-                Err(Halt::Stopped) | Err(Halt::Disabled) => return,
-            };
-            clean = true;
-            let record = Attempt {
-                endpoint_id: &target.id,
-                event_id: &ev.id,
-                event: &ev.event,
-                attempt: i32::try_from(done.attempt).unwrap_or(i32::MAX),
-                status_code: Some(i32::from(done.status)),
-                error: None,
-                duration_ms: done.duration_ms,
-                delivered: true,
-            };
-            match store::record_delivered(&ctx.pool, &record, from, ev.cursor).await {
-                Ok(true) => from = ev.cursor,
-                // Rewound by a replay (or the endpoint is gone): start over from the table.
-                Ok(false) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "saving the webhook checkpoint failed");
+                Ok(done) => {
+                    clean = true;
+                    pending.push(&ev, &done);
+                }
+                Err(_) => {
+                    halted = true;
                     break;
                 }
             }
         }
+        // Deliveries made before a stop are recorded too, so a restart does not repeat them.
+        known = match pending.flush(&ctx.pool).await {
+            Ok(true) => Some(pending.from),
+            Ok(false) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "saving the webhook checkpoint failed");
+                None
+            }
+        };
+        if halted && (*stop.borrow() || *shutdown.borrow() || pending.disabled) {
+            return;
+        }
+    }
+}
+
+/// Deliveries not yet recorded: the delivery log rows and the checkpoint move they allow.
+struct Pending {
+    endpoint_id: String,
+    /// The checkpoint as last read or written.
+    from: FeedCursor,
+    /// The cursor of the last delivered event.
+    to: FeedCursor,
+    batch: DeliveredBatch,
+    /// The failure rule disabled the endpoint.
+    disabled: bool,
+    /// A compare-and-set found the checkpoint moved: nothing more is recorded from this batch.
+    lost: bool,
+}
+
+impl Pending {
+    fn new(endpoint_id: &str, from: FeedCursor) -> Self {
+        Self {
+            endpoint_id: endpoint_id.to_string(),
+            from,
+            to: from,
+            batch: DeliveredBatch::default(),
+            disabled: false,
+            lost: false,
+        }
+    }
+
+    fn push(&mut self, ev: &FeedEvent, done: &Delivered) {
+        self.to = ev.cursor;
+        self.batch.event_ids.push(ev.id.clone());
+        self.batch.events.push(ev.event.clone());
+        self.batch
+            .attempts
+            .push(i32::try_from(done.attempt).unwrap_or(i32::MAX));
+        self.batch.status_codes.push(i32::from(done.status));
+        self.batch.durations_ms.push(done.duration_ms);
+    }
+
+    /// Records the pending deliveries; false when the checkpoint had been moved by someone else
+    /// (a replay, a deletion): the caller must re-read it.
+    async fn flush(&mut self, pool: &PgPool) -> Result<bool, keyledger_projections::StorageError> {
+        if self.lost {
+            return Ok(false);
+        }
+        if self.batch.is_empty() {
+            return Ok(true);
+        }
+        let ok = store::record_delivered(pool, &self.endpoint_id, &self.batch, self.from, self.to).await?;
+        self.batch.clear();
+        if ok {
+            self.from = self.to;
+        } else {
+            self.lost = true;
+        }
+        Ok(ok)
     }
 }
 
@@ -337,6 +415,7 @@ async fn deliver_until_done(
     target: &Target,
     ev: &FeedEvent,
     clean: bool,
+    pending: &mut Pending,
     stop: &mut watch::Receiver<bool>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Delivered, Halt> {
@@ -416,8 +495,16 @@ async fn deliver_until_done(
         }
         tracing::info!(event_id = %ev.id, attempt, error = ?error, "webhook delivery failed");
         failures = attempt;
+        // Record what went through before this event, so the checkpoint does not wait out the
+        // back-off; a moved checkpoint (replay) means starting over from it.
+        match pending.flush(&ctx.pool).await {
+            Ok(true) => {}
+            Ok(false) => return Err(Halt::Rewound),
+            Err(e) => tracing::warn!(error = %e, "saving the webhook checkpoint failed"),
+        }
         if attempt >= max_attempts {
             disable(durable, target, attempt, error.as_deref().unwrap_or("failed")).await;
+            pending.disabled = true;
             return Err(Halt::Disabled);
         }
         pause(jittered(retry_delay(base, failures)), stop, shutdown).await?;
