@@ -766,3 +766,32 @@ async fn sigkill_mid_delivery_loses_no_event_and_only_repeats_the_one_in_flight(
     crate::binary::sigterm_and_wait(&mut child);
     pool.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_two_servers_one_delivers_and_the_other_takes_over_when_it_stops() {
+    let first = TestApp::spawn_with(fast).await;
+    let second = TestApp::spawn_on(first.db_url.clone()).await;
+    let rx = Receiver::start(|_| Answer::Status(200)).await;
+    create_endpoint(&first, &rx.url, &["user.created"]).await;
+    for i in 0..6 {
+        let app = if i % 2 == 0 { &first } else { &second };
+        app.create_user(&format!("two{i}@example.com")).await;
+    }
+    rx.wait_until("six delivered", Duration::from_secs(10), |g| g.len() >= 6)
+        .await;
+    first.stop().await;
+    for i in 6..9 {
+        second.create_user(&format!("two{i}@example.com")).await;
+    }
+    let want = feed_ids(&second, &["user.created"]).await;
+    let got = rx
+        .wait_until(
+            "the second server delivers after the first stopped",
+            Duration::from_secs(15),
+            |g| first_arrivals(g).len() == 9,
+        )
+        .await;
+    assert_eq!(first_arrivals(&got), want, "in log order, nothing lost");
+    assert_eq!(got.len(), 9, "one dispatcher at a time: no event delivered twice");
+    second.stop().await;
+}
