@@ -52,6 +52,18 @@ pub enum Command {
         /// default: the request's Host header.
         #[arg(long, env = "KEYLEDGER_PUBLIC_URL")]
         public_url: Option<String>,
+        /// First webhook retry delay in ms; later ones are fixed multiples of it (docs/API.md).
+        #[arg(long, env = "KEYLEDGER_WEBHOOK_RETRY_BASE_MS", default_value_t = 30_000,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        webhook_retry_base_ms: u64,
+        /// Consecutive failed attempts on one event after which a webhook endpoint is disabled.
+        #[arg(long, env = "KEYLEDGER_WEBHOOK_MAX_ATTEMPTS", default_value_t = 10,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        webhook_max_attempts: u32,
+        /// How long a webhook receiver has to answer, in ms.
+        #[arg(long, env = "KEYLEDGER_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        webhook_timeout_ms: u64,
     },
     /// Applies migrations and exits.
     Migrate,
@@ -236,6 +248,9 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
             nats_stream,
             nats_subject_prefix,
             public_url,
+            webhook_retry_base_ms,
+            webhook_max_attempts,
+            webhook_timeout_ms,
         } => {
             if let Ok(key) = std::env::var("KEYLEDGER_BOOTSTRAP_API_KEY") {
                 if !key.starts_with("sk_") || key.len() < 12 {
@@ -258,6 +273,9 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
                     subject_prefix: nats_subject_prefix.clone(),
                 }),
                 public_url: public_url.clone(),
+                webhook_retry_base: Duration::from_millis(*webhook_retry_base_ms),
+                webhook_max_attempts: *webhook_max_attempts,
+                webhook_timeout: Duration::from_millis(*webhook_timeout_ms),
                 ..Config::default()
             };
             let mut running = build(pool.clone(), config).await?;

@@ -141,6 +141,11 @@ pub fn command_error<E: std::error::Error>(e: CommandError<E>, domain: impl FnOn
                 "organization_membership_already_exists",
                 "the user is already a member of this organization",
             ),
+            "webhook_endpoint_url" => ApiError::new(
+                StatusCode::CONFLICT,
+                "duplicate_endpoint",
+                "a webhook endpoint with this endpoint_url already exists",
+            ),
             _ => ApiError::conflict(c.to_string()),
         },
         CommandError::Conflict => ApiError::conflict("the object was changed concurrently; retry the request"),

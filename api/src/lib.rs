@@ -67,6 +67,12 @@ pub struct Config {
     pub stream_heartbeat: Duration,
     /// Most `GET /events/stream` connections open at once (429 beyond).
     pub max_streams: usize,
+    /// First webhook retry delay; later ones are multiples of it (docs/API.md, "Retries").
+    pub webhook_retry_base: Duration,
+    /// Consecutive failed attempts on one event after which an endpoint is disabled.
+    pub webhook_max_attempts: u32,
+    /// How long a receiver has to answer a delivery.
+    pub webhook_timeout: Duration,
 }
 
 /// Where and how the NATS JetStream publisher publishes.
@@ -89,6 +95,9 @@ impl Default for Config {
             public_url: None,
             stream_heartbeat: Duration::from_secs(15),
             max_streams: 1024,
+            webhook_retry_base: Duration::from_secs(30),
+            webhook_max_attempts: 10,
+            webhook_timeout: Duration::from_secs(10),
         }
     }
 }

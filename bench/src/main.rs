@@ -17,6 +17,7 @@ mod rebuild;
 mod report;
 mod subscribe;
 mod support;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -40,6 +41,8 @@ enum Stage {
     Subscribe,
     /// GET ...?as_of= (point-in-time reads) on an organization with a long stream.
     AsOf,
+    /// Webhook commit-to-delivery latency at 200 events/s, to 1 and to 10 endpoints.
+    Webhooks,
 }
 
 #[derive(Debug, Parser)]
@@ -62,7 +65,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "append,http-create,http-get,rebuild,as-of"
+        default_value = "append,http-create,http-get,rebuild,as-of,webhooks"
     )]
     stages: Vec<Stage>,
     /// Events in the log that the rebuild stage replays.
@@ -162,6 +165,11 @@ async fn run_stages(b: &mut Bench, args: &Args, monitor: &monitor::Monitor) -> a
         let mark = stage_banner("as-of", monitor);
         as_of::run(b, args.as_of_events).await.context("as-of stage")?;
         stage_end(b, "as-of", monitor, mark);
+    }
+    if has(Stage::Webhooks) {
+        let mark = stage_banner("webhooks", monitor);
+        webhooks::run(b).await.context("webhooks stage")?;
+        stage_end(b, "webhooks", monitor, mark);
     }
     Ok(())
 }

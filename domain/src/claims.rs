@@ -16,6 +16,8 @@ pub enum ClaimKind {
     Membership,
     /// An audit-log `Idempotency-Key` of an organization, reusable after 24 h (migration 0006).
     AuditLogIdempotencyKey,
+    /// One webhook endpoint per URL (WorkOS: `duplicate_endpoint`).
+    WebhookEndpointUrl,
 }
 
 impl ClaimKind {
@@ -27,6 +29,7 @@ impl ClaimKind {
             Self::VerifiedDomain => "verified_domain",
             Self::Membership => "membership",
             Self::AuditLogIdempotencyKey => "audit_log_idempotency_key",
+            Self::WebhookEndpointUrl => "webhook_endpoint_url",
         }
     }
 
@@ -38,6 +41,7 @@ impl ClaimKind {
             Self::VerifiedDomain,
             Self::Membership,
             Self::AuditLogIdempotencyKey,
+            Self::WebhookEndpointUrl,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

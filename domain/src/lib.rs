@@ -14,6 +14,7 @@ pub mod membership;
 pub mod organization;
 pub mod user;
 pub mod values;
+pub mod webhook;
 
 pub use claims::{Claim, ClaimKind, Claims};
 

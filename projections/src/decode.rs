@@ -7,6 +7,7 @@ use keyledger_domain::audit_log::{
 use keyledger_domain::membership::{MembershipEvent, OrganizationMembership};
 use keyledger_domain::organization::{Organization, OrganizationEvent};
 use keyledger_domain::user::{User, UserEvent};
+use keyledger_domain::webhook::{WebhookEndpoint, WebhookEndpointEvent};
 use keyledger_domain::{Claim, Claims};
 use serde_json::Value;
 
@@ -21,6 +22,7 @@ pub enum AnyEvent {
     AuditLog(AuditLogEntryEvent),
     AuditLogAction(AuditLogActionEvent),
     AuditLogExport(AuditLogExportEvent),
+    WebhookEndpoint(WebhookEndpointEvent),
 }
 
 impl AnyEvent {
@@ -32,6 +34,7 @@ impl AnyEvent {
             Self::AuditLog(e) => e.claims(),
             Self::AuditLogAction(e) => e.claims(),
             Self::AuditLogExport(e) => e.claims(),
+            Self::WebhookEndpoint(e) => e.claims(),
         }
     }
 }
@@ -88,6 +91,9 @@ pub fn decode(
             .map_err(err),
         AuditLogExport::TYPE => serde_json::from_value(payload)
             .map(AnyEvent::AuditLogExport)
+            .map_err(err),
+        WebhookEndpoint::TYPE => serde_json::from_value(payload)
+            .map(AnyEvent::WebhookEndpoint)
             .map_err(err),
         other => Err(format!("unknown aggregate type {other}")),
     }

@@ -18,6 +18,7 @@ pub mod log;
 pub mod objects;
 pub mod queries;
 pub mod store;
+pub mod webhooks;
 
 pub use log::{LogPosition, StoredEvent};
 pub use store::EventStore;

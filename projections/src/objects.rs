@@ -57,11 +57,30 @@ pub fn ts(at: &DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// Every public event name this server emits (the catalog webhook endpoint filters are checked
+/// against; keep in step with [`apply`] and docs/EVENTS.md).
+pub const PUBLIC_EVENT_NAMES: &[&str] = &[
+    "user.created",
+    "user.updated",
+    "user.deleted",
+    "organization.created",
+    "organization.updated",
+    "organization.deleted",
+    "organization_domain.created",
+    "organization_domain.verified",
+    "organization_domain.verification_failed",
+    "organization_domain.deleted",
+    "organization_membership.created",
+    "organization_membership.updated",
+    "organization_membership.deleted",
+];
+
 /// The documents an event reads; the engine loads them before [`apply`].
 pub fn needs(aggregate_id: &str, event: &AnyEvent) -> Vec<(Kind, String)> {
     match event {
         AnyEvent::User(_) => vec![(Kind::User, aggregate_id.to_string())],
         AnyEvent::Membership(_) => vec![(Kind::Membership, aggregate_id.to_string())],
+        AnyEvent::WebhookEndpoint(_) => Vec::new(),
         AnyEvent::Organization(e) => {
             let mut v = vec![(Kind::Organization, aggregate_id.to_string())];
             if let Some(d) = domain_id(e) {
@@ -101,6 +120,8 @@ pub fn apply(aggregate_id: &str, event: &AnyEvent, docs: &mut Docs) -> Vec<Chang
         AnyEvent::Organization(e) => apply_organization(aggregate_id, e, docs),
         AnyEvent::Membership(e) => apply_membership(aggregate_id, e, docs),
         AnyEvent::AuditLog(_) | AnyEvent::AuditLogAction(_) | AnyEvent::AuditLogExport(_) => Vec::new(),
+        // Webhook endpoints are configuration, not public objects: no public event.
+        AnyEvent::WebhookEndpoint(_) => Vec::new(),
     }
 }
 

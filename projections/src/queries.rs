@@ -144,6 +144,11 @@ pub fn page_rows(mut rows: Vec<(String, Value)>, page: &Page) -> ListResult {
     finish(rows, page, &scan)
 }
 
+/// [`list`] for environment-wide read models outside this module (webhook endpoints, deliveries).
+pub async fn list_rows(pool: &PgPool, qb: QueryBuilder<'_, Postgres>, page: &Page) -> Result<ListResult, StorageError> {
+    list(pool, qb, page, None).await
+}
+
 async fn one(pool: &PgPool, sql: &str, key: &str) -> Result<Option<Value>, StorageError> {
     let row: Option<(Value,)> = sqlx::query_as(sql).bind(key).fetch_optional(pool).await?;
     Ok(row.map(|r| r.0))

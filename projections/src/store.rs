@@ -13,7 +13,7 @@ use keyledger_domain::Claim;
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::decode::decode;
+use crate::decode::{decode, AnyEvent};
 use crate::log::LogPosition;
 
 /// A claim another aggregate already holds: the domain's own 4xx, never a retried conflict.
@@ -28,12 +28,26 @@ pub struct ClaimConflict {
 const CLAIM_TAKEN: &str = "KL409";
 
 /// Extra rows written in the append's transaction.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct AppendExtras {
     /// (user id, argon2 PHC string) to store as the user's credential.
     pub credential: Option<(String, String)>,
     /// A user id whose credential is deleted (the user is being deleted).
     pub erase_credential: Option<String>,
+    /// (webhook endpoint id, signing secret) to store in `webhook_endpoint_secret`. Webhook
+    /// endpoint commands append in a transaction that also writes their read model (see
+    /// `webhooks::apply_in_append`).
+    pub webhook_secret: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for AppendExtras {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppendExtras")
+            .field("credential", &self.credential.as_ref().map(|c| &c.0))
+            .field("erase_credential", &self.erase_credential)
+            .field("webhook_secret", &self.webhook_secret.as_ref().map(|s| &s.0))
+            .finish()
+    }
 }
 
 /// Per-command context the executor hands to `persist` (which only receives serialized events).
@@ -94,9 +108,13 @@ impl EventStore {
         let mut claim_kinds: Vec<&str> = Vec::new();
         let mut claim_values: Vec<Option<String>> = Vec::new();
         let mut claim_holders: Vec<String> = Vec::new();
+        let mut webhook_events = Vec::new();
         for e in events {
             let typed = decode(&e.aggregate_type, &e.event_type, &e.event_version, &e.payload)
                 .map_err(|m| PersistenceError::UnknownError(m.into()))?;
+            if let AnyEvent::WebhookEndpoint(w) = &typed {
+                webhook_events.push((e.aggregate_id.clone(), w.clone()));
+            }
             for claim in typed.claims() {
                 let (op, kind, value) = match claim {
                     Claim::Acquire { kind, value } => ("acquire", kind, Some(value)),
@@ -128,9 +146,13 @@ impl EventStore {
             .try_with(|s| s.extras.erase_credential.clone())
             .ok()
             .flatten();
+        let webhook_secret = APPEND_SCOPE
+            .try_with(|s| s.extras.webhook_secret.clone())
+            .ok()
+            .flatten();
         let (credential_user, credential_hash) = credential.unzip();
         // One autocommit statement: atomic without BEGIN/COMMIT round trips.
-        let (transaction_id, position): (i64, i64) = sqlx::query_as(
+        let query = sqlx::query_as::<_, (i64, i64)>(
             "select * from keyledger_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(&ids)
@@ -148,10 +170,20 @@ impl EventStore {
         .bind(&claim_holders)
         .bind(credential_user)
         .bind(credential_hash)
-        .bind(erase)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(classify)?;
+        .bind(erase);
+        let (transaction_id, position) = if webhook_events.is_empty() && webhook_secret.is_none() {
+            query.fetch_one(&self.pool).await.map_err(classify)?
+        } else {
+            // Webhook endpoint commands (rare): the read model and the secret join the append's
+            // transaction, so they never disagree with the log.
+            let mut tx = self.pool.begin().await.map_err(connection)?;
+            let at = query.fetch_one(&mut *tx).await.map_err(classify)?;
+            crate::webhooks::apply_in_append(&mut tx, &webhook_events, webhook_secret.as_ref(), at.1)
+                .await
+                .map_err(classify)?;
+            tx.commit().await.map_err(classify)?;
+            at
+        };
         Ok(LogPosition {
             transaction_id,
             position,

@@ -101,6 +101,20 @@ const MANAGEMENT_ROUTES: &[(&str, &str, &str)] = &[
         "/audit_logs/exports/audit_log_export_x",
     ),
     ("GET", "/events/stream", "/events/stream"),
+    ("GET", "/webhook_endpoints", "/webhook_endpoints"),
+    ("POST", "/webhook_endpoints", "/webhook_endpoints"),
+    ("PATCH", "/webhook_endpoints/{id}", "/webhook_endpoints/we_x"),
+    ("DELETE", "/webhook_endpoints/{id}", "/webhook_endpoints/we_x"),
+    (
+        "GET",
+        "/webhook_endpoints/{id}/deliveries",
+        "/webhook_endpoints/we_x/deliveries",
+    ),
+    (
+        "POST",
+        "/webhook_endpoints/{id}/replay",
+        "/webhook_endpoints/we_x/replay",
+    ),
 ];
 
 fn method(m: &str) -> Method {
@@ -113,6 +127,10 @@ fn plausible_body(m: &str, path: &str) -> Option<Value> {
         ("POST", "/user_management/users") => Some(json!({ "email": "intruder@example.com" })),
         ("POST", "/organizations") => Some(json!({ "name": "Intruders" })),
         ("POST", "/organization_domains") => Some(json!({ "organization_id": "org_x", "domain": "x.com" })),
+        ("POST", "/webhook_endpoints") => {
+            Some(json!({ "endpoint_url": "http://127.0.0.1:9/x", "events": ["user.created"] }))
+        }
+        ("PATCH", _) => Some(json!({ "status": "disabled" })),
         ("POST", _) | ("PUT", _) => Some(json!({})),
         _ => None,
     }

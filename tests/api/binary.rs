@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -15,7 +15,7 @@ fn free_port() -> u16 {
 }
 
 /// Starts `keyledger serve` with the given environment and waits for /health.
-async fn serve(envs: &[(&str, &str)], remove_database_url: bool) -> (Child, String) {
+pub(crate) async fn serve(envs: &[(&str, &str)], remove_database_url: bool) -> (Child, String) {
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyledger"));
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -54,7 +54,7 @@ fn sigterm(child: &Child) {
     assert!(ok, "kill -TERM failed");
 }
 
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+pub(crate) fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + within;
     loop {
         if let Some(s) = child.try_wait().expect("try_wait") {
@@ -139,6 +139,15 @@ async fn sigterm_lets_in_flight_requests_finish() {
     assert_eq!(status, StatusCode::CREATED, "the in-flight request completed");
     assert!(
         wait_exit(&mut child, Duration::from_secs(30)).success(),
+        "exit 0 after SIGTERM"
+    );
+}
+
+/// SIGTERM, then a clean exit within 30 s.
+pub(crate) fn sigterm_and_wait(child: &mut Child) {
+    sigterm(child);
+    assert!(
+        wait_exit(child, Duration::from_secs(30)).success(),
         "exit 0 after SIGTERM"
     );
 }

@@ -461,8 +461,12 @@ async fn two_servers_on_one_database_share_projections_and_one_takes_over_when_t
     loop {
         let (locks,): (i64,) = sqlx::query_as(
             "select count(*) from pg_locks where locktype = 'advisory' and granted \
-             and database = (select oid from pg_database where datname = current_database())",
+             and database = (select oid from pg_database where datname = current_database()) \
+             and ((classid::bigint << 32) | objid::bigint) in \
+             (select hashtext('keyledger.projection.' || n)::bigint from unnest($1::text[]) n)",
         )
+        // Only the projections' locks: subscribers (the webhook dispatcher) hold their own.
+        .bind(engine::names())
         .fetch_one(&first.pool)
         .await
         .expect("locks");

@@ -5,7 +5,8 @@ Drives a running keyledger server through the official WorkOS Python SDK
 (``workos==10.6.0``, sync client), changing nothing but the base URL, and checks
 that every supported endpoint behaves as the SDK (and the WorkOS OpenAPI spec)
 expects: users, organizations, organization domains, organization memberships,
-events and audit logs, including the failure paths the SDK surfaces as exceptions.
+events, audit logs and webhooks (endpoints through the SDK, a delivery to a receiver this
+script runs, verified with the SDK's own signature check), including the failure paths the SDK surfaces as exceptions.
 
 Configuration (environment):
     KEYLEDGER_BASE_URL           e.g. http://127.0.0.1:8080            (required)
@@ -23,8 +24,10 @@ the newest ones.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import threading
 import time
 import traceback
 import urllib.request
@@ -221,7 +224,7 @@ def pause() -> None:
 
 
 # Everything this run created, for the best-effort cleanup after a failure.
-CREATED: Dict[str, List[str]] = {"om": [], "user": [], "org": []}
+CREATED: Dict[str, List[str]] = {"om": [], "user": [], "org": [], "we": []}
 DELETED: set = set()
 
 
@@ -1157,10 +1160,118 @@ def test_audit_logs(c: WorkOSClient) -> None:
                  "audit_log_export_01JZZZZZZZZZZZZZZZZZZZZZZZ")
 
 
+class _Receiver:
+    """A webhook receiver on loopback (stdlib http.server in a thread) that records POSTs."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        got: List[Tuple[Dict[str, str], bytes]] = []
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                n = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(n)
+                with lock:
+                    got.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.got = got
+        self.lock = lock
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/{RUN}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def received(self) -> List[Tuple[Dict[str, str], bytes]]:
+        with self.lock:
+            return list(self.got)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_webhooks(c: WorkOSClient) -> None:
+    section("webhooks")
+    rx = _Receiver()
+    try:
+        ep = call("webhooks: create_webhook_endpoint", c.webhooks.create_webhook_endpoint,
+                  endpoint_url=rx.url, events=["organization.created"])
+        CREATED["we"].append(ep.id)
+        check("webhooks: endpoint id has the we_ prefix", ep.id.startswith("we_"), ep.id)
+        check("webhooks: endpoint secret is whsec_...", str(ep.secret).startswith("whsec_"), ep.secret)
+        check_eq("webhooks: endpoint status", getattr(ep.status, "value", ep.status), "enabled")
+        check_eq("webhooks: endpoint events", list(ep.events), ["organization.created"])
+        listed = call("webhooks: list_webhook_endpoints", c.webhooks.list_webhook_endpoints, limit=100)
+        check("webhooks: the endpoint is listed", ep.id in ids(listed.data), ids(listed.data))
+        expect_error("webhooks: unknown event name", UnprocessableEntityError,
+                     c.webhooks.create_webhook_endpoint, endpoint_url=rx.url + "/other",
+                     events=["organization.exploded"], code="unknown_event_type", want_errors_list=True)
+        expect_error("webhooks: invalid URL", UnprocessableEntityError,
+                     c.webhooks.create_webhook_endpoint, endpoint_url="not a url",
+                     events=["organization.created"], code="invalid_url")
+        expect_error("webhooks: duplicate URL", ConflictError,
+                     c.webhooks.create_webhook_endpoint, endpoint_url=rx.url,
+                     events=["organization.created"], code="duplicate_endpoint")
+        expect_error("webhooks: update unknown endpoint", NotFoundError,
+                     c.webhooks.update_webhook_endpoint, "we_01JZZZZZZZZZZZZZZZZZZZZZZZ", status="disabled")
+
+        org = call("webhooks: create an organization to cause an event",
+                   c.organizations.create_organization, name=f"kl-{RUN}-webhook")
+        CREATED["org"].append(org.id)
+
+        def mine(items: List[Tuple[Dict[str, str], bytes]]) -> Optional[Tuple[Dict[str, str], bytes]]:
+            for headers, body in items:
+                try:
+                    data = json.loads(body)
+                except ValueError:
+                    continue
+                if data.get("event") == "organization.created" and data.get("data", {}).get("id") == org.id:
+                    return headers, body
+            return None
+
+        got = eventually("webhooks: the organization.created delivery arrives", rx.received,
+                         lambda items: None if mine(items) else f"received {len(items)} deliveries, none for {org.id}")
+        headers, body = mine(got) or ({}, b"")
+        sig = headers.get("workos-signature", "")
+        check("webhooks: WorkOS-Signature header is t=..., v1=...",
+              sig.startswith("t=") and ", v1=" in sig, sig)
+        event = call("webhooks: the SDK's verify_event accepts the delivery", c.webhooks.verify_event,
+                     event_body=body, event_signature=sig, secret=ep.secret)
+        check_eq("webhooks: verified event id", event.id, json.loads(body)["id"])
+        check_eq("webhooks: verified event name", getattr(event, "event", None), "organization.created")
+        tampered = body.replace(org.id.encode(), b"org_01JTAMPEREDTAMPEREDTAMPERE")
+        try:
+            c.webhooks.verify_event(event_body=tampered, event_signature=sig, secret=ep.secret)
+            raise CheckFailed("webhooks: a tampered body is rejected -- verify_event accepted it")
+        except ValueError:
+            _ok("webhooks: a tampered body is rejected (ValueError)")
+        try:
+            c.webhooks.verify_event(event_body=body, event_signature=sig, secret=ep.secret + "x")
+            raise CheckFailed("webhooks: a wrong secret is rejected -- verify_event accepted it")
+        except ValueError:
+            _ok("webhooks: a wrong secret is rejected (ValueError)")
+
+        up = call("webhooks: update_webhook_endpoint (disable)", c.webhooks.update_webhook_endpoint,
+                  ep.id, status="disabled")
+        check_eq("webhooks: updated status", getattr(up.status, "value", up.status), "disabled")
+        call("webhooks: delete_webhook_endpoint", c.webhooks.delete_webhook_endpoint, ep.id)
+        DELETED.add(ep.id)
+        expect_error("webhooks: delete twice", NotFoundError, c.webhooks.delete_webhook_endpoint, ep.id)
+    finally:
+        rx.stop()
+
+
 def cleanup(c: Optional[WorkOSClient]) -> None:
     if c is None or KEEP_DATA:
         return
-    for kind, fn in (("om", c.organization_membership.delete_organization_membership),
+    for kind, fn in (("we", c.webhooks.delete_webhook_endpoint),
+                     ("om", c.organization_membership.delete_organization_membership),
                      ("user", c.user_management.delete_user),
                      ("org", c.organizations.delete_organization)):
         for obj_id in CREATED[kind]:
@@ -1186,6 +1297,7 @@ def main() -> int:
         test_deletes(client)
         test_events(client)
         test_audit_logs(client)
+        test_webhooks(client)
     except CheckFailed as e:
         failed = True
         print(f"FAIL {_count + 1} - {e}", flush=True)

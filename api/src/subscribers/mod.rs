@@ -12,6 +12,8 @@ use tokio::task::JoinHandle;
 
 use crate::Config;
 
+pub mod webhooks;
+
 /// What a subscriber task needs from the process.
 #[derive(Clone)]
 pub struct Context {
@@ -25,7 +27,7 @@ pub struct Context {
 
 /// Starts every configured subscriber.
 pub fn spawn(ctx: &Context) -> Vec<JoinHandle<()>> {
-    let mut tasks = Vec::new();
+    let mut tasks = vec![tokio::spawn(webhooks::run(ctx.clone()))];
     if let Some(cfg) = ctx.config.nats.clone() {
         tasks.push(tokio::spawn(nats::run(ctx.clone(), cfg)));
     }
