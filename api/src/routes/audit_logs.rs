@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{list_response, now, object, page};
+use super::{list_response, now, object, page, time_range};
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::state::{AppState, RequestContext};
@@ -380,34 +380,22 @@ fn latest_version(body: &Value) -> u32 {
 
 // --- GET /audit_logs/events (extension) --------------------------------------------------------
 
-fn query_time(q: &QueryPairs, key: &'static str) -> Result<Option<DateTime<Utc>>, ApiError> {
-    q.one(key)?.map(|s| timestamp(key, "invalid_timestamp", &s)).transpose()
-}
-
 pub async fn list_events(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
     let page = page(&q)?;
     let organization_id = q
         .one("organization_id")?
         .ok_or_else(|| ApiError::bad_request("missing_filter", "organization_id is required"))?;
+    let (range_start, range_end) = time_range(&q)?;
     let filter = TrailFilter {
         organization_id,
         actions: q.many("actions"),
         actor_ids: q.many("actor_ids"),
         actor_names: q.many("actor_names"),
         targets: q.many("targets"),
-        range_start: query_time(&q, "range_start")?,
-        range_end: query_time(&q, "range_end")?,
+        range_start,
+        range_end,
         upto: None,
     };
-    if let (Some(s), Some(e)) = (filter.range_start, filter.range_end) {
-        if s > e {
-            return Err(ApiError::invalid(
-                "range_start",
-                "invalid_range",
-                "range_start must not be after range_end",
-            ));
-        }
-    }
     match audit::trail(&state.pool, &filter, &page).await? {
         TrailOutcome::UnknownCursor => Err(ApiError::invalid(
             if page.after.is_some() { "after" } else { "before" },

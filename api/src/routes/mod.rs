@@ -94,22 +94,47 @@ pub fn created(
     }
 }
 
-/// `as_of` (RFC 3339): read the object as it was at that instant, from the event log
-/// (`keyledger_projections::history`). Absent or empty: the live read model.
-pub fn as_of(q: &QueryPairs) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
-    q.one("as_of")?
+/// A timestamp query parameter (RFC 3339), `None` when absent.
+pub fn time_param(q: &QueryPairs, key: &'static str) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    q.one(key)?
         .map(|s| {
             chrono::DateTime::parse_from_rfc3339(&s)
                 .map(|t| t.with_timezone(&chrono::Utc))
                 .map_err(|_| {
                     ApiError::invalid(
-                        "as_of",
+                        key,
                         "invalid_timestamp",
-                        "as_of must be an RFC 3339 timestamp, e.g. 2026-01-31T12:00:00.000Z",
+                        format!("{key} must be an RFC 3339 timestamp, e.g. 2026-01-31T12:00:00.000Z"),
                     )
                 })
         })
         .transpose()
+}
+
+/// `range_start` and `range_end` of a list (start must not be after end).
+pub type TimeRange = (
+    Option<chrono::DateTime<chrono::Utc>>,
+    Option<chrono::DateTime<chrono::Utc>>,
+);
+
+pub fn time_range(q: &QueryPairs) -> Result<TimeRange, ApiError> {
+    let (start, end) = (time_param(q, "range_start")?, time_param(q, "range_end")?);
+    if let (Some(s), Some(e)) = (start, end) {
+        if s > e {
+            return Err(ApiError::invalid(
+                "range_start",
+                "invalid_range",
+                "range_start must not be after range_end",
+            ));
+        }
+    }
+    Ok((start, end))
+}
+
+/// `as_of` (RFC 3339): read the object as it was at that instant, from the event log
+/// (`keyledger_projections::history`). Absent: the live read model.
+pub fn as_of(q: &QueryPairs) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    time_param(q, "as_of")
 }
 
 pub fn now() -> chrono::DateTime<chrono::Utc> {
