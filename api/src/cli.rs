@@ -64,6 +64,10 @@ pub enum Command {
         #[arg(long, env = "KEYLEDGER_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000,
               value_parser = clap::value_parser!(u64).range(1..))]
         webhook_timeout_ms: u64,
+        /// Never deliver webhooks to loopback, private, link-local or other non-public addresses
+        /// (checked at every connection), and refuse endpoint URLs naming them.
+        #[arg(long, env = "KEYLEDGER_WEBHOOK_BLOCK_PRIVATE")]
+        webhook_block_private: bool,
     },
     /// Applies migrations and exits.
     Migrate,
@@ -251,6 +255,7 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
             webhook_retry_base_ms,
             webhook_max_attempts,
             webhook_timeout_ms,
+            webhook_block_private,
         } => {
             if let Ok(key) = std::env::var("KEYLEDGER_BOOTSTRAP_API_KEY") {
                 if !key.starts_with("sk_") || key.len() < 12 {
@@ -276,6 +281,7 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
                 webhook_retry_base: Duration::from_millis(*webhook_retry_base_ms),
                 webhook_max_attempts: *webhook_max_attempts,
                 webhook_timeout: Duration::from_millis(*webhook_timeout_ms),
+                webhook_block_private: *webhook_block_private,
                 ..Config::default()
             };
             let mut running = build(pool.clone(), config).await?;
@@ -382,4 +388,29 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_private(args: &[&str]) -> bool {
+        match Cli::try_parse_from(args) {
+            Ok(Cli {
+                command: Command::Serve {
+                    webhook_block_private, ..
+                },
+                ..
+            }) => webhook_block_private,
+            other => panic!("{args:?} parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_ssrf_guard_is_off_unless_asked_for() {
+        if std::env::var_os("KEYLEDGER_WEBHOOK_BLOCK_PRIVATE").is_none() {
+            assert!(!block_private(&["keyledger", "serve"]));
+        }
+        assert!(block_private(&["keyledger", "serve", "--webhook-block-private"]));
+    }
 }

@@ -795,3 +795,100 @@ async fn with_two_servers_one_delivers_and_the_other_takes_over_when_it_stops() 
     assert_eq!(got.len(), 9, "one dispatcher at a time: no event delivered twice");
     second.stop().await;
 }
+
+fn guarded(c: &mut keyledger_api::Config) {
+    fast(c);
+    c.webhook_block_private = true;
+}
+
+#[tokio::test]
+async fn with_the_guard_on_endpoints_at_non_public_literals_are_refused_with_422() {
+    let app = TestApp::spawn_with(guarded).await;
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://[::1]/",
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.7/hook",
+        "http://[::ffff:192.168.1.1]/",
+        "http://localhost:8080/hook",
+    ] {
+        let before = app.log_len().await;
+        let (s, b) = app
+            .post(
+                "/webhook_endpoints",
+                json!({ "endpoint_url": url, "events": ["user.created"] }),
+            )
+            .await;
+        assert_error(s, &b, unprocessable, "blocked_url", url);
+        assert_eq!(b["errors"][0]["field"], "endpoint_url", "{url}: {b}");
+        assert_eq!(app.log_len().await, before, "{url}: the log changed");
+    }
+    // Host names are only checked at delivery; an update to a blocked literal is refused too.
+    let ep = create_endpoint(&app, "https://hooks.example.com/a", &["user.created"]).await;
+    assert_rejected(
+        &app,
+        Method::PATCH,
+        &format!("/webhook_endpoints/{}", id_of(&ep)),
+        Some(json!({ "endpoint_url": "http://127.0.0.1:9/hook" })),
+        (unprocessable, "blocked_url"),
+        "update to loopback",
+    )
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn with_the_guard_on_deliveries_to_loopback_names_and_literals_fail_as_blocked() {
+    // Created while the guard is off (a receiver on loopback is fine then) ...
+    let first = TestApp::spawn_with(fast).await;
+    let rx = Receiver::start(|_| Answer::Status(200)).await;
+    let port = rx
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .expect("port");
+    let by_name = create_endpoint(&first, &format!("http://localhost:{port}/hook"), &["user.created"]).await;
+    let by_literal = create_endpoint(&first, &rx.url, &["user.created"]).await;
+    let db_url = first.db_url.clone();
+    first.stop().await;
+    // ... then delivered by a server with the guard on: nothing reaches the receiver.
+    let app = TestApp::spawn_on_with(db_url, |c| {
+        guarded(c);
+        c.webhook_max_attempts = 3;
+    })
+    .await;
+    app.create_user("guarded@example.com").await;
+    for ep in [&by_name, &by_literal] {
+        let id = id_of(ep);
+        let log = wait_deliveries(&app, &id, 3).await;
+        assert!(
+            log.iter()
+                .all(|d| d["status"] == "failed" && d["error"] == "blocked address" && d["status_code"].is_null()),
+            "{}: {log:?}",
+            ep["endpoint_url"]
+        );
+    }
+    // The failure rule applies as to any failed attempt.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, list) = app.get("/webhook_endpoints").await;
+        let data = list["data"].as_array().cloned().unwrap_or_default();
+        if data.len() == 2 && data.iter().all(|e| e["status"] == "disabled") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not disabled: {list}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reasons: Vec<String> = sqlx::query_scalar(
+        "select payload->'WebhookEndpointDisabled'->>'reason' from event where event_type = 'WebhookEndpointDisabled'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("disabling events");
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons.iter().all(|r| r.contains("blocked address")), "{reasons:?}");
+    assert!(rx.received().is_empty(), "the receiver got {:?}", rx.received());
+    app.stop().await;
+}

@@ -91,6 +91,29 @@ pub fn endpoint_url(raw: &str) -> Result<String, ApiError> {
     Ok(url.to_string())
 }
 
+/// With the SSRF guard on, refuses a URL whose host is a non-public IP literal or `localhost`.
+/// Other host names pass: they are checked at every delivery, since DNS can change.
+pub fn guard_endpoint_url(url: &str, block_private: bool) -> Result<(), ApiError> {
+    if !block_private {
+        return Ok(());
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|_| {
+        ApiError::invalid(
+            "endpoint_url",
+            "invalid_url",
+            "endpoint_url must be an absolute http or https URL",
+        )
+    })?;
+    if crate::ssrf::blocked_endpoint_url(&parsed) {
+        return Err(ApiError::invalid(
+            "endpoint_url",
+            "blocked_url",
+            "endpoint_url must not point at a loopback, private, link-local or other non-public address",
+        ));
+    }
+    Ok(())
+}
+
 /// Event names from the catalog this server emits, without duplicates, in the given order.
 pub fn event_names(names: Vec<String>) -> Result<Vec<String>, ApiError> {
     if names.is_empty() {
@@ -151,6 +174,7 @@ pub async fn create(
     AppJson(b): AppJson<CreateBody>,
 ) -> Result<Response, ApiError> {
     let url = endpoint_url(&b.endpoint_url)?;
+    guard_endpoint_url(&url, state.webhook_block_private)?;
     let events = event_names(b.events)?;
     let id = new_id("we");
     let extras = AppendExtras {
@@ -187,6 +211,9 @@ pub async fn update(
     AppJson(b): AppJson<UpdateBody>,
 ) -> Result<Response, ApiError> {
     let url = b.endpoint_url.as_deref().map(endpoint_url).transpose()?;
+    if let Some(u) = &url {
+        guard_endpoint_url(u, state.webhook_block_private)?;
+    }
     let events = b.events.map(event_names).transpose()?;
     let enabled = match b.status.as_deref() {
         None => None,

@@ -2,9 +2,12 @@
 //! feed (`webhook:<id>` in `subscriber_checkpoint`), with its own task, so a slow or dead
 //! receiver only delays itself. Deliveries are in feed order per endpoint and at-least-once: the
 //! checkpoint moves only after a 2xx. One process delivers (a session advisory lock); it never
-//! holds a database transaction open across an HTTP request.
+//! holds a database transaction open across an HTTP request. With `Config::webhook_block_private`
+//! it never connects to a non-public address (`crate::ssrf`): names resolve through the guarded
+//! resolver, blocked IP literals are refused before sending, and no proxy or redirect intervenes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
@@ -22,6 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::Context;
+use crate::ssrf;
 
 /// Retry delays as multiples of `Config::webhook_retry_base` (30 s by default: 30 s, 1 m, 5 m,
 /// 30 m, 2 h, 6 h, 12 h, 24 h, then 24 h for every further retry), each with ±20 % jitter.
@@ -70,12 +74,16 @@ pub fn signature(secret: &str, timestamp_ms: i64, body: &[u8]) -> String {
 
 /// Runs the dispatcher until shutdown.
 pub async fn run(ctx: Context) {
-    let client = match reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .timeout(ctx.config.webhook_timeout)
+        // A 3xx is a failed attempt; following one to an IP literal would also skip the guard.
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("keyledger-webhooks/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+        .user_agent(concat!("keyledger-webhooks/", env!("CARGO_PKG_VERSION")));
+    if ctx.config.webhook_block_private {
+        // The resolver's answer must be the real connection target: no proxy in between.
+        builder = builder.dns_resolver(Arc::new(ssrf::GuardedResolver)).no_proxy();
+    }
+    let client = match builder.build() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the webhook HTTP client; webhooks are not delivered");
@@ -441,6 +449,9 @@ async fn deliver_until_done(
             pause(wait, stop, shutdown).await?;
         }
     }
+    // reqwest does not ask the resolver about IP literals: the guard checks them itself.
+    let blocked_literal = ctx.config.webhook_block_private
+        && reqwest::Url::parse(&target.endpoint_url).is_ok_and(|u| ssrf::blocked_literal(&u));
     let body = match serde_json::to_vec(&ev.body) {
         Ok(b) => b,
         Err(e) => {
@@ -451,18 +462,22 @@ async fn deliver_until_done(
     loop {
         let attempt = failures.saturating_add(1);
         let started = Instant::now();
-        let sig = signature(&target.secret, chrono::Utc::now().timestamp_millis(), &body);
-        let send = client
-            .post(&target.endpoint_url)
-            .header("content-type", "application/json")
-            .header("workos-signature", sig)
-            .header("workos-event-id", &ev.id)
-            .body(body.clone())
-            .send();
-        let outcome = tokio::select! {
-            r = send => r,
-            _ = stop.changed() => return Err(Halt::Stopped),
-            _ = shutdown.changed() => return Err(Halt::Stopped),
+        let outcome = if blocked_literal {
+            Err(BLOCKED.to_string())
+        } else {
+            let sig = signature(&target.secret, chrono::Utc::now().timestamp_millis(), &body);
+            let send = client
+                .post(&target.endpoint_url)
+                .header("content-type", "application/json")
+                .header("workos-signature", sig)
+                .header("workos-event-id", &ev.id)
+                .body(body.clone())
+                .send();
+            tokio::select! {
+                r = send => r.map_err(|e| describe(&e)),
+                _ = stop.changed() => return Err(Halt::Stopped),
+                _ = shutdown.changed() => return Err(Halt::Stopped),
+            }
         };
         let duration_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
         let (status_code, error, delivered) = match outcome {
@@ -471,7 +486,7 @@ async fn deliver_until_done(
                 let ok = s.is_success();
                 (Some(i32::from(s.as_u16())), (!ok).then(|| format!("HTTP {s}")), ok)
             }
-            Err(e) => (None, Some(describe(&e)), false),
+            Err(e) => (None, Some(e), false),
         };
         if delivered {
             return Ok(Delivered {
@@ -511,8 +526,15 @@ async fn deliver_until_done(
     }
 }
 
+/// The delivery log's `error` for an attempt the SSRF guard refused.
+const BLOCKED: &str = "blocked address";
+
+/// The delivery log's `error` for a failed request (docs/API.md lists them).
 fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
+    // Before `is_connect`: the guarded resolver's refusal surfaces as a connect error.
+    if ssrf::is_blocked_error(e) {
+        BLOCKED.into()
+    } else if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {
         "connection failed".into()
@@ -556,6 +578,26 @@ mod tests {
         let base = Duration::from_secs(30);
         let got: Vec<u64> = (1..=10).map(|n| retry_delay(base, n).as_secs()).collect();
         assert_eq!(got, vec![30, 60, 300, 1800, 7200, 21600, 43200, 86400, 86400, 86400]);
+    }
+
+    #[tokio::test]
+    async fn a_name_the_guard_refuses_is_logged_as_a_blocked_address() {
+        let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(ssrf::GuardedResolver))
+            .no_proxy()
+            .build()
+            .unwrap_or_else(|e| panic!("client: {e}"));
+        let err = match client.post("http://localhost:1/hook").send().await {
+            Ok(r) => panic!("localhost was reached: {}", r.status()),
+            Err(e) => e,
+        };
+        assert_eq!(describe(&err), "blocked address", "{err:?}");
+        // Without the guard the same request is an ordinary connection failure.
+        let err = match reqwest::Client::new().post("http://127.0.0.1:1/hook").send().await {
+            Ok(r) => panic!("port 1 answered: {}", r.status()),
+            Err(e) => e,
+        };
+        assert_eq!(describe(&err), "connection failed", "{err:?}");
     }
 
     #[test]
