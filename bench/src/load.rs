@@ -107,6 +107,44 @@ where
     })
 }
 
+/// An open-loop writer: `count` `POST /user_management/users` (one `user.created` event each)
+/// at `rate` per second, whatever the answers' latency (a late tick fires at once), and waits
+/// for all of them. Any answer but 201 fails the run.
+pub async fn steady_user_creates(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    rate: u64,
+    count: u64,
+) -> anyhow::Result<()> {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1) / u32::try_from(rate.max(1)).unwrap_or(u32::MAX));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let url = format!("{base}/user_management/users");
+    let mut writes = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    for _ in 0..count {
+        ticker.tick().await;
+        let (http, url, key) = (http.clone(), url.clone(), key.to_string());
+        writes.push(tokio::spawn(async move {
+            let email = format!("{}@bench.example.com", ulid::Ulid::new().to_string().to_lowercase());
+            let r = http
+                .post(&url)
+                .bearer_auth(&key)
+                .json(&serde_json::json!({ "email": email }))
+                .send()
+                .await
+                .context("POST")?;
+            if r.status() != reqwest::StatusCode::CREATED {
+                anyhow::bail!("POST answered {}", r.status());
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for w in writes {
+        w.await.context("joining a POST")??;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use keyledger_api::{build, Config, NatsConfig};
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::{watch, Mutex};
 
 use crate::load::{ms, Stats};
@@ -123,31 +123,7 @@ pub async fn run(b: &mut Bench, nats_url: &str, rate: u32) -> anyhow::Result<()>
     let window_start = Utc::now() + b.warmup;
     let window_end = window_start + b.window;
     let total = u64::from(rate) * (b.warmup + b.window).as_secs();
-    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate.max(1));
-    let mut writes = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
-    for _ in 0..total {
-        tick.tick().await;
-        let http = http.clone();
-        let url = format!("{base}/user_management/users");
-        let key = key.clone();
-        writes.push(tokio::spawn(async move {
-            let email = format!("{}@bench.example.com", ulid::Ulid::new().to_string().to_lowercase());
-            let r = http
-                .post(&url)
-                .bearer_auth(&key)
-                .json(&json!({ "email": email }))
-                .send()
-                .await
-                .context("POST")?;
-            if r.status() != StatusCode::CREATED {
-                bail!("POST answered {}", r.status());
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for w in writes {
-        w.await.context("joining a write")??;
-    }
+    crate::load::steady_user_creates(&http, &base, &key, u64::from(rate), total).await?;
     // Everything written in the window, from the feed itself.
     let rows: Vec<(String,)> = sqlx::query_as("select id from event_feed where created_at >= $1 and created_at < $2")
         .bind(window_start)

@@ -15,7 +15,6 @@ use axum::routing::post;
 use axum::Router;
 use chrono::{DateTime, Utc};
 use keyledger_api::{build, Config};
-use keyledger_domain::ids::new_id;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -99,34 +98,8 @@ async fn one_run(b: &mut Bench, endpoints: usize) -> anyhow::Result<()> {
     // Open loop: one POST every 1/RATE s, each in its own task, through the warm-up and window.
     let total = b.warmup + b.window;
     let count = RATE * total.as_secs();
-    let interval = Duration::from_micros(1_000_000 / RATE);
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = SystemTime::now();
-    let mut tasks = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
-    for _ in 0..count {
-        ticker.tick().await;
-        let http = http.clone();
-        let url = format!("{base}/user_management/users");
-        let key = key.clone();
-        tasks.push(tokio::spawn(async move {
-            let email = format!("{}@bench.example.com", new_id("w").to_lowercase());
-            let r = http
-                .post(&url)
-                .bearer_auth(&key)
-                .json(&json!({ "email": email }))
-                .send()
-                .await
-                .context("POST")?;
-            if r.status() != StatusCode::CREATED {
-                bail!("POST answered {}", r.status());
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for t in tasks {
-        t.await.context("joining a POST")??;
-    }
+    crate::load::steady_user_creates(&http, &base, &key, RATE, count).await?;
     let produced = started.elapsed().unwrap_or_default();
     // Wait for the deliveries to drain (bounded).
     let want = usize::try_from(count).unwrap_or(0) * endpoints;
