@@ -21,6 +21,17 @@ pub struct FeedCursor {
     pub seq: i32,
 }
 
+impl From<(i64, i64, i32)> for FeedCursor {
+    /// From a `(transaction_id, position, seq)` row.
+    fn from((transaction_id, position, seq): (i64, i64, i32)) -> Self {
+        FeedCursor {
+            transaction_id,
+            position,
+            seq,
+        }
+    }
+}
+
 impl FeedCursor {
     pub const START: FeedCursor = FeedCursor {
         transaction_id: 0,
@@ -109,11 +120,7 @@ pub async fn cursor_of<'e>(db: impl PgExecutor<'e>, event_id: &str) -> Result<Op
             .bind(event_id)
             .fetch_optional(db)
             .await?;
-    Ok(row.map(|(t, p, s)| FeedCursor {
-        transaction_id: t,
-        position: p,
-        seq: s,
-    }))
+    Ok(row.map(FeedCursor::from))
 }
 
 /// The last event in the feed (START when it is empty).
@@ -124,13 +131,7 @@ pub async fn head<'e>(db: impl PgExecutor<'e>) -> Result<FeedCursor, StorageErro
     )
     .fetch_optional(db)
     .await?;
-    Ok(row
-        .map(|(t, p, s)| FeedCursor {
-            transaction_id: t,
-            position: p,
-            seq: s,
-        })
-        .unwrap_or_default())
+    Ok(row.map(FeedCursor::from).unwrap_or_default())
 }
 
 /// How many events after `after` pass `filter` (a subscriber's lag).
@@ -155,20 +156,19 @@ pub async fn count_after<'e>(
     Ok(n)
 }
 
-/// A subscriber's durable checkpoint (START when it has none yet).
-pub async fn load_checkpoint<'e>(db: impl PgExecutor<'e>, name: &str) -> Result<FeedCursor, StorageError> {
+/// A subscriber's durable checkpoint, `None` when it has none (yet, or any more).
+pub async fn checkpoint<'e>(db: impl PgExecutor<'e>, name: &str) -> Result<Option<FeedCursor>, StorageError> {
     let row: Option<(i64, i64, i32)> =
         sqlx::query_as("select transaction_id::text::bigint, position, seq from subscriber_checkpoint where name = $1")
             .bind(name)
             .fetch_optional(db)
             .await?;
-    Ok(row
-        .map(|(t, p, s)| FeedCursor {
-            transaction_id: t,
-            position: p,
-            seq: s,
-        })
-        .unwrap_or_default())
+    Ok(row.map(FeedCursor::from))
+}
+
+/// A subscriber's durable checkpoint (START when it has none yet).
+pub async fn load_checkpoint<'e>(db: impl PgExecutor<'e>, name: &str) -> Result<FeedCursor, StorageError> {
+    Ok(checkpoint(db, name).await?.unwrap_or_default())
 }
 
 /// Records that a subscriber has delivered everything up to `at`. Never moves backwards unless
@@ -216,11 +216,7 @@ pub async fn subscriber_status<'e>(db: impl PgExecutor<'e> + Copy) -> Result<Vec
     .await?;
     let mut out = Vec::with_capacity(rows.len());
     for (name, t, p, s, updated_at) in rows {
-        let checkpoint = FeedCursor {
-            transaction_id: t,
-            position: p,
-            seq: s,
-        };
+        let checkpoint = FeedCursor::from((t, p, s));
         let behind = count_after(db, checkpoint, &FeedFilter::default()).await?;
         out.push(SubscriberStatus {
             name,

@@ -7,7 +7,7 @@ use keyledger_domain::webhook::WebhookEndpointEvent;
 use serde_json::Value;
 use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, QueryBuilder};
 
-use crate::feed::FeedCursor;
+use crate::feed::{self, FeedCursor};
 use crate::queries::{self, ListResult, Page};
 use crate::StorageError;
 
@@ -174,16 +174,7 @@ pub async fn enabled_targets(pool: &PgPool) -> Result<Vec<Target>, StorageError>
 
 /// An endpoint's delivery checkpoint; `None` once the endpoint is deleted (the row goes with it).
 pub async fn checkpoint<'e>(db: impl PgExecutor<'e>, endpoint_id: &str) -> Result<Option<FeedCursor>, StorageError> {
-    let row: Option<(i64, i64, i32)> =
-        sqlx::query_as("select transaction_id::text::bigint, position, seq from subscriber_checkpoint where name = $1")
-            .bind(checkpoint_name(endpoint_id))
-            .fetch_optional(db)
-            .await?;
-    Ok(row.map(|(t, p, s)| FeedCursor {
-        transaction_id: t,
-        position: p,
-        seq: s,
-    }))
+    feed::checkpoint(db, &checkpoint_name(endpoint_id)).await
 }
 
 /// One delivery attempt, for the delivery log.
