@@ -49,21 +49,10 @@ async fn org(app: &TestApp, name: &str) -> String {
 
 /// The organization's trail, oldest first, following `after` cursors.
 async fn trail(app: &TestApp, org: &str, query: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let mut path = format!("/audit_logs/events?organization_id={org}&limit=100&order=asc{query}");
-        if let Some(a) = &after {
-            path.push_str(&format!("&after={a}"));
-        }
-        let (s, body) = app.get(&path).await;
-        assert_eq!(s, StatusCode::OK, "trail: {body}");
-        out.extend(body["data"].as_array().cloned().unwrap_or_default());
-        match body["list_metadata"]["after"].as_str() {
-            Some(a) => after = Some(a.to_string()),
-            None => return out,
-        }
-    }
+    app.all_pages(&format!(
+        "/audit_logs/events?organization_id={org}&limit=100&order=asc{query}"
+    ))
+    .await
 }
 
 fn actions(events: &[Value]) -> Vec<String> {

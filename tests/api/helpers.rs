@@ -223,15 +223,20 @@ impl TestApp {
 
     /// All events of the feed, oldest first, following `after` cursors.
     pub async fn all_events(&self, query: &str) -> Vec<Value> {
+        self.all_pages(&format!("/events?limit=100&order=asc{query}")).await
+    }
+
+    /// Every item of a list endpoint (`path` with its query), following `after` cursors.
+    pub async fn all_pages(&self, path: &str) -> Vec<Value> {
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let mut path = format!("/events?limit=100&order=asc{query}");
-            if let Some(a) = &after {
-                path.push_str(&format!("&after={a}"));
-            }
-            let (s, body) = self.get(&path).await;
-            assert_eq!(s, StatusCode::OK, "list events: {body}");
+            let page = match &after {
+                Some(a) => format!("{path}&after={a}"),
+                None => path.to_string(),
+            };
+            let (s, body) = self.get(&page).await;
+            assert_eq!(s, StatusCode::OK, "list {page}: {body}");
             out.extend(body["data"].as_array().cloned().unwrap_or_default());
             match body["list_metadata"]["after"].as_str() {
                 Some(a) => after = Some(a.to_string()),
