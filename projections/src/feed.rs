@@ -58,6 +58,17 @@ pub struct FeedFilter {
     pub organization_id: Option<String>,
 }
 
+impl FeedFilter {
+    /// True when `e` passes the filter (the same rule `read_after` applies in SQL).
+    pub fn matches(&self, e: &FeedEvent) -> bool {
+        self.events.as_ref().is_none_or(|names| names.contains(&e.event))
+            && self
+                .organization_id
+                .as_ref()
+                .is_none_or(|o| e.organization_id.as_ref() == Some(o))
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct Row {
     id: String,

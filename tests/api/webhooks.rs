@@ -603,6 +603,37 @@ async fn endpoints_get_only_their_events_and_only_those_after_their_creation() {
 }
 
 #[tokio::test]
+async fn an_endpoint_moves_its_checkpoint_past_events_it_does_not_want() {
+    // A filtered endpoint must not stay parked before the events it skips (it would rescan them
+    // on every wake-up): with only unwanted events, its lag drops to zero with nothing delivered.
+    let app = TestApp::spawn_with(fast).await;
+    let rx = Receiver::start(|_| Answer::Status(200)).await;
+    let ep = create_endpoint(&app, &rx.url, &["organization.deleted"]).await;
+    for i in 0..5 {
+        app.create_user(&format!("unwanted{i}@example.com")).await;
+    }
+    let name = format!("webhook:{}", id_of(&ep));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, health) = app.get("/health").await;
+        assert_eq!(s, StatusCode::OK, "{health}");
+        if health["subscribers"][&name]["behind"] == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the endpoint's checkpoint stayed behind events it does not want: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rx.received().is_empty(), "nothing was delivered");
+    let (s, log) = app.get(&format!("/webhook_endpoints/{}/deliveries", id_of(&ep))).await;
+    assert_eq!(s, StatusCode::OK, "{log}");
+    assert_eq!(log["data"], json!([]), "skipped events leave no delivery log rows");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn replay_redelivers_the_events_after_the_given_one() {
     let app = TestApp::spawn_with(fast).await;
     let rx = Receiver::start(|_| Answer::Status(200)).await;

@@ -150,14 +150,6 @@ struct Reader {
     _permit: OwnedSemaphorePermit,
 }
 
-fn wanted(filter: &FeedFilter, e: &FeedEvent) -> bool {
-    filter.events.as_ref().is_none_or(|names| names.contains(&e.event))
-        && filter
-            .organization_id
-            .as_ref()
-            .is_none_or(|o| e.organization_id.as_ref() == Some(o))
-}
-
 /// SSE fields end at a line break; ids and names never hold one, but a broken row must not
 /// break the framing (or panic inside axum).
 fn one_line(s: &str) -> String {
@@ -195,7 +187,7 @@ impl Reader {
                     if let Some(last) = rows.last() {
                         self.cursor = last.cursor;
                         let filter = &self.filter;
-                        self.buffer.extend(rows.into_iter().filter(|e| wanted(filter, e)));
+                        self.buffer.extend(rows.into_iter().filter(|e| filter.matches(e)));
                         continue;
                     }
                 }
@@ -254,12 +246,12 @@ mod tests {
             events: None,
             organization_id: Some("org_1".into()),
         };
-        assert!(wanted(&all, &event("user.updated", None)));
-        assert!(wanted(&names, &event("user.created", None)));
-        assert!(!wanted(&names, &event("user.updated", None)));
-        assert!(wanted(&org, &event("organization.updated", Some("org_1"))));
-        assert!(!wanted(&org, &event("organization.updated", Some("org_2"))));
-        assert!(!wanted(&org, &event("user.created", None)));
+        assert!(all.matches(&event("user.updated", None)));
+        assert!(names.matches(&event("user.created", None)));
+        assert!(!names.matches(&event("user.updated", None)));
+        assert!(org.matches(&event("organization.updated", Some("org_1"))));
+        assert!(!org.matches(&event("organization.updated", Some("org_2"))));
+        assert!(!org.matches(&event("user.created", None)));
     }
 
     #[test]

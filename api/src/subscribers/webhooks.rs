@@ -271,8 +271,12 @@ async fn deliver_endpoint(
             Some(cp) => Ok(Some(cp)),
             None => store::checkpoint(&ctx.pool, &target.id).await,
         };
+        // Unfiltered read, filtered here: the checkpoint moves past events this endpoint does
+        // not want, so a rarely matching filter never rescans the same tail of the feed.
         let batch = match cp {
-            Ok(Some(cp)) => feed::read_after(&ctx.pool, cp, &filter, BATCH).await.map(|b| (cp, b)),
+            Ok(Some(cp)) => feed::read_after(&ctx.pool, cp, &FeedFilter::default(), BATCH)
+                .await
+                .map(|b| (cp, b)),
             // Deleted: its checkpoint went with it. Never fall back to the start of the feed.
             Ok(None) => return,
             Err(e) => Err(e),
@@ -312,6 +316,10 @@ async fn deliver_endpoint(
         let mut pending = Pending::new(&target.id, from);
         let mut halted = false;
         for ev in events {
+            if !filter.matches(&ev) {
+                pending.skip(&ev);
+                continue;
+            }
             match deliver_until_done(
                 &ctx,
                 &durable,
@@ -355,7 +363,7 @@ struct Pending {
     endpoint_id: String,
     /// The checkpoint as last read or written.
     from: FeedCursor,
-    /// The cursor of the last delivered event.
+    /// The cursor of the last delivered (or skipped, not wanted) event.
     to: FeedCursor,
     batch: DeliveredBatch,
     /// The failure rule disabled the endpoint.
@@ -376,6 +384,11 @@ impl Pending {
         }
     }
 
+    /// An event the endpoint does not want: the checkpoint may move past it, with no log row.
+    fn skip(&mut self, ev: &FeedEvent) {
+        self.to = ev.cursor;
+    }
+
     fn push(&mut self, ev: &FeedEvent, done: &Delivered) {
         self.to = ev.cursor;
         self.batch.event_ids.push(ev.id.clone());
@@ -393,7 +406,7 @@ impl Pending {
         if self.lost {
             return Ok(false);
         }
-        if self.batch.is_empty() {
+        if self.batch.is_empty() && self.to == self.from {
             return Ok(true);
         }
         let ok = store::record_delivered(pool, &self.endpoint_id, &self.batch, self.from, self.to).await?;
