@@ -723,11 +723,16 @@ pub struct Status {
 }
 
 pub async fn status(pool: &PgPool) -> Result<Vec<Status>, StorageError> {
+    status_at_most(pool, i64::MAX).await
+}
+
+/// [`status`] with `behind` counted up to `cap` (for frequent callers such as `/health`).
+pub async fn status_at_most(pool: &PgPool, cap: i64) -> Result<Vec<Status>, StorageError> {
     let head = log::head(pool).await?;
     let mut out = Vec::new();
     for p in ALL {
         let cp = checkpoint::load(pool, p.name).await?;
-        let behind = log::count_after(pool, cp).await?;
+        let behind = log::count_after_at_most(pool, cp, cap).await?;
         out.push(Status {
             name: p.name,
             checkpoint: cp,

@@ -151,17 +151,28 @@ pub async fn count_after<'e>(
     after: FeedCursor,
     filter: &FeedFilter,
 ) -> Result<i64, StorageError> {
+    count_after_at_most(db, after, filter, i64::MAX).await
+}
+
+/// [`count_after`], but stops counting at `cap`: cheap to ask often, however far behind.
+pub async fn count_after_at_most<'e>(
+    db: impl PgExecutor<'e>,
+    after: FeedCursor,
+    filter: &FeedFilter,
+    cap: i64,
+) -> Result<i64, StorageError> {
     let (n,): (i64,) = sqlx::query_as(
-        "select count(*) from event_feed \
+        "select count(*) from (select 1 from event_feed \
          where (event_feed.transaction_id, position, seq) > ($1::bigint::text::xid8, $2, $3) \
          and ($4::text[] is null or event = any($4)) \
-         and ($5::text is null or organization_id = $5)",
+         and ($5::text is null or organization_id = $5) limit $6) as behind",
     )
     .bind(after.transaction_id)
     .bind(after.position)
     .bind(after.seq)
     .bind(filter.events.as_deref())
     .bind(filter.organization_id.as_deref())
+    .bind(cap)
     .fetch_one(db)
     .await?;
     Ok(n)
@@ -220,6 +231,15 @@ pub struct SubscriberStatus {
 /// Every subscriber with a checkpoint, by name. `behind` counts all feed events after its
 /// checkpoint (a filtered subscriber may have nothing to deliver in them).
 pub async fn subscriber_status<'e>(db: impl PgExecutor<'e> + Copy) -> Result<Vec<SubscriberStatus>, StorageError> {
+    subscriber_status_at_most(db, i64::MAX).await
+}
+
+/// [`subscriber_status`] with `behind` counted up to `cap` (for frequent callers such as
+/// `/health`: a disabled webhook endpoint's lag grows without bound).
+pub async fn subscriber_status_at_most<'e>(
+    db: impl PgExecutor<'e> + Copy,
+    cap: i64,
+) -> Result<Vec<SubscriberStatus>, StorageError> {
     let rows: Vec<(String, i64, i64, i32, DateTime<Utc>)> = sqlx::query_as(
         "select name, transaction_id::text::bigint, position, seq, updated_at from subscriber_checkpoint order by name",
     )
@@ -228,7 +248,7 @@ pub async fn subscriber_status<'e>(db: impl PgExecutor<'e> + Copy) -> Result<Vec
     let mut out = Vec::with_capacity(rows.len());
     for (name, t, p, s, updated_at) in rows {
         let checkpoint = FeedCursor::from((t, p, s));
-        let behind = count_after(db, checkpoint, &FeedFilter::default()).await?;
+        let behind = count_after_at_most(db, checkpoint, &FeedFilter::default(), cap).await?;
         out.push(SubscriberStatus {
             name,
             checkpoint,

@@ -133,12 +133,22 @@ pub async fn head<'e>(db: impl PgExecutor<'e>) -> Result<LogPosition, sqlx::Erro
 
 /// How many visible events come after `after` (for progress and lag).
 pub async fn count_after<'e>(db: impl PgExecutor<'e>, after: LogPosition) -> Result<i64, sqlx::Error> {
+    count_after_at_most(db, after, i64::MAX).await
+}
+
+/// [`count_after`], but stops counting at `cap`: cheap to ask often, however far behind.
+pub async fn count_after_at_most<'e>(
+    db: impl PgExecutor<'e>,
+    after: LogPosition,
+    cap: i64,
+) -> Result<i64, sqlx::Error> {
     let (n,): (i64,) = sqlx::query_as(
-        "select count(*) from event where (transaction_id, position) > ($1::bigint::text::xid8, $2) \
-         and transaction_id < pg_snapshot_xmin(pg_current_snapshot())",
+        "select count(*) from (select 1 from event where (transaction_id, position) > ($1::bigint::text::xid8, $2) \
+         and transaction_id < pg_snapshot_xmin(pg_current_snapshot()) limit $3) as behind",
     )
     .bind(after.transaction_id)
     .bind(after.position)
+    .bind(cap)
     .fetch_one(db)
     .await?;
     Ok(n)

@@ -644,3 +644,49 @@ async fn a_projection_behind_more_than_a_batch_of_other_events_catches_up() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn lag_counts_can_stop_at_a_cap_and_are_exact_below_it() {
+    let mut app = TestApp::spawn().await;
+    for i in 0..5 {
+        app.create_user(&format!("lag{i}@example.com")).await;
+    }
+    app.stop_workers_and_wait().await;
+    assert_eq!(log::count_after(&app.pool, LogPosition::START).await.expect("count"), 5);
+    assert_eq!(
+        log::count_after_at_most(&app.pool, LogPosition::START, 3)
+            .await
+            .expect("count"),
+        3
+    );
+    assert_eq!(
+        log::count_after_at_most(&app.pool, LogPosition::START, 10)
+            .await
+            .expect("count"),
+        5
+    );
+    use keyledger_projections::feed::{self, FeedCursor, FeedFilter};
+    let all = FeedFilter::default();
+    assert_eq!(
+        feed::count_after(&app.pool, FeedCursor::START, &all)
+            .await
+            .expect("count"),
+        5
+    );
+    assert_eq!(
+        feed::count_after_at_most(&app.pool, FeedCursor::START, &all, 2)
+            .await
+            .expect("count"),
+        2
+    );
+    let none = FeedFilter {
+        events: Some(vec!["user.deleted".into()]),
+        organization_id: None,
+    };
+    assert_eq!(
+        feed::count_after_at_most(&app.pool, FeedCursor::START, &none, 2)
+            .await
+            .expect("count"),
+        0
+    );
+}
