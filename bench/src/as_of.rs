@@ -246,14 +246,10 @@ async fn measure(b: &mut Bench, pool: &PgPool, base: &str, key: &str, events: u6
         }
     })
     .await?;
-    b.rows.push(Row {
-        stage: format!("reference: HTTP GET /organizations/{{id}} (live read model), {CONNECTIONS} connections"),
-        result: live.summary("req"),
-        baseline: "—".into(),
-        ratio: None,
-        goal: "—".into(),
-        met: None,
-    });
+    b.rows.push(Row::reference(
+        format!("reference: HTTP GET /organizations/{{id}} (live read model), {CONNECTIONS} connections"),
+        live.summary("req"),
+    ));
     let snapshots: (i64,) = sqlx::query_as("select count(*) from history_snapshot")
         .fetch_one(pool)
         .await
@@ -303,16 +299,10 @@ async fn measure(b: &mut Bench, pool: &PgPool, base: &str, key: &str, events: u6
         }
     })
     .await?;
-    b.rows.push(Row {
-        stage: format!(
-            "reference: HTTP GET membership list (live read model, 100 of {MEMBERS}), {CONNECTIONS} connections"
-        ),
-        result: live.summary("req"),
-        baseline: "—".into(),
-        ratio: None,
-        goal: "—".into(),
-        met: None,
-    });
+    b.rows.push(Row::reference(
+        format!("reference: HTTP GET membership list (live read model, 100 of {MEMBERS}), {CONNECTIONS} connections"),
+        live.summary("req"),
+    ));
     Ok(())
 }
 

@@ -202,14 +202,10 @@ pub async fn get(b: &mut Bench, server: &Server) -> anyhow::Result<()> {
         }
     })
     .await?;
-    b.rows.push(Row {
-        stage: format!("reference: HTTP stack only (unrouted GET → 404, no database), {GET_CONNECTIONS} connections"),
-        result: ceiling.summary("req"),
-        baseline: "—".into(),
-        ratio: None,
-        goal: "—".into(),
-        met: None,
-    });
+    b.rows.push(Row::reference(
+        format!("reference: HTTP stack only (unrouted GET → 404, no database), {GET_CONNECTIONS} connections"),
+        ceiling.summary("req"),
+    ));
     Ok(())
 }
 

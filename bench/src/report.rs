@@ -35,6 +35,18 @@ impl Row {
         }
     }
 
+    /// A reference figure measured for comparison, with no baseline or goal of its own.
+    pub fn reference(stage: impl Into<String>, result: impl Into<String>) -> Row {
+        Row {
+            stage: stage.into(),
+            result: result.into(),
+            baseline: "—".into(),
+            ratio: None,
+            goal: "—".into(),
+            met: None,
+        }
+    }
+
     /// A measurement against an absolute goal.
     pub fn absolute(stage: impl Into<String>, result: impl Into<String>, goal: impl Into<String>, met: bool) -> Row {
         Row {

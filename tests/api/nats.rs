@@ -68,6 +68,24 @@ async fn stored(js: &jetstream::Context, stream: &str) -> Vec<Stored> {
     out
 }
 
+/// A core subscriber to every subject under `prefix` (it sees every publish, duplicates
+/// included); keep the client alive as long as the subscriber.
+async fn subscribe_all(url: &str, prefix: &str) -> (async_nats::Client, async_nats::Subscriber) {
+    let client = async_nats::connect(url).await.expect("connect");
+    let live = client.subscribe(format!("{prefix}.>")).await.expect("subscribe");
+    client.flush().await.expect("flush");
+    (client, live)
+}
+
+/// The `Nats-Msg-Id` of every message `live` receives until it stays quiet for `quiet`.
+async fn msg_ids(live: &mut async_nats::Subscriber, quiet: Duration) -> Vec<Option<String>> {
+    let mut seen = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(quiet, live.next()).await {
+        seen.push(m.headers.and_then(|h| h.get("Nats-Msg-Id").map(|v| v.to_string())));
+    }
+    seen
+}
+
 /// Waits until the stream holds `n` messages.
 async fn wait_stored(js: &jetstream::Context, stream: &str, n: usize, wait: Duration) -> Vec<Stored> {
     let deadline = std::time::Instant::now() + wait;
@@ -148,12 +166,7 @@ async fn every_event_is_published_once_on_its_subject_with_its_id() {
     let url = nats_url();
     let cfg = own_config(url.clone());
     // A core subscriber sees every publish, including duplicates JetStream would drop.
-    let client = async_nats::connect(&url).await.expect("connect");
-    let mut live = client
-        .subscribe(format!("{}.>", cfg.subject_prefix))
-        .await
-        .expect("subscribe");
-    client.flush().await.expect("flush");
+    let (_client, mut live) = subscribe_all(&url, &cfg.subject_prefix).await;
     let app = TestApp::spawn_with(|c| c.nats = Some(cfg.clone())).await;
     write_some(&app, "a").await;
     write_some(&app, "b").await;
@@ -166,10 +179,7 @@ async fn every_event_is_published_once_on_its_subject_with_its_id() {
         got.iter().any(|m| m.subject.contains(".org_")),
         "per-organization subjects"
     );
-    let mut seen = Vec::new();
-    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), live.next()).await {
-        seen.push(m.headers.and_then(|h| h.get("Nats-Msg-Id").map(|v| v.to_string())));
-    }
+    let seen = msg_ids(&mut live, Duration::from_millis(500)).await;
     assert_eq!(
         seen,
         feed.iter().map(|e| Some(id_of(e))).collect::<Vec<_>>(),
@@ -217,12 +227,7 @@ async fn a_restart_without_writes_republishes_nothing() {
     let db_url = app.db_url.clone();
     drop(app);
 
-    let client = async_nats::connect(&url).await.expect("connect");
-    let mut live = client
-        .subscribe(format!("{}.>", cfg.subject_prefix))
-        .await
-        .expect("subscribe");
-    client.flush().await.expect("flush");
+    let (_client, mut live) = subscribe_all(&url, &cfg.subject_prefix).await;
     let app = TestApp::spawn_on_with(db_url, |c| c.nats = Some(cfg.clone())).await;
     let republished = tokio::time::timeout(Duration::from_secs(2), live.next()).await;
     assert!(
@@ -351,12 +356,7 @@ async fn events_written_while_nats_is_down_are_published_when_it_returns() {
 async fn two_servers_on_one_database_publish_each_event_once() {
     let url = nats_url();
     let cfg = own_config(url.clone());
-    let client = async_nats::connect(&url).await.expect("connect");
-    let mut live = client
-        .subscribe(format!("{}.>", cfg.subject_prefix))
-        .await
-        .expect("subscribe");
-    client.flush().await.expect("flush");
+    let (_client, mut live) = subscribe_all(&url, &cfg.subject_prefix).await;
     let a = TestApp::spawn_with(|c| c.nats = Some(cfg.clone())).await;
     let b = TestApp::spawn_on_with(a.db_url.clone(), |c| c.nats = Some(cfg.clone())).await;
     write_some(&a, "g").await;
@@ -364,10 +364,7 @@ async fn two_servers_on_one_database_publish_each_event_once() {
     let feed = a.all_events("").await;
     let js = jetstream(&url).await;
     wait_stored(&js, &cfg.stream, feed.len(), Duration::from_secs(20)).await;
-    let mut seen = Vec::new();
-    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(1000), live.next()).await {
-        seen.push(m.headers.and_then(|h| h.get("Nats-Msg-Id").map(|v| v.to_string())));
-    }
+    let seen = msg_ids(&mut live, Duration::from_millis(1000)).await;
     assert_eq!(
         seen,
         feed.iter().map(|e| Some(id_of(e))).collect::<Vec<_>>(),
