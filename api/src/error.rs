@@ -9,6 +9,9 @@ use keyledger_projections::commands::CommandError;
 use keyledger_projections::StorageError;
 use serde::Serialize;
 
+/// The top-level code of every validation failure (the WorkOS spec's 422 body).
+pub const INVALID_REQUEST_PARAMETERS: &str = "invalid_request_parameters";
+
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct FieldError {
     pub field: String,
@@ -54,12 +57,29 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
 
-    /// One invalid field: 422 with the field error listed; the top-level code is the field's.
+    /// One invalid field, in the spec's 422 shape: the top-level code is
+    /// `invalid_request_parameters`, the field's own code sits in `errors`.
     pub fn invalid(field: &str, code: &'static str, message: impl Into<String>) -> Self {
+        Self::field_error(StatusCode::UNPROCESSABLE_ENTITY, INVALID_REQUEST_PARAMETERS, field, code, message)
+    }
+
+    /// One invalid field where the spec names the top-level code of that endpoint's answer
+    /// (e.g. `invalid_role` on membership create): the code is both top-level and in `errors`.
+    pub fn invalid_as(status: StatusCode, field: &str, code: &'static str, message: impl Into<String>) -> Self {
+        Self::field_error(status, code, field, code, message)
+    }
+
+    fn field_error(
+        status: StatusCode,
+        top: &'static str,
+        field: &str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         let message = message.into();
         Self {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            code,
+            status,
+            code: top,
             message: message.clone(),
             errors: vec![FieldError {
                 field: field.to_string(),

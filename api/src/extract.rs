@@ -39,10 +39,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
                 "strings must not contain NUL (\\u0000) characters",
             ));
         }
-        match axum::Json::<T>::from_bytes(&bytes) {
-            Ok(axum::Json(v)) => Ok(Self(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
+        // Syntax first (400), then the shape, in plain words (422; `json_body`).
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|_| ApiError::bad_request("invalid_json", "the request body is not valid JSON"))?;
+        crate::json_body::from_value(value)
+            .map(Self)
+            .map_err(|e| ApiError::invalid(&e.field, e.code, e.message))
     }
 }
 
@@ -59,25 +61,8 @@ fn too_large() -> ApiError {
     )
 }
 
-/// axum's prefix on data errors, before serde's `path: message`.
-const DATA_ERROR_PREFIX: &str = "Failed to deserialize the JSON body into the target type: ";
-
 fn json_rejection(r: JsonRejection) -> ApiError {
     match r {
-        JsonRejection::JsonDataError(e) => {
-            let text = e.body_text();
-            let detail = text.strip_prefix(DATA_ERROR_PREFIX).unwrap_or(&text).to_string();
-            let (field, message) = split_path(&detail);
-            let message = if message.contains("expected struct") {
-                "expected a JSON object".to_string()
-            } else {
-                message
-            };
-            ApiError::invalid(&field, "invalid_value", message)
-        }
-        JsonRejection::JsonSyntaxError(_) => {
-            ApiError::bad_request("invalid_json", "the request body is not valid JSON")
-        }
         JsonRejection::MissingJsonContentType(_) => ApiError::bad_request(
             "invalid_content_type",
             "expected a request body with Content-Type: application/json",
@@ -85,25 +70,6 @@ fn json_rejection(r: JsonRejection) -> ApiError {
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => too_large(),
         other => ApiError::bad_request("invalid_body", other.body_text()),
     }
-}
-
-/// Splits serde's `path: message` (the path is absent for errors at the top level, where the
-/// field is named in backticks: "unknown field `x`", "missing field `x`").
-fn split_path(detail: &str) -> (String, String) {
-    if let Some((path, message)) = detail.split_once(": ") {
-        if !path.is_empty() && !path.contains(' ') {
-            return (path.to_string(), message.to_string());
-        }
-    }
-    let names_a_field = ["unknown field", "missing field", "duplicate field"]
-        .iter()
-        .any(|p| detail.starts_with(p));
-    let field = detail
-        .split('`')
-        .nth(1)
-        .filter(|f| names_a_field && !f.contains(' '))
-        .unwrap_or("body");
-    (field.to_string(), detail.to_string())
 }
 
 /// The raw query string as (key, value) pairs, `key[]` normalised to `key`.
@@ -177,26 +143,6 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn serde_paths_name_the_field() {
-        let cases = [
-            (
-                "email: invalid type: integer `5`, expected a string at line 1 column 10",
-                "email",
-            ),
-            (
-                "metadata.k: invalid type: integer `1`, expected a string at line 1 column 5",
-                "metadata.k",
-            ),
-            ("unknown field `nope`, expected one of `email`", "nope"),
-            ("missing field `email` at line 1 column 2", "email"),
-            ("invalid type: integer `5`, expected struct CreateBody", "body"),
-        ];
-        for (detail, field) in cases {
-            assert_eq!(split_path(detail).0, field, "{detail}");
-        }
-    }
 
     #[test]
     fn nul_escapes_are_found() {

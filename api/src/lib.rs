@@ -13,6 +13,7 @@ pub mod dns;
 pub mod embedded;
 pub mod error;
 pub mod extract;
+pub mod json_body;
 pub mod openapi;
 pub mod password;
 pub mod routes;

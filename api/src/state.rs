@@ -47,6 +47,8 @@ pub struct RequestContext {
     pub request_id: Option<String>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// Further metadata a handler records (e.g. the end user's IP sent in a create-user body).
+    pub extra: Vec<(&'static str, String)>,
 }
 
 impl RequestContext {
@@ -67,7 +69,16 @@ impl RequestContext {
                 m.insert(k.into(), v.clone());
             }
         }
+        for (k, v) in &self.extra {
+            m.insert((*k).into(), v.clone());
+        }
         m
+    }
+
+    /// This context with further metadata entries (never overriding the standard ones).
+    pub fn with_metadata(mut self, entries: Vec<(&'static str, String)>) -> Self {
+        self.extra.extend(entries);
+        self
     }
 }
 
@@ -96,6 +107,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             request_id: header("x-request-id"),
             ip,
             user_agent: header("user-agent"),
+            extra: Vec::new(),
         })
     }
 }

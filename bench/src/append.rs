@@ -51,6 +51,7 @@ pub fn create_command(id: &str) -> anyhow::Result<UserCommand> {
             .context("building an email")?,
         first_name: None,
         last_name: None,
+        name: None,
         email_verified: false,
         external_id: None,
         metadata: Metadata::new(),

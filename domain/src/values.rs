@@ -22,14 +22,52 @@ impl InvalidValue {
     }
 }
 
-/// An email address, trimmed; compared case-insensitively through [`Email::key`].
+/// An email address: trimmed, Unicode-normalised to NFC (so `café` typed precomposed or with
+/// a combining accent is one address), free of invisible and direction-changing characters;
+/// compared case-insensitively through [`Email::key`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Email(String);
 
+/// Characters that render as nothing or reorder text: an address holding one can look exactly
+/// like another one. Zero-width and joiners, soft hyphen, BOM, word joiner and invisible
+/// operators, the Mongolian vowel separator, and the bidirectional marks, embeddings, overrides
+/// and isolates.
+fn is_invisible_or_bidi(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E007F}'
+    )
+}
+
 impl Email {
     pub fn parse(field: &'static str, raw: &str) -> Result<Self, InvalidValue> {
-        let s = raw.trim();
+        use unicode_normalization::UnicodeNormalization;
+        if raw.chars().any(is_invisible_or_bidi) {
+            return Err(InvalidValue::new(
+                field,
+                "invalid_email",
+                "the email contains invisible or text-direction characters",
+            ));
+        }
+        let s: String = raw.trim().nfc().collect();
         let bad = || InvalidValue::new(field, "invalid_email", format!("'{raw}' is not a valid email address"));
         if s.len() > 254 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(bad());
@@ -39,16 +77,23 @@ impl Email {
             return Err(bad());
         }
         DomainName::parse(field, domain).map_err(|_| bad())?;
-        Ok(Self(s.to_string()))
+        Ok(Self(s))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
-    /// The uniqueness key: lower-cased.
+    /// The uniqueness and lookup key: NFC (already), lower-cased.
     pub fn key(&self) -> String {
         self.0.to_lowercase()
+    }
+
+    /// The lookup key of an `email` filter: the same normalisation as [`Email::parse`] and
+    /// [`Email::key`], without refusing anything (a filter that matches nothing is fine).
+    pub fn lookup_key(raw: &str) -> String {
+        use unicode_normalization::UnicodeNormalization;
+        raw.trim().nfc().collect::<String>().to_lowercase()
     }
 }
 
@@ -195,6 +240,57 @@ mod tests {
         let e = Email::parse("email", "Ann@Example.com").unwrap();
         assert_eq!(e.key(), "ann@example.com");
         assert_eq!(e.as_str(), "Ann@Example.com");
+    }
+
+    #[test]
+    fn emails_are_nfc_normalised_before_they_are_keyed() {
+        // (input, stored form, key): composed and decomposed spellings meet in NFC.
+        let cases = [
+            ("caf\u{e9}@example.com", "caf\u{e9}@example.com", "caf\u{e9}@example.com"),
+            ("cafe\u{301}@example.com", "caf\u{e9}@example.com", "caf\u{e9}@example.com"),
+            ("CAFE\u{301}@Example.com", "CAF\u{c9}@Example.com", "caf\u{e9}@example.com"),
+            ("A\u{30a}ngstr\u{f6}m@example.com", "\u{c5}ngstr\u{f6}m@example.com", "\u{e5}ngstr\u{f6}m@example.com"),
+            ("  x@example.com ", "x@example.com", "x@example.com"),
+        ];
+        for (raw, stored, key) in cases {
+            let e = Email::parse("email", raw).unwrap_or_else(|err| panic!("{raw:?}: {err}"));
+            assert_eq!(e.as_str(), stored, "stored form of {raw:?}");
+            assert_eq!(e.key(), key, "key of {raw:?}");
+            assert_eq!(Email::lookup_key(raw), key, "lookup key of {raw:?}");
+        }
+    }
+
+    #[test]
+    fn emails_with_invisible_or_direction_characters_are_refused() {
+        let cases = [
+            ("zero width space", "a\u{200B}b@example.com"),
+            ("zero width non-joiner", "ab\u{200C}@example.com"),
+            ("zero width joiner", "a\u{200D}b@example.com"),
+            ("left-to-right mark", "\u{200E}ab@example.com"),
+            ("right-to-left mark", "ab@example.com\u{200F}"),
+            ("soft hyphen", "a\u{00AD}b@example.com"),
+            ("byte order mark", "\u{FEFF}ab@example.com"),
+            ("word joiner", "a\u{2060}b@example.com"),
+            ("invisible separator", "a\u{2063}b@example.com"),
+            ("arabic letter mark", "a\u{061C}b@example.com"),
+            ("left-to-right embedding", "a\u{202A}b@example.com"),
+            ("right-to-left embedding", "a\u{202B}b@example.com"),
+            ("pop directional formatting", "a\u{202C}b@example.com"),
+            ("left-to-right override", "a\u{202D}b@example.com"),
+            ("right-to-left override", "a\u{202E}b@example.com"),
+            ("left-to-right isolate", "a\u{2066}b@example.com"),
+            ("right-to-left isolate", "a\u{2067}b@example.com"),
+            ("first strong isolate", "a\u{2068}b@example.com"),
+            ("pop directional isolate", "a\u{2069}b@example.com"),
+            ("variation selector", "a\u{FE0F}b@example.com"),
+            ("tag character", "a\u{E0041}b@example.com"),
+            ("hangul filler", "a\u{3164}b@example.com"),
+        ];
+        for (what, raw) in cases {
+            let err = Email::parse("email", raw).expect_err(what);
+            assert_eq!(err.code, "invalid_email", "{what}");
+            assert_eq!(err.field, "email", "{what}");
+        }
     }
 
     #[test]

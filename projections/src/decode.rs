@@ -111,6 +111,44 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_user_created_without_name_decodes_with_no_name() {
+        // The payload as the first release wrote it, before `name` existed.
+        let old = serde_json::json!({"UserCreated": {"email": "Ann@example.com", "first_name": "Ann",
+            "last_name": null, "email_verified": false, "external_id": null, "metadata": {},
+            "has_password": true, "at": "2026-01-01T00:00:00Z"}});
+        match decode("User", "UserCreated", "1", &old) {
+            Ok(AnyEvent::User(UserEvent::UserCreated { name, first_name, .. })) => {
+                assert_eq!(name, None);
+                assert_eq!(first_name.as_deref(), Some("Ann"));
+            }
+            other => panic!("decoded {other:?}"),
+        }
+        let mut with_name = old.clone();
+        with_name["UserCreated"]["name"] = serde_json::json!("Ann Lee");
+        match decode("User", "UserCreated", "1", &with_name) {
+            Ok(AnyEvent::User(UserEvent::UserCreated { name, .. })) => assert_eq!(name.as_deref(), Some("Ann Lee")),
+            other => panic!("decoded {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_user_created_without_name_is_written_as_version_1_always_was() {
+        let e = UserEvent::UserCreated {
+            email: keyledger_domain::values::Email::parse("email", "ann@example.com").unwrap(),
+            first_name: None,
+            last_name: None,
+            name: None,
+            email_verified: false,
+            external_id: None,
+            metadata: Default::default(),
+            has_password: false,
+            at: chrono::DateTime::from_timestamp(0, 0).unwrap_or_default(),
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert!(v["UserCreated"].get("name").is_none(), "{v}");
+    }
+
+    #[test]
     fn a_stored_user_event_decodes() {
         let payload = serde_json::json!({"UserDeleted": {"at": "2026-01-01T00:00:00Z"}});
         assert!(matches!(

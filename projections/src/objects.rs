@@ -154,6 +154,7 @@ fn apply_user(id: &str, e: &UserEvent, docs: &mut Docs) -> Vec<Change> {
             email,
             first_name,
             last_name,
+            name,
             email_verified,
             external_id,
             metadata,
@@ -168,6 +169,7 @@ fn apply_user(id: &str, e: &UserEvent, docs: &mut Docs) -> Vec<Change> {
                     "email": email.as_str(),
                     "first_name": first_name,
                     "last_name": last_name,
+                    "name": name,
                     "email_verified": email_verified,
                     "profile_picture_url": null,
                     "external_id": external_id,
@@ -191,6 +193,9 @@ fn apply_user(id: &str, e: &UserEvent, docs: &mut Docs) -> Vec<Change> {
                 }
                 if let Some(v) = c.last_name {
                     set(doc, "last_name", json!(v));
+                }
+                if let Some(v) = c.name {
+                    set(doc, "name", json!(v));
                 }
                 if let Some(v) = c.email_verified {
                     set(doc, "email_verified", json!(v));
@@ -464,6 +469,7 @@ mod tests {
             email: Email::parse("email", "a@example.com").unwrap(),
             first_name: None,
             last_name: None,
+            name: None,
             email_verified: false,
             external_id: None,
             metadata: Metadata::new(),

@@ -261,6 +261,17 @@ pub async fn memberships(pool: &PgPool, f: &MembershipFilter, page: &Page) -> Re
     list(pool, qb, page, f.organization_id.as_deref()).await
 }
 
+/// The aggregate holding a claim (`ClaimKind` string and value), if any: the record of the set-wide
+/// rules, written in the append's transaction, so never behind the log.
+pub async fn claim_holder(pool: &PgPool, kind: &str, value: &str) -> Result<Option<String>, StorageError> {
+    let row: Option<(String,)> = sqlx::query_as("select aggregate_id from claim where kind = $1 and value = $2")
+        .bind(kind)
+        .bind(value)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|r| r.0))
+}
+
 /// Ids of the memberships of a user or an organization (for cascading deletes).
 pub async fn membership_ids(
     pool: &PgPool,

@@ -23,6 +23,7 @@ fn create(email: &str) -> UserCommand {
         email: Email::parse("email", email).expect("valid email"),
         first_name: None,
         last_name: None,
+        name: None,
         email_verified: false,
         external_id: None,
         metadata: Metadata::new(),

@@ -4,7 +4,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use keyledger_domain::ids::new_id;
-use keyledger_domain::membership::{MembershipCommand, MembershipError, OrganizationMembership};
+use keyledger_domain::ClaimKind;
+use keyledger_domain::membership::{MembershipCommand, MembershipError, MembershipEvent, OrganizationMembership};
 use keyledger_domain::values::RoleSlug;
 use keyledger_projections::history::History;
 use keyledger_projections::queries::{self, MembershipFilter};
@@ -16,7 +17,7 @@ use super::{as_of, created, list_response, now, object, page};
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::state::{AppState, RequestContext};
-use keyledger_projections::commands::Mode;
+use keyledger_projections::commands::{CommandError, Mode};
 use keyledger_projections::decode::AnyEvent;
 use keyledger_projections::objects::Kind;
 
@@ -24,20 +25,37 @@ fn membership_error(e: MembershipError) -> ApiError {
     match e {
         MembershipError::NotFound => ApiError::not_found("organization membership"),
         MembershipError::AlreadyExists => ApiError::conflict("the organization membership already exists"),
+        MembershipError::Pending => ApiError::bad_request(
+            "cannot_reactivate_pending_organization_membership",
+            "a pending organization membership cannot be reactivated; the user needs to accept the invitation",
+        ),
     }
+}
+
+/// A create that matches an active membership (the claim's own answer, `error::command_error`).
+fn already_member() -> ApiError {
+    ApiError::invalid(
+        "user_id",
+        "organization_membership_already_exists",
+        "the user is already a member of this organization",
+    )
 }
 
 const STATUSES: [&str; 3] = ["active", "inactive", "pending"];
 
 pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
     let page = page(&q)?;
-    let statuses = q.many("statuses");
+    let mut statuses = q.many("statuses");
     if let Some(bad) = statuses.iter().find(|s| !STATUSES.contains(&s.as_str())) {
         return Err(ApiError::invalid(
             "statuses",
             "invalid_status",
             format!("status {bad} is not one of active, inactive, pending"),
         ));
+    }
+    // The spec: "By default only active memberships are returned".
+    if statuses.is_empty() {
+        statuses.push("active".to_string());
     }
     let filter = MembershipFilter {
         organization_id: q.one("organization_id")?,
@@ -83,21 +101,28 @@ pub async fn get(State(state): State<AppState>, PathParam(id): PathParam, q: Que
     Ok(object(StatusCode::OK, find(&state, &id).await?))
 }
 
-/// `role_slug` or `role_slugs` (one role per membership here).
+/// `role_slug` or `role_slugs` (one role per membership here). The spec names these refusals
+/// codes at the top level of the 422 (`invalid_role`, `multiple_roles_not_enabled`).
 fn role(role_slug: Option<String>, role_slugs: Option<Vec<String>>) -> Result<Option<RoleSlug>, ApiError> {
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+    let parse = |field: &'static str, r: &str| {
+        RoleSlug::parse(field, r).map_err(|e| ApiError::invalid_as(unprocessable, e.field, e.code, e.message))
+    };
     match (role_slug, role_slugs) {
-        (Some(_), Some(_)) => Err(ApiError::invalid(
+        (Some(_), Some(_)) => Err(ApiError::invalid_as(
+            unprocessable,
             "role_slugs",
             "invalid_role",
             "give role_slug or role_slugs, not both",
         )),
-        (Some(r), None) => Ok(Some(RoleSlug::parse("role_slug", &r)?)),
+        (Some(r), None) => Ok(Some(parse("role_slug", &r)?)),
         (None, Some(list)) => match list.as_slice() {
             [] => Ok(None),
-            [one] => Ok(Some(RoleSlug::parse("role_slugs", one)?)),
-            _ => Err(ApiError::invalid(
+            [one] => Ok(Some(parse("role_slugs", one)?)),
+            _ => Err(ApiError::invalid_as(
+                unprocessable,
                 "role_slugs",
-                "multiple_roles_not_supported",
+                "multiple_roles_not_enabled",
                 "a membership has exactly one role",
             )),
         },
@@ -129,18 +154,34 @@ pub async fn create(
         .await?
         .ok_or_else(|| ApiError::not_found("organization"))?;
     let organization_name = org.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let claim = MembershipEvent::claim_value(&b.organization_id, &b.user_id);
+    // The spec: a create that matches an inactive membership activates it with the given role.
+    // The membership claim names the match, even one the read model has not seen yet.
+    if let Some(existing) = queries::claim_holder(&state.pool, ClaimKind::Membership.as_str(), &claim).await? {
+        return rejoin(&state, &ctx, &existing, role).await;
+    }
     let id = new_id("om");
     let cmd = MembershipCommand::Create {
         user_id: b.user_id,
         organization_id: b.organization_id,
         organization_name,
-        role,
+        role: role.clone(),
         at: now(),
     };
-    let done = state
+    let done = match state
         .execute::<OrganizationMembership>(&ctx, &id, cmd, AppendExtras::default(), Mode::New)
         .await
-        .map_err(|e| command_error(e, membership_error))?;
+    {
+        Ok(done) => done,
+        // Lost a race with another create of the same pair: that one is the match now.
+        Err(CommandError::Claim(c)) if c.kind == ClaimKind::Membership.as_str() => {
+            return match queries::claim_holder(&state.pool, ClaimKind::Membership.as_str(), &claim).await? {
+                Some(existing) => rejoin(&state, &ctx, &existing, role).await,
+                None => Err(ApiError::conflict("the object was changed concurrently; retry the request")),
+            };
+        }
+        Err(e) => return Err(command_error(e, membership_error)),
+    };
     let events = done.events.into_iter().map(AnyEvent::Membership).collect();
     let m = created(
         queries::membership(&state.pool, &id).await?,
@@ -150,6 +191,25 @@ pub async fn create(
         &id,
     )?;
     Ok(object(StatusCode::CREATED, m))
+}
+
+/// Reactivates the inactive membership `id` with `role` (a create that matched it): 201 with the
+/// membership; an active match is the usual "already a member".
+async fn rejoin(state: &AppState, ctx: &RequestContext, id: &str, role: RoleSlug) -> Result<Response, ApiError> {
+    state
+        .execute::<OrganizationMembership>(
+            ctx,
+            id,
+            MembershipCommand::Rejoin { role, at: now() },
+            AppendExtras::default(),
+            Mode::Retry,
+        )
+        .await
+        .map_err(|e| match e {
+            CommandError::Domain(MembershipError::AlreadyExists) => already_member(),
+            other => command_error(other, membership_error),
+        })?;
+    Ok(object(StatusCode::CREATED, find(state, id).await?))
 }
 
 #[derive(Debug, Deserialize)]

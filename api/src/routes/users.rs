@@ -31,7 +31,8 @@ fn user_error(e: UserError) -> ApiError {
 pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
     let page = page(&q)?;
     let filter = UserFilter {
-        email: q.one("email")?,
+        // Normalised as stored emails are (NFC, lower case), so every spelling finds the user.
+        email: q.one("email")?.map(|e| Email::lookup_key(&e)),
         organization_id: q.one("organization_id")?.or(q.one("organization")?),
     };
     Ok(list_response(queries::users(&state.pool, &filter, &page).await?))
@@ -76,11 +77,13 @@ pub struct CreateBody {
     password_hash: Option<String>,
     #[serde(default)]
     password_hash_type: Option<String>,
-    /// Sent by some SDKs; accepted and not stored (WorkOS derives nothing from them here).
     #[serde(default)]
     name: Option<String>,
+    /// Only meaningful with `ssha256` hashes, which are not supported: refused when given.
     #[serde(default)]
     password_salt_position: Option<String>,
+    /// The end user's request, on whose behalf the call is made: recorded in the event's
+    /// metadata (`end_user_ip_address`, `end_user_user_agent`, `radar_signals_id`).
     #[serde(default)]
     ip_address: Option<String>,
     #[serde(default)]
@@ -89,13 +92,45 @@ pub struct CreateBody {
     signals_id: Option<String>,
 }
 
-fn names(first: &Option<String>, last: &Option<String>) -> Result<(), ApiError> {
-    for (field, v) in [("first_name", first), ("last_name", last)] {
+fn names(first: &Option<String>, last: &Option<String>, full: &Option<String>) -> Result<(), ApiError> {
+    for (field, v) in [("first_name", first), ("last_name", last), ("name", full)] {
         if let Some(v) = v {
             validate_text(field, v, 256)?;
         }
     }
     Ok(())
+}
+
+/// `password_salt_position` applies only to `ssha256` hashes, which keyledger does not import.
+fn salt_position(v: &Option<String>) -> Result<(), ApiError> {
+    match v {
+        None => Ok(()),
+        Some(_) => Err(ApiError::invalid(
+            "password_salt_position",
+            "unsupported_password_hash_type",
+            "password_salt_position applies only to ssha256 hashes, which are not supported; use argon2",
+        )),
+    }
+}
+
+/// The end user's request details of a create body, checked, as event metadata entries.
+fn end_user(b: &CreateBody) -> Result<Vec<(&'static str, String)>, ApiError> {
+    let mut out = Vec::new();
+    if let Some(ip) = &b.ip_address {
+        let ip: std::net::IpAddr = ip.trim().parse().map_err(|_| {
+            ApiError::invalid("ip_address", "invalid_ip_address", "ip_address must be an IPv4 or IPv6 address")
+        })?;
+        out.push(("end_user_ip_address", ip.to_string()));
+    }
+    if let Some(ua) = &b.user_agent {
+        validate_text("user_agent", ua, 1024)?;
+        out.push(("end_user_user_agent", ua.clone()));
+    }
+    if let Some(sig) = &b.signals_id {
+        validate_text("signals_id", sig, 256)?;
+        out.push(("radar_signals_id", sig.clone()));
+    }
+    Ok(out)
 }
 
 /// Resolves `password` / `password_hash(+_type)` into the hash to store, if any.
@@ -136,14 +171,9 @@ pub async fn create(
     AppJson(b): AppJson<CreateBody>,
 ) -> Result<Response, ApiError> {
     let email = Email::parse("email", &b.email)?;
-    let _ = (
-        b.name,
-        b.password_salt_position,
-        b.ip_address,
-        b.user_agent,
-        b.signals_id,
-    );
-    names(&b.first_name, &b.last_name)?;
+    names(&b.first_name, &b.last_name, &b.name)?;
+    salt_position(&b.password_salt_position)?;
+    let ctx = ctx.with_metadata(end_user(&b)?);
     if let Some(x) = &b.external_id {
         validate_external_id("external_id", x)?;
     }
@@ -159,6 +189,7 @@ pub async fn create(
         email,
         first_name: b.first_name,
         last_name: b.last_name,
+        name: b.name,
         email_verified: b.email_verified.unwrap_or(false),
         external_id: b.external_id,
         metadata,
@@ -197,8 +228,8 @@ pub struct UpdateBody {
     password_hash: Option<String>,
     #[serde(default)]
     password_hash_type: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    name: Option<Option<String>>,
     #[serde(default)]
     password_salt_position: Option<String>,
 }
@@ -210,8 +241,12 @@ pub async fn update(
     AppJson(b): AppJson<UpdateBody>,
 ) -> Result<Response, ApiError> {
     let email = b.email.as_deref().map(|e| Email::parse("email", e)).transpose()?;
-    let _ = (b.name, b.password_salt_position);
-    names(&b.first_name.clone().flatten(), &b.last_name.clone().flatten())?;
+    salt_position(&b.password_salt_position)?;
+    names(
+        &b.first_name.clone().flatten(),
+        &b.last_name.clone().flatten(),
+        &b.name.clone().flatten(),
+    )?;
     if let Some(Some(x)) = &b.external_id {
         validate_external_id("external_id", x)?;
     }
@@ -234,6 +269,7 @@ pub async fn update(
         email,
         first_name: b.first_name,
         last_name: b.last_name,
+        name: b.name,
         email_verified: b.email_verified,
         external_id: b.external_id,
         metadata,

@@ -27,6 +27,11 @@ pub enum MembershipCommand {
     Reactivate {
         at: DateTime<Utc>,
     },
+    /// A create that matches this (inactive) membership: WorkOS activates it with the given role.
+    Rejoin {
+        role: RoleSlug,
+        at: DateTime<Utc>,
+    },
     Delete {
         at: DateTime<Utc>,
     },
@@ -38,6 +43,8 @@ pub enum MembershipError {
     AlreadyExists,
     #[error("the organization membership does not exist")]
     NotFound,
+    #[error("a pending organization membership cannot be reactivated; the user needs to accept the invitation")]
+    Pending,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -77,6 +84,13 @@ impl OrganizationMembership {
     }
 }
 
+impl OrganizationMembership {
+    /// The event of a change to `role`, if it is a change.
+    fn role_change(&self, role: RoleSlug, at: DateTime<Utc>) -> Option<MembershipEvent> {
+        (self.role.as_ref() != Some(&role)).then_some(MembershipEvent::MembershipRoleChanged { role, at })
+    }
+}
+
 impl Tenanted for OrganizationMembership {
     fn organization_id<'a>(&'a self, _aggregate_id: &'a str) -> Option<&'a str> {
         Some(self.organization_id.as_str()).filter(|id| !id.is_empty())
@@ -96,7 +110,7 @@ impl Aggregate for OrganizationMembership {
         _: &NoServices,
         sink: &EventSink<Self>,
     ) -> Result<(), MembershipError> {
-        let event = match command {
+        let events = match command {
             MembershipCommand::Create {
                 user_id,
                 organization_id,
@@ -107,27 +121,34 @@ impl Aggregate for OrganizationMembership {
                 if self.created_at.is_some() {
                     return Err(MembershipError::AlreadyExists);
                 }
-                Some(MembershipEvent::MembershipCreated {
+                vec![MembershipEvent::MembershipCreated {
                     user_id,
                     organization_id,
                     organization_name,
                     role,
                     at,
-                })
+                }]
             }
             _ if !self.exists() => return Err(MembershipError::NotFound),
-            MembershipCommand::ChangeRole { role, at } => {
-                (self.role.as_ref() != Some(&role)).then_some(MembershipEvent::MembershipRoleChanged { role, at })
-            }
-            MembershipCommand::Deactivate { at } => {
-                (self.status != MembershipStatus::Inactive).then_some(MembershipEvent::MembershipDeactivated { at })
-            }
-            MembershipCommand::Reactivate { at } => {
-                (self.status != MembershipStatus::Active).then_some(MembershipEvent::MembershipReactivated { at })
-            }
-            MembershipCommand::Delete { at } => Some(MembershipEvent::MembershipDeleted { at }),
+            MembershipCommand::ChangeRole { role, at } => self.role_change(role, at).into_iter().collect(),
+            MembershipCommand::Deactivate { at } => (self.status != MembershipStatus::Inactive)
+                .then_some(MembershipEvent::MembershipDeactivated { at })
+                .into_iter()
+                .collect(),
+            MembershipCommand::Reactivate { at } => (self.status != MembershipStatus::Active)
+                .then_some(MembershipEvent::MembershipReactivated { at })
+                .into_iter()
+                .collect(),
+            MembershipCommand::Rejoin { role, at } => match self.status {
+                MembershipStatus::Active => return Err(MembershipError::AlreadyExists),
+                MembershipStatus::Pending => return Err(MembershipError::Pending),
+                MembershipStatus::Inactive => std::iter::once(MembershipEvent::MembershipReactivated { at })
+                    .chain(self.role_change(role, at))
+                    .collect(),
+            },
+            MembershipCommand::Delete { at } => vec![MembershipEvent::MembershipDeleted { at }],
         };
-        if let Some(e) = event {
+        for e in events {
             sink.write(e, self).await;
         }
         Ok(())
@@ -202,6 +223,46 @@ mod tests {
             .given(vec![created(), MembershipEvent::MembershipDeactivated { at: at() }])
             .when(MembershipCommand::Reactivate { at: at() })
             .then_expect_events(vec![MembershipEvent::MembershipReactivated { at: at() }]);
+    }
+
+    #[test]
+    fn rejoining_an_inactive_membership_reactivates_it_with_the_new_role() {
+        let admin = RoleSlug::parse("role_slug", "admin").unwrap();
+        TestFramework::<OrganizationMembership>::with(NoServices)
+            .given(vec![created(), MembershipEvent::MembershipDeactivated { at: at() }])
+            .when(MembershipCommand::Rejoin {
+                role: admin.clone(),
+                at: at(),
+            })
+            .then_expect_events(vec![
+                MembershipEvent::MembershipReactivated { at: at() },
+                MembershipEvent::MembershipRoleChanged { role: admin, at: at() },
+            ]);
+        TestFramework::<OrganizationMembership>::with(NoServices)
+            .given(vec![created(), MembershipEvent::MembershipDeactivated { at: at() }])
+            .when(MembershipCommand::Rejoin {
+                role: RoleSlug::member(),
+                at: at(),
+            })
+            .then_expect_events(vec![MembershipEvent::MembershipReactivated { at: at() }]);
+    }
+
+    #[test]
+    fn rejoining_an_active_or_deleted_membership_is_refused() {
+        TestFramework::<OrganizationMembership>::with(NoServices)
+            .given(vec![created()])
+            .when(MembershipCommand::Rejoin {
+                role: RoleSlug::member(),
+                at: at(),
+            })
+            .then_expect_error(MembershipError::AlreadyExists);
+        TestFramework::<OrganizationMembership>::with(NoServices)
+            .given(vec![created(), MembershipEvent::MembershipDeleted { at: at() }])
+            .when(MembershipCommand::Rejoin {
+                role: RoleSlug::member(),
+                at: at(),
+            })
+            .then_expect_error(MembershipError::NotFound);
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub struct User {
     pub email: Option<Email>,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
+    pub name: Option<String>,
     pub email_verified: bool,
     pub external_id: Option<String>,
     pub metadata: Metadata,
@@ -47,6 +48,7 @@ impl User {
             email: u.email.clone().filter(|e| Some(e) != self.email.as_ref()),
             first_name: diff(&u.first_name, &self.first_name),
             last_name: diff(&u.last_name, &self.last_name),
+            name: diff(&u.name, &self.name),
             email_verified: diff(&u.email_verified, &self.email_verified),
             external_id: diff(&u.external_id, &self.external_id),
             metadata: diff(&u.metadata, &self.metadata),
@@ -78,6 +80,7 @@ impl Aggregate for User {
                     email: c.email,
                     first_name: c.first_name,
                     last_name: c.last_name,
+                    name: c.name,
                     email_verified: c.email_verified,
                     external_id: c.external_id,
                     metadata: c.metadata,
@@ -114,6 +117,7 @@ impl Aggregate for User {
                 email,
                 first_name,
                 last_name,
+                name,
                 email_verified,
                 external_id,
                 metadata,
@@ -124,6 +128,7 @@ impl Aggregate for User {
                     email: Some(email),
                     first_name,
                     last_name,
+                    name,
                     email_verified,
                     external_id,
                     metadata,
@@ -143,6 +148,9 @@ impl Aggregate for User {
                 }
                 if let Some(v) = changes.last_name {
                     self.last_name = v;
+                }
+                if let Some(v) = changes.name {
+                    self.name = v;
                 }
                 if let Some(v) = changes.email_verified {
                     self.email_verified = v;
@@ -186,6 +194,7 @@ mod tests {
             email: Email::parse("email", "ann@example.com").unwrap(),
             first_name: Some("Ann".into()),
             last_name: None,
+            name: None,
             email_verified: false,
             external_id: None,
             metadata: Metadata::new(),
@@ -199,6 +208,7 @@ mod tests {
             email: Email::parse("email", "ann@example.com").unwrap(),
             first_name: Some("Ann".into()),
             last_name: None,
+            name: None,
             email_verified: false,
             external_id: None,
             metadata: Metadata::new(),

@@ -12,6 +12,10 @@ pub enum UserEvent {
         email: Email,
         first_name: Option<String>,
         last_name: Option<String>,
+        /// The full name (the SDKs' `name`). Added after the first release: absent in older
+        /// payloads (read as `None`) and left out when unset, so version 1 still describes it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
         email_verified: bool,
         external_id: Option<String>,
         metadata: Metadata,
@@ -40,6 +44,8 @@ pub struct UserChanges {
     pub first_name: Option<Option<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::double_option")]
     pub last_name: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::double_option")]
+    pub name: Option<Option<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email_verified: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::double_option")]
