@@ -75,7 +75,7 @@ impl RequestContext {
         m
     }
 
-    /// This context with further metadata entries (never overriding the standard ones).
+    /// This context with further metadata entries (keys other than the standard ones).
     pub fn with_metadata(mut self, entries: Vec<(&'static str, String)>) -> Self {
         self.extra.extend(entries);
         self

@@ -4,6 +4,7 @@
 //! in log order, each shown as a WorkOS audit-log event. It never writes to the log.
 
 use chrono::{DateTime, Utc};
+use keyledger_domain::organization::OrganizationEvent;
 use keyledger_domain::audit_log::{
     AuditLogActionEvent, AuditLogEntryEvent, AuditLogExportEvent, AuditLogSchema, ExportFilter, NewAuditEvent,
 };
@@ -75,10 +76,83 @@ pub(crate) async fn apply_batch(
                 .execute(&mut *conn)
                 .await?;
             }
+            AnyEvent::Organization(OrganizationEvent::OrganizationAuditLogsRetentionChanged {
+                retention_period_in_days,
+                previous,
+                ..
+            }) => insert_retention_change(conn, schema, e, *retention_period_in_days, *previous).await?,
             _ => {}
         }
     }
     Ok(())
+}
+
+/// The action of a retention change in the trail; reserved (ingested events may not use it).
+pub const RETENTION_ACTION: &str = "audit_logs_retention.updated";
+
+/// A retention change as an event of the organization's trail: its id is the stored event's
+/// (`event_...`, which ingested audit events never have), the actor is the API key that made it.
+async fn insert_retention_change(
+    conn: &mut PgConnection,
+    schema: &str,
+    e: &StoredEvent,
+    days: u32,
+    previous: Option<u32>,
+) -> Result<(), StorageError> {
+    let s = |k: &str| e.metadata.get(k).and_then(Value::as_str).map(str::to_string);
+    let actor_id = s("actor_id");
+    let actor_name = s("actor_name");
+    let mut metadata = json!({ "retention_period_in_days": days, "previous_retention_period_in_days": previous });
+    if let Some(r) = s("request_id") {
+        metadata["request_id"] = json!(r);
+    }
+    let body = json!({
+        "object": "audit_log_event",
+        "id": e.id,
+        "action": RETENTION_ACTION,
+        "occurred_at": ts(&e.recorded_at),
+        "actor": {
+            "id": actor_id.as_deref().unwrap_or("system"),
+            "type": if actor_id.is_some() { "api_key" } else { "system" },
+            "name": actor_name,
+        },
+        "targets": [{ "id": e.aggregate_id, "type": "organization", "name": null }],
+        "context": { "location": s("ip"), "user_agent": s("user_agent") },
+        "metadata": metadata,
+        "version": 1,
+    });
+    sqlx::query(&format!(
+        "insert into {schema}.audit_log_event (id, organization_id, transaction_id, position, action, \
+         actor_id, actor_name, target_types, occurred_at, body) \
+         values ($1, $2, $3::text::xid8, $4, $5, $6, $7, $8, $9, $10) on conflict (id) do nothing"
+    ))
+    .bind(&e.id)
+    .bind(&e.aggregate_id)
+    .bind(e.log_position.transaction_id.to_string())
+    .bind(e.log_position.position)
+    .bind(RETENTION_ACTION)
+    .bind(actor_id.as_deref().unwrap_or("system"))
+    .bind(actor_name)
+    .bind(vec!["organization".to_string()])
+    .bind(e.recorded_at)
+    .bind(body)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The organization's audit log retention in days, as last set (None: never set).
+pub async fn retention(pool: &PgPool, organization_id: &str) -> Result<Option<u32>, StorageError> {
+    let row: Option<(Value,)> = sqlx::query_as(
+        "select body -> 'metadata' -> 'retention_period_in_days' from audit_log_event \
+         where organization_id = $1 and action = $2 and id like 'event\\_%' \
+         order by transaction_id desc, position desc limit 1",
+    )
+    .bind(organization_id)
+    .bind(RETENTION_ACTION)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|r| r.0.as_u64()).and_then(|d| u32::try_from(d).ok()))
 }
 
 /// The WorkOS `audit_log_schema` object of one schema version.

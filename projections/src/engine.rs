@@ -51,11 +51,12 @@ pub const EVENTS: Projection = Projection {
     feed: true,
 };
 
-/// The audit trail's own rows (`audit.rs`): audit events, schemas, exports.
+/// The audit trail's own rows (`audit.rs`): audit events, schemas, exports, and the audit log
+/// retention changes of organizations.
 pub const AUDIT_LOGS: Projection = Projection {
     name: "audit_logs",
     kinds: &[],
-    aggregate_types: &["AuditLogEvent", "AuditLogAction", "AuditLogExport"],
+    aggregate_types: &["AuditLogEvent", "AuditLogAction", "AuditLogExport", "Organization"],
     feed: false,
 };
 

@@ -284,7 +284,6 @@ fn apply_organization(id: &str, e: &OrganizationEvent, docs: &mut Docs) -> Vec<C
                     "domains": [],
                     "metadata": metadata,
                     "external_id": external_id,
-                    "stripe_customer_id": null,
                     "created_at": ts(at),
                     "updated_at": ts(at),
                 })),
@@ -306,8 +305,15 @@ fn apply_organization(id: &str, e: &OrganizationEvent, docs: &mut Docs) -> Vec<C
                 if let Some(v) = c.allow_profiles_outside_organization {
                     set(doc, "allow_profiles_outside_organization", json!(v));
                 }
-                if let Some(v) = c.stripe_customer_id {
-                    set(doc, "stripe_customer_id", json!(v));
+                // The spec types it a string, never null: absent while unset.
+                match c.stripe_customer_id {
+                    Some(Some(v)) => set(doc, "stripe_customer_id", json!(v)),
+                    Some(None) => {
+                        if let Some(o) = doc.as_object_mut() {
+                            o.remove("stripe_customer_id");
+                        }
+                    }
+                    None => {}
                 }
             });
             if ok {
@@ -372,6 +378,8 @@ fn apply_organization(id: &str, e: &OrganizationEvent, docs: &mut Docs) -> Vec<C
             sync_org_domain(docs, id, domain_id, at);
             change("organization_domain.deleted", Kind::OrganizationDomain, domain_id)
         }
+        // Configuration outside the WorkOS object: no public event (the audit trail shows it).
+        OrganizationEvent::OrganizationAuditLogsRetentionChanged { .. } => Vec::new(),
     }
 }
 
@@ -446,6 +454,12 @@ pub fn previous_attributes(before: &Value, after: &Value) -> Map<String, Value> 
         for (k, v) in b {
             if k != "updated_at" && a.get(k) != Some(v) {
                 out.insert(k.clone(), v.clone());
+            }
+        }
+        // A field that appeared (e.g. `stripe_customer_id`, absent while unset) was null before.
+        for k in a.keys() {
+            if !b.contains_key(k) {
+                out.insert(k.clone(), Value::Null);
             }
         }
     }

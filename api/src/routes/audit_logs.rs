@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{list_response, now, object, page, time_range};
+use super::{cursor_field, invalid_cursor, list_response, now, object, page, time_range};
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::state::{AppState, RequestContext};
@@ -69,6 +69,14 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "Download an export as CSV (token in the URL, no API key)",
         "audit_logs",
     ),
+    (
+        "get",
+        "/organizations/{id}/audit_log_configuration",
+        "Get Audit Log Configuration",
+        "audit_logs",
+    ),
+    ("get", "/organizations/{id}/audit_logs_retention", "Get Retention", "audit_logs"),
+    ("put", "/organizations/{id}/audit_logs_retention", "Set Retention", "audit_logs"),
 ];
 
 /// Paths served without an API key (the token in the URL is the credential).
@@ -88,6 +96,14 @@ pub fn router() -> Router<AppState> {
         )
         .route("/audit_logs/exports", post(create_export))
         .route("/audit_logs/exports/{auditLogExportId}", get(get_export))
+        .route(
+            "/organizations/{id}/audit_log_configuration",
+            get(super::audit_log_retention::configuration),
+        )
+        .route(
+            "/organizations/{id}/audit_logs_retention",
+            get(super::audit_log_retention::get).put(super::audit_log_retention::set),
+        )
 }
 
 /// Endpoints without an API key.
@@ -155,6 +171,13 @@ fn action_name(field: &str, a: &str) -> Result<(), ApiError> {
             field,
             "invalid_value",
             format!("{field} must not contain spaces or '/'"),
+        ));
+    }
+    if a == audit::RETENTION_ACTION {
+        return Err(ApiError::invalid(
+            field,
+            "reserved_action",
+            format!("{field} {a} is reserved for keyledger's own retention changes"),
         ));
     }
     Ok(())
@@ -397,9 +420,8 @@ pub async fn list_events(State(state): State<AppState>, q: QueryPairs) -> Result
         upto: None,
     };
     match audit::trail(&state.pool, &filter, &page).await? {
-        TrailOutcome::UnknownCursor => Err(ApiError::invalid(
-            if page.after.is_some() { "after" } else { "before" },
-            "invalid_cursor",
+        TrailOutcome::UnknownCursor => Err(invalid_cursor(
+            cursor_field(&page),
             "the cursor is not the id of an event of this organization's trail",
         )),
         TrailOutcome::Page(r) => Ok(list_response(r)),
@@ -469,9 +491,8 @@ pub async fn list_schemas(
     match audit::schemas(&state.pool, &action, &page).await? {
         SchemasOutcome::Page(r) => Ok(list_response(r)),
         SchemasOutcome::UnknownAction => Err(ApiError::not_found("audit log action")),
-        SchemasOutcome::UnknownCursor => Err(ApiError::invalid(
-            if page.after.is_some() { "after" } else { "before" },
-            "invalid_cursor",
+        SchemasOutcome::UnknownCursor => Err(invalid_cursor(
+            cursor_field(&page),
             "the cursor must be a schema version number",
         )),
     }
@@ -479,6 +500,14 @@ pub async fn list_schemas(
 
 pub async fn list_actions(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
     let page = page(&q)?;
+    // Cursors are action names; actions are never deleted, so a cursor must name one.
+    for (field, cursor) in [("before", &page.before), ("after", &page.after)] {
+        if let Some(c) = cursor {
+            if audit::schema(&state.pool, c, None).await?.is_none() {
+                return Err(invalid_cursor(field, format!("{field} is not the name of an audit log action")));
+            }
+        }
+    }
     Ok(list_response(audit::actions(&state.pool, &page).await?))
 }
 

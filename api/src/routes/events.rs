@@ -4,14 +4,14 @@ use axum::extract::State;
 use axum::response::Response;
 use keyledger_projections::queries::{self, EventFilter, EventsOutcome, Order};
 
-use super::{list_response, page, time_range};
+use super::{cursor_field, id_page, invalid_cursor, list_response, time_range};
 use crate::error::ApiError;
 use crate::extract::QueryPairs;
 use crate::state::AppState;
 
 /// Without `order` the feed reads oldest first, the way consumers page through it with `after`.
 pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
-    let mut page = page(&q)?;
+    let mut page = id_page(&q, "event")?;
     if q.one("order")?.is_none() {
         page.order = Order::Asc;
     }
@@ -23,9 +23,8 @@ pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Respon
         range_end,
     };
     match queries::events(&state.pool, &filter, &page).await? {
-        EventsOutcome::UnknownCursor => Err(ApiError::invalid(
-            "after",
-            "invalid_cursor",
+        EventsOutcome::UnknownCursor => Err(invalid_cursor(
+            cursor_field(&page),
             "the cursor is not the id of an event",
         )),
         EventsOutcome::Page(r) => Ok(list_response(r)),

@@ -13,7 +13,7 @@ use keyledger_projections::store::AppendExtras;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{as_of, created, list_response, now, object, page};
+use super::{as_of, created, id_page, list_response, now, object};
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::state::{AppState, RequestContext};
@@ -44,7 +44,7 @@ fn already_member() -> ApiError {
 const STATUSES: [&str; 3] = ["active", "inactive", "pending"];
 
 pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
-    let page = page(&q)?;
+    let page = id_page(&q, "om")?;
     let mut statuses = q.many("statuses");
     if let Some(bad) = statuses.iter().find(|s| !STATUSES.contains(&s.as_str())) {
         return Err(ApiError::invalid(

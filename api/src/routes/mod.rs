@@ -1,5 +1,6 @@
 //! HTTP handlers, one module per resource, and helpers they share.
 
+pub mod audit_log_retention;
 pub mod audit_logs;
 pub mod events;
 pub mod health;
@@ -30,6 +31,38 @@ pub fn page(q: &QueryPairs) -> Result<Page, ApiError> {
         after: q.one("after")?,
         order: order(q)?.unwrap_or_default(),
     })
+}
+
+/// [`page`] of a list whose cursors are object ids with `prefix` (`user`, `org`, `om`, ...): a
+/// cursor that is not such an id is `422 invalid_cursor`. An id of the right kind is a position
+/// even when its object has been deleted since, so paging survives deletions.
+pub fn id_page(q: &QueryPairs, prefix: &str) -> Result<Page, ApiError> {
+    let page = page(q)?;
+    for (field, cursor) in [("before", &page.before), ("after", &page.after)] {
+        if let Some(c) = cursor {
+            if !keyledger_domain::ids::has_prefix(c, prefix) {
+                return Err(invalid_cursor(
+                    field,
+                    format!("{field} must be the id of an object of this list ({prefix}_...)"),
+                ));
+            }
+        }
+    }
+    Ok(page)
+}
+
+/// The one answer to a cursor that is not a position in its list.
+pub fn invalid_cursor(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::invalid(field, "invalid_cursor", message)
+}
+
+/// The cursor parameter a page was given (`after` when both are).
+pub fn cursor_field(page: &Page) -> &'static str {
+    if page.after.is_some() {
+        "after"
+    } else {
+        "before"
+    }
 }
 
 pub fn limit(q: &QueryPairs) -> Result<i64, ApiError> {

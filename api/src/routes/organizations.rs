@@ -14,7 +14,7 @@ use keyledger_projections::queries::{self, OrganizationFilter};
 use keyledger_projections::store::AppendExtras;
 use serde::Deserialize;
 
-use super::{as_of, created, list_response, now, nullable, object, page};
+use super::{as_of, created, id_page, list_response, now, nullable, object};
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::state::{AppState, RequestContext};
@@ -43,7 +43,7 @@ pub fn verification_token() -> String {
 }
 
 pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
-    let page = page(&q)?;
+    let page = id_page(&q, "org")?;
     let mut domains = Vec::new();
     for d in q.many("domains") {
         domains.push(DomainName::parse("domains", &d)?.as_str().to_string());

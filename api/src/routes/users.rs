@@ -12,7 +12,7 @@ use keyledger_projections::queries::{self, UserFilter};
 use keyledger_projections::store::AppendExtras;
 use serde::Deserialize;
 
-use super::{as_of, created, list_response, now, nullable, object, page};
+use super::{as_of, created, id_page, list_response, now, nullable, object};
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::password;
@@ -29,7 +29,7 @@ fn user_error(e: UserError) -> ApiError {
 }
 
 pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
-    let page = page(&q)?;
+    let page = id_page(&q, "user")?;
     let filter = UserFilter {
         // Normalised as stored emails are (NFC, lower case), so every spelling finds the user.
         email: q.one("email")?.map(|e| Email::lookup_key(&e)),

@@ -17,7 +17,7 @@ use keyledger_projections::webhooks as store;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{list_response, now, object, page};
+use super::{id_page, invalid_cursor, list_response, now, object};
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::state::{AppState, RequestContext};
@@ -157,7 +157,7 @@ async fn found(state: &AppState, id: &str) -> Result<serde_json::Value, ApiError
 }
 
 pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
-    let page = page(&q)?;
+    let page = id_page(&q, "we")?;
     Ok(list_response(store::endpoints(&state.pool, &page).await?))
 }
 
@@ -263,7 +263,7 @@ pub async fn deliveries(
     PathParam(id): PathParam,
     q: QueryPairs,
 ) -> Result<Response, ApiError> {
-    let page = page(&q)?;
+    let page = id_page(&q, "webhook_delivery")?;
     found(&state, &id).await?;
     Ok(list_response(store::deliveries(&state.pool, &id, &page).await?))
 }
@@ -284,7 +284,7 @@ pub async fn replay(
     found(&state, &id).await?;
     let cursor = feed::cursor_of(&state.pool, &b.after)
         .await?
-        .ok_or_else(|| ApiError::invalid("after", "invalid_cursor", "after is not the id of an event in the feed"))?;
+        .ok_or_else(|| invalid_cursor("after", "after is not the id of an event in the feed"))?;
     feed::store_checkpoint(&state.pool, &store::checkpoint_name(&id), cursor, true).await?;
     Ok(object(
         StatusCode::ACCEPTED,

@@ -57,6 +57,9 @@ pub struct Organization {
     pub allow_profiles_outside_organization: bool,
     pub stripe_customer_id: Option<String>,
     pub domains: Vec<DomainRecord>,
+    /// Days audit log events are kept; None until set.
+    #[serde(default)]
+    pub audit_logs_retention_days: Option<u32>,
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
     pub deleted: bool,
@@ -229,6 +232,17 @@ impl Aggregate for Organization {
                             }]
                         }
                     }
+                    OrganizationCommand::SetAuditLogsRetention {
+                        retention_period_in_days,
+                        at,
+                    } => (self.audit_logs_retention_days != Some(retention_period_in_days))
+                        .then_some(OrganizationEvent::OrganizationAuditLogsRetentionChanged {
+                            retention_period_in_days,
+                            previous: self.audit_logs_retention_days,
+                            at,
+                        })
+                        .into_iter()
+                        .collect(),
                     OrganizationCommand::RemoveDomain { domain_id, at } => {
                         let d = self.domain(&domain_id).ok_or(OrganizationError::DomainNotFound)?;
                         vec![Self::deleted_domain(d, at)]
@@ -307,6 +321,11 @@ impl Aggregate for Organization {
                 self.domains.retain(|d| d.id != domain_id);
                 self.updated_at = Some(at);
             }
+            // Configuration: the organization object (and its updated_at) does not change.
+            OrganizationEvent::OrganizationAuditLogsRetentionChanged {
+                retention_period_in_days,
+                ..
+            } => self.audit_logs_retention_days = Some(retention_period_in_days),
         }
     }
 }
@@ -361,6 +380,35 @@ mod tests {
             state,
             verification_token: "tok".into(),
         }
+    }
+
+    #[test]
+    fn setting_the_retention_records_the_change_once() {
+        let set = |days| OrganizationCommand::SetAuditLogsRetention {
+            retention_period_in_days: days,
+            at: at(),
+        };
+        let changed = |days, previous| OrganizationEvent::OrganizationAuditLogsRetentionChanged {
+            retention_period_in_days: days,
+            previous,
+            at: at(),
+        };
+        TestFramework::<Organization>::with(NoServices)
+            .given(created())
+            .when(set(30))
+            .then_expect_events(vec![changed(30, None)]);
+        TestFramework::<Organization>::with(NoServices)
+            .given([created(), vec![changed(30, None)]].concat())
+            .when(set(365))
+            .then_expect_events(vec![changed(365, Some(30))]);
+        TestFramework::<Organization>::with(NoServices)
+            .given([created(), vec![changed(30, None)]].concat())
+            .when(set(30))
+            .then_expect_events(vec![]);
+        TestFramework::<Organization>::with(NoServices)
+            .given_no_previous_events()
+            .when(set(30))
+            .then_expect_error(OrganizationError::NotFound);
     }
 
     #[test]

@@ -41,6 +41,11 @@ pub enum OrganizationCommand {
         domain_id: String,
         at: DateTime<Utc>,
     },
+    /// Sets the audit log retention (the caller has checked the value is one the spec allows).
+    SetAuditLogsRetention {
+        retention_period_in_days: u32,
+        at: DateTime<Utc>,
+    },
 }
 
 /// Each `Some` is a requested change. `domains`, when given, is the new full set: domains not in

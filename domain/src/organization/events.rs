@@ -45,6 +45,14 @@ pub enum OrganizationEvent {
         was_verified: bool,
         at: DateTime<Utc>,
     },
+    /// How many days the organization's audit log events are to be kept (WorkOS
+    /// `audit_logs_retention`). Configuration: no public event; shown in the audit trail.
+    OrganizationAuditLogsRetentionChanged {
+        retention_period_in_days: u32,
+        /// The value before (None: never set).
+        previous: Option<u32>,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -77,6 +85,7 @@ impl DomainEvent for OrganizationEvent {
             Self::OrganizationDomainVerified { .. } => "OrganizationDomainVerified",
             Self::OrganizationDomainVerificationFailed { .. } => "OrganizationDomainVerificationFailed",
             Self::OrganizationDomainDeleted { .. } => "OrganizationDomainDeleted",
+            Self::OrganizationAuditLogsRetentionChanged { .. } => "OrganizationAuditLogsRetentionChanged",
         }
         .to_string()
     }
@@ -125,7 +134,9 @@ impl Claims for OrganizationEvent {
             Self::OrganizationDomainVerified { domain, .. } => {
                 vec![acquire(ClaimKind::VerifiedDomain, domain.as_str())]
             }
-            Self::OrganizationDomainVerificationFailed { .. } => Vec::new(),
+            Self::OrganizationDomainVerificationFailed { .. } | Self::OrganizationAuditLogsRetentionChanged { .. } => {
+                Vec::new()
+            }
             Self::OrganizationDomainDeleted {
                 domain, was_verified, ..
             } => {
