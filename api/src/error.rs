@@ -60,7 +60,13 @@ impl ApiError {
     /// One invalid field, in the spec's 422 shape: the top-level code is
     /// `invalid_request_parameters`, the field's own code sits in `errors`.
     pub fn invalid(field: &str, code: &'static str, message: impl Into<String>) -> Self {
-        Self::field_error(StatusCode::UNPROCESSABLE_ENTITY, INVALID_REQUEST_PARAMETERS, field, code, message)
+        Self::field_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            INVALID_REQUEST_PARAMETERS,
+            field,
+            code,
+            message,
+        )
     }
 
     /// One invalid field where the spec names the top-level code of that endpoint's answer

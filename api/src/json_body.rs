@@ -125,10 +125,11 @@ fn describe(path: &str, problem: Problem) -> BodyError {
                 code: "unknown_field",
             }
         }
-        Problem::WrongType { expected } if at_top => BodyError {
+        // Every request body is an object.
+        Problem::WrongType { .. } if at_top => BodyError {
             field: "body".into(),
             code: "invalid_type",
-            message: format!("the request body must be {}", kind(&expected)),
+            message: "the request body must be a JSON object".into(),
         },
         Problem::WrongType { expected } => BodyError {
             message: format!("{path} must be {}", kind(&expected)),
@@ -136,7 +137,11 @@ fn describe(path: &str, problem: Problem) -> BodyError {
             code: "invalid_type",
         },
         Problem::WrongValue { expected } => BodyError {
-            message: format!("{} must be {expected}", if at_top { "the request body" } else { path }),
+            message: format!(
+                "{} must be {}",
+                if at_top { "the request body" } else { path },
+                known_kind(&expected).unwrap_or(&expected)
+            ),
             field: if at_top { "body".into() } else { path.to_string() },
             code: "invalid_value",
         },
@@ -148,20 +153,26 @@ fn describe(path: &str, problem: Problem) -> BodyError {
     }
 }
 
+/// [`kind`], when serde's description is one this module knows.
+fn known_kind(expected: &str) -> Option<&'static str> {
+    Some(kind(expected)).filter(|k| *k != OTHER_KIND)
+}
+
+const OTHER_KIND: &str = "a value of another type";
+
 /// serde's description of an expected type (`Expected`), in the words of a JSON API.
 fn kind(expected: &str) -> &'static str {
     match expected {
         "a string" | "a borrowed string" | "a character" => "a string",
         "a boolean" => "a boolean",
-        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" | "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => {
-            "an integer"
-        }
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "an integer",
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a non-negative integer",
         "f32" | "f64" => "a number",
         "a sequence" => "an array",
-        "a map" => "an object",
-        e if e.starts_with("struct ") || e.starts_with("a map") || e.contains("map") => "a JSON object",
+        "a map" | "a JSON object" => "an object",
+        e if e.starts_with("struct ") || e.contains("map") => "an object",
         e if e.starts_with("tuple") || e.contains("sequence") => "an array",
-        _ => "a value of another type",
+        _ => OTHER_KIND,
     }
 }
 
@@ -219,6 +230,22 @@ impl<'de> de::Deserializer<'de> for ValueDe {
         }
     }
 
+    /// Structs come only from JSON objects (serde's derive would also take an array of the
+    /// fields in order, which no client means).
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Problem> {
+        match self.0 {
+            Value::Object(o) => visit_object(o, visitor),
+            _ => Err(Problem::WrongType {
+                expected: "a JSON object".into(),
+            }),
+        }
+    }
+
     fn deserialize_newtype_struct<V: Visitor<'de>>(self, _: &'static str, visitor: V) -> Result<V::Value, Problem> {
         visitor.visit_newtype_struct(self)
     }
@@ -245,7 +272,7 @@ impl<'de> de::Deserializer<'de> for ValueDe {
 
     serde::forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct identifier ignored_any
+        bytes byte_buf unit unit_struct seq tuple tuple_struct map identifier ignored_any
     }
 }
 
@@ -331,7 +358,12 @@ mod tests {
         let cases = [
             (json!({}), "email", "required", "email is required"),
             (json!({"email": 123}), "email", "invalid_type", "email must be a string"),
-            (json!({"email": null}), "email", "invalid_type", "email must be a string"),
+            (
+                json!({"email": null}),
+                "email",
+                "invalid_type",
+                "email must be a string",
+            ),
             (
                 json!({"email": "a@b.co", "email_verified": "yes"}),
                 "email_verified",
@@ -342,13 +374,19 @@ mod tests {
                 json!({"email": "a@b.co", "limit": "5"}),
                 "limit",
                 "invalid_type",
-                "limit must be an integer",
+                "limit must be a non-negative integer",
             ),
             (
                 json!({"email": "a@b.co", "limit": 1.5}),
                 "limit",
                 "invalid_type",
-                "limit must be an integer",
+                "limit must be a non-negative integer",
+            ),
+            (
+                json!({"email": "a@b.co", "limit": -1}),
+                "limit",
+                "invalid_value",
+                "limit must be a non-negative integer",
             ),
             (
                 json!({"email": "a@b.co", "metadata": []}),
@@ -384,7 +422,7 @@ mod tests {
                 json!({"email": "a@b.co", "domain_data": ["x.com"]}),
                 "domain_data[0]",
                 "invalid_type",
-                "domain_data[0] must be a JSON object",
+                "domain_data[0] must be an object",
             ),
             (
                 json!({"email": "a@b.co", "nope": 1}),
@@ -398,10 +436,42 @@ mod tests {
                 "unknown_field",
                 "domain_data[0].x is not a known field",
             ),
-            (json!([]), "body", "invalid_type", "the request body must be a JSON object"),
-            (json!("x"), "body", "invalid_type", "the request body must be a JSON object"),
-            (json!(5), "body", "invalid_type", "the request body must be a JSON object"),
-            (json!(null), "body", "invalid_type", "the request body must be a JSON object"),
+            (
+                json!({"email": "a@b.co", "domain_data": [["x.com", "pending"]]}),
+                "domain_data[0]",
+                "invalid_type",
+                "domain_data[0] must be an object",
+            ),
+            (
+                json!([]),
+                "body",
+                "invalid_type",
+                "the request body must be a JSON object",
+            ),
+            (
+                json!(["a@b.co"]),
+                "body",
+                "invalid_type",
+                "the request body must be a JSON object",
+            ),
+            (
+                json!("x"),
+                "body",
+                "invalid_type",
+                "the request body must be a JSON object",
+            ),
+            (
+                json!(5),
+                "body",
+                "invalid_type",
+                "the request body must be a JSON object",
+            ),
+            (
+                json!(null),
+                "body",
+                "invalid_type",
+                "the request body must be a JSON object",
+            ),
         ];
         for (value, field, code, message) in cases {
             let ctx = value.to_string();

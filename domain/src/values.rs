@@ -246,10 +246,26 @@ mod tests {
     fn emails_are_nfc_normalised_before_they_are_keyed() {
         // (input, stored form, key): composed and decomposed spellings meet in NFC.
         let cases = [
-            ("caf\u{e9}@example.com", "caf\u{e9}@example.com", "caf\u{e9}@example.com"),
-            ("cafe\u{301}@example.com", "caf\u{e9}@example.com", "caf\u{e9}@example.com"),
-            ("CAFE\u{301}@Example.com", "CAF\u{c9}@Example.com", "caf\u{e9}@example.com"),
-            ("A\u{30a}ngstr\u{f6}m@example.com", "\u{c5}ngstr\u{f6}m@example.com", "\u{e5}ngstr\u{f6}m@example.com"),
+            (
+                "caf\u{e9}@example.com",
+                "caf\u{e9}@example.com",
+                "caf\u{e9}@example.com",
+            ),
+            (
+                "cafe\u{301}@example.com",
+                "caf\u{e9}@example.com",
+                "caf\u{e9}@example.com",
+            ),
+            (
+                "CAFE\u{301}@Example.com",
+                "CAF\u{c9}@Example.com",
+                "caf\u{e9}@example.com",
+            ),
+            (
+                "A\u{30a}ngstr\u{f6}m@example.com",
+                "\u{c5}ngstr\u{f6}m@example.com",
+                "\u{e5}ngstr\u{f6}m@example.com",
+            ),
             ("  x@example.com ", "x@example.com", "x@example.com"),
         ];
         for (raw, stored, key) in cases {

@@ -4,10 +4,10 @@
 //! in log order, each shown as a WorkOS audit-log event. It never writes to the log.
 
 use chrono::{DateTime, Utc};
-use keyledger_domain::organization::OrganizationEvent;
 use keyledger_domain::audit_log::{
     AuditLogActionEvent, AuditLogEntryEvent, AuditLogExportEvent, AuditLogSchema, ExportFilter, NewAuditEvent,
 };
+use keyledger_domain::organization::OrganizationEvent;
 use serde_json::{json, Map, Value};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 

@@ -450,7 +450,10 @@ async fn bad_as_of_values_are_422_naming_the_field_and_change_nothing() {
                 Method::GET,
                 &path,
                 None,
-                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_timestamp"),
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_request_parameters/invalid_timestamp",
+                ),
                 &path,
             )
             .await;
@@ -463,7 +466,10 @@ async fn bad_as_of_values_are_422_naming_the_field_and_change_nothing() {
             Method::GET,
             &twice,
             None,
-            (StatusCode::UNPROCESSABLE_ENTITY, "duplicate_parameter"),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request_parameters/duplicate_parameter",
+            ),
             &twice,
         )
         .await;
@@ -474,7 +480,13 @@ async fn bad_as_of_values_are_422_naming_the_field_and_change_nothing() {
         format!("{MEMBERSHIPS}?user_id={}&as_of=2026-01-01T00:00:00Z", id_of(&user)),
     ] {
         let (s, body) = app.get(&q).await;
-        assert_error(s, &body, StatusCode::UNPROCESSABLE_ENTITY, "missing_filter", &q);
+        assert_error(
+            s,
+            &body,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request_parameters/missing_filter",
+            &q,
+        );
         assert_eq!(body["errors"][0]["field"], "organization_id");
     }
     // Extreme but valid instants are answered, never a 5xx: long before (404 / empty list) and
@@ -497,10 +509,22 @@ async fn bad_as_of_values_are_422_naming_the_field_and_change_nothing() {
     }
     let q = format!("{MEMBERSHIPS}?organization_id={o}&statuses=gone&as_of=2026-01-01T00:00:00Z");
     let (s, body) = app.get(&q).await;
-    assert_error(s, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid_status", &q);
+    assert_error(
+        s,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request_parameters/invalid_status",
+        &q,
+    );
     let q = format!("{MEMBERSHIPS}?organization_id={o}&limit=0&as_of=2026-01-01T00:00:00Z");
     let (s, body) = app.get(&q).await;
-    assert_error(s, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid_limit", &q);
+    assert_error(
+        s,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request_parameters/invalid_limit",
+        &q,
+    );
     assert_eq!(snapshot_count(&app).await, 0);
 }
 

@@ -282,7 +282,7 @@ async fn one_organizations_trail_never_shows_another_organizations_events() {
             s,
             &body,
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_cursor",
+            "invalid_request_parameters/invalid_cursor",
             "foreign cursor",
         );
     }
@@ -310,7 +310,7 @@ async fn a_repeated_idempotency_key_returns_the_same_response_and_appends_once()
         s,
         &resp,
         StatusCode::UNPROCESSABLE_ENTITY,
-        "idempotency_key_reused",
+        "invalid_request_parameters/idempotency_key_reused",
         "other body",
     );
     assert_eq!(app.log_len().await, before);
@@ -584,78 +584,82 @@ async fn bad_input_to_every_audit_log_endpoint_is_refused_and_changes_nothing() 
         (
             "no organization_id",
             without(&["organization_id"]),
-            (unprocessable, "invalid_value"),
+            (unprocessable, "invalid_request_parameters/required"),
         ),
-        ("no event", without(&["event"]), (unprocessable, "invalid_value")),
+        (
+            "no event",
+            without(&["event"]),
+            (unprocessable, "invalid_request_parameters/required"),
+        ),
         (
             "no action",
             without(&["event", "action"]),
-            (unprocessable, "invalid_value"),
+            (unprocessable, "invalid_request_parameters/required"),
         ),
         (
             "empty action",
             with(&["event", "action"], json!("")),
-            (unprocessable, "invalid_value"),
+            (unprocessable, "invalid_request_parameters/invalid_value"),
         ),
         (
             "no actor",
             without(&["event", "actor"]),
-            (unprocessable, "invalid_value"),
+            (unprocessable, "invalid_request_parameters/required"),
         ),
         (
             "actor without id",
             without(&["event", "actor", "id"]),
-            (unprocessable, "invalid_value"),
+            (unprocessable, "invalid_request_parameters/required"),
         ),
         (
             "no targets",
             without(&["event", "targets"]),
-            (unprocessable, "invalid_value"),
+            (unprocessable, "invalid_request_parameters/required"),
         ),
         (
             "targets not a list",
             with(&["event", "targets"], json!("x")),
-            (unprocessable, "invalid_value"),
+            (unprocessable, "invalid_request_parameters/invalid_type"),
         ),
         (
             "no context",
             without(&["event", "context"]),
-            (unprocessable, "invalid_value"),
+            (unprocessable, "invalid_request_parameters/required"),
         ),
         (
             "no location",
             without(&["event", "context", "location"]),
-            (unprocessable, "invalid_value"),
+            (unprocessable, "invalid_request_parameters/required"),
         ),
         (
             "bad occurred_at",
             with(&["event", "occurred_at"], json!("yesterday")),
-            (unprocessable, "invalid_timestamp"),
+            (unprocessable, "invalid_request_parameters/invalid_timestamp"),
         ),
         (
             "negative version",
             with(&["event", "version"], json!(-1)),
-            (unprocessable, "invalid_value"),
+            (unprocessable, "invalid_request_parameters/invalid_value"),
         ),
         (
             "unknown field",
             with(&["event", "extra"], json!(1)),
-            (unprocessable, "invalid_value"),
+            (unprocessable, "invalid_request_parameters/unknown_field"),
         ),
         (
             "nested metadata",
             with(&["event", "metadata"], json!({ "k": { "x": 1 } })),
-            (unprocessable, "invalid_metadata"),
+            (unprocessable, "invalid_request_parameters/invalid_metadata"),
         ),
         (
             "bad metadata key",
             with(&["event", "metadata"], json!({ "bad key": "v" })),
-            (unprocessable, "invalid_metadata"),
+            (unprocessable, "invalid_request_parameters/invalid_metadata"),
         ),
         (
             "long metadata value",
             with(&["event", "metadata"], json!({ "k": "x".repeat(501) })),
-            (unprocessable, "invalid_metadata"),
+            (unprocessable, "invalid_request_parameters/invalid_metadata"),
         ),
         (
             "unknown organization",
@@ -672,15 +676,16 @@ async fn bad_input_to_every_audit_log_endpoint_is_refused_and_changes_nothing() 
     assert_error(s, &b, StatusCode::BAD_REQUEST, "invalid_json", "truncated body");
     // A bad Idempotency-Key header.
     let (s, b) = post_with_key(&app, &"k".repeat(300), &good).await;
-    assert_error(s, &b, unprocessable, "invalid_idempotency_key", "long key");
+    assert_error(
+        s,
+        &b,
+        unprocessable,
+        "invalid_request_parameters/invalid_idempotency_key",
+        "long key",
+    );
 
     let schema_cases: Vec<(&str, &str, Value, &str)> = vec![
-        (
-            "no targets",
-            "/audit_logs/actions/a.b/schemas",
-            json!({}),
-            "invalid_value",
-        ),
+        ("no targets", "/audit_logs/actions/a.b/schemas", json!({}), "required"),
         (
             "empty targets",
             "/audit_logs/actions/a.b/schemas",
@@ -715,7 +720,7 @@ async fn bad_input_to_every_audit_log_endpoint_is_refused_and_changes_nothing() 
             "actor without metadata",
             "/audit_logs/actions/a.b/schemas",
             json!({ "targets": [{ "type": "t" }], "actor": {} }),
-            "invalid_value",
+            "required",
         ),
         (
             "space in action",
@@ -725,7 +730,8 @@ async fn bad_input_to_every_audit_log_endpoint_is_refused_and_changes_nothing() 
         ),
     ];
     for (name, path, body, code) in schema_cases {
-        assert_rejected(&app, Method::POST, path, Some(body), (unprocessable, code), name).await;
+        let code = format!("invalid_request_parameters/{code}");
+        assert_rejected(&app, Method::POST, path, Some(body), (unprocessable, &code), name).await;
     }
 
     let export = |f: &dyn Fn(&mut Value)| {
@@ -749,24 +755,24 @@ async fn bad_input_to_every_audit_log_endpoint_is_refused_and_changes_nothing() 
         (
             "bad end",
             export(&|b| b["range_end"] = json!(5)),
-            (unprocessable, "invalid_value"),
+            (unprocessable, "invalid_request_parameters/invalid_type"),
         ),
         (
             "no range_end",
             export(&|b| {
                 b.as_object_mut().map(|o| o.remove("range_end"));
             }),
-            (unprocessable, "invalid_value"),
+            (unprocessable, "invalid_request_parameters/required"),
         ),
         (
             "unknown field",
             export(&|b| b["nope"] = json!(1)),
-            (unprocessable, "invalid_value"),
+            (unprocessable, "invalid_request_parameters/unknown_field"),
         ),
         (
             "actions not a list",
             export(&|b| b["actions"] = json!("a")),
-            (unprocessable, "invalid_value"),
+            (unprocessable, "invalid_request_parameters/invalid_type"),
         ),
         (
             "unknown organization",
@@ -782,29 +788,32 @@ async fn bad_input_to_every_audit_log_endpoint_is_refused_and_changes_nothing() 
         ("/audit_logs/events", (StatusCode::BAD_REQUEST, "missing_filter")),
         (
             "/audit_logs/events?organization_id=o&limit=0",
-            (unprocessable, "invalid_limit"),
+            (unprocessable, "invalid_request_parameters/invalid_limit"),
         ),
         (
             "/audit_logs/events?organization_id=o&order=up",
-            (unprocessable, "invalid_order"),
+            (unprocessable, "invalid_request_parameters/invalid_order"),
         ),
         (
             "/audit_logs/events?organization_id=o&range_start=x",
-            (unprocessable, "invalid_timestamp"),
+            (unprocessable, "invalid_request_parameters/invalid_timestamp"),
         ),
         (
             "/audit_logs/events?organization_id=o&range_start=2026-02-01T00:00:00Z&range_end=2026-01-01T00:00:00Z",
-            (unprocessable, "invalid_range"),
+            (unprocessable, "invalid_request_parameters/invalid_range"),
         ),
         (
             "/audit_logs/events?organization_id=o&after=event_nope",
-            (unprocessable, "invalid_cursor"),
+            (unprocessable, "invalid_request_parameters/invalid_cursor"),
         ),
         (
             "/audit_logs/events?organization_id=a&organization_id=b",
-            (unprocessable, "duplicate_parameter"),
+            (unprocessable, "invalid_request_parameters/duplicate_parameter"),
         ),
-        ("/audit_logs/actions?limit=101", (unprocessable, "invalid_limit")),
+        (
+            "/audit_logs/actions?limit=101",
+            (unprocessable, "invalid_request_parameters/invalid_limit"),
+        ),
         (
             "/audit_logs/exports/audit_log_export_nope",
             (StatusCode::NOT_FOUND, "entity_not_found"),

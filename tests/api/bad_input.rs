@@ -188,67 +188,151 @@ async fn malformed_json_returns_400_invalid_json_and_changes_nothing() {
 async fn bodies_of_the_wrong_shape_return_422_naming_the_field_and_change_nothing() {
     let app = TestApp::spawn().await;
     let before = app.log_len().await;
+    // (case, path, body, field, field code, message in plain words)
     let cases = [
         (
             "email is a number",
             "/user_management/users",
             json!({ "email": 5 }),
             "email",
+            "invalid_type",
+            "email must be a string",
         ),
         (
             "first_name is an object",
             "/user_management/users",
             json!({ "email": "ann@example.com", "first_name": {} }),
             "first_name",
+            "invalid_type",
+            "first_name must be a string",
+        ),
+        (
+            "email_verified is a string",
+            "/user_management/users",
+            json!({ "email": "ann@example.com", "email_verified": "yes" }),
+            "email_verified",
+            "invalid_type",
+            "email_verified must be a boolean",
         ),
         (
             "metadata is a string",
             "/user_management/users",
             json!({ "email": "ann@example.com", "metadata": "x" }),
             "metadata",
+            "invalid_type",
+            "metadata must be an object",
         ),
-        ("name is a bool", "/organizations", json!({ "name": true }), "name"),
+        (
+            "a metadata value is a number",
+            "/user_management/users",
+            json!({ "email": "ann@example.com", "metadata": { "k": 1 } }),
+            "metadata.k",
+            "invalid_type",
+            "metadata.k must be a string",
+        ),
+        (
+            "name is a bool",
+            "/organizations",
+            json!({ "name": true }),
+            "name",
+            "invalid_type",
+            "name must be a string",
+        ),
+        (
+            "domain_data is an object",
+            "/organizations",
+            json!({ "name": "Acme", "domain_data": {} }),
+            "domain_data",
+            "invalid_type",
+            "domain_data must be an array",
+        ),
+        (
+            "a domain_data entry lacks its state",
+            "/organizations",
+            json!({ "name": "Acme", "domain_data": [{ "domain": "acme.com" }] }),
+            "domain_data[0].state",
+            "required",
+            "domain_data[0].state is required",
+        ),
         (
             "user_id is a number",
             "/user_management/organization_memberships",
             json!({ "user_id": 1, "organization_id": "org_x" }),
             "user_id",
+            "invalid_type",
+            "user_id must be a string",
+        ),
+        (
+            "role_slugs holds a number",
+            "/user_management/organization_memberships",
+            json!({ "user_id": "user_x", "organization_id": "org_x", "role_slugs": [1] }),
+            "role_slugs[0]",
+            "invalid_type",
+            "role_slugs[0] must be a string",
         ),
         (
             "unknown field on create user",
             "/user_management/users",
             json!({ "email": "ann@example.com", "nickname": "annie" }),
             "nickname",
+            "unknown_field",
+            "nickname is not a known field",
         ),
         (
             "missing email",
             "/user_management/users",
             json!({ "first_name": "Ann" }),
             "email",
+            "required",
+            "email is required",
         ),
-        ("missing name", "/organizations", json!({}), "name"),
+        (
+            "missing name",
+            "/organizations",
+            json!({}),
+            "name",
+            "required",
+            "name is required",
+        ),
         (
             "missing organization_id",
             "/user_management/organization_memberships",
             json!({ "user_id": "user_x" }),
             "organization_id",
+            "required",
+            "organization_id is required",
         ),
-        ("body is an array", "/user_management/users", json!([]), "body"),
+        (
+            "body is an array",
+            "/user_management/users",
+            json!([]),
+            "body",
+            "invalid_type",
+            "the request body must be a JSON object",
+        ),
+        (
+            "body is a string",
+            "/organizations",
+            json!("Acme"),
+            "body",
+            "invalid_type",
+            "the request body must be a JSON object",
+        ),
     ];
-    let mut wrong_field = Vec::new();
-    for (case, path, body, field) in cases {
+    let mut wrong = Vec::new();
+    for (case, path, body, field, code, message) in cases {
         let (s, resp) = app.post(path, body).await;
-        assert_error(s, &resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", case);
-        if resp["errors"][0]["field"] != field {
-            wrong_field.push(format!("{case}: want field {field}, got {resp}"));
+        let want = format!("invalid_request_parameters/{code}");
+        assert_error(s, &resp, StatusCode::UNPROCESSABLE_ENTITY, &want, case);
+        let e = &resp["errors"][0];
+        if e["field"] != field || e["message"] != message || resp["message"] != message {
+            wrong.push(format!(
+                "{case}: want field {field} and message {message:?}, got {resp}"
+            ));
         }
         assert_eq!(app.log_len().await, before, "{case}: log unchanged");
     }
-    assert!(
-        wrong_field.is_empty(),
-        "the field error must name the field:\n{}",
-        wrong_field.join("\n")
-    );
+    assert!(wrong.is_empty(), "field errors in plain words:\n{}", wrong.join("\n"));
     app.stop().await;
 }
 
@@ -577,9 +661,9 @@ async fn ids_that_are_not_utf8_after_decoding_get_a_json_400() {
         status,
         &body,
         reqwest::StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_value",
+        "invalid_request_parameters/invalid_type",
         "array body",
     );
-    assert_eq!(body["message"], "expected a JSON object", "{body}");
+    assert_eq!(body["message"], "the request body must be a JSON object", "{body}");
     app.stop().await;
 }

@@ -431,7 +431,8 @@ async fn bad_feed_queries_return_422_and_change_nothing() {
     ];
     for (case, query, code) in cases {
         let (s, body) = app.get(&format!("/events?{query}")).await;
-        assert_error(s, &body, StatusCode::UNPROCESSABLE_ENTITY, code, case);
+        let code = format!("invalid_request_parameters/{code}");
+        assert_error(s, &body, StatusCode::UNPROCESSABLE_ENTITY, &code, case);
         assert_eq!(app.log_len().await, before, "{case}: log unchanged");
     }
     app.stop().await;

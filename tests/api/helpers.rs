@@ -285,10 +285,23 @@ pub async fn assert_rejected(
     assert_eq!(app.log_len().await, before, "{ctx}: the log changed");
 }
 
-/// Asserts an error response: status, machine code and the JSON shape.
+/// Asserts an error response: status, machine code and the JSON shape. `want_code` is the
+/// top-level code, or `"invalid_request_parameters/<field code>"` for a validation failure, whose
+/// first `errors` entry must then carry that field code.
 pub fn assert_error(status: StatusCode, body: &Value, want_status: StatusCode, want_code: &str, ctx: &str) {
     assert_eq!(status, want_status, "{ctx}: status; body {body}");
-    assert_eq!(body["code"].as_str(), Some(want_code), "{ctx}: code; body {body}");
+    let (top, field_code) = match want_code.split_once('/') {
+        Some((top, field)) => (top, Some(field)),
+        None => (want_code, None),
+    };
+    assert_eq!(body["code"].as_str(), Some(top), "{ctx}: code; body {body}");
+    if let Some(f) = field_code {
+        assert_eq!(
+            body["errors"][0]["code"].as_str(),
+            Some(f),
+            "{ctx}: field code; body {body}"
+        );
+    }
     assert!(
         body["message"].as_str().is_some_and(|m| !m.is_empty()),
         "{ctx}: message; body {body}"

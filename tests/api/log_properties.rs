@@ -148,9 +148,13 @@ async fn twenty_concurrent_sign_ups_with_one_email_let_exactly_one_win() {
         let (status, body) = t.await.expect("task");
         match status {
             StatusCode::CREATED => created += 1,
-            StatusCode::UNPROCESSABLE_ENTITY => {
-                assert_eq!(body["code"], "email_not_available", "loser's error: {body}")
-            }
+            StatusCode::UNPROCESSABLE_ENTITY => assert_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &body,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request_parameters/email_not_available",
+                "loser's error",
+            ),
             other => panic!("unexpected {other}: {body}"),
         }
     }

@@ -170,7 +170,7 @@ async fn listing_memberships_filters_by_status_in_every_list_form() {
         ("repeated", "statuses=active&statuses=inactive", &all),
         ("bracketed", "statuses[]=active&statuses[]=inactive", &all),
         ("bracketed encoded", "statuses%5B%5D=inactive", &inactive),
-        ("no filter", "", &all),
+        ("no filter: only active, as the spec says", "", &active),
     ];
     for (case, query, want) in cases {
         let (s, list) = app
@@ -187,7 +187,7 @@ async fn listing_memberships_filters_by_status_in_every_list_form() {
         s,
         &body,
         StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_status",
+        "invalid_request_parameters/invalid_status",
         "unknown status",
     );
     assert_eq!(app.log_len().await, before);
@@ -407,7 +407,7 @@ async fn creating_a_membership_with_an_invalid_role_is_rejected_and_changes_noth
         (
             "two roles",
             json!({ "role_slugs": ["admin", "member"] }),
-            "multiple_roles_not_supported",
+            "multiple_roles_not_enabled",
         ),
         (
             "both forms",
@@ -442,9 +442,13 @@ async fn updating_a_membership_with_an_invalid_role_is_rejected_and_changes_noth
         (
             "two roles",
             json!({ "role_slugs": ["admin", "member"] }),
-            "multiple_roles_not_supported",
+            "multiple_roles_not_enabled",
         ),
-        ("unknown field", json!({ "role": "member" }), "invalid_value"),
+        (
+            "unknown field",
+            json!({ "role": "member" }),
+            "invalid_request_parameters/unknown_field",
+        ),
     ];
     let before = app.log_len().await;
     for (case, body, code) in cases {
@@ -474,7 +478,7 @@ async fn creating_a_duplicate_membership_returns_422_and_changes_nothing() {
         s,
         &body,
         StatusCode::UNPROCESSABLE_ENTITY,
-        "organization_membership_already_exists",
+        "invalid_request_parameters/organization_membership_already_exists",
         "duplicate",
     );
     assert_eq!(app.log_len().await, before, "log unchanged");
@@ -586,7 +590,7 @@ async fn twenty_concurrent_creates_of_the_same_membership_make_exactly_one() {
             *s,
             b,
             StatusCode::UNPROCESSABLE_ENTITY,
-            "organization_membership_already_exists",
+            "invalid_request_parameters/organization_membership_already_exists",
             "losing create",
         );
     }

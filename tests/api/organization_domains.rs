@@ -320,7 +320,10 @@ async fn creating_an_invalid_domain_returns_422_and_changes_nothing() {
             Method::POST,
             DOMAINS,
             Some(json!({ "domain": domain, "organization_id": id_of(&org) })),
-            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_domain"),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request_parameters/invalid_domain",
+            ),
             &format!("{what} ({domain:?})"),
         )
         .await;

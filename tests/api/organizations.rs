@@ -155,7 +155,7 @@ async fn listing_organizations_by_domains_accepts_every_list_form() {
         s,
         &body,
         StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_domain",
+        "invalid_request_parameters/invalid_domain",
         "invalid domain filter",
     );
 }
@@ -549,6 +549,8 @@ async fn invalid_organization_bodies_return_422_and_change_nothing() {
         ),
     ];
     for (body, code, what) in cases {
+        let code = format!("invalid_request_parameters/{code}");
+        let code = code.as_str();
         let create = format!("create with {what}");
         assert_rejected(
             &app,

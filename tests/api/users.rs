@@ -333,7 +333,7 @@ async fn updating_a_user_changes_the_given_fields_and_keeps_the_rest() {
         s,
         &body,
         StatusCode::UNPROCESSABLE_ENTITY,
-        "email_not_available",
+        "invalid_request_parameters/email_not_available",
         "new email taken",
     );
 
@@ -445,7 +445,10 @@ async fn creating_a_user_with_an_invalid_email_returns_422_and_changes_nothing()
             Method::POST,
             USERS,
             Some(json!({ "email": email })),
-            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_email"),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request_parameters/invalid_email",
+            ),
             &format!("create with {why} ({email:?})"),
         )
         .await;
@@ -456,7 +459,10 @@ async fn creating_a_user_with_an_invalid_email_returns_422_and_changes_nothing()
         Method::PUT,
         &user_path(&id_of(&user)),
         Some(json!({ "email": "not-an-email" })),
-        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_email"),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request_parameters/invalid_email",
+        ),
         "update with an invalid email",
     )
     .await;
@@ -474,7 +480,10 @@ async fn creating_a_user_with_a_taken_email_returns_422_in_any_case() {
             Method::POST,
             USERS,
             Some(json!({ "email": email })),
-            (StatusCode::UNPROCESSABLE_ENTITY, "email_not_available"),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request_parameters/email_not_available",
+            ),
             &format!("create with {email:?}"),
         )
         .await;
@@ -485,7 +494,10 @@ async fn creating_a_user_with_a_taken_email_returns_422_in_any_case() {
         Method::PUT,
         &user_path(&id_of(&other)),
         Some(json!({ "email": "Taken@example.com", "first_name": "Changed" })),
-        (StatusCode::UNPROCESSABLE_ENTITY, "email_not_available"),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request_parameters/email_not_available",
+        ),
         "update to a taken email",
     )
     .await;
@@ -509,7 +521,10 @@ async fn a_taken_external_id_is_refused_on_create_and_update() {
         Method::POST,
         USERS,
         Some(json!({ "email": "b@example.com", "external_id": "ext-a" })),
-        (StatusCode::UNPROCESSABLE_ENTITY, "external_id_not_available"),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request_parameters/external_id_not_available",
+        ),
         "create with a taken external_id",
     )
     .await;
@@ -519,7 +534,10 @@ async fn a_taken_external_id_is_refused_on_create_and_update() {
         Method::PUT,
         &user_path(&id_of(&b)),
         Some(json!({ "external_id": "ext-a" })),
-        (StatusCode::UNPROCESSABLE_ENTITY, "external_id_not_available"),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request_parameters/external_id_not_available",
+        ),
         "update to a taken external_id",
     )
     .await;
@@ -546,7 +564,10 @@ async fn metadata_over_the_limits_returns_422_and_at_the_limits_is_accepted() {
             Method::POST,
             USERS,
             Some(json!({ "email": "new@example.com", "metadata": metadata })),
-            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_metadata"),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request_parameters/invalid_metadata",
+            ),
             &format!("create with {why}"),
         )
         .await;
@@ -555,7 +576,10 @@ async fn metadata_over_the_limits_returns_422_and_at_the_limits_is_accepted() {
             Method::PUT,
             &user_path(&id_of(&user)),
             Some(json!({ "metadata": metadata })),
-            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_metadata"),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request_parameters/invalid_metadata",
+            ),
             &format!("update with {why}"),
         )
         .await;
@@ -653,7 +677,10 @@ async fn a_password_shorter_than_eight_characters_returns_422() {
             Method::POST,
             USERS,
             Some(json!({ "email": "short@example.com", "password": password })),
-            (StatusCode::UNPROCESSABLE_ENTITY, "password_strength_error"),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request_parameters/password_strength_error",
+            ),
             &format!("create with password {password:?}"),
         )
         .await;
@@ -664,7 +691,10 @@ async fn a_password_shorter_than_eight_characters_returns_422() {
         Method::PUT,
         &user_path(&id_of(&user)),
         Some(json!({ "password": "7-chars", "first_name": "Changed" })),
-        (StatusCode::UNPROCESSABLE_ENTITY, "password_strength_error"),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request_parameters/password_strength_error",
+        ),
         "update with a 7-character password",
     )
     .await;
@@ -688,7 +718,10 @@ async fn a_password_together_with_a_password_hash_returns_422() {
             Method::POST,
             USERS,
             Some(body),
-            (StatusCode::UNPROCESSABLE_ENTITY, "password_and_password_hash_provided"),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request_parameters/password_and_password_hash_provided",
+            ),
             &format!("create case {i}"),
         )
         .await;
@@ -699,7 +732,10 @@ async fn a_password_together_with_a_password_hash_returns_422() {
         Method::PUT,
         &user_path(&id_of(&user)),
         Some(json!({ "password": "long-enough-pw", "password_hash": hash, "password_hash_type": "argon2" })),
-        (StatusCode::UNPROCESSABLE_ENTITY, "password_and_password_hash_provided"),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request_parameters/password_and_password_hash_provided",
+        ),
         "update with both",
     )
     .await;
@@ -732,7 +768,7 @@ async fn concurrent_creates_with_the_same_email_leave_exactly_one_user() {
             *s,
             body,
             StatusCode::UNPROCESSABLE_ENTITY,
-            "email_not_available",
+            "invalid_request_parameters/email_not_available",
             "a losing create",
         );
     }

@@ -276,91 +276,91 @@ async fn bad_endpoint_input_is_refused_with_4xx_and_changes_nothing() {
             Method::POST,
             "/webhook_endpoints".into(),
             Some(json!({"endpoint_url": "/hook", "events": ["user.created"]})),
-            (unprocessable, "invalid_url"),
+            (unprocessable, "invalid_request_parameters/invalid_url"),
         ),
         (
             "not a URL",
             Method::POST,
             "/webhook_endpoints".into(),
             Some(json!({"endpoint_url": "not a url", "events": ["user.created"]})),
-            (unprocessable, "invalid_url"),
+            (unprocessable, "invalid_request_parameters/invalid_url"),
         ),
         (
             "ftp URL",
             Method::POST,
             "/webhook_endpoints".into(),
             Some(json!({"endpoint_url": "ftp://x.example/h", "events": ["user.created"]})),
-            (unprocessable, "invalid_url"),
+            (unprocessable, "invalid_request_parameters/invalid_url"),
         ),
         (
             "credentials in URL",
             Method::POST,
             "/webhook_endpoints".into(),
             Some(json!({"endpoint_url": "https://u:p@x.example/h", "events": ["user.created"]})),
-            (unprocessable, "invalid_url"),
+            (unprocessable, "invalid_request_parameters/invalid_url"),
         ),
         (
             "unknown event",
             Method::POST,
             "/webhook_endpoints".into(),
             Some(json!({"endpoint_url": "https://x.example/h", "events": ["user.created", "dsync.nope"]})),
-            (unprocessable, "unknown_event_type"),
+            (unprocessable, "invalid_request_parameters/unknown_event_type"),
         ),
         (
             "no events",
             Method::POST,
             "/webhook_endpoints".into(),
             Some(json!({"endpoint_url": "https://x.example/h", "events": []})),
-            (unprocessable, "invalid_events"),
+            (unprocessable, "invalid_request_parameters/invalid_events"),
         ),
         (
             "events not a list",
             Method::POST,
             "/webhook_endpoints".into(),
             Some(json!({"endpoint_url": "https://x.example/h", "events": "user.created"})),
-            (unprocessable, "invalid_value"),
+            (unprocessable, "invalid_request_parameters/invalid_type"),
         ),
         (
             "URL not a string",
             Method::POST,
             "/webhook_endpoints".into(),
             Some(json!({"endpoint_url": 5, "events": ["user.created"]})),
-            (unprocessable, "invalid_value"),
+            (unprocessable, "invalid_request_parameters/invalid_type"),
         ),
         (
             "missing URL",
             Method::POST,
             "/webhook_endpoints".into(),
             Some(json!({"events": ["user.created"]})),
-            (unprocessable, "invalid_value"),
+            (unprocessable, "invalid_request_parameters/required"),
         ),
         (
             "unknown field",
             Method::POST,
             "/webhook_endpoints".into(),
             Some(json!({"endpoint_url": "https://x.example/h", "events": ["user.created"], "secret": "mine"})),
-            (unprocessable, "invalid_value"),
+            (unprocessable, "invalid_request_parameters/unknown_field"),
         ),
         (
             "bad status",
             Method::PATCH,
             format!("/webhook_endpoints/{id}"),
             Some(json!({"status": "paused"})),
-            (unprocessable, "invalid_status"),
+            (unprocessable, "invalid_request_parameters/invalid_status"),
         ),
         (
             "bad URL on update",
             Method::PATCH,
             format!("/webhook_endpoints/{id}"),
             Some(json!({"endpoint_url": "mailto:a@b.c"})),
-            (unprocessable, "invalid_url"),
+            (unprocessable, "invalid_request_parameters/invalid_url"),
         ),
         (
             "unknown event on update",
             Method::PATCH,
             format!("/webhook_endpoints/{id}"),
             Some(json!({"events": ["user.exploded"]})),
-            (unprocessable, "unknown_event_type"),
+            (unprocessable, "invalid_request_parameters/unknown_event_type"),
         ),
         (
             "unknown id on update",
@@ -395,21 +395,21 @@ async fn bad_endpoint_input_is_refused_with_4xx_and_changes_nothing() {
             Method::POST,
             format!("/webhook_endpoints/{id}/replay"),
             Some(json!({"after": "event_nope"})),
-            (unprocessable, "invalid_cursor"),
+            (unprocessable, "invalid_request_parameters/invalid_cursor"),
         ),
         (
             "replay without after",
             Method::POST,
             format!("/webhook_endpoints/{id}/replay"),
             Some(json!({})),
-            (unprocessable, "invalid_value"),
+            (unprocessable, "invalid_request_parameters/required"),
         ),
         (
             "bad limit on deliveries",
             Method::GET,
             format!("/webhook_endpoints/{id}/deliveries?limit=0"),
             None,
-            (unprocessable, "invalid_limit"),
+            (unprocessable, "invalid_request_parameters/invalid_limit"),
         ),
     ];
     for (ctx, m, path, body, want) in cases {
@@ -851,7 +851,7 @@ async fn with_the_guard_on_endpoints_at_non_public_literals_are_refused_with_422
                 json!({ "endpoint_url": url, "events": ["user.created"] }),
             )
             .await;
-        assert_error(s, &b, unprocessable, "blocked_url", url);
+        assert_error(s, &b, unprocessable, "invalid_request_parameters/blocked_url", url);
         assert_eq!(b["errors"][0]["field"], "endpoint_url", "{url}: {b}");
         assert_eq!(app.log_len().await, before, "{url}: the log changed");
     }
@@ -862,7 +862,7 @@ async fn with_the_guard_on_endpoints_at_non_public_literals_are_refused_with_422
         Method::PATCH,
         &format!("/webhook_endpoints/{}", id_of(&ep)),
         Some(json!({ "endpoint_url": "http://127.0.0.1:9/hook" })),
-        (unprocessable, "blocked_url"),
+        (unprocessable, "invalid_request_parameters/blocked_url"),
         "update to loopback",
     )
     .await;

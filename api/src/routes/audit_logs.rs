@@ -75,8 +75,18 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "Get Audit Log Configuration",
         "audit_logs",
     ),
-    ("get", "/organizations/{id}/audit_logs_retention", "Get Retention", "audit_logs"),
-    ("put", "/organizations/{id}/audit_logs_retention", "Set Retention", "audit_logs"),
+    (
+        "get",
+        "/organizations/{id}/audit_logs_retention",
+        "Get Retention",
+        "audit_logs",
+    ),
+    (
+        "put",
+        "/organizations/{id}/audit_logs_retention",
+        "Set Retention",
+        "audit_logs",
+    ),
 ];
 
 /// Paths served without an API key (the token in the URL is the credential).
@@ -504,7 +514,10 @@ pub async fn list_actions(State(state): State<AppState>, q: QueryPairs) -> Resul
     for (field, cursor) in [("before", &page.before), ("after", &page.after)] {
         if let Some(c) = cursor {
             if audit::schema(&state.pool, c, None).await?.is_none() {
-                return Err(invalid_cursor(field, format!("{field} is not the name of an audit log action")));
+                return Err(invalid_cursor(
+                    field,
+                    format!("{field} is not the name of an audit log action"),
+                ));
             }
         }
     }

@@ -4,9 +4,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use keyledger_domain::ids::new_id;
-use keyledger_domain::ClaimKind;
 use keyledger_domain::membership::{MembershipCommand, MembershipError, MembershipEvent, OrganizationMembership};
 use keyledger_domain::values::RoleSlug;
+use keyledger_domain::ClaimKind;
 use keyledger_projections::history::History;
 use keyledger_projections::queries::{self, MembershipFilter};
 use keyledger_projections::store::AppendExtras;
@@ -177,7 +177,9 @@ pub async fn create(
         Err(CommandError::Claim(c)) if c.kind == ClaimKind::Membership.as_str() => {
             return match queries::claim_holder(&state.pool, ClaimKind::Membership.as_str(), &claim).await? {
                 Some(existing) => rejoin(&state, &ctx, &existing, role).await,
-                None => Err(ApiError::conflict("the object was changed concurrently; retry the request")),
+                None => Err(ApiError::conflict(
+                    "the object was changed concurrently; retry the request",
+                )),
             };
         }
         Err(e) => return Err(command_error(e, membership_error)),

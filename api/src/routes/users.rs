@@ -118,7 +118,11 @@ fn end_user(b: &CreateBody) -> Result<Vec<(&'static str, String)>, ApiError> {
     let mut out = Vec::new();
     if let Some(ip) = &b.ip_address {
         let ip: std::net::IpAddr = ip.trim().parse().map_err(|_| {
-            ApiError::invalid("ip_address", "invalid_ip_address", "ip_address must be an IPv4 or IPv6 address")
+            ApiError::invalid(
+                "ip_address",
+                "invalid_ip_address",
+                "ip_address must be an IPv4 or IPv6 address",
+            )
         })?;
         out.push(("end_user_ip_address", ip.to_string()));
     }
