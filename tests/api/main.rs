@@ -8,6 +8,7 @@ mod as_of;
 mod audit_logs;
 mod bad_input;
 mod binary;
+mod contract;
 mod events;
 mod log_properties;
 mod memberships;
