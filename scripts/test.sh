@@ -213,6 +213,8 @@ SDK_DB=$db_name
 sdk_db_url="$url_base/$db_name$url_query"
 
 port=$(free_port)
+# Domain verification asks only the DNS responder conformance.py runs on this UDP port.
+dns_port=$("$PYTHON" -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 api_key="sk_test_$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
 server_log=target/sdk-server.log
 base_url="http://127.0.0.1:$port"
@@ -222,7 +224,7 @@ SDK_DATA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/keyledger-sdk-data.XXXXXX")
 DATABASE_URL=$sdk_db_url \
 	KEYLEDGER_BOOTSTRAP_API_KEY=$api_key \
 	KEYLEDGER_DATA_DIR=$SDK_DATA_DIR \
-	target/debug/keyledger serve --listen "127.0.0.1:$port" >"$server_log" 2>&1 &
+	target/debug/keyledger serve --listen "127.0.0.1:$port" --dns-nameserver "127.0.0.1:$dns_port" >"$server_log" 2>&1 &
 SERVER_PID=$!
 
 healthy=""
@@ -244,6 +246,7 @@ if [[ -z $healthy ]]; then
 fi
 
 step "SDK conformance: $SDK_VENV/bin/python $CONFORMANCE"
-KEYLEDGER_BASE_URL=$base_url KEYLEDGER_API_KEY=$api_key "$SDK_VENV/bin/python" "$CONFORMANCE"
+KEYLEDGER_BASE_URL=$base_url KEYLEDGER_API_KEY=$api_key KEYLEDGER_TEST_DNS_PORT=$dns_port \
+	"$SDK_VENV/bin/python" "$CONFORMANCE"
 
 step "all checks passed"
