@@ -40,8 +40,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
             ));
         }
         // Syntax first (400), then the shape, in plain words (422; `json_body`).
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|_| ApiError::bad_request("invalid_json", "the request body is not valid JSON"))?;
+        let value = crate::json_body::parse(&bytes).map_err(|e| match e {
+            crate::json_body::ParseError::Syntax => {
+                ApiError::bad_request("invalid_json", "the request body is not valid JSON")
+            }
+            crate::json_body::ParseError::DuplicateKey(key) => {
+                ApiError::invalid(&key, "duplicate_field", format!("{key} is given twice in one object"))
+            }
+        })?;
         crate::json_body::from_value(value)
             .map(Self)
             .map_err(|e| ApiError::invalid(&e.field, e.code, e.message))

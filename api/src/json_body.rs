@@ -1,13 +1,15 @@
 //! Decoding a JSON request body into a typed struct with errors in plain words ("email is
 //! required", "email must be a string", "x is not a known field") instead of serde's text.
 //!
-//! The body is parsed into a `serde_json::Value` first (a syntax error is the caller's 400); the
+//! The body is parsed into a `serde_json::Value` first ([`parse`]: a syntax error is the caller's
+//! 400, and a key repeated in one object is refused instead of one value being dropped); the
 //! value is then deserialized through [`ValueDe`], a deserializer whose error type is
 //! [`Problem`]: serde's derive code reports *what* went wrong through the structured `de::Error`
 //! methods (`missing_field`, `invalid_type`, `unknown_field`, ...), which `Problem` keeps as data,
 //! and `serde_path_to_error` says *where*. No error text is ever parsed. This module never
 //! answers HTTP itself; it only returns a [`BodyError`].
 
+use std::cell::RefCell;
 use std::fmt;
 
 use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
@@ -83,6 +85,97 @@ pub struct BodyError {
     pub field: String,
     pub code: &'static str,
     pub message: String,
+}
+
+/// Why a body could not even be read as JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    /// Not JSON at all.
+    Syntax,
+    /// An object names this key twice (a plain parse would keep the last value silently).
+    DuplicateKey(String),
+}
+
+/// Parses a request body into a JSON value, refusing an object that repeats a key.
+pub fn parse(bytes: &[u8]) -> Result<Value, ParseError> {
+    let duplicate = RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = de::DeserializeSeed::deserialize(StrictSeed(&duplicate), &mut de).and_then(|v| de.end().map(|()| v));
+    match (parsed, duplicate.into_inner()) {
+        (Ok(v), _) => Ok(v),
+        (Err(_), Some(key)) => Err(ParseError::DuplicateKey(key)),
+        (Err(_), None) => Err(ParseError::Syntax),
+    }
+}
+
+/// Builds a `Value` like serde_json does, but notes (and fails on) a repeated object key.
+#[derive(Clone, Copy)]
+struct StrictSeed<'a>(&'a RefCell<Option<String>>);
+
+impl<'de> de::DeserializeSeed<'de> for StrictSeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictSeed<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(self)? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                let message = format!("{key} is given twice");
+                *self.0.borrow_mut() = Some(key);
+                return Err(de::Error::custom(message));
+            }
+            let value = map.next_value_seed(self)?;
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 /// Deserializes `value` into `T`, or says in plain words why it does not fit.
@@ -500,6 +593,30 @@ mod tests {
         assert_eq!(b.any, Some(json!({"n": [1, -2, 2.5, null, "s", false]})));
         let b: Body = from_value(json!({"email": "a@b.co", "metadata": null})).expect("null is absent");
         assert!(b.metadata.is_none());
+    }
+
+    #[test]
+    fn parsing_refuses_repeated_keys_at_any_depth_and_keeps_every_json_type() {
+        let cases: [(&[u8], Result<Value, ParseError>); 6] = [
+            (
+                br#"{"a": 1, "b": [true, null, -2, 2.5, "s", {}]}"#,
+                Ok(json!({"a": 1, "b": [true, null, -2, 2.5, "s", {}]})),
+            ),
+            (
+                br#"{"email": "a", "email": "b"}"#,
+                Err(ParseError::DuplicateKey("email".into())),
+            ),
+            (
+                br#"{"m": {"k": "1", "k": "2"}}"#,
+                Err(ParseError::DuplicateKey("k".into())),
+            ),
+            (br#"[{"x": 1}, {"x": 2}]"#, Ok(json!([{"x": 1}, {"x": 2}]))),
+            (br#"{"a": 1"#, Err(ParseError::Syntax)),
+            (br#"{"a": 1} trailing"#, Err(ParseError::Syntax)),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(parse(bytes), want, "{}", String::from_utf8_lossy(bytes));
+        }
     }
 
     #[test]

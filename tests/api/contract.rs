@@ -126,6 +126,38 @@ async fn org_and_members(app: &TestApp, n: usize) -> (String, Vec<String>, Vec<S
 }
 
 #[tokio::test]
+async fn a_key_given_twice_in_a_body_is_refused_rather_than_one_value_dropped() {
+    let app = TestApp::spawn().await;
+    let before = app.log_len().await;
+    let cases: [(&str, &[u8], &str); 2] = [
+        (
+            USERS,
+            br#"{"email": "a@example.com", "email": "b@example.com"}"#,
+            "email",
+        ),
+        (
+            "/organizations",
+            br#"{"name": "Acme", "metadata": {"tier": "gold", "tier": "free"}}"#,
+            "tier",
+        ),
+    ];
+    for (path, body, key) in cases {
+        let (s, resp) = app.raw(Method::POST, path, "application/json", body.to_vec()).await;
+        assert_error(
+            s,
+            &resp,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request_parameters/duplicate_field",
+            path,
+        );
+        assert_eq!(resp["errors"][0]["field"], key, "{resp}");
+        assert_eq!(resp["message"], format!("{key} is given twice in one object"), "{resp}");
+    }
+    assert_eq!(app.log_len().await, before, "nothing was created");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn membership_lists_show_only_active_memberships_unless_statuses_says_otherwise() {
     let app = TestApp::spawn().await;
     let (org, users, m) = org_and_members(&app, 3).await;

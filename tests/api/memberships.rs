@@ -551,7 +551,7 @@ async fn listing_memberships_without_organization_or_user_returns_400() {
             s,
             &body,
             StatusCode::BAD_REQUEST,
-            "missing_filter",
+            "missing_user_id_or_organization_id",
             &format!("query {query:?}"),
         );
     }

@@ -778,7 +778,7 @@ def test_memberships(c: WorkOSClient) -> None:
     check("memberships: listed items carry role, roles and user",
           r.data and r.data[0].role.slug == "member" and r.data[0].user.id == u1.id, _short(r.data))
     expect_error("memberships: list without user_id or organization_id", BadRequestError,
-                 oms.list_organization_memberships, code="missing_filter")
+                 oms.list_organization_memberships, code="missing_user_id_or_organization_id")
 
     # update role
     up = call("memberships: update role to admin", oms.update_organization_membership, m1.id,

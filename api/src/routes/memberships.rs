@@ -76,8 +76,9 @@ pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Respon
         return Ok(list_response(r));
     }
     if filter.organization_id.is_none() && filter.user_id.is_none() {
+        // The spec's code for this 400.
         return Err(ApiError::bad_request(
-            "missing_filter",
+            "missing_user_id_or_organization_id",
             "give organization_id or user_id",
         ));
     }
