@@ -90,6 +90,8 @@ impl TestApp {
             listen: "127.0.0.1:0".parse().expect("addr"),
             dns_nameserver: Some(dns.addr()),
             read_your_writes: Duration::from_secs(5),
+            // The SSRF guard stays on; the tests' webhook receivers live on loopback only.
+            webhook_allow: keyledger_api::ssrf::WebhookAllow::loopback(),
             ..Config::default()
         };
         adjust(&mut config);
