@@ -807,6 +807,8 @@ async fn sigkill_mid_delivery_loses_no_event_and_only_repeats_the_one_in_flight(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_two_servers_one_delivers_and_the_other_takes_over_when_it_stops() {
     let first = TestApp::spawn_with(fast).await;
+    let leases = crate::helpers::lease_keys();
+    crate::helpers::wait_leases_held_by(&first.pool, &leases, &first.name).await;
     let second = TestApp::spawn_on(first.db_url.clone()).await;
     let rx = Receiver::start(|_| Answer::Status(200)).await;
     create_endpoint(&first, &rx.url, &["user.created"]).await;
@@ -814,9 +816,15 @@ async fn with_two_servers_one_delivers_and_the_other_takes_over_when_it_stops() 
         let app = if i % 2 == 0 { &first } else { &second };
         app.create_user(&format!("two{i}@example.com")).await;
     }
-    rx.wait_until("six delivered", Duration::from_secs(10), |g| g.len() >= 6)
+    rx.wait_until("six delivered", Duration::from_secs(20), |g| g.len() >= 6)
         .await;
+    let held = crate::helpers::lease_holders(&second.pool, &leases).await;
+    assert!(
+        held.iter().all(|(_, h)| h.as_deref() == Some(first.name.as_str())),
+        "the first server delivers and projects until it stops: {held:?}"
+    );
     first.stop().await;
+    crate::helpers::wait_leases_held_by(&second.pool, &leases, &second.name).await;
     for i in 6..9 {
         second.create_user(&format!("two{i}@example.com")).await;
     }
