@@ -236,7 +236,10 @@ impl TestApp {
             };
             let (s, body) = self.get(&page).await;
             assert_eq!(s, StatusCode::OK, "list {page}: {body}");
-            out.extend(body["data"].as_array().cloned().unwrap_or_default());
+            let data = body["data"]
+                .as_array()
+                .unwrap_or_else(|| panic!("list {page}: no data array in {body}"));
+            out.extend(data.iter().cloned());
             match body["list_metadata"]["after"].as_str() {
                 Some(a) => after = Some(a.to_string()),
                 None => return out,
