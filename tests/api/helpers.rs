@@ -285,7 +285,7 @@ pub async fn lease_holders(pool: &PgPool, keys: &[String]) -> Vec<(String, Optio
 
 /// Waits (generously) until `holder` holds every lease in `keys`, and returns.
 pub async fn wait_leases_held_by(pool: &PgPool, keys: &[String], holder: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let held = lease_holders(pool, keys).await;
         if held.iter().all(|(_, h)| h.as_deref() == Some(holder)) {
@@ -316,7 +316,7 @@ pub fn ids(list: &Value) -> Vec<String> {
 
 /// Waits (generously) until every projection has applied the whole log.
 pub async fn wait_caught_up(pool: &PgPool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let status = keyledger_projections::engine::status(pool).await.expect("status");
         if status.iter().all(|s| s.behind == 0) {

@@ -172,7 +172,7 @@ async fn every_event_is_published_once_on_its_subject_with_its_id() {
     write_some(&app, "b").await;
     let feed = app.all_events("").await;
     let js = jetstream(&url).await;
-    let got = wait_stored(&js, &cfg.stream, feed.len(), Duration::from_secs(20)).await;
+    let got = wait_stored(&js, &cfg.stream, feed.len(), Duration::from_secs(60)).await;
     assert_matches_feed(&app, &cfg, &got, &feed).await;
     assert!(got.iter().any(|m| m.subject.contains(".global.user.created")));
     assert!(
@@ -197,8 +197,8 @@ async fn the_checkpoint_is_the_last_acknowledged_event_and_health_shows_the_lag(
     write_some(&app, "c").await;
     let feed = app.all_events("").await;
     let js = jetstream(&url).await;
-    let got = wait_stored(&js, &cfg.stream, feed.len(), Duration::from_secs(20)).await;
-    wait_checkpoint_at_head(&app, Duration::from_secs(10)).await;
+    let got = wait_stored(&js, &cfg.stream, feed.len(), Duration::from_secs(60)).await;
+    wait_checkpoint_at_head(&app, Duration::from_secs(60)).await;
     let last = got.last().and_then(|m| m.msg_id.clone()).expect("last id");
     let cp = feed::load_checkpoint(&app.pool, "nats").await.expect("checkpoint");
     assert_eq!(
@@ -221,8 +221,8 @@ async fn a_restart_without_writes_republishes_nothing() {
     write_some(&app, "d").await;
     let feed = app.all_events("").await;
     let js = jetstream(&url).await;
-    wait_stored(&js, &cfg.stream, feed.len(), Duration::from_secs(20)).await;
-    wait_checkpoint_at_head(&app, Duration::from_secs(10)).await;
+    wait_stored(&js, &cfg.stream, feed.len(), Duration::from_secs(60)).await;
+    wait_checkpoint_at_head(&app, Duration::from_secs(60)).await;
     app.stop_workers_and_wait().await;
     let db_url = app.db_url.clone();
     drop(app);
@@ -236,13 +236,13 @@ async fn a_restart_without_writes_republishes_nothing() {
     );
     // And the restarted publisher carries on from its checkpoint.
     app.create_user("after-restart@example.com").await;
-    let m = tokio::time::timeout(Duration::from_secs(10), live.next())
+    let m = tokio::time::timeout(Duration::from_secs(60), live.next())
         .await
         .expect("the new event is published")
         .expect("message");
     assert!(m.subject.ends_with(".global.user.created"), "{}", m.subject);
     let feed = app.all_events("").await;
-    let got = wait_stored(&js, &cfg.stream, feed.len(), Duration::from_secs(10)).await;
+    let got = wait_stored(&js, &cfg.stream, feed.len(), Duration::from_secs(60)).await;
     assert_matches_feed(&app, &cfg, &got, &feed).await;
     app.stop().await;
     js.delete_stream(&cfg.stream).await.expect("delete stream");
@@ -297,7 +297,7 @@ impl OwnNats {
             .spawn()
             .expect("start nats-server");
         self.child = Some(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while async_nats::connect(self.url()).await.is_err() {
             assert!(std::time::Instant::now() < deadline, "nats-server did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -329,9 +329,9 @@ async fn events_written_while_nats_is_down_are_published_when_it_returns() {
     let before = app.all_events("").await;
     {
         let js = jetstream(&nats.url()).await;
-        wait_stored(&js, &cfg.stream, before.len(), Duration::from_secs(20)).await;
+        wait_stored(&js, &cfg.stream, before.len(), Duration::from_secs(60)).await;
     }
-    wait_checkpoint_at_head(&app, Duration::from_secs(10)).await;
+    wait_checkpoint_at_head(&app, Duration::from_secs(60)).await;
 
     nats.stop();
     write_some(&app, "f").await;
@@ -349,7 +349,7 @@ async fn events_written_while_nats_is_down_are_published_when_it_returns() {
     let js = jetstream(&nats.url()).await;
     let got = wait_stored(&js, &cfg.stream, feed.len(), Duration::from_secs(30)).await;
     assert_matches_feed(&app, &cfg, &got, &feed).await;
-    wait_checkpoint_at_head(&app, Duration::from_secs(10)).await;
+    wait_checkpoint_at_head(&app, Duration::from_secs(60)).await;
     app.stop().await;
 }
 
@@ -364,7 +364,7 @@ async fn two_servers_on_one_database_publish_each_event_once() {
     write_some(&b, "h").await;
     let feed = a.all_events("").await;
     let js = jetstream(&url).await;
-    wait_stored(&js, &cfg.stream, feed.len(), Duration::from_secs(20)).await;
+    wait_stored(&js, &cfg.stream, feed.len(), Duration::from_secs(60)).await;
     let seen = msg_ids(&mut live, Duration::from_millis(1000)).await;
     assert_eq!(
         seen,
@@ -382,7 +382,7 @@ async fn projections_status_lists_the_publisher_and_its_lag() {
     let cfg = own_config(url.clone());
     let mut app = TestApp::spawn_with(|c| c.nats = Some(cfg.clone())).await;
     write_some(&app, "i").await;
-    wait_checkpoint_at_head(&app, Duration::from_secs(20)).await;
+    wait_checkpoint_at_head(&app, Duration::from_secs(60)).await;
     app.stop_workers_and_wait().await;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyledger"))
         .args(["projections", "status"])

@@ -445,7 +445,7 @@ async fn a_receiver_that_fails_first_gets_every_event_in_order_and_signed() {
     let want = feed_ids(&app, &["user.created"]).await;
     assert_eq!(want.len(), 4);
     let got = rx
-        .wait_until("all four delivered", Duration::from_secs(20), |g| {
+        .wait_until("all four delivered", Duration::from_secs(60), |g| {
             first_arrivals(g).len() == 4 && g.len() == 7
         })
         .await;
@@ -494,7 +494,7 @@ async fn a_receiver_that_fails_first_gets_every_event_in_order_and_signed() {
 }
 
 async fn wait_deliveries(app: &TestApp, id: &str, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (s, body) = app
             .get(&format!("/webhook_endpoints/{id}/deliveries?limit=100&order=asc"))
@@ -533,7 +533,7 @@ async fn a_receiver_that_is_down_for_a_while_gets_everything_once_it_is_up() {
     let rx = Receiver::start_on(port, |_| Answer::Status(200)).await;
     let want = feed_ids(&app, ALL).await;
     let got = rx
-        .wait_until("all delivered", Duration::from_secs(20), |g| {
+        .wait_until("all delivered", Duration::from_secs(60), |g| {
             first_arrivals(g).len() == 3
         })
         .await;
@@ -561,7 +561,7 @@ async fn a_hanging_receiver_does_not_delay_another_endpoint() {
     }
     let want = feed_ids(&app, ALL).await;
     hanging
-        .wait_until("the hanging endpoint's first request", Duration::from_secs(20), |g| {
+        .wait_until("the hanging endpoint's first request", Duration::from_secs(60), |g| {
             g.len() == 1
         })
         .await;
@@ -589,10 +589,10 @@ async fn endpoints_get_only_their_events_and_only_those_after_their_creation() {
     create_endpoint(&app, &users.url, &["user.created", "user.deleted"]).await;
     let u = app.create_user("filter@example.com").await;
     app.create_organization("After", json!([])).await;
-    let (s, _) = app.delete(&format!("/user_management/users/{}", id_of(&u))).await;
-    assert_eq!(s, StatusCode::OK);
+    let (s, body) = app.delete(&format!("/user_management/users/{}", id_of(&u))).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
     let got = users
-        .wait_until("user events", Duration::from_secs(10), |g| g.len() == 2)
+        .wait_until("user events", Duration::from_secs(60), |g| g.len() == 2)
         .await;
     let names: Vec<String> = got
         .iter()
@@ -600,7 +600,7 @@ async fn endpoints_get_only_their_events_and_only_those_after_their_creation() {
         .collect();
     assert_eq!(names, vec!["user.created", "user.deleted"]);
     let got = orgs
-        .wait_until("organization events", Duration::from_secs(10), |g| !g.is_empty())
+        .wait_until("organization events", Duration::from_secs(60), |g| !g.is_empty())
         .await;
     // Once its checkpoint is at the head of the feed, the endpoint has had every event it wants.
     wait_endpoint_at_head(&app, &id_of(&orgs_ep)).await;
@@ -632,7 +632,7 @@ async fn an_endpoint_moves_its_checkpoint_past_events_it_does_not_want() {
 /// delivered or moved past every event so far.
 async fn wait_endpoint_at_head(app: &TestApp, id: &str) {
     let name = format!("webhook:{id}");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (s, health) = app.get("/health").await;
         assert_eq!(s, StatusCode::OK, "{health}");
@@ -657,14 +657,14 @@ async fn replay_redelivers_the_events_after_the_given_one() {
         app.create_user(&format!("replay{i}@example.com")).await;
     }
     let want = feed_ids(&app, ALL).await;
-    rx.wait_until("first pass", Duration::from_secs(10), |g| g.len() == 3)
+    rx.wait_until("first pass", Duration::from_secs(60), |g| g.len() == 3)
         .await;
     let (s, body) = app
         .post(&format!("/webhook_endpoints/{id}/replay"), json!({ "after": want[0] }))
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{body}");
     let got = rx
-        .wait_until("replayed", Duration::from_secs(10), |g| g.len() == 5)
+        .wait_until("replayed", Duration::from_secs(60), |g| g.len() == 5)
         .await;
     let ids: Vec<String> = got.iter().map(Received::event_id).collect();
     assert_eq!(
@@ -700,7 +700,7 @@ async fn an_endpoint_failing_past_the_rule_is_disabled_by_an_event_and_resumes_w
     let ep = create_endpoint(&app, &rx.url, ALL).await;
     let id = id_of(&ep);
     app.create_user("disable@example.com").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_, list) = app.get("/webhook_endpoints").await;
         if list["data"][0]["status"] == "disabled" {
@@ -738,7 +738,7 @@ async fn an_endpoint_failing_past_the_rule_is_disabled_by_an_event_and_resumes_w
     assert_eq!(s, StatusCode::OK, "{body}");
     let want = feed_ids(&app, ALL).await;
     let got = rx
-        .wait_until("resumed", Duration::from_secs(10), |g| g.len() == 5)
+        .wait_until("resumed", Duration::from_secs(60), |g| g.len() == 5)
         .await;
     let ids: Vec<String> = got.iter().map(Received::event_id).collect();
     assert_eq!(ids[2..], [want[0].clone(), want[0].clone(), want[1].clone()]);
@@ -785,7 +785,7 @@ async fn sigkill_mid_delivery_loses_no_event_and_only_repeats_the_one_in_flight(
         }
     };
     create_users(base.clone(), 0..5).await;
-    rx.wait_until("a delivery in flight", Duration::from_secs(10), |g| g.len() == 1)
+    rx.wait_until("a delivery in flight", Duration::from_secs(60), |g| g.len() == 1)
         .await;
     child.kill().expect("SIGKILL");
     let _ = child.wait();
@@ -800,7 +800,7 @@ async fn sigkill_mid_delivery_loses_no_event_and_only_repeats_the_one_in_flight(
     .await
     .expect("feed");
     let got = rx
-        .wait_until("all delivered after the restart", Duration::from_secs(20), |g| {
+        .wait_until("all delivered after the restart", Duration::from_secs(60), |g| {
             first_arrivals(g).len() == 8
         })
         .await;
@@ -829,7 +829,7 @@ async fn with_two_servers_one_delivers_and_the_other_takes_over_when_it_stops() 
         let app = if i % 2 == 0 { &first } else { &second };
         app.create_user(&format!("two{i}@example.com")).await;
     }
-    rx.wait_until("six delivered", Duration::from_secs(20), |g| g.len() >= 6)
+    rx.wait_until("six delivered", Duration::from_secs(60), |g| g.len() >= 6)
         .await;
     let held = crate::helpers::lease_holders(&second.pool, &leases).await;
     assert!(
@@ -845,7 +845,7 @@ async fn with_two_servers_one_delivers_and_the_other_takes_over_when_it_stops() 
     let got = rx
         .wait_until(
             "the second server delivers after the first stopped",
-            Duration::from_secs(15),
+            Duration::from_secs(60),
             |g| first_arrivals(g).len() == 9,
         )
         .await;
@@ -1013,7 +1013,7 @@ async fn names_resolving_to_private_metadata_or_6to4_addresses_are_refused_befor
     }
     // The allowed names got the event through the same resolver, exactly once each.
     let got = rx
-        .wait_until("the allowed names' deliveries", Duration::from_secs(20), |g| {
+        .wait_until("the allowed names' deliveries", Duration::from_secs(60), |g| {
             g.len() >= 2
         })
         .await;
@@ -1061,7 +1061,7 @@ async fn without_an_allow_list_deliveries_to_loopback_names_and_literals_fail_as
         );
     }
     // The failure rule applies as to any failed attempt.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_, list) = app.get("/webhook_endpoints").await;
         let data = list["data"].as_array().cloned().unwrap_or_default();
