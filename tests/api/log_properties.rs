@@ -450,21 +450,20 @@ async fn a_server_killed_mid_load_loses_no_acknowledged_write_and_its_projection
     assert!(acked.len() >= 150, "{} acknowledged", acked.len());
 
     let mut server = start_binary(&db_url, key).await;
-    for id in &acked {
-        let r = http
-            .get(format!("{}/user_management/users/{id}", server.base))
-            .bearer_auth(key)
-            .send()
-            .await
-            .expect("get");
-        assert_eq!(
-            r.status(),
-            StatusCode::OK,
-            "acknowledged user {id} is present after the restart"
-        );
-    }
-    // Projections converge on the log: one row per created user, one feed event per log event.
     let pool = keyledger_api::connect(&db_url).await.expect("connect");
+    // Every acknowledged write is in the log ...
+    let logged: HashSet<String> = sqlx::query_scalar("select aggregate_id from event where event_type = 'UserCreated'")
+        .fetch_all(&pool)
+        .await
+        .expect("log")
+        .into_iter()
+        .collect();
+    let missing: Vec<&String> = acked.iter().filter(|id| !logged.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged writes missing from the log: {missing:?}"
+    );
+    // Projections converge on the log: one row per created user, one feed event per log event.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (log_users,): (i64,) = sqlx::query_as("select count(*) from event where event_type = 'UserCreated'")
@@ -493,6 +492,20 @@ async fn a_server_killed_mid_load_loses_no_acknowledged_write_and_its_projection
             "projections did not converge: log {log_users}, view {view}, feed {feed}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // ... and, once the projections have converged, served by the API.
+    for id in &acked {
+        let r = http
+            .get(format!("{}/user_management/users/{id}", server.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "acknowledged user {id} is present after the restart"
+        );
     }
     // The log after the crash: every aggregate's sequences are 1..n without gaps, event ids and
     // global positions are unique.
