@@ -106,7 +106,7 @@ pub fn guard_endpoint_url(url: &str, allow: &crate::ssrf::WebhookAllow) -> Resul
         return Err(ApiError::invalid(
             "endpoint_url",
             "blocked_url",
-            "endpoint_url must not point at a loopback, private, link-local or other non-public address (see --webhook-allow)",
+            "endpoint_url must not point at a loopback, private, link-local or other non-public address unless the server allows it",
         ));
     }
     Ok(())
