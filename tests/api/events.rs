@@ -180,12 +180,13 @@ async fn range_start_is_inclusive_and_range_end_exclusive() {
     let mut users = Vec::new();
     for i in 0..3 {
         let user = app.create_user(&format!("u{i}@example.com")).await;
-        // The next write starts after the clock has passed this one: distinct timestamps.
+        // The next write starts once the clock is a millisecond (the precision of created_at)
+        // past this one: distinct timestamps.
         let created: chrono::DateTime<chrono::Utc> = user["created_at"]
             .as_str()
             .and_then(|t| t.parse().ok())
             .expect("created_at");
-        while chrono::Utc::now() <= created {
+        while chrono::Utc::now() < created + chrono::Duration::milliseconds(1) {
             tokio::task::yield_now().await;
         }
         users.push(id_of(&user));
