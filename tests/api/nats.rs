@@ -77,13 +77,24 @@ async fn subscribe_all(url: &str, prefix: &str) -> (async_nats::Client, async_na
     (client, live)
 }
 
-/// The `Nats-Msg-Id` of every message `live` receives until it stays quiet for `quiet`.
-async fn msg_ids(live: &mut async_nats::Subscriber, quiet: Duration) -> Vec<Option<String>> {
+/// The `Nats-Msg-Id` of every message `live` receives: at least `want`, then until it stays
+/// quiet for `quiet`.
+async fn msg_ids(live: &mut async_nats::Subscriber, want: usize, quiet: Duration) -> Vec<Option<String>> {
+    // Until `want` have come (a generous deadline), then until `quiet` passes without another:
+    // a slow machine delays messages, it does not lose them, while a duplicate would come next.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut seen = Vec::new();
-    while let Ok(Some(m)) = tokio::time::timeout(quiet, live.next()).await {
-        seen.push(m.headers.and_then(|h| h.get("Nats-Msg-Id").map(|v| v.to_string())));
+    loop {
+        let next = if seen.len() < want {
+            tokio::time::timeout_at(deadline, live.next()).await
+        } else {
+            tokio::time::timeout(quiet, live.next()).await
+        };
+        match next {
+            Ok(Some(m)) => seen.push(m.headers.and_then(|h| h.get("Nats-Msg-Id").map(|v| v.to_string()))),
+            _ => return seen,
+        }
     }
-    seen
 }
 
 /// Waits until the stream holds `n` messages.
@@ -179,7 +190,7 @@ async fn every_event_is_published_once_on_its_subject_with_its_id() {
         got.iter().any(|m| m.subject.contains(".org_")),
         "per-organization subjects"
     );
-    let seen = msg_ids(&mut live, Duration::from_millis(500)).await;
+    let seen = msg_ids(&mut live, feed.len(), Duration::from_millis(500)).await;
     assert_eq!(
         seen,
         feed.iter().map(|e| Some(id_of(e))).collect::<Vec<_>>(),
@@ -365,7 +376,7 @@ async fn two_servers_on_one_database_publish_each_event_once() {
     let feed = a.all_events("").await;
     let js = jetstream(&url).await;
     wait_stored(&js, &cfg.stream, feed.len(), Duration::from_secs(60)).await;
-    let seen = msg_ids(&mut live, Duration::from_millis(1000)).await;
+    let seen = msg_ids(&mut live, feed.len(), Duration::from_millis(1000)).await;
     assert_eq!(
         seen,
         feed.iter().map(|e| Some(id_of(e))).collect::<Vec<_>>(),
