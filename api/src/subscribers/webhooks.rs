@@ -4,7 +4,8 @@
 //! checkpoint moves only after a 2xx. One process delivers (a session advisory lock); it never
 //! holds a database transaction open across an HTTP request. It never connects to a non-public
 //! address outside `Config::webhook_allow` (`crate::ssrf`): names resolve through the guarded
-//! resolver, refused IP literals are refused before sending, and no proxy or redirect intervenes.
+//! resolver, IP literals outside it are refused before sending, and no proxy or redirect
+//! intervenes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
