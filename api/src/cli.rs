@@ -64,9 +64,13 @@ pub enum Command {
         #[arg(long, env = "KEYLEDGER_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000,
               value_parser = clap::value_parser!(u64).range(1..))]
         webhook_timeout_ms: u64,
-        /// Never deliver webhooks to loopback, private, link-local or other non-public addresses
-        /// (checked at every connection), and refuse endpoint URLs naming them.
-        #[arg(long, env = "KEYLEDGER_WEBHOOK_BLOCK_PRIVATE")]
+        /// Internal webhook receivers the SSRF guard lets through, comma-separated: CIDRs (or
+        /// bare IPs) matched against the address connected to, and host names matched exactly
+        /// against the endpoint URL's host. Everything non-public else is always refused.
+        #[arg(long, env = "KEYLEDGER_WEBHOOK_ALLOW", value_delimiter = ',')]
+        webhook_allow: Vec<crate::ssrf::AllowEntry>,
+        /// Deprecated and without effect: the SSRF guard is always on (see --webhook-allow).
+        #[arg(long, env = "KEYLEDGER_WEBHOOK_BLOCK_PRIVATE", hide = true)]
         webhook_block_private: bool,
     },
     /// Applies migrations and exits.
@@ -255,8 +259,16 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
             webhook_retry_base_ms,
             webhook_max_attempts,
             webhook_timeout_ms,
+            webhook_allow,
             webhook_block_private,
         } => {
+            if *webhook_block_private {
+                tracing::warn!("--webhook-block-private is deprecated: the SSRF guard is always on");
+            }
+            let webhook_allow = crate::ssrf::WebhookAllow::new(webhook_allow.iter().cloned());
+            if !webhook_allow.is_empty() {
+                tracing::info!(allow = %webhook_allow.describe(), "webhook deliveries may reach these internal receivers");
+            }
             if let Ok(key) = std::env::var("KEYLEDGER_BOOTSTRAP_API_KEY") {
                 if !key.starts_with("sk_") || key.len() < 12 {
                     bail!("KEYLEDGER_BOOTSTRAP_API_KEY must start with sk_ and be at least 12 characters");
@@ -281,7 +293,7 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
                 webhook_retry_base: Duration::from_millis(*webhook_retry_base_ms),
                 webhook_max_attempts: *webhook_max_attempts,
                 webhook_timeout: Duration::from_millis(*webhook_timeout_ms),
-                webhook_block_private: *webhook_block_private,
+                webhook_allow,
                 ..Config::default()
             };
             let mut running = build(pool.clone(), config).await?;
@@ -393,24 +405,42 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ssrf::WebhookAllow;
 
-    fn block_private(args: &[&str]) -> bool {
+    fn allow(args: &[&str]) -> Result<WebhookAllow, String> {
         match Cli::try_parse_from(args) {
             Ok(Cli {
-                command: Command::Serve {
-                    webhook_block_private, ..
-                },
+                command: Command::Serve { webhook_allow, .. },
                 ..
-            }) => webhook_block_private,
-            other => panic!("{args:?} parsed as {other:?}"),
+            }) => Ok(WebhookAllow::new(webhook_allow)),
+            Ok(other) => panic!("{args:?} parsed as {other:?}"),
+            Err(e) => Err(e.to_string()),
         }
     }
 
     #[test]
-    fn the_ssrf_guard_is_off_unless_asked_for() {
-        if std::env::var_os("KEYLEDGER_WEBHOOK_BLOCK_PRIVATE").is_none() {
-            assert!(!block_private(&["keyledger", "serve"]));
+    fn the_webhook_allow_list_is_empty_unless_given_and_refuses_bad_entries() {
+        if std::env::var_os("KEYLEDGER_WEBHOOK_ALLOW").is_none() {
+            assert_eq!(allow(&["keyledger", "serve"]), Ok(WebhookAllow::default()));
         }
-        assert!(block_private(&["keyledger", "serve", "--webhook-block-private"]));
+        assert_eq!(
+            allow(&["keyledger", "serve", "--webhook-allow", "127.0.0.1/32,::1/128"]),
+            Ok(WebhookAllow::loopback())
+        );
+        assert_eq!(
+            allow(&[
+                "keyledger",
+                "serve",
+                "--webhook-allow",
+                "10.0.0.0/8",
+                "--webhook-allow",
+                "hooks.internal"
+            ]),
+            WebhookAllow::parse("10.0.0.0/8,hooks.internal").map_err(|e| e.to_string())
+        );
+        let err = allow(&["keyledger", "serve", "--webhook-allow", "10.0.0.0/40"]).expect_err("refused");
+        assert!(err.contains("prefix length"), "{err}");
+        // The old opt-in flag still parses (a deployment using it keeps starting).
+        assert!(allow(&["keyledger", "serve", "--webhook-block-private"]).is_ok());
     }
 }

@@ -1,6 +1,7 @@
 //! Domain-ownership verification via DNS TXT records.
 //!
-//! Owns the resolver setup ([`TxtVerifier`]), TXT lookups, and the check that a
+//! Owns the resolver setup ([`TxtVerifier`], [`resolver`], also used by the webhook guard), TXT
+//! lookups, and the check that a
 //! `<prefix>.<domain>` TXT record carries the expected verification token.
 
 use std::net::SocketAddr;
@@ -58,26 +59,6 @@ impl TxtVerifier {
     /// truncation). `None`: use the system resolver configuration
     /// (`/etc/resolv.conf`), or hickory's default config if it can't be read.
     pub fn new(nameserver: Option<SocketAddr>) -> Result<TxtVerifier, DnsError> {
-        let config = match nameserver {
-            Some(addr) => ResolverConfig::from_parts(
-                None,
-                Vec::new(),
-                // trust_negative_responses: an NXDOMAIN from this server is final.
-                NameServerConfigGroup::from_ips_clear(&[addr.ip()], addr.port(), true),
-            ),
-            None => match hickory_resolver::system_conf::read_system_conf() {
-                Ok((config, _opts)) if !config.name_servers().is_empty() => config,
-                Ok(_) => {
-                    tracing::warn!("system DNS config lists no nameservers; using default resolver config");
-                    ResolverConfig::default()
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "could not read system DNS config; using default resolver config");
-                    ResolverConfig::default()
-                }
-            },
-        };
-
         let mut opts = ResolverOpts::default();
         opts.timeout = QUERY_TIMEOUT;
         // hickory counts *retries* here: 0 means exactly one attempt.
@@ -87,11 +68,9 @@ impl TxtVerifier {
         opts.positive_max_ttl = Some(Duration::ZERO);
         opts.negative_max_ttl = Some(Duration::ZERO);
         opts.use_hosts_file = ResolveHosts::Never;
-
-        let resolver = TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
-            .with_options(opts)
-            .build();
-        Ok(TxtVerifier { resolver })
+        Ok(TxtVerifier {
+            resolver: resolver(nameserver, opts),
+        })
     }
 
     /// All TXT values at `name` (multi-string records are concatenated).
@@ -154,6 +133,34 @@ impl TxtVerifier {
             }
         }
     }
+}
+
+/// A resolver asking only `nameserver` (UDP, falling back to TCP on truncation), or, without
+/// one, the system configuration (`/etc/resolv.conf`, else hickory's default). Shared by domain
+/// verification and the webhook guard (`crate::ssrf`), so one setting points both at one server.
+pub(crate) fn resolver(nameserver: Option<SocketAddr>, opts: ResolverOpts) -> TokioResolver {
+    let config = match nameserver {
+        Some(addr) => ResolverConfig::from_parts(
+            None,
+            Vec::new(),
+            // trust_negative_responses: an NXDOMAIN from this server is final.
+            NameServerConfigGroup::from_ips_clear(&[addr.ip()], addr.port(), true),
+        ),
+        None => match hickory_resolver::system_conf::read_system_conf() {
+            Ok((config, _opts)) if !config.name_servers().is_empty() => config,
+            Ok(_) => {
+                tracing::warn!("system DNS config lists no nameservers; using default resolver config");
+                ResolverConfig::default()
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read system DNS config; using default resolver config");
+                ResolverConfig::default()
+            }
+        },
+    };
+    TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
+        .with_options(opts)
+        .build()
 }
 
 /// Parses `name` as an absolute DNS name so no search domains get appended.

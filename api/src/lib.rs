@@ -75,11 +75,10 @@ pub struct Config {
     pub webhook_max_attempts: u32,
     /// How long a receiver has to answer a delivery.
     pub webhook_timeout: Duration,
-    /// The SSRF guard (`crate::ssrf`): deliveries never connect to loopback, private,
-    /// link-local or other non-public addresses, and endpoints naming such an IP literal (or
-    /// `localhost`) are refused. Off by default: self-hosted receivers often live on private
-    /// networks.
-    pub webhook_block_private: bool,
+    /// The SSRF guard (`crate::ssrf`) is always on: deliveries never connect to loopback,
+    /// private, link-local or other non-public addresses, and endpoints naming such an IP literal
+    /// (or `localhost`) are refused, except for what this allow-list names (internal receivers).
+    pub webhook_allow: ssrf::WebhookAllow,
 }
 
 /// Where and how the NATS JetStream publisher publishes.
@@ -105,7 +104,7 @@ impl Default for Config {
             webhook_retry_base: Duration::from_secs(30),
             webhook_max_attempts: 10,
             webhook_timeout: Duration::from_secs(10),
-            webhook_block_private: false,
+            webhook_allow: ssrf::WebhookAllow::default(),
         }
     }
 }
@@ -346,7 +345,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         hashing: Arc::new(Semaphore::new(2)),
         read_your_writes: config.read_your_writes,
         public_url: config.public_url.clone(),
-        webhook_block_private: config.webhook_block_private,
+        webhook_allow: Arc::new(config.webhook_allow.clone()),
         streams: stream::Streams::new(config.stream_heartbeat, config.max_streams, stop.clone()),
     };
     let (shutdown, shutdown_rx) = watch::channel(false);

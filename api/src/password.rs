@@ -1,5 +1,7 @@
 //! Password hashing: argon2id at OWASP's parameters (m=19 MiB, t=2, p=1), on the blocking pool,
-//! with a semaphore bounding how many run at once.
+//! with a semaphore bounding how many run at once; and the checks of imported argon2 hashes,
+//! whose cost parameters are bounded ([`ImportBounds`]) so that verifying one at sign-in cannot
+//! be made into a denial of service.
 
 use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -41,14 +43,165 @@ pub async fn hash(state: &AppState, password: String) -> Result<String, ApiError
     .map_err(|_| ApiError::internal())?
 }
 
-/// Accepts an imported argon2 PHC hash (`password_hash_type: argon2`) after checking its form.
+/// The bounds on an imported argon2 hash's parameters (docs/API.md). They admit every common
+/// recommendation (OWASP's m=19..46 MiB, RFC 9106's 64 MiB with t=3 and p=4, libsodium's
+/// "sensitive" 1 GiB is refused) while one verification stays within about a second.
+pub struct ImportBounds;
+
+impl ImportBounds {
+    /// Memory, in KiB (256 MiB).
+    pub const MAX_M_KIB: u32 = 256 * 1024;
+    /// Passes.
+    pub const MAX_T: u32 = 10;
+    /// Lanes.
+    pub const MAX_P: u32 = 8;
+    /// Memory times passes, in KiB (1 GiB: e.g. 256 MiB × 4, 64 MiB × 10 is under it too).
+    pub const MAX_M_TIMES_T_KIB: u64 = 1024 * 1024;
+    /// Salt, decoded bytes.
+    pub const SALT_BYTES: std::ops::RangeInclusive<usize> = 8..=64;
+    /// Hash output, bytes.
+    pub const OUTPUT_BYTES: std::ops::RangeInclusive<usize> = 16..=64;
+}
+
+fn invalid_hash(message: impl Into<String>) -> ApiError {
+    ApiError::invalid("password_hash", "invalid_password_hash", message)
+}
+
+fn too_costly(message: String) -> ApiError {
+    ApiError::invalid("password_hash", "password_hash_cost_too_high", message)
+}
+
+/// Accepts an imported argon2 PHC hash (`password_hash_type: argon2`) after checking its form
+/// and that its cost parameters lie within [`ImportBounds`].
 pub fn imported(hash: &str) -> Result<String, ApiError> {
-    match argon2::PasswordHash::new(hash) {
-        Ok(h) if h.algorithm.as_str().starts_with("argon2") => Ok(hash.to_string()),
-        _ => Err(ApiError::invalid(
-            "password_hash",
-            "invalid_password_hash",
-            "password_hash is not a valid argon2 PHC string",
-        )),
+    let not_phc = || invalid_hash("password_hash is not a valid argon2 PHC string");
+    let h = argon2::PasswordHash::new(hash).map_err(|_| not_phc())?;
+    if Algorithm::try_from(h.algorithm).is_err() {
+        return Err(not_phc());
+    }
+    if h.version.is_some_and(|v| Version::try_from(v).is_err()) {
+        return Err(invalid_hash("password_hash has an argon2 version other than 16 or 19"));
+    }
+    let (Some(salt), Some(output)) = (h.salt, h.hash) else {
+        return Err(invalid_hash("password_hash must carry a salt and a hash"));
+    };
+    let mut buf = [0u8; 64];
+    let salt_len = salt.decode_b64(&mut buf).map(<[u8]>::len).unwrap_or(usize::MAX);
+    if !ImportBounds::SALT_BYTES.contains(&salt_len) {
+        return Err(invalid_hash("password_hash must have a salt of 8 to 64 bytes"));
+    }
+    if !ImportBounds::OUTPUT_BYTES.contains(&output.len()) {
+        return Err(invalid_hash("password_hash must have a hash of 16 to 64 bytes"));
+    }
+    // Also checks that m, t and p are present as numbers and consistent (m >= 8p).
+    let params =
+        Params::try_from(&h).map_err(|_| invalid_hash("password_hash has invalid argon2 parameters m, t, p"))?;
+    check_cost(params.m_cost(), params.t_cost(), params.p_cost())?;
+    Ok(hash.to_string())
+}
+
+/// The cost bounds of [`ImportBounds`], with the offending parameter named.
+fn check_cost(m: u32, t: u32, p: u32) -> Result<(), ApiError> {
+    if m > ImportBounds::MAX_M_KIB {
+        return Err(too_costly(format!(
+            "password_hash memory cost m={m} KiB is above the maximum of {} KiB (256 MiB)",
+            ImportBounds::MAX_M_KIB
+        )));
+    }
+    if t > ImportBounds::MAX_T {
+        return Err(too_costly(format!(
+            "password_hash time cost t={t} is above the maximum of {}",
+            ImportBounds::MAX_T
+        )));
+    }
+    if p > ImportBounds::MAX_P {
+        return Err(too_costly(format!(
+            "password_hash parallelism p={p} is above the maximum of {}",
+            ImportBounds::MAX_P
+        )));
+    }
+    if u64::from(m) * u64::from(t) > ImportBounds::MAX_M_TIMES_T_KIB {
+        return Err(too_costly(format!(
+            "password_hash memory times time cost (m={m} KiB × t={t}) is above the maximum of {} KiB (1 GiB)",
+            ImportBounds::MAX_M_TIMES_T_KIB
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A PHC string with the given parameters, a 16-byte salt and a 32-byte hash (their bytes do
+    /// not matter to the checks).
+    fn phc(alg: &str, params: &str) -> String {
+        format!("${alg}$v=19${params}$c2FsdHNhbHRzYWx0c2FsdA$0Qp4Yl0Yl2CPbkHcvHDFHDDcKwBRLIafc5jqIV8M8Vw")
+    }
+
+    /// The field error code of a refusal (`None` when accepted).
+    fn code(r: Result<String, ApiError>) -> Option<String> {
+        let dbg = format!("{:?}", r.err()?);
+        ["password_hash_cost_too_high", "invalid_password_hash"]
+            .into_iter()
+            .find(|c| dbg.contains(&format!("\"{c}\"")))
+            .map(str::to_string)
+    }
+
+    #[test]
+    fn imported_hashes_within_the_bounds_are_accepted() {
+        for params in [
+            "m=19456,t=2,p=1",  // OWASP
+            "m=47104,t=1,p=1",  // OWASP, 46 MiB
+            "m=65536,t=3,p=4",  // RFC 9106, second recommendation
+            "m=262144,t=4,p=8", // every bound at its maximum, m·t = 1 GiB
+            "m=65536,t=10,p=1", // t at its maximum
+            "m=8,t=1,p=1",      // weak, but valid argon2
+        ] {
+            for alg in ["argon2id", "argon2i", "argon2d"] {
+                let h = phc(alg, params);
+                assert_eq!(imported(&h).ok(), Some(h.clone()), "{h}");
+            }
+        }
+        let v16 = "$argon2id$v=16$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$0Qp4Yl0Yl2CPbkHcvHDFHDDcKwBRLIafc5jqIV8M8Vw";
+        assert!(imported(v16).is_ok());
+    }
+
+    #[test]
+    fn imported_hashes_beyond_a_cost_bound_are_refused_with_the_parameter_named() {
+        // (parameters, what the message names)
+        for (params, names) in [
+            ("m=262145,t=1,p=1", "m=262145"),
+            ("m=4194304,t=1,p=1", "m=4194304"),
+            ("m=19456,t=11,p=1", "t=11"),
+            ("m=19456,t=4294967295,p=1", "t=4294967295"),
+            ("m=19456,t=2,p=9", "p=9"),
+            ("m=262144,t=5,p=1", "m=262144 KiB × t=5"),
+            ("m=131072,t=10,p=1", "m=131072 KiB × t=10"),
+        ] {
+            let r = imported(&phc("argon2id", params));
+            let msg = r.as_ref().err().map(|e| format!("{e:?}")).unwrap_or_default();
+            assert_eq!(code(r), Some("password_hash_cost_too_high".into()), "{params}");
+            assert!(msg.contains(names), "{params}: {msg}");
+        }
+    }
+
+    #[test]
+    fn malformed_imported_hashes_are_refused_as_invalid() {
+        let salt16 = "c2FsdHNhbHRzYWx0c2FsdA";
+        let out32 = "0Qp4Yl0Yl2CPbkHcvHDFHDDcKwBRLIafc5jqIV8M8Vw";
+        for h in [
+            "not a hash".to_string(),
+            format!("$scrypt$ln=15,r=8,p=1${salt16}${out32}"),
+            format!("$argon2id$v=18$m=19456,t=2,p=1${salt16}${out32}"),
+            format!("$argon2id$v=19$m=19456,t=2,p=1${salt16}"),
+            format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA${out32}"), // 4-byte salt
+            format!("$argon2id$v=19$m=19456,t=2,p=1${salt16}$AAAAAAAAAAA"), // 8-byte hash
+            format!("$argon2id$v=19$m=19456,t=two,p=1${salt16}${out32}"),
+            format!("$argon2id$v=19$m=8,t=1,p=2${salt16}${out32}"), // m < 8p
+            format!("$argon2id$v=19$m=19456,t=2,p=1,x=1${salt16}${out32}"),
+        ] {
+            assert_eq!(code(imported(&h)), Some("invalid_password_hash".into()), "{h}");
+        }
     }
 }

@@ -34,8 +34,8 @@ pub struct AppState {
     pub read_your_writes: Duration,
     /// `Config::public_url`: the base of links the server hands out (export downloads).
     pub public_url: Option<String>,
-    /// `Config::webhook_block_private`: refuse endpoint URLs naming non-public IP literals.
-    pub webhook_block_private: bool,
+    /// `Config::webhook_allow`: endpoint URLs naming other non-public IP literals are refused.
+    pub webhook_allow: Arc<crate::ssrf::WebhookAllow>,
     /// Limits and settings of `GET /events/stream`.
     pub streams: crate::routes::stream::Streams,
 }

@@ -37,7 +37,7 @@ pub struct Executed<A: Aggregate> {
 }
 
 /// How often a lost race is re-decided before answering 409.
-const MAX_ATTEMPTS: usize = 5;
+pub const MAX_ATTEMPTS: usize = 5;
 
 /// How a command treats its aggregate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

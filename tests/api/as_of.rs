@@ -3,7 +3,6 @@
 //! before creation and after deletion; the membership list's filters and cursors; bad input.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use keyledger_projections::history::{self, History, SNAPSHOT_FORMAT};
@@ -20,13 +19,22 @@ fn at(path: &str, instant: &str) -> String {
     format!("{path}{sep}as_of={instant}")
 }
 
-/// An instant strictly between writes: the last write has committed before it, and the next one
-/// starts after it (the log's clock is the same machine's, with microseconds).
+/// Waits until the clock (the log's clock too: the same machine's, with microseconds) has moved
+/// past `t`.
+async fn clock_past(t: chrono::DateTime<Utc>) {
+    while Utc::now() <= t {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// An instant strictly between writes: the last write has committed before it (its response
+/// came back), the clock has moved on since, and the next one starts after it.
 async fn instant() -> String {
-    tokio::time::sleep(Duration::from_millis(4)).await;
-    let t = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
-    tokio::time::sleep(Duration::from_millis(4)).await;
-    t
+    let answered = Utc::now();
+    clock_past(answered).await;
+    let t = Utc::now();
+    clock_past(t).await;
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 /// What the live endpoints answered at one instant, by path.
@@ -42,7 +50,7 @@ async fn record(app: &TestApp, paths: &[String]) -> Point {
     for p in paths {
         answers.insert(p.clone(), app.get(p).await);
     }
-    tokio::time::sleep(Duration::from_millis(4)).await;
+    clock_past(Utc::now()).await;
     Point { at, answers }
 }
 

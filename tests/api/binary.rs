@@ -110,8 +110,28 @@ async fn serve_on_its_embedded_postgres_keeps_data_across_restarts_and_exits_zer
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Reads from `tcp` until `end` has been seen (or the peer closes), within a generous deadline.
+async fn read_until(tcp: &mut tokio::net::TcpStream, end: &[u8]) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !got.windows(end.len()).any(|w| w == end) {
+        let n = tokio::time::timeout_at(deadline, tcp.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no {end:?} within 60 s; got {:?}", String::from_utf8_lossy(&got)))
+            .expect("read");
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_requests_finish() {
+    use tokio::io::AsyncWriteExt;
     let db_url = crate::helpers::fresh_database().await;
     let key = "sk_test_sigterm_0123456789";
     let (mut child, base) = serve(
@@ -119,24 +139,27 @@ async fn sigterm_lets_in_flight_requests_finish() {
         false,
     )
     .await;
-    let http = reqwest::Client::new();
-    // A request with a password is slow (argon2): send SIGTERM while it runs.
-    let req = {
-        let http = http.clone();
-        let base = base.clone();
-        tokio::spawn(async move {
-            http.post(format!("{base}/user_management/users"))
-                .bearer_auth(key)
-                .json(&json!({ "email": "inflight@example.com", "password": "a long enough password" }))
-                .send()
-                .await
-                .map(|r| r.status())
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    let addr = base.trim_start_matches("http://").to_string();
+    let body = json!({ "email": "inflight@example.com", "password": "a long enough password" }).to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let head = format!(
+        "POST /user_management/users HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.expect("send head");
+    // The server answers `100 Continue` once the handler reads the body: the request is in
+    // flight, past authentication. SIGTERM now, then let it finish.
+    let interim = read_until(&mut tcp, b"\r\n\r\n").await;
+    assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
     sigterm(&child);
-    let status = req.await.expect("task").expect("the in-flight request got a response");
-    assert_eq!(status, StatusCode::CREATED, "the in-flight request completed");
+    tcp.write_all(body.as_bytes()).await.expect("send body");
+    let response = read_until(&mut tcp, b"\"inflight@example.com\"").await;
+    assert!(
+        response.starts_with("HTTP/1.1 201"),
+        "the in-flight request completed: {response}"
+    );
     assert!(
         wait_exit(&mut child, Duration::from_secs(30)).success(),
         "exit 0 after SIGTERM"

@@ -1,21 +1,30 @@
 //! Minimal authoritative DNS server for integration tests.
 //!
-//! Serves TXT records from an in-memory map on 127.0.0.1 (UDP, plus TCP on the
-//! same port for responses too large for a 512-byte UDP datagram). Unknown
-//! names get NXDOMAIN; known names queried for other types get NOERROR/empty.
+//! Serves TXT, A and AAAA records from in-memory maps on 127.0.0.1 (UDP, plus
+//! TCP on the same port for responses too large for a 512-byte UDP datagram).
+//! Unknown names get NXDOMAIN; known names queried for other types get
+//! NOERROR/empty.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 
-type Records = Arc<Mutex<HashMap<String, Vec<String>>>>;
+#[derive(Default)]
+struct Zone {
+    txt: HashMap<String, Vec<String>>,
+    addrs: HashMap<String, Vec<IpAddr>>,
+}
 
+type Records = Arc<Mutex<Zone>>;
+
+const TYPE_A: u16 = 1;
 const TYPE_TXT: u16 = 16;
+const TYPE_AAAA: u16 = 28;
 const RCODE_NOERROR: u8 = 0;
 const RCODE_FORMERR: u8 = 1;
 const RCODE_NXDOMAIN: u8 = 3;
@@ -33,7 +42,7 @@ impl TestDnsServer {
     pub async fn start() -> TestDnsServer {
         let (udp, tcp) = bind_pair().await;
         let addr = udp.local_addr().unwrap();
-        let records: Records = Arc::new(Mutex::new(HashMap::new()));
+        let records: Records = Arc::new(Mutex::new(Zone::default()));
 
         let udp = Arc::new(udp);
         let udp_records = records.clone();
@@ -93,12 +102,20 @@ impl TestDnsServer {
     /// Replaces the TXT values at `name` (an empty vec keeps the name existing
     /// with no TXT records, i.e. NOERROR/empty rather than NXDOMAIN).
     pub fn set_txt(&self, name: &str, values: Vec<String>) {
-        self.records.lock().unwrap().insert(normalize(name), values);
+        self.records.lock().unwrap().txt.insert(normalize(name), values);
+    }
+
+    /// Replaces the A and AAAA records at `name` (IPv4 addresses answer A
+    /// queries, IPv6 ones AAAA queries).
+    pub fn set_addrs(&self, name: &str, addrs: Vec<IpAddr>) {
+        self.records.lock().unwrap().addrs.insert(normalize(name), addrs);
     }
 
     /// Removes `name`; subsequent queries get NXDOMAIN.
     pub fn clear(&self, name: &str) {
-        self.records.lock().unwrap().remove(&normalize(name));
+        let mut zone = self.records.lock().unwrap();
+        zone.txt.remove(&normalize(name));
+        zone.addrs.remove(&normalize(name));
     }
 }
 
@@ -167,28 +184,34 @@ fn respond(query: &[u8], records: &Records, udp_limit: Option<usize>) -> Option<
     let qclass = [query[question_end + 2], query[question_end + 3]];
     let question = &query[12..question_end + 4];
 
-    let values = records.lock().unwrap().get(&name).cloned();
-    let Some(values) = values else {
+    let answers: Option<Vec<Vec<u8>>> = {
+        let zone = records.lock().unwrap();
+        let (txt, addrs) = (zone.txt.get(&name), zone.addrs.get(&name));
+        (txt.is_some() || addrs.is_some()).then(|| match qtype {
+            TYPE_TXT => txt.into_iter().flatten().map(|v| txt_rdata(v)).collect(),
+            TYPE_A | TYPE_AAAA => addrs
+                .into_iter()
+                .flatten()
+                .filter_map(|ip| match (ip, qtype) {
+                    (IpAddr::V4(v4), TYPE_A) => Some(v4.octets().to_vec()),
+                    (IpAddr::V6(v6), TYPE_AAAA) => Some(v6.octets().to_vec()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        })
+    };
+    let Some(answers) = answers else {
         let mut resp = header(RCODE_NXDOMAIN, false, 1, 0);
         resp.extend_from_slice(question);
         return Some(resp);
     };
-    let answers: &[String] = if qtype == TYPE_TXT { &values } else { &[] };
 
     let mut resp = header(RCODE_NOERROR, false, 1, answers.len() as u16);
     resp.extend_from_slice(question);
-    for value in answers {
-        let mut rdata = Vec::new();
-        let bytes = value.as_bytes();
-        if bytes.is_empty() {
-            rdata.push(0);
-        }
-        for chunk in bytes.chunks(255) {
-            rdata.push(chunk.len() as u8);
-            rdata.extend_from_slice(chunk);
-        }
+    for rdata in answers {
         resp.extend_from_slice(&[0xC0, 0x0C]); // name: pointer to the question name
-        resp.extend_from_slice(&TYPE_TXT.to_be_bytes());
+        resp.extend_from_slice(&qtype.to_be_bytes());
         resp.extend_from_slice(&qclass);
         resp.extend_from_slice(&0u32.to_be_bytes()); // TTL 0
         resp.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
@@ -204,6 +227,20 @@ fn respond(query: &[u8], records: &Records, udp_limit: Option<usize>) -> Option<
         }
     }
     Some(resp)
+}
+
+/// A TXT record's RDATA: the value as character-strings of at most 255 bytes.
+fn txt_rdata(value: &str) -> Vec<u8> {
+    let mut rdata = Vec::new();
+    let bytes = value.as_bytes();
+    if bytes.is_empty() {
+        rdata.push(0);
+    }
+    for chunk in bytes.chunks(255) {
+        rdata.push(chunk.len() as u8);
+        rdata.extend_from_slice(chunk);
+    }
+    rdata
 }
 
 /// Reads the uncompressed QNAME starting at offset 12. Returns the lowercase

@@ -179,10 +179,17 @@ async fn range_start_is_inclusive_and_range_end_exclusive() {
     let app = TestApp::spawn().await;
     let mut users = Vec::new();
     for i in 0..3 {
-        if i > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        let user = app.create_user(&format!("u{i}@example.com")).await;
+        // The next write starts once the clock is a millisecond (the precision of created_at)
+        // past this one: distinct timestamps.
+        let created: chrono::DateTime<chrono::Utc> = user["created_at"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .expect("created_at");
+        while chrono::Utc::now() < created + chrono::Duration::milliseconds(1) {
+            tokio::task::yield_now().await;
         }
-        users.push(id_of(&app.create_user(&format!("u{i}@example.com")).await));
+        users.push(id_of(&user));
     }
     let events = app.all_events("").await;
     assert_eq!(events.len(), 3);

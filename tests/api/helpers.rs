@@ -57,6 +57,9 @@ pub struct TestApp {
     pub key: String,
     pub pool: PgPool,
     pub db_url: String,
+    /// The PostgreSQL `application_name` of this server's connections (unique per server), to
+    /// tell which of several servers on one database holds a lease.
+    pub name: String,
     pub http: reqwest::Client,
     pub dns: TestDnsServer,
     running: Option<Running>,
@@ -81,7 +84,11 @@ impl TestApp {
 
     /// Starts a server on an existing (migrated) database with settings adjusted by `adjust`.
     pub async fn spawn_on_with(db_url: String, adjust: impl FnOnce(&mut Config)) -> TestApp {
-        let pool = connect(&db_url).await.expect("connect");
+        let name = format!("kl-test-{}", ulid::Ulid::new().to_string().to_lowercase());
+        let sep = if db_url.contains('?') { '&' } else { '?' };
+        let pool = connect(&format!("{db_url}{sep}application_name={name}"))
+            .await
+            .expect("connect");
         let key = keyledger_api::auth::create_key(&pool, "tests")
             .await
             .expect("create key");
@@ -89,7 +96,11 @@ impl TestApp {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().expect("addr"),
             dns_nameserver: Some(dns.addr()),
-            read_your_writes: Duration::from_secs(5),
+            // Tests read their own writes right after them: a generous bound, so a machine
+            // under load makes them slower, not wrong (5 s was exceeded at load average 12+).
+            read_your_writes: Duration::from_secs(60),
+            // The SSRF guard stays on; the tests' webhook receivers live on loopback only.
+            webhook_allow: keyledger_api::ssrf::WebhookAllow::loopback(),
             ..Config::default()
         };
         adjust(&mut config);
@@ -101,6 +112,7 @@ impl TestApp {
             key,
             pool,
             db_url,
+            name,
             http: reqwest::Client::new(),
             dns,
             running: Some(running),
@@ -110,18 +122,7 @@ impl TestApp {
     /// Waits until every projection has caught up with the log, then stops the workers (and
     /// the HTTP server), leaving the database for direct inspection.
     pub async fn stop_workers_and_wait(&mut self) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let status = keyledger_projections::engine::status(&self.pool).await.expect("status");
-            if status.iter().all(|s| s.behind == 0) {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "projections did not catch up: {status:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_caught_up(&self.pool).await;
         if let Some(r) = self.running.take() {
             r.stop().await.expect("stop");
         }
@@ -237,7 +238,10 @@ impl TestApp {
             };
             let (s, body) = self.get(&page).await;
             assert_eq!(s, StatusCode::OK, "list {page}: {body}");
-            out.extend(body["data"].as_array().cloned().unwrap_or_default());
+            let data = body["data"]
+                .as_array()
+                .unwrap_or_else(|| panic!("list {page}: no data array in {body}"));
+            out.extend(data.iter().cloned());
             match body["list_metadata"]["after"].as_str() {
                 Some(a) => after = Some(a.to_string()),
                 None => return out,
@@ -252,6 +256,48 @@ impl TestApp {
             .await
             .expect("count");
         n
+    }
+}
+
+/// The advisory-lock key of each projection's lease and of the webhook dispatcher's.
+pub fn lease_keys() -> Vec<String> {
+    let mut keys: Vec<String> = keyledger_projections::engine::names()
+        .iter()
+        .map(|n| format!("keyledger.projection.{n}"))
+        .collect();
+    keys.push("keyledger.webhook_dispatcher".to_string());
+    keys
+}
+
+/// Who holds each lease named in `keys` (session advisory locks on `hashtext(key)`): the
+/// `application_name` of the holding connection (`TestApp::name`), `None` when nobody does.
+pub async fn lease_holders(pool: &PgPool, keys: &[String]) -> Vec<(String, Option<String>)> {
+    sqlx::query_as(
+        "select k, (select a.application_name from pg_locks l join pg_stat_activity a on a.pid = l.pid \
+           where l.locktype = 'advisory' and l.granted \
+             and l.database = (select oid from pg_database where datname = current_database()) \
+             and ((l.classid::bigint << 32) | l.objid::bigint) = hashtext(k)::bigint) \
+         from unnest($1::text[]) k",
+    )
+    .bind(keys)
+    .fetch_all(pool)
+    .await
+    .expect("lease holders")
+}
+
+/// Waits (generously) until `holder` holds every lease in `keys`, and returns.
+pub async fn wait_leases_held_by(pool: &PgPool, keys: &[String], holder: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let held = lease_holders(pool, keys).await;
+        if held.iter().all(|(_, h)| h.as_deref() == Some(holder)) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{holder} does not hold every lease: {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -270,7 +316,50 @@ pub fn ids(list: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Sends a request that must be refused with `status`/`code` and must leave the log untouched.
+/// Waits (generously) until every projection has applied the whole log.
+pub async fn wait_caught_up(pool: &PgPool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = keyledger_projections::engine::status(pool).await.expect("status");
+        if status.iter().all(|s| s.behind == 0) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "projections did not catch up: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Tables a refused request must leave exactly as they were, besides the read models: the log,
+/// the claims (uniqueness), the credentials and webhook secrets, and the webhook endpoints.
+const WRITTEN_WITH_EVENTS: &[&str] = &[
+    "event",
+    "claim",
+    "credential",
+    "webhook_endpoint",
+    "webhook_endpoint_secret",
+];
+
+/// The log, the claims, the other tables written with events and every read model, as sorted
+/// text rows per table, once the projections have caught up.
+pub async fn state_snapshot(pool: &PgPool) -> Vec<(String, Vec<String>)> {
+    wait_caught_up(pool).await;
+    let read_models = keyledger_projections::engine::ALL.iter().flat_map(|p| p.tables());
+    let mut out = Vec::new();
+    for t in WRITTEN_WITH_EVENTS.iter().copied().chain(read_models) {
+        let rows: Vec<(String,)> = sqlx::query_as(&format!("select t::text from {t} t order by 1"))
+            .fetch_all(pool)
+            .await
+            .expect("snapshot");
+        out.push((t.to_string(), rows.into_iter().map(|r| r.0).collect()));
+    }
+    out
+}
+
+/// Sends a request that must be refused with `status`/`code` and must leave the log, the claims
+/// and the read models untouched.
 pub async fn assert_rejected(
     app: &TestApp,
     method: Method,
@@ -279,10 +368,16 @@ pub async fn assert_rejected(
     want: (StatusCode, &str),
     ctx: &str,
 ) {
-    let before = app.log_len().await;
+    let before = state_snapshot(&app.pool).await;
     let (s, b) = app.request(method, path, body).await;
     assert_error(s, &b, want.0, want.1, ctx);
-    assert_eq!(app.log_len().await, before, "{ctx}: the log changed");
+    let after = state_snapshot(&app.pool).await;
+    for ((table, was), (_, is)) in before.iter().zip(after.iter()) {
+        assert!(
+            was == is,
+            "{ctx}: table {table} changed:\nbefore {was:?}\nafter  {is:?}"
+        );
+    }
 }
 
 /// Asserts an error response: status, machine code and the JSON shape. `want_code` is the

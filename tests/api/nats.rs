@@ -77,13 +77,24 @@ async fn subscribe_all(url: &str, prefix: &str) -> (async_nats::Client, async_na
     (client, live)
 }
 
-/// The `Nats-Msg-Id` of every message `live` receives until it stays quiet for `quiet`.
-async fn msg_ids(live: &mut async_nats::Subscriber, quiet: Duration) -> Vec<Option<String>> {
+/// The `Nats-Msg-Id` of every message `live` receives: at least `want`, then until it stays
+/// quiet for `quiet`.
+async fn msg_ids(live: &mut async_nats::Subscriber, want: usize, quiet: Duration) -> Vec<Option<String>> {
+    // Until `want` have come (a generous deadline), then until `quiet` passes without another:
+    // a slow machine delays messages, it does not lose them, while a duplicate would come next.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut seen = Vec::new();
-    while let Ok(Some(m)) = tokio::time::timeout(quiet, live.next()).await {
-        seen.push(m.headers.and_then(|h| h.get("Nats-Msg-Id").map(|v| v.to_string())));
+    loop {
+        let next = if seen.len() < want {
+            tokio::time::timeout_at(deadline, live.next()).await
+        } else {
+            tokio::time::timeout(quiet, live.next()).await
+        };
+        match next {
+            Ok(Some(m)) => seen.push(m.headers.and_then(|h| h.get("Nats-Msg-Id").map(|v| v.to_string()))),
+            _ => return seen,
+        }
     }
-    seen
 }
 
 /// Waits until the stream holds `n` messages.
@@ -172,14 +183,14 @@ async fn every_event_is_published_once_on_its_subject_with_its_id() {
     write_some(&app, "b").await;
     let feed = app.all_events("").await;
     let js = jetstream(&url).await;
-    let got = wait_stored(&js, &cfg.stream, feed.len(), Duration::from_secs(20)).await;
+    let got = wait_stored(&js, &cfg.stream, feed.len(), Duration::from_secs(60)).await;
     assert_matches_feed(&app, &cfg, &got, &feed).await;
     assert!(got.iter().any(|m| m.subject.contains(".global.user.created")));
     assert!(
         got.iter().any(|m| m.subject.contains(".org_")),
         "per-organization subjects"
     );
-    let seen = msg_ids(&mut live, Duration::from_millis(500)).await;
+    let seen = msg_ids(&mut live, feed.len(), Duration::from_millis(500)).await;
     assert_eq!(
         seen,
         feed.iter().map(|e| Some(id_of(e))).collect::<Vec<_>>(),
@@ -197,8 +208,8 @@ async fn the_checkpoint_is_the_last_acknowledged_event_and_health_shows_the_lag(
     write_some(&app, "c").await;
     let feed = app.all_events("").await;
     let js = jetstream(&url).await;
-    let got = wait_stored(&js, &cfg.stream, feed.len(), Duration::from_secs(20)).await;
-    wait_checkpoint_at_head(&app, Duration::from_secs(10)).await;
+    let got = wait_stored(&js, &cfg.stream, feed.len(), Duration::from_secs(60)).await;
+    wait_checkpoint_at_head(&app, Duration::from_secs(60)).await;
     let last = got.last().and_then(|m| m.msg_id.clone()).expect("last id");
     let cp = feed::load_checkpoint(&app.pool, "nats").await.expect("checkpoint");
     assert_eq!(
@@ -221,8 +232,8 @@ async fn a_restart_without_writes_republishes_nothing() {
     write_some(&app, "d").await;
     let feed = app.all_events("").await;
     let js = jetstream(&url).await;
-    wait_stored(&js, &cfg.stream, feed.len(), Duration::from_secs(20)).await;
-    wait_checkpoint_at_head(&app, Duration::from_secs(10)).await;
+    wait_stored(&js, &cfg.stream, feed.len(), Duration::from_secs(60)).await;
+    wait_checkpoint_at_head(&app, Duration::from_secs(60)).await;
     app.stop_workers_and_wait().await;
     let db_url = app.db_url.clone();
     drop(app);
@@ -236,13 +247,13 @@ async fn a_restart_without_writes_republishes_nothing() {
     );
     // And the restarted publisher carries on from its checkpoint.
     app.create_user("after-restart@example.com").await;
-    let m = tokio::time::timeout(Duration::from_secs(10), live.next())
+    let m = tokio::time::timeout(Duration::from_secs(60), live.next())
         .await
         .expect("the new event is published")
         .expect("message");
     assert!(m.subject.ends_with(".global.user.created"), "{}", m.subject);
     let feed = app.all_events("").await;
-    let got = wait_stored(&js, &cfg.stream, feed.len(), Duration::from_secs(10)).await;
+    let got = wait_stored(&js, &cfg.stream, feed.len(), Duration::from_secs(60)).await;
     assert_matches_feed(&app, &cfg, &got, &feed).await;
     app.stop().await;
     js.delete_stream(&cfg.stream).await.expect("delete stream");
@@ -297,7 +308,7 @@ impl OwnNats {
             .spawn()
             .expect("start nats-server");
         self.child = Some(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while async_nats::connect(self.url()).await.is_err() {
             assert!(std::time::Instant::now() < deadline, "nats-server did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -329,14 +340,15 @@ async fn events_written_while_nats_is_down_are_published_when_it_returns() {
     let before = app.all_events("").await;
     {
         let js = jetstream(&nats.url()).await;
-        wait_stored(&js, &cfg.stream, before.len(), Duration::from_secs(20)).await;
+        wait_stored(&js, &cfg.stream, before.len(), Duration::from_secs(60)).await;
     }
-    wait_checkpoint_at_head(&app, Duration::from_secs(10)).await;
+    wait_checkpoint_at_head(&app, Duration::from_secs(60)).await;
 
     nats.stop();
     write_some(&app, "f").await;
     app.create_user("while-down@example.com").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The writes have been projected into the feed (read-your-writes), and nothing can be
+    // published: the publisher is behind.
     let (s, health) = app.get("/health").await;
     assert_eq!(s, StatusCode::OK);
     let behind = health["subscribers"]["nats"]["behind"].as_i64().unwrap_or(0);
@@ -348,7 +360,7 @@ async fn events_written_while_nats_is_down_are_published_when_it_returns() {
     let js = jetstream(&nats.url()).await;
     let got = wait_stored(&js, &cfg.stream, feed.len(), Duration::from_secs(30)).await;
     assert_matches_feed(&app, &cfg, &got, &feed).await;
-    wait_checkpoint_at_head(&app, Duration::from_secs(10)).await;
+    wait_checkpoint_at_head(&app, Duration::from_secs(60)).await;
     app.stop().await;
 }
 
@@ -363,8 +375,8 @@ async fn two_servers_on_one_database_publish_each_event_once() {
     write_some(&b, "h").await;
     let feed = a.all_events("").await;
     let js = jetstream(&url).await;
-    wait_stored(&js, &cfg.stream, feed.len(), Duration::from_secs(20)).await;
-    let seen = msg_ids(&mut live, Duration::from_millis(1000)).await;
+    wait_stored(&js, &cfg.stream, feed.len(), Duration::from_secs(60)).await;
+    let seen = msg_ids(&mut live, feed.len(), Duration::from_millis(1000)).await;
     assert_eq!(
         seen,
         feed.iter().map(|e| Some(id_of(e))).collect::<Vec<_>>(),
@@ -381,7 +393,7 @@ async fn projections_status_lists_the_publisher_and_its_lag() {
     let cfg = own_config(url.clone());
     let mut app = TestApp::spawn_with(|c| c.nats = Some(cfg.clone())).await;
     write_some(&app, "i").await;
-    wait_checkpoint_at_head(&app, Duration::from_secs(20)).await;
+    wait_checkpoint_at_head(&app, Duration::from_secs(60)).await;
     app.stop_workers_and_wait().await;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyledger"))
         .args(["projections", "status"])

@@ -775,3 +775,77 @@ async fn concurrent_creates_with_the_same_email_leave_exactly_one_user() {
     let (_, list) = app.get(&format!("{USERS}?email={}", enc("race@example.com"))).await;
     assert_eq!(ids(&list).len(), 1, "{list}");
 }
+
+/// An argon2id PHC string with these parameters (16-byte salt, 32-byte hash).
+fn argon2_hash(params: &str) -> String {
+    format!("$argon2id$v=19${params}$c2FsdHNhbHRzYWx0c2FsdA$0Qp4Yl0Yl2CPbkHcvHDFHDDcKwBRLIafc5jqIV8M8Vw")
+}
+
+/// Sends `body` and checks the 422 names `password_hash` with `code` and `mentions`, and that the
+/// log did not change.
+async fn assert_hash_refused(app: &TestApp, method: Method, path: &str, body: Value, code: &str, mentions: &str) {
+    let before = app.log_len().await;
+    let (s, b) = app.request(method, path, Some(body.clone())).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {b}");
+    assert_eq!(b["errors"][0]["field"], "password_hash", "{body}: {b}");
+    assert_eq!(b["errors"][0]["code"], code, "{body}: {b}");
+    let message = b["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(mentions), "{body}: the message names {mentions}: {b}");
+    assert_eq!(app.log_len().await, before, "{body}: the log changed");
+}
+
+#[tokio::test]
+async fn an_imported_argon2_hash_with_costs_beyond_the_bounds_returns_422_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let user = app.create_user("imports@example.com").await;
+    let path = user_path(&id_of(&user));
+    // (parameters, what the message names): each beyond one bound (docs/API.md).
+    let cases = [
+        ("m=262145,t=1,p=1", "m=262145"),
+        ("m=2097152,t=1,p=1", "m=2097152"),
+        ("m=19456,t=11,p=1", "t=11"),
+        ("m=19456,t=2,p=9", "p=9"),
+        ("m=262144,t=5,p=1", "m=262144 KiB × t=5"),
+    ];
+    for (params, mentions) in cases {
+        let hash = argon2_hash(params);
+        let body = json!({ "email": "costly@example.com", "password_hash": hash, "password_hash_type": "argon2" });
+        assert_hash_refused(&app, Method::POST, USERS, body, "password_hash_cost_too_high", mentions).await;
+        let body = json!({ "password_hash": hash, "password_hash_type": "argon2", "first_name": "Changed" });
+        assert_hash_refused(&app, Method::PUT, &path, body, "password_hash_cost_too_high", mentions).await;
+    }
+    // Malformed ones are invalid, not costly.
+    let short_salt = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$0Qp4Yl0Yl2CPbkHcvHDFHDDcKwBRLIafc5jqIV8M8Vw";
+    let body = json!({ "password_hash": short_salt, "password_hash_type": "argon2" });
+    assert_hash_refused(&app, Method::PUT, &path, body, "invalid_password_hash", "salt").await;
+    assert_eq!(
+        credential(&app, &id_of(&user)).await,
+        None,
+        "no refused hash was stored"
+    );
+    let (_, got) = app.get(&path).await;
+    assert_eq!(got, user, "the refused updates changed nothing");
+    let (_, list) = app.get(&format!("{USERS}?email=costly%40example.com")).await;
+    assert_eq!(list["data"], json!([]), "no refused create made a user");
+
+    // At the bounds (and at common recommendations) the hash is stored as given.
+    let at_bounds = argon2_hash("m=262144,t=4,p=8");
+    let (s, b) = app
+        .put(
+            &path,
+            json!({ "password_hash": at_bounds, "password_hash_type": "argon2" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(credential(&app, &id_of(&user)).await, Some(at_bounds));
+    let rfc9106 = argon2_hash("m=65536,t=3,p=4");
+    let (s, b) = app
+        .post(
+            USERS,
+            json!({ "email": "rfc9106@example.com", "password_hash": rfc9106, "password_hash_type": "argon2" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(credential(&app, &id_of(&b)).await, Some(rfc9106));
+    app.stop().await;
+}

@@ -91,12 +91,10 @@ pub fn endpoint_url(raw: &str) -> Result<String, ApiError> {
     Ok(url.to_string())
 }
 
-/// With the SSRF guard on, refuses a URL whose host is a non-public IP literal or `localhost`.
-/// Other host names pass: they are checked at every delivery, since DNS can change.
-pub fn guard_endpoint_url(url: &str, block_private: bool) -> Result<(), ApiError> {
-    if !block_private {
-        return Ok(());
-    }
+/// Refuses a URL whose host is a non-public IP literal or `localhost` that the allow-list does
+/// not open (the SSRF guard). Other host names pass: they are checked at every delivery, since
+/// DNS can change.
+pub fn guard_endpoint_url(url: &str, allow: &crate::ssrf::WebhookAllow) -> Result<(), ApiError> {
     let parsed = reqwest::Url::parse(url).map_err(|_| {
         ApiError::invalid(
             "endpoint_url",
@@ -104,11 +102,11 @@ pub fn guard_endpoint_url(url: &str, block_private: bool) -> Result<(), ApiError
             "endpoint_url must be an absolute http or https URL",
         )
     })?;
-    if crate::ssrf::blocked_endpoint_url(&parsed) {
+    if allow.refuses_endpoint_url(&parsed) {
         return Err(ApiError::invalid(
             "endpoint_url",
             "blocked_url",
-            "endpoint_url must not point at a loopback, private, link-local or other non-public address",
+            "endpoint_url must not point at a loopback, private, link-local or other non-public address unless the server allows it",
         ));
     }
     Ok(())
@@ -174,7 +172,7 @@ pub async fn create(
     AppJson(b): AppJson<CreateBody>,
 ) -> Result<Response, ApiError> {
     let url = endpoint_url(&b.endpoint_url)?;
-    guard_endpoint_url(&url, state.webhook_block_private)?;
+    guard_endpoint_url(&url, &state.webhook_allow)?;
     let events = event_names(b.events)?;
     let id = new_id("we");
     let extras = AppendExtras {
@@ -212,7 +210,7 @@ pub async fn update(
 ) -> Result<Response, ApiError> {
     let url = b.endpoint_url.as_deref().map(endpoint_url).transpose()?;
     if let Some(u) = &url {
-        guard_endpoint_url(u, state.webhook_block_private)?;
+        guard_endpoint_url(u, &state.webhook_allow)?;
     }
     let events = b.events.map(event_names).transpose()?;
     let enabled = match b.status.as_deref() {

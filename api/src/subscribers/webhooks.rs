@@ -2,9 +2,10 @@
 //! feed (`webhook:<id>` in `subscriber_checkpoint`), with its own task, so a slow or dead
 //! receiver only delays itself. Deliveries are in feed order per endpoint and at-least-once: the
 //! checkpoint moves only after a 2xx. One process delivers (a session advisory lock); it never
-//! holds a database transaction open across an HTTP request. With `Config::webhook_block_private`
-//! it never connects to a non-public address (`crate::ssrf`): names resolve through the guarded
-//! resolver, blocked IP literals are refused before sending, and no proxy or redirect intervenes.
+//! holds a database transaction open across an HTTP request. It never connects to a non-public
+//! address outside `Config::webhook_allow` (`crate::ssrf`): names resolve through the guarded
+//! resolver, IP literals outside it are refused before sending, and no proxy or redirect
+//! intervenes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -72,18 +73,23 @@ pub fn signature(secret: &str, timestamp_ms: i64, body: &[u8]) -> String {
     format!("t={timestamp_ms}, v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// The delivery client: names resolve through the guard, and the resolver's answer is the real
+/// connection target (no proxy in between; a 3xx is a failed attempt, since following one to an
+/// IP literal would skip the guard).
+fn guarded_client(timeout: Duration, resolver: ssrf::GuardedResolver) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(Arc::new(resolver))
+        .no_proxy()
+        .user_agent(concat!("keyledger-webhooks/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// Runs the dispatcher until shutdown.
 pub async fn run(ctx: Context) {
-    let mut builder = reqwest::Client::builder()
-        .timeout(ctx.config.webhook_timeout)
-        // A 3xx is a failed attempt; following one to an IP literal would also skip the guard.
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("keyledger-webhooks/", env!("CARGO_PKG_VERSION")));
-    if ctx.config.webhook_block_private {
-        // The resolver's answer must be the real connection target: no proxy in between.
-        builder = builder.dns_resolver(Arc::new(ssrf::GuardedResolver)).no_proxy();
-    }
-    let client = match builder.build() {
+    let resolver = ssrf::GuardedResolver::new(ctx.config.dns_nameserver, ctx.config.webhook_allow.clone());
+    let client = match guarded_client(ctx.config.webhook_timeout, resolver) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the webhook HTTP client; webhooks are not delivered");
@@ -463,8 +469,8 @@ async fn deliver_until_done(
         }
     }
     // reqwest does not ask the resolver about IP literals: the guard checks them itself.
-    let blocked_literal = ctx.config.webhook_block_private
-        && reqwest::Url::parse(&target.endpoint_url).is_ok_and(|u| ssrf::blocked_literal(&u));
+    let blocked_literal =
+        reqwest::Url::parse(&target.endpoint_url).is_ok_and(|u| ctx.config.webhook_allow.refuses_literal(&u));
     let body = match serde_json::to_vec(&ev.body) {
         Ok(b) => b,
         Err(e) => {
@@ -595,11 +601,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_name_the_guard_refuses_is_logged_as_a_blocked_address() {
-        let client = reqwest::Client::builder()
-            .dns_resolver(Arc::new(ssrf::GuardedResolver))
-            .no_proxy()
-            .build()
-            .unwrap_or_else(|e| panic!("client: {e}"));
+        // A nameserver on a closed loopback port: `localhost` is answered by hickory itself.
+        let resolver = ssrf::GuardedResolver::new(
+            Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9))),
+            ssrf::WebhookAllow::default(),
+        );
+        let client = guarded_client(Duration::from_secs(5), resolver).unwrap_or_else(|e| panic!("client: {e}"));
         let err = match client.post("http://localhost:1/hook").send().await {
             Ok(r) => panic!("localhost was reached: {}", r.status()),
             Err(e) => e,
