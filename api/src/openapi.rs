@@ -1,164 +1,123 @@
-//! `GET /openapi.json`: this server's OpenAPI 3.1 document, generated from the route table
-//! below (which a test checks against the router, so the two cannot drift apart).
+//! `GET /openapi.json`: this server's OpenAPI 3.1 document, generated from the handlers'
+//! `#[utoipa::path]` annotations and the request-body structs (`ToSchema`), collected from the
+//! very route lists the router is built from (`routes::protected`, `routes::public`): the router
+//! and the document cannot drift apart. What applies to every operation (the API key on the
+//! protected ones, the error body) is added here, once. Built once per process.
 
-use axum::Json;
-use serde_json::{json, Map, Value};
+use std::sync::LazyLock;
 
-/// (method, path, summary, tag) of every endpoint.
-pub const ROUTES: &[(&str, &str, &str, &str)] = &[
-    ("get", "/health", "Liveness and migration state", "operations"),
-    ("get", "/openapi.json", "This document", "operations"),
-    ("get", "/user_management/users", "List users", "users"),
-    ("post", "/user_management/users", "Create a user", "users"),
-    ("get", "/user_management/users/{id}", "Get a user", "users"),
-    ("put", "/user_management/users/{id}", "Update a user", "users"),
-    ("delete", "/user_management/users/{id}", "Delete a user", "users"),
-    (
-        "get",
-        "/user_management/users/external_id/{external_id}",
-        "Get a user by external id",
-        "users",
-    ),
-    ("get", "/organizations", "List organizations", "organizations"),
-    ("post", "/organizations", "Create an organization", "organizations"),
-    ("get", "/organizations/{id}", "Get an organization", "organizations"),
-    ("put", "/organizations/{id}", "Update an organization", "organizations"),
-    (
-        "delete",
-        "/organizations/{id}",
-        "Delete an organization",
-        "organizations",
-    ),
-    (
-        "get",
-        "/organizations/external_id/{external_id}",
-        "Get an organization by external id",
-        "organizations",
-    ),
-    (
-        "post",
-        "/organization_domains",
-        "Create an organization domain",
-        "organization_domains",
-    ),
-    (
-        "get",
-        "/organization_domains/{id}",
-        "Get an organization domain",
-        "organization_domains",
-    ),
-    (
-        "delete",
-        "/organization_domains/{id}",
-        "Delete an organization domain",
-        "organization_domains",
-    ),
-    (
-        "post",
-        "/organization_domains/{id}/verify",
-        "Verify a domain by DNS TXT lookup",
-        "organization_domains",
-    ),
-    (
-        "get",
-        "/user_management/organization_memberships",
-        "List organization memberships",
-        "organization_memberships",
-    ),
-    (
-        "post",
-        "/user_management/organization_memberships",
-        "Create an organization membership",
-        "organization_memberships",
-    ),
-    (
-        "get",
-        "/user_management/organization_memberships/{id}",
-        "Get an organization membership",
-        "organization_memberships",
-    ),
-    (
-        "put",
-        "/user_management/organization_memberships/{id}",
-        "Update a membership's role",
-        "organization_memberships",
-    ),
-    (
-        "delete",
-        "/user_management/organization_memberships/{id}",
-        "Delete an organization membership",
-        "organization_memberships",
-    ),
-    (
-        "put",
-        "/user_management/organization_memberships/{id}/deactivate",
-        "Deactivate a membership",
-        "organization_memberships",
-    ),
-    (
-        "put",
-        "/user_management/organization_memberships/{id}/reactivate",
-        "Reactivate a membership",
-        "organization_memberships",
-    ),
-    ("get", "/events", "List events from the log", "events"),
-];
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::OpenApi;
 
-fn error_schema() -> Value {
-    json!({
-        "type": "object",
-        "required": ["code", "message"],
-        "properties": {
-            "code": { "type": "string" },
-            "message": { "type": "string" },
-            "errors": { "type": "array", "items": { "type": "object", "properties": {
-                "field": { "type": "string" }, "code": { "type": "string" }, "message": { "type": "string" } } } }
-        }
-    })
+use crate::error::ApiError;
+use crate::{routes, schemas};
+
+/// The security scheme's name in the document.
+const BEARER: &str = "bearer";
+/// The shared error response's name in `components.responses`.
+const ERROR_RESPONSE: &str = "Error";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "keyledger",
+        description = "Event-sourced identity backend with a WorkOS-compatible API (docs/API.md)."
+    ),
+    components(schemas(schemas::ErrorBody)),
+    tags(
+        (name = "users"), (name = "organizations"), (name = "organization_domains"),
+        (name = "organization_memberships"), (name = "events"), (name = "audit_logs"),
+        (name = "webhooks"), (name = "operations")
+    )
+)]
+struct ApiDoc;
+
+/// Every operation of a path item.
+fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .filter_map(Option::as_mut)
 }
 
-/// Builds the document.
-pub fn spec() -> Value {
-    let mut paths = Map::new();
-    let modules = [
-        crate::routes::audit_logs::ROUTES,
-        crate::routes::webhooks::ROUTES,
-        crate::routes::stream::ROUTES,
-    ];
-    for (method, path, summary, tag) in ROUTES.iter().chain(modules.into_iter().flatten()) {
-        let params: Vec<Value> = path
-            .split('/')
-            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
-            .collect();
-        let public = matches!(*path, "/health" | "/openapi.json") || crate::routes::audit_logs::PUBLIC.contains(path);
-        let mut op = json!({
-            "summary": summary,
-            "tags": [tag],
-            "parameters": params,
-            "responses": {
-                "200": { "description": "OK" },
-                "default": { "description": "Error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
-            }
-        });
-        if !public {
-            op["security"] = json!([{ "bearer": [] }]);
+fn error_ref() -> RefOr<utoipa::openapi::Response> {
+    RefOr::Ref(Ref::from_response_name(ERROR_RESPONSE))
+}
+
+/// Builds the document (the served one is built once: [`document`]).
+pub fn spec() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    let (_, mut protected) = routes::protected().split_for_parts();
+    for item in protected.paths.paths.values_mut() {
+        for op in operations(item) {
+            op.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
+            op.responses.responses.entry("401".into()).or_insert_with(error_ref);
         }
-        let entry = paths.entry((*path).to_string()).or_insert_with(|| json!({}));
-        entry[*method] = op;
     }
-    json!({
-        "openapi": "3.1.0",
-        "info": { "title": "keyledger", "version": env!("CARGO_PKG_VERSION"),
-                  "description": "Event-sourced identity backend with a WorkOS-compatible API" },
-        "paths": paths,
-        "components": {
-            "schemas": { "Error": error_schema() },
-            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } }
+    let (_, public) = routes::public().split_for_parts();
+    doc.merge(protected);
+    doc.merge(public);
+    // Any other status (400 bad JSON, 404, 405, 413, 422, 500, 503, ...) carries the error body.
+    for item in doc.paths.paths.values_mut() {
+        for op in operations(item) {
+            op.responses.responses.entry("default".into()).or_insert_with(error_ref);
         }
-    })
+    }
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.security_schemes.insert(
+        BEARER.into(),
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some("An API key: `Authorization: Bearer sk_...`"))
+                .build(),
+        ),
+    );
+    components.responses.insert(
+        ERROR_RESPONSE.into(),
+        RefOr::T(
+            ResponseBuilder::new()
+                .description("An error: a stable `code`, a `message` and, for validation, per-field `errors`")
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Error")))
+                        .build(),
+                )
+                .build(),
+        ),
+    );
+    doc
 }
 
-pub async fn document() -> Json<Value> {
-    Json(spec())
+/// The document as served, rendered once.
+static DOCUMENT: LazyLock<Option<String>> = LazyLock::new(|| match spec().to_json() {
+    Ok(s) => Some(s),
+    Err(e) => {
+        tracing::error!(error = %e, "rendering the OpenAPI document failed");
+        None
+    }
+});
+
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", operation_id = "openapi",
+    summary = "This document (OpenAPI 3.1)",
+    responses((status = 200, description = "The document", content_type = "application/json", body = Object)))]
+pub async fn document() -> Response {
+    match DOCUMENT.as_deref() {
+        Some(doc) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], doc).into_response(),
+        None => ApiError::internal().into_response(),
+    }
 }

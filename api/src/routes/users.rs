@@ -11,11 +11,13 @@ use keyledger_projections::history::History;
 use keyledger_projections::queries::{self, UserFilter};
 use keyledger_projections::store::AppendExtras;
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
-use super::{as_of, created, list_response, now, nullable, object, page};
+use super::{as_of, created, list_response, now, nullable, object, page, AsOfParams, ListParams};
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::password;
+use crate::schemas;
 use crate::state::{AppState, RequestContext};
 use keyledger_projections::commands::Mode;
 use keyledger_projections::decode::AnyEvent;
@@ -28,6 +30,24 @@ fn user_error(e: UserError) -> ApiError {
     }
 }
 
+/// The user list's filters (besides [`ListParams`]).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListFilters {
+    /// Exact email, case-insensitive.
+    pub email: Option<String>,
+    /// Members of this organization.
+    pub organization_id: Option<String>,
+    /// Alias of `organization_id`.
+    pub organization: Option<String>,
+}
+
+const ID: &str = "The user's id (`user_...`).";
+
+#[utoipa::path(get, path = "/user_management/users", tag = "users", operation_id = "list_users",
+    summary = "List users", params(ListParams, ListFilters),
+    responses((status = 200, description = "A page of users", body = schemas::UserList)))]
 pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
     let page = page(&q)?;
     let filter = UserFilter {
@@ -37,6 +57,10 @@ pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Respon
     Ok(list_response(queries::users(&state.pool, &filter, &page).await?))
 }
 
+#[utoipa::path(get, path = "/user_management/users/{id}", tag = "users", operation_id = "get_user",
+    summary = "Get a user", params(("id" = String, Path, description = ID), AsOfParams),
+    responses((status = 200, description = "The user", body = schemas::User),
+        (status = 404, description = "No such user", body = schemas::ErrorBody)))]
 pub async fn get(State(state): State<AppState>, PathParam(id): PathParam, q: QueryPairs) -> Result<Response, ApiError> {
     let user = match as_of(&q)? {
         Some(at) => History::default().user(&state.pool, &id, at).await?,
@@ -46,6 +70,11 @@ pub async fn get(State(state): State<AppState>, PathParam(id): PathParam, q: Que
     Ok(object(StatusCode::OK, user))
 }
 
+#[utoipa::path(get, path = "/user_management/users/external_id/{external_id}", tag = "users",
+    operation_id = "get_user_by_external_id", summary = "Get a user by external id",
+    params(("external_id" = String, Path, description = "The user's external_id")),
+    responses((status = 200, description = "The user", body = schemas::User),
+        (status = 404, description = "No such user", body = schemas::ErrorBody)))]
 pub async fn get_by_external_id(
     State(state): State<AppState>,
     PathParam(ext): PathParam,
@@ -56,8 +85,9 @@ pub async fn get_by_external_id(
     Ok(object(StatusCode::OK, user))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateUser)]
 pub struct CreateBody {
     email: String,
     #[serde(default)]
@@ -69,6 +99,7 @@ pub struct CreateBody {
     #[serde(default)]
     external_id: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
     metadata: Option<Metadata>,
     #[serde(default)]
     password: Option<String>,
@@ -130,6 +161,10 @@ async fn credential(
     }
 }
 
+#[utoipa::path(post, path = "/user_management/users", tag = "users", operation_id = "create_user",
+    summary = "Create a user", request_body = CreateBody,
+    responses((status = 201, description = "The new user", body = schemas::User),
+        (status = 422, description = "Invalid or taken field", body = schemas::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -174,22 +209,29 @@ pub async fn create(
     Ok(object(StatusCode::CREATED, user))
 }
 
-#[derive(Debug, Deserialize)]
+/// `null` clears a nullable field; `metadata: null` means `{}`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = UpdateUser)]
 pub struct UpdateBody {
     #[serde(default)]
     email: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     first_name: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     last_name: Option<Option<String>>,
     #[serde(default)]
     email_verified: Option<bool>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     external_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
     metadata: Option<Option<Metadata>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     locale: Option<Option<String>>,
     #[serde(default)]
     password: Option<String>,
@@ -203,6 +245,11 @@ pub struct UpdateBody {
     password_salt_position: Option<String>,
 }
 
+#[utoipa::path(put, path = "/user_management/users/{id}", tag = "users", operation_id = "update_user",
+    summary = "Update a user", params(("id" = String, Path, description = ID)), request_body = UpdateBody,
+    responses((status = 200, description = "The updated user", body = schemas::User),
+        (status = 404, description = "No such user", body = schemas::ErrorBody),
+        (status = 422, description = "Invalid or taken field", body = schemas::ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -251,6 +298,10 @@ pub async fn update(
     Ok(object(StatusCode::OK, user))
 }
 
+#[utoipa::path(delete, path = "/user_management/users/{id}", tag = "users", operation_id = "delete_user",
+    summary = "Delete a user (and their memberships)", params(("id" = String, Path, description = ID)),
+    responses((status = 200, description = "Deleted; empty body"),
+        (status = 404, description = "No such user", body = schemas::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     ctx: RequestContext,
