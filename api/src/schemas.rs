@@ -79,7 +79,7 @@ list_of!(WebhookDeliveryList, WebhookDelivery);
 
 /// Declares a one-value string enum: the `object` tag of a WorkOS object.
 macro_rules! tag {
-    ($name:ident, $value:literal) => {
+    ($name:ident, $value:tt) => {
         #[derive(Serialize, ToSchema)]
         pub enum $name {
             #[serde(rename = $value)]
