@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
@@ -52,12 +53,58 @@ fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut
     .filter_map(Option::as_mut)
 }
 
+/// Links each create (a `201` answer of a `POST` on a collection `P`) to every operation on
+/// `P/{param}...`, with the parameter taken from the created object's `id`: generated clients
+/// and schemathesis's stateful phase follow them from a new object to its reads and changes.
+/// Written as JSON: utoipa 5 serializes `Link.operation_id` under the wrong name.
+fn link_creates(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let mut targets = Vec::new(); // (path, operation id)
+    for (path, item) in paths.iter() {
+        for op in item.as_object().into_iter().flat_map(|m| m.values()) {
+            if let Some(id) = op.get("operationId").and_then(Value::as_str) {
+                targets.push((path.clone(), id.to_string()));
+            }
+        }
+    }
+    for (path, item) in paths.iter_mut() {
+        let Some(created) = item.pointer_mut("/post/responses/201").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        let mut links = Map::new();
+        for (target, operation_id) in &targets {
+            let Some(rest) = target.strip_prefix(path.as_str()).and_then(|r| r.strip_prefix("/{")) else {
+                continue;
+            };
+            if let Some((param, _)) = rest.split_once('}') {
+                links.insert(
+                    operation_id.clone(),
+                    json!({ "operationId": operation_id, "parameters": { param: "$response.body#/id" } }),
+                );
+            }
+        }
+        if !links.is_empty() {
+            created.insert("links".into(), Value::Object(links));
+        }
+    }
+}
+
 fn error_ref() -> RefOr<utoipa::openapi::Response> {
     RefOr::Ref(Ref::from_response_name(ERROR_RESPONSE))
 }
 
 /// Builds the document (the served one is built once: [`document`]).
-pub fn spec() -> utoipa::openapi::OpenApi {
+pub fn spec() -> Result<Value, serde_json::Error> {
+    let mut doc = serde_json::to_value(generated())?;
+    link_creates(&mut doc);
+    Ok(doc)
+}
+
+/// The document as utoipa generates it from the route lists, with what applies to every
+/// operation added.
+fn generated() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     let (_, mut protected) = routes::protected().split_for_parts();
@@ -104,7 +151,7 @@ pub fn spec() -> utoipa::openapi::OpenApi {
 }
 
 /// The document as served, rendered once.
-static DOCUMENT: LazyLock<Option<String>> = LazyLock::new(|| match spec().to_json() {
+static DOCUMENT: LazyLock<Option<String>> = LazyLock::new(|| match spec().and_then(|d| serde_json::to_string(&d)) {
     Ok(s) => Some(s),
     Err(e) => {
         tracing::error!(error = %e, "rendering the OpenAPI document failed");

@@ -41,6 +41,7 @@ fn domain_error(e: OrganizationError) -> ApiError {
 #[serde(deny_unknown_fields)]
 #[schema(as = CreateOrganizationDomain)]
 pub struct CreateBody {
+    #[schema(format = Hostname)]
     domain: String,
     organization_id: String,
 }

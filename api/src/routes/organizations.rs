@@ -106,6 +106,7 @@ pub async fn get_by_external_id(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DomainData {
+    #[schema(format = Hostname)]
     domain: String,
     /// `pending` or `verified`.
     state: String,

@@ -89,6 +89,7 @@ pub async fn get_by_external_id(
 #[serde(deny_unknown_fields)]
 #[schema(as = CreateUser)]
 pub struct CreateBody {
+    #[schema(format = Email)]
     email: String,
     #[serde(default)]
     first_name: Option<String>,
@@ -215,6 +216,7 @@ pub async fn create(
 #[schema(as = UpdateUser)]
 pub struct UpdateBody {
     #[serde(default)]
+    #[schema(format = Email)]
     email: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
