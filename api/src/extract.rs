@@ -40,10 +40,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
             ));
         }
         match axum::Json::<T>::from_bytes(&bytes) {
+            // serde also reads a struct from an array (`["a@example.com"]` as `{email}`).
+            Ok(_) if !is_object(&bytes) => Err(ApiError::invalid("body", "invalid_value", "expected a JSON object")),
             Ok(axum::Json(v)) => Ok(Self(v)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }
+}
+
+/// Whether a (parsed) JSON text is an object.
+fn is_object(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 /// JSON can carry a NUL only as the escape `\u0000`.
@@ -196,6 +203,13 @@ mod tests {
         for (detail, field) in cases {
             assert_eq!(split_path(detail).0, field, "{detail}");
         }
+    }
+
+    #[test]
+    fn only_objects_are_objects() {
+        assert!(is_object(b" \n{\"a\": 1}"));
+        assert!(!is_object(b"[\"a@example.com\"]"));
+        assert!(!is_object(b""));
     }
 
     #[test]

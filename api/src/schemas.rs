@@ -460,11 +460,9 @@ pub struct AuditLogPartyInput {
     id: String,
     #[serde(rename = "type")]
     kind: String,
-    #[schema(nullable = false)]
     name: Option<String>,
     /// At most 50 keys matching `[a-zA-Z0-9_-]{1,40}`; values strings (≤ 500 characters),
     /// numbers or booleans.
-    #[schema(nullable = false)]
     metadata: Option<BTreeMap<String, Value>>,
 }
 
@@ -473,7 +471,6 @@ pub struct AuditLogPartyInput {
 #[serde(deny_unknown_fields)]
 pub struct AuditLogContextInput {
     location: String,
-    #[schema(nullable = false)]
     user_agent: Option<String>,
 }
 
@@ -484,7 +481,6 @@ pub struct AuditLogSchemaTargetInput {
     #[serde(rename = "type")]
     kind: String,
     /// JSON Schema (the subset in docs/API.md) of the target's metadata.
-    #[schema(nullable = false)]
     metadata: Option<BTreeMap<String, Value>>,
 }
 
@@ -501,8 +497,6 @@ pub struct AuditLogSchemaActorInput {
 pub struct CreateAuditLogSchema {
     /// 1 to 50 distinct target types.
     targets: Vec<AuditLogSchemaTargetInput>,
-    #[schema(nullable = false)]
     actor: Option<AuditLogSchemaActorInput>,
-    #[schema(nullable = false)]
     metadata: Option<BTreeMap<String, Value>>,
 }

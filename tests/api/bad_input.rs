@@ -475,3 +475,34 @@ async fn ids_that_are_not_utf8_after_decoding_get_a_json_400() {
     assert_eq!(body["message"], "expected a JSON object", "{body}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_json_array_is_never_read_as_an_object_body() {
+    let app = TestApp::spawn().await;
+    let (s, org) = app.post("/organizations", json!({ "name": "Acme" })).await;
+    assert_eq!(s, StatusCode::CREATED, "{org}");
+    let before = app.log_len().await;
+    let org_path = format!("/organizations/{}", org["id"].as_str().expect("id"));
+    // serde would read these as {email} and {name, allow_profiles_outside_organization}.
+    let cases = [
+        (
+            Method::POST,
+            "/user_management/users".to_string(),
+            json!(["array@example.com"]),
+        ),
+        (Method::PUT, org_path.clone(), json!(["Renamed", true])),
+        (Method::PUT, org_path.clone(), json!([null, null])),
+    ];
+    for (m, path, body) in cases {
+        let ctx = format!("{m} {path} {body}");
+        let (s, resp) = app.request(m, &path, Some(body)).await;
+        assert_error(s, &resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", &ctx);
+        assert_eq!(resp["message"], "expected a JSON object", "{ctx}: {resp}");
+    }
+    assert_eq!(app.log_len().await, before, "nothing was written");
+    let (_, users) = app.get("/user_management/users?email=array@example.com").await;
+    assert_eq!(users["data"], json!([]), "no user was created: {users}");
+    let (_, after) = app.get(&org_path).await;
+    assert_eq!(after["name"], "Acme", "the organization is unchanged: {after}");
+    app.stop().await;
+}

@@ -151,11 +151,10 @@ pub struct EventBody {
     #[schema(value_type = schemas::AuditLogContextInput)]
     context: AuditContext,
     #[serde(default)]
-    #[schema(value_type = Option<BTreeMap<String, Value>>, nullable = false)]
+    #[schema(value_type = Option<BTreeMap<String, Value>>)]
     metadata: Option<AuditMetadata>,
     /// The action's schema version to check against (default: the latest).
     #[serde(default)]
-    #[schema(nullable = false)]
     version: Option<u32>,
 }
 

@@ -183,14 +183,11 @@ pub async fn create(
 #[schema(as = UpdateWebhookEndpoint)]
 pub struct UpdateBody {
     #[serde(default)]
-    #[schema(nullable = false)]
     endpoint_url: Option<String>,
     /// `enabled` or `disabled`.
     #[serde(default)]
-    #[schema(nullable = false)]
     status: Option<String>,
     #[serde(default)]
-    #[schema(nullable = false)]
     events: Option<Vec<String>>,
 }
 
