@@ -324,3 +324,171 @@ async fn operations_document_their_real_success_statuses_and_bodies() {
     );
     app.stop().await;
 }
+
+/// Checks `value` against the document's `schema`: for objects, no field beyond `properties`
+/// (where `additionalProperties` is false) and every `required` field present; arrays item by
+/// item; `$ref`s followed; `type` lists (nullability) and `enum`s honoured. Returns the
+/// mismatches, with their JSON paths.
+fn mismatches(doc: &Value, schema: &Value, value: &Value, at: &str) -> Vec<String> {
+    if let Some(r) = schema["$ref"].as_str() {
+        let target = doc.pointer(r.trim_start_matches('#')).expect("reference resolves");
+        return mismatches(doc, target, value, at);
+    }
+    let mut out = Vec::new();
+    let type_name = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let type_ok =
+        types.is_empty() || types.contains(&type_name) || (type_name == "integer" && types.contains(&"number"));
+    if !type_ok {
+        out.push(format!("{at}: {type_name} where the schema says {types:?}"));
+    }
+    if let Some(allowed) = schema["enum"].as_array() {
+        if !value.is_null() && !allowed.contains(value) {
+            out.push(format!("{at}: {value} is not one of {allowed:?}"));
+        }
+    }
+    match value {
+        Value::Object(fields) => {
+            let properties = schema["properties"].as_object();
+            for (k, v) in fields {
+                match properties.and_then(|p| p.get(k)) {
+                    Some(s) => out.extend(mismatches(doc, s, v, &format!("{at}.{k}"))),
+                    None if schema["additionalProperties"] == false => out.push(format!("{at}.{k}: not in the schema")),
+                    None => {
+                        if let Some(s) = schema.get("additionalProperties").filter(|s| s.is_object()) {
+                            out.extend(mismatches(doc, s, v, &format!("{at}.{k}")));
+                        }
+                    }
+                }
+            }
+            for r in schema["required"].as_array().into_iter().flatten() {
+                let r = r.as_str().expect("field name");
+                if !fields.contains_key(r) {
+                    out.push(format!("{at}.{r}: required but absent"));
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                out.extend(mismatches(doc, &schema["items"], v, &format!("{at}[{i}]")));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+#[tokio::test]
+async fn real_response_bodies_match_their_documented_schemas_field_for_field() {
+    let app = TestApp::spawn().await;
+    let doc = fetch_document(&app).await;
+    let org = app
+        .create_organization(
+            "Shapes",
+            serde_json::json!([{ "domain": "shapes.example.com", "state": "pending" }]),
+        )
+        .await;
+    let org_id = org["id"].as_str().expect("id").to_string();
+    let user = app.create_user("shape@example.com").await;
+    let user_id = user["id"].as_str().expect("id").to_string();
+    let membership = app.create_membership(&user_id, &org_id, None).await;
+    let (s, _) = app
+        .post(
+            "/audit_logs/events",
+            serde_json::json!({ "organization_id": org_id, "event": {
+                "action": "shape.checked", "occurred_at": "2026-01-01T00:00:00Z",
+                "actor": { "id": "u_1", "type": "user" }, "targets": [{ "id": "t_1", "type": "thing" }],
+                "context": { "location": "203.0.113.7" } } }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = app
+        .post(
+            "/audit_logs/actions/shape.checked/schemas",
+            serde_json::json!({ "targets": [{ "type": "thing" }] }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, export) = app
+        .post(
+            "/audit_logs/exports",
+            serde_json::json!({ "organization_id": org_id, "range_start": "2025-01-01T00:00:00Z",
+                "range_end": "2027-01-01T00:00:00Z" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{export}");
+    let (_, health) = app.request_with_key(Method::GET, "/health", None, None).await;
+    // (operation, path, the body it answered)
+    let mut answers = vec![
+        ("post", "/organizations", org.clone()),
+        ("post", "/user_management/users", user.clone()),
+        ("post", "/user_management/organization_memberships", membership.clone()),
+        ("get", "/health", health),
+        ("post", "/audit_logs/exports", export),
+    ];
+    let reads = [
+        ("/user_management/users", "/user_management/users".to_string()),
+        ("/organizations", "/organizations".to_string()),
+        (
+            "/user_management/organization_memberships",
+            format!("/user_management/organization_memberships?organization_id={org_id}"),
+        ),
+        ("/events", "/events".to_string()),
+        (
+            "/audit_logs/events",
+            format!("/audit_logs/events?organization_id={org_id}"),
+        ),
+        ("/audit_logs/actions", "/audit_logs/actions".to_string()),
+        (
+            "/audit_logs/actions/{actionName}/schemas",
+            "/audit_logs/actions/shape.checked/schemas".to_string(),
+        ),
+        (
+            "/organization_domains/{id}",
+            format!(
+                "/organization_domains/{}",
+                org["domains"][0]["id"].as_str().expect("domain")
+            ),
+        ),
+    ];
+    for (template, path) in reads {
+        let (s, body) = app.get(&path).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {body}");
+        answers.push(("get", template, body));
+    }
+    for (m, template, body) in answers {
+        let op = &doc["paths"][template][m];
+        let (status, response) = op["responses"]
+            .as_object()
+            .and_then(|r| r.iter().find(|(k, _)| k.starts_with('2')))
+            .unwrap_or_else(|| panic!("{m} {template}: a success response"));
+        let schema = &response["content"]["application/json"]["schema"];
+        assert!(schema.is_object(), "{m} {template} {status}: a body schema");
+        let found = mismatches(&doc, schema, &body, "$");
+        assert!(found.is_empty(), "{m} {template}: {found:#?}\nbody: {body}");
+    }
+    // The checker can fail: an extra field and a missing one are both reported.
+    let mut wrong = user;
+    wrong["surprise"] = Value::Bool(true);
+    wrong.as_object_mut().expect("object").remove("email");
+    let found = mismatches(
+        &doc,
+        &serde_json::json!({ "$ref": "#/components/schemas/User" }),
+        &wrong,
+        "$",
+    );
+    assert_eq!(found.len(), 2, "{found:?}");
+    app.stop().await;
+}
