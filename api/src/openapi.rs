@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use keyledger_projections::objects::PUBLIC_EVENT_NAMES;
 use serde_json::{json, Map, Value};
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
@@ -99,6 +100,9 @@ fn error_ref() -> RefOr<utoipa::openapi::Response> {
 pub fn spec() -> Result<Value, serde_json::Error> {
     let mut doc = serde_json::to_value(generated())?;
     link_creates(&mut doc);
+    if let Some(name) = doc.pointer_mut("/components/schemas/EventName") {
+        name["enum"] = json!(PUBLIC_EVENT_NAMES);
+    }
     Ok(doc)
 }
 

@@ -182,6 +182,27 @@ pub struct OrganizationDomain {
     updated_at: String,
 }
 
+/// The state a domain is created in.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NewDomainState {
+    Pending,
+    Verified,
+}
+
+/// The roles of this environment.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleSlug {
+    Member,
+    Admin,
+}
+
+/// A public event name; `crate::openapi` lists the catalog (`objects::PUBLIC_EVENT_NAMES`) as
+/// its `enum`.
+#[derive(Serialize, ToSchema)]
+pub struct EventName(String);
+
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MembershipStatus {

@@ -143,8 +143,10 @@ pub struct CreateBody {
     user_id: String,
     organization_id: String,
     #[serde(default)]
+    #[schema(value_type = Option<schemas::RoleSlug>)]
     role_slug: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Vec<schemas::RoleSlug>>, max_items = 1)]
     role_slugs: Option<Vec<String>>,
 }
 
@@ -196,8 +198,10 @@ pub async fn create(
 #[schema(as = UpdateOrganizationMembership)]
 pub struct UpdateBody {
     #[serde(default)]
+    #[schema(value_type = Option<schemas::RoleSlug>)]
     role_slug: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Vec<schemas::RoleSlug>>, max_items = 1)]
     role_slugs: Option<Vec<String>>,
 }
 

@@ -108,7 +108,7 @@ pub async fn get_by_external_id(
 pub struct DomainData {
     #[schema(format = Hostname)]
     domain: String,
-    /// `pending` or `verified`.
+    #[schema(value_type = schemas::NewDomainState)]
     state: String,
 }
 
@@ -116,6 +116,8 @@ pub struct DomainData {
 #[serde(deny_unknown_fields)]
 #[schema(as = CreateOrganization)]
 pub struct CreateBody {
+    /// Not blank (it is trimmed).
+    #[schema(min_length = 1, max_length = 256, pattern = r"\S")]
     name: String,
     #[serde(default)]
     allow_profiles_outside_organization: Option<bool>,
@@ -128,6 +130,7 @@ pub struct CreateBody {
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     metadata: Option<Metadata>,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128)]
     external_id: Option<String>,
     #[serde(default)]
     idempotency_key: Option<String>,
@@ -239,7 +242,9 @@ pub async fn create(
 #[serde(deny_unknown_fields)]
 #[schema(as = UpdateOrganization)]
 pub struct UpdateBody {
+    /// Not blank (it is trimmed).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 256, pattern = r"\S")]
     name: Option<String>,
     #[serde(default)]
     allow_profiles_outside_organization: Option<bool>,
@@ -248,13 +253,13 @@ pub struct UpdateBody {
     #[serde(default)]
     domain_data: Option<Vec<DomainData>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 256)]
     stripe_customer_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     metadata: Option<Option<Metadata>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 128)]
     external_id: Option<Option<String>>,
 }
 

@@ -89,20 +89,24 @@ pub async fn get_by_external_id(
 #[serde(deny_unknown_fields)]
 #[schema(as = CreateUser)]
 pub struct CreateBody {
-    #[schema(format = Email)]
+    #[schema(format = Email, max_length = 254)]
     email: String,
     #[serde(default)]
+    #[schema(max_length = 256)]
     first_name: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 256)]
     last_name: Option<String>,
     #[serde(default)]
     email_verified: Option<bool>,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128)]
     external_id: Option<String>,
     #[serde(default)]
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     metadata: Option<Metadata>,
     #[serde(default)]
+    #[schema(min_length = 8, max_length = 1024)]
     password: Option<String>,
     #[serde(default)]
     password_hash: Option<String>,
@@ -216,26 +220,27 @@ pub async fn create(
 #[schema(as = UpdateUser)]
 pub struct UpdateBody {
     #[serde(default)]
-    #[schema(format = Email)]
+    #[schema(format = Email, max_length = 254)]
     email: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 256)]
     first_name: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 256)]
     last_name: Option<Option<String>>,
     #[serde(default)]
     email_verified: Option<bool>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 128)]
     external_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     metadata: Option<Option<Metadata>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 35)]
     locale: Option<Option<String>>,
     #[serde(default)]
+    #[schema(min_length = 8, max_length = 1024)]
     password: Option<String>,
     #[serde(default)]
     password_hash: Option<String>,

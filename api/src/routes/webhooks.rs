@@ -142,9 +142,11 @@ pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Respon
 #[serde(deny_unknown_fields)]
 #[schema(as = CreateWebhookEndpoint)]
 pub struct CreateBody {
-    /// Absolute `http`/`https` URL without credentials, at most 2048 characters.
+    /// Absolute `http`/`https` URL without credentials.
+    #[schema(max_length = 2048)]
     endpoint_url: String,
-    /// Event names from the catalog (docs/EVENTS.md); at least one.
+    /// Event names from the catalog (docs/EVENTS.md); duplicates collapse.
+    #[schema(value_type = Vec<schemas::EventName>, min_items = 1)]
     events: Vec<String>,
 }
 
@@ -183,11 +185,13 @@ pub async fn create(
 #[schema(as = UpdateWebhookEndpoint)]
 pub struct UpdateBody {
     #[serde(default)]
+    #[schema(max_length = 2048)]
     endpoint_url: Option<String>,
-    /// `enabled` or `disabled`.
     #[serde(default)]
+    #[schema(value_type = Option<schemas::EndpointStatus>)]
     status: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Vec<schemas::EventName>>, min_items = 1)]
     events: Option<Vec<String>>,
 }
 
