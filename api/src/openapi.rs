@@ -54,42 +54,78 @@ fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut
     .filter_map(Option::as_mut)
 }
 
-/// Links each create (a `201` answer of a `POST` on a collection `P`) to every operation on
-/// `P/{param}...`, with the parameter taken from the created object's `id`: generated clients
+/// Links each create (a `201` answer of a `POST` on a collection `P`) to the operations that
+/// take the new object's `id`: those on `P/{param}...` (as the parameter) and those whose body
+/// has a field named after the object (`organization_id` for an `Organization`). Generated clients
 /// and schemathesis's stateful phase follow them from a new object to its reads and changes.
 /// Written as JSON: utoipa 5 serializes `Link.operation_id` under the wrong name.
 fn link_creates(doc: &mut Value) {
+    let schemas = doc.pointer("/components/schemas").cloned().unwrap_or_default();
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
         return;
     };
-    let mut targets = Vec::new(); // (path, operation id)
+    // (path, operation id, the fields of its request body)
+    let mut targets: Vec<(String, String, Vec<String>)> = Vec::new();
     for (path, item) in paths.iter() {
         for op in item.as_object().into_iter().flat_map(|m| m.values()) {
-            if let Some(id) = op.get("operationId").and_then(Value::as_str) {
-                targets.push((path.clone(), id.to_string()));
-            }
+            let Some(id) = op.get("operationId").and_then(Value::as_str) else {
+                continue;
+            };
+            let body = op
+                .pointer("/requestBody/content/application~1json/schema/$ref")
+                .and_then(Value::as_str)
+                .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                .and_then(|name| schemas.get(name))
+                .and_then(|s| s.get("properties"))
+                .and_then(Value::as_object);
+            let fields = body.map(|p| p.keys().cloned().collect()).unwrap_or_default();
+            targets.push((path.clone(), id.to_string(), fields));
         }
     }
     for (path, item) in paths.iter_mut() {
         let Some(created) = item.pointer_mut("/post/responses/201").and_then(Value::as_object_mut) else {
             continue;
         };
+        let field = created
+            .get("content")
+            .and_then(|c| c.pointer("/application~1json/schema/$ref"))
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix("#/components/schemas/"))
+            .map(|name| format!("{}_id", snake_case(name)));
         let mut links = Map::new();
-        for (target, operation_id) in &targets {
-            let Some(rest) = target.strip_prefix(path.as_str()).and_then(|r| r.strip_prefix("/{")) else {
-                continue;
+        for (target, operation_id, fields) in &targets {
+            let param = target
+                .strip_prefix(path.as_str())
+                .and_then(|r| r.strip_prefix("/{"))
+                .and_then(|r| r.split_once('}'))
+                .map(|(param, _)| param);
+            let link = match (param, &field) {
+                (Some(param), _) => json!({ "parameters": { param: "$response.body#/id" } }),
+                (None, Some(f)) if target != path && fields.contains(f) => {
+                    json!({ "requestBody": { f.as_str(): "$response.body#/id" } })
+                }
+                _ => continue,
             };
-            if let Some((param, _)) = rest.split_once('}') {
-                links.insert(
-                    operation_id.clone(),
-                    json!({ "operationId": operation_id, "parameters": { param: "$response.body#/id" } }),
-                );
-            }
+            let mut link = link;
+            link["operationId"] = json!(operation_id);
+            links.insert(operation_id.clone(), link);
         }
         if !links.is_empty() {
             created.insert("links".into(), Value::Object(links));
         }
     }
+}
+
+/// `OrganizationDomain` → `organization_domain`.
+fn snake_case(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
 }
 
 fn error_ref() -> RefOr<utoipa::openapi::Response> {
