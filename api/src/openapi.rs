@@ -208,3 +208,28 @@ pub async fn document() -> Response {
         None => ApiError::internal().into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_become_the_fields_that_name_them() {
+        assert_eq!(snake_case("Organization"), "organization");
+        assert_eq!(snake_case("OrganizationDomain"), "organization_domain");
+    }
+
+    #[test]
+    fn a_create_links_to_its_object_and_to_the_creates_that_name_it() {
+        let doc = spec().unwrap();
+        let links = &doc["paths"]["/organizations"]["post"]["responses"]["201"]["links"];
+        assert_eq!(links["get_organization"]["parameters"]["id"], "$response.body#/id");
+        assert_eq!(
+            links["create_organization_domain"]["requestBody"]["organization_id"],
+            "$response.body#/id"
+        );
+        assert!(links.get("list_organizations").is_none(), "{links}");
+        let events = &doc["components"]["schemas"]["EventName"]["enum"];
+        assert_eq!(events, &json!(PUBLIC_EVENT_NAMES), "the event catalog is the enum");
+    }
+}
