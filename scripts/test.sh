@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints, the workspace tests (against a throwaway PostgreSQL unless
-# DATABASE_URL is set), then the WorkOS SDK conformance suite against a live `keyledger serve`.
+# DATABASE_URL is set), then the WorkOS SDK conformance suite against a live `keyledger serve`,
+# then, against the same server, its `/openapi.json` validated as OpenAPI 3.1 and a schemathesis
+# run over every operation.
 # The NATS publisher tests use KEYLEDGER_TEST_NATS_URL (a NATS server with JetStream; they create
 # and delete streams named KL_TEST_*); unset, a throwaway `nats-server -js` is started (and the
 # Debian package installed first when the binary is missing and we are root).
@@ -15,6 +17,10 @@ PYTHON=${PYTHON:-python3}
 SDK_VENV=target/sdk-venv
 SDK_PACKAGE=workos==10.6.0
 CONFORMANCE=tests/sdk/conformance.py
+OPENAPI_VENV=target/openapi-venv
+OPENAPI_PACKAGES=(schemathesis==4.32.5 openapi-spec-validator==0.9.0)
+# Test cases per operation and phase (schemathesis --max-examples).
+SCHEMATHESIS_EXAMPLES=${SCHEMATHESIS_EXAMPLES:-40}
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 die() {
@@ -249,5 +255,44 @@ fi
 step "SDK conformance: $SDK_VENV/bin/python $CONFORMANCE"
 KEYLEDGER_BASE_URL=$base_url KEYLEDGER_API_KEY=$api_key KEYLEDGER_TEST_DNS_PORT=$dns_port \
 	"$SDK_VENV/bin/python" "$CONFORMANCE"
+
+# --- OpenAPI document and schemathesis -----------------------------------------------------------
+step "OpenAPI: Python venv $OPENAPI_VENV with ${OPENAPI_PACKAGES[*]}"
+if [[ ! -x $OPENAPI_VENV/bin/python ]]; then
+	rm -rf "$OPENAPI_VENV"
+	"$PYTHON" -m venv "$OPENAPI_VENV" >/dev/null 2>&1 || {
+		rm -rf "$OPENAPI_VENV"
+		"$PYTHON" -m venv --without-pip "$OPENAPI_VENV" || die "could not create a Python venv (install python3-venv)"
+	}
+fi
+openapi_pip() {
+	if "$OPENAPI_VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+		"$OPENAPI_VENV/bin/python" -m pip "$@"
+	else
+		"$PYTHON" -m pip --python "$OPENAPI_VENV/bin/python" "$@"
+	fi
+}
+if ! "$OPENAPI_VENV/bin/python" - "${OPENAPI_PACKAGES[@]}" 2>/dev/null <<'PY'; then
+import importlib.metadata as m, sys
+sys.exit(any(m.version(n) != v for n, v in (p.split("==") for p in sys.argv[1:])))
+PY
+	openapi_pip install --quiet --disable-pip-version-check "${OPENAPI_PACKAGES[@]}"
+fi
+
+openapi_doc=target/openapi.json
+step "OpenAPI: $base_url/openapi.json is valid OpenAPI 3.1 (openapi-spec-validator)"
+curl -sf --max-time 10 "$base_url/openapi.json" -o "$openapi_doc" || die "GET /openapi.json failed"
+"$OPENAPI_VENV/bin/openapi-spec-validator" "$openapi_doc"
+
+# Every operation but the live stream (a 200 there never ends), up to $SCHEMATHESIS_EXAMPLES cases
+# each per phase, with the API key: no 5xx; every status, content type and body as documented; an
+# undocumented method on a documented path is a 405 with a truthful Allow header.
+step "OpenAPI: schemathesis against $base_url (report: target/schemathesis)"
+"$OPENAPI_VENV/bin/schemathesis" run "$openapi_doc" --url "$base_url" \
+	--header "Authorization: Bearer $api_key" \
+	--exclude-path /events/stream \
+	--checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,unsupported_method,allow_header_conformance,missing_required_header \
+	--max-examples "$SCHEMATHESIS_EXAMPLES" --workers 2 --request-timeout 10 \
+	--report junit --report-dir target/schemathesis --no-color
 
 step "all checks passed"

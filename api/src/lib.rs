@@ -17,6 +17,7 @@ pub mod json_body;
 pub mod openapi;
 pub mod password;
 pub mod routes;
+pub mod schemas;
 pub mod ssrf;
 pub mod state;
 pub mod subscribers;
@@ -30,7 +31,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use axum::Router;
 use keyledger_projections::checkpoint::Progress;
 use keyledger_projections::commands::CommandBus;
@@ -44,9 +44,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
-use crate::routes::{
-    audit_logs, events, health, memberships, organization_domains, organizations, stream, users, webhooks,
-};
+use crate::routes::stream;
 use crate::state::AppState;
 
 /// Largest accepted request body.
@@ -156,62 +154,14 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::internal().into_response()
 }
 
-/// The full HTTP API.
+/// The full HTTP API. Its operations are `routes::protected` (behind the API key) and
+/// `routes::public`, the same lists `/openapi.json` documents: add routes there, never here.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/user_management/users", get(users::list).post(users::create))
-        .route(
-            "/user_management/users/{id}",
-            get(users::get).put(users::update).delete(users::delete),
-        )
-        .route(
-            "/user_management/users/external_id/{external_id}",
-            get(users::get_by_external_id),
-        )
-        .route("/organizations", get(organizations::list).post(organizations::create))
-        .route(
-            "/organizations/{id}",
-            get(organizations::get)
-                .put(organizations::update)
-                .delete(organizations::delete),
-        )
-        .route(
-            "/organizations/external_id/{external_id}",
-            get(organizations::get_by_external_id),
-        )
-        .route("/organization_domains", post(organization_domains::create))
-        .route(
-            "/organization_domains/{id}",
-            get(organization_domains::get).delete(organization_domains::delete),
-        )
-        .route("/organization_domains/{id}/verify", post(organization_domains::verify))
-        .route(
-            "/user_management/organization_memberships",
-            get(memberships::list).post(memberships::create),
-        )
-        .route(
-            "/user_management/organization_memberships/{id}",
-            get(memberships::get)
-                .put(memberships::update)
-                .delete(memberships::delete),
-        )
-        .route(
-            "/user_management/organization_memberships/{id}/deactivate",
-            put(memberships::deactivate),
-        )
-        .route(
-            "/user_management/organization_memberships/{id}/reactivate",
-            put(memberships::reactivate),
-        )
-        .route("/events", get(events::list))
-        .merge(audit_logs::router())
-        .merge(webhooks::router())
-        .merge(stream::router())
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
+    let (api, _) = routes::protected().split_for_parts();
+    let api = api.route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
+    let (public, _) = routes::public().split_for_parts();
     Router::new()
-        .route("/health", get(health::health))
-        .route("/openapi.json", get(openapi::document))
-        .merge(audit_logs::public_router())
+        .merge(public)
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -6,116 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::helpers::*;
-
-/// Every management route: (method, path template as in the OpenAPI document, concrete path).
-const MANAGEMENT_ROUTES: &[(&str, &str, &str)] = &[
-    ("GET", "/user_management/users", "/user_management/users"),
-    ("POST", "/user_management/users", "/user_management/users"),
-    ("GET", "/user_management/users/{id}", "/user_management/users/user_x"),
-    ("PUT", "/user_management/users/{id}", "/user_management/users/user_x"),
-    ("DELETE", "/user_management/users/{id}", "/user_management/users/user_x"),
-    (
-        "GET",
-        "/user_management/users/external_id/{external_id}",
-        "/user_management/users/external_id/ext_x",
-    ),
-    ("GET", "/organizations", "/organizations"),
-    ("POST", "/organizations", "/organizations"),
-    ("GET", "/organizations/{id}", "/organizations/org_x"),
-    ("PUT", "/organizations/{id}", "/organizations/org_x"),
-    ("DELETE", "/organizations/{id}", "/organizations/org_x"),
-    (
-        "GET",
-        "/organizations/external_id/{external_id}",
-        "/organizations/external_id/ext_x",
-    ),
-    ("POST", "/organization_domains", "/organization_domains"),
-    (
-        "GET",
-        "/organization_domains/{id}",
-        "/organization_domains/org_domain_x",
-    ),
-    (
-        "DELETE",
-        "/organization_domains/{id}",
-        "/organization_domains/org_domain_x",
-    ),
-    (
-        "POST",
-        "/organization_domains/{id}/verify",
-        "/organization_domains/org_domain_x/verify",
-    ),
-    (
-        "GET",
-        "/user_management/organization_memberships",
-        "/user_management/organization_memberships?organization_id=org_x",
-    ),
-    (
-        "POST",
-        "/user_management/organization_memberships",
-        "/user_management/organization_memberships",
-    ),
-    (
-        "GET",
-        "/user_management/organization_memberships/{id}",
-        "/user_management/organization_memberships/om_x",
-    ),
-    (
-        "PUT",
-        "/user_management/organization_memberships/{id}",
-        "/user_management/organization_memberships/om_x",
-    ),
-    (
-        "DELETE",
-        "/user_management/organization_memberships/{id}",
-        "/user_management/organization_memberships/om_x",
-    ),
-    (
-        "PUT",
-        "/user_management/organization_memberships/{id}/deactivate",
-        "/user_management/organization_memberships/om_x/deactivate",
-    ),
-    (
-        "PUT",
-        "/user_management/organization_memberships/{id}/reactivate",
-        "/user_management/organization_memberships/om_x/reactivate",
-    ),
-    ("GET", "/events", "/events"),
-    ("POST", "/audit_logs/events", "/audit_logs/events"),
-    ("GET", "/audit_logs/events", "/audit_logs/events?organization_id=org_x"),
-    ("GET", "/audit_logs/actions", "/audit_logs/actions"),
-    (
-        "POST",
-        "/audit_logs/actions/{actionName}/schemas",
-        "/audit_logs/actions/a.b/schemas",
-    ),
-    (
-        "GET",
-        "/audit_logs/actions/{actionName}/schemas",
-        "/audit_logs/actions/a.b/schemas",
-    ),
-    ("POST", "/audit_logs/exports", "/audit_logs/exports"),
-    (
-        "GET",
-        "/audit_logs/exports/{auditLogExportId}",
-        "/audit_logs/exports/audit_log_export_x",
-    ),
-    ("GET", "/events/stream", "/events/stream"),
-    ("GET", "/webhook_endpoints", "/webhook_endpoints"),
-    ("POST", "/webhook_endpoints", "/webhook_endpoints"),
-    ("PATCH", "/webhook_endpoints/{id}", "/webhook_endpoints/we_x"),
-    ("DELETE", "/webhook_endpoints/{id}", "/webhook_endpoints/we_x"),
-    (
-        "GET",
-        "/webhook_endpoints/{id}/deliveries",
-        "/webhook_endpoints/we_x/deliveries",
-    ),
-    (
-        "POST",
-        "/webhook_endpoints/{id}/replay",
-        "/webhook_endpoints/we_x/replay",
-    ),
-];
+use crate::openapi::{fetch_document, operations};
 
 fn method(m: &str) -> Method {
     Method::from_bytes(m.as_bytes()).unwrap_or_else(|e| panic!("method {m}: {e}"))
@@ -378,6 +269,22 @@ async fn a_body_over_one_mebibyte_returns_413_and_changes_nothing() {
 async fn every_management_route_rejects_a_missing_or_wrong_key_with_401() {
     let app = TestApp::spawn().await;
     let before = app.log_len().await;
+    // The operations come from the document, which is built from the router's own lists.
+    let ops = operations(&fetch_document(&app).await);
+    let public: Vec<String> = ops
+        .iter()
+        .filter(|o| !o.needs_key)
+        .map(|o| format!("{} {}", o.method, o.template))
+        .collect();
+    assert_eq!(
+        public,
+        [
+            "GET /audit_logs/exports/{auditLogExportId}/download",
+            "GET /health",
+            "GET /openapi.json"
+        ],
+        "only these operations are public"
+    );
     let keys = [
         ("missing key", None),
         (
@@ -387,22 +294,33 @@ async fn every_management_route_rejects_a_missing_or_wrong_key_with_401() {
         ("non-sk key", Some("pk_test_123")),
         ("empty bearer", Some("")),
     ];
-    for (m, _, path) in MANAGEMENT_ROUTES {
+    for op in ops.iter().filter(|o| o.needs_key) {
+        let (m, path) = (op.method.as_str(), op.path());
         for (case, key) in keys {
             let ctx = format!("{m} {path} with {case}");
             let (s, resp) = app
-                .request_with_key(method(m), path, plausible_body(m, path), key)
+                .request_with_key(method(m), &path, plausible_body(m, &path), key)
                 .await;
             assert_error(s, &resp, StatusCode::UNAUTHORIZED, "unauthorized", &ctx);
         }
         // The right secret under another scheme is not accepted either.
         let mut req = app.http.request(method(m), format!("{}{path}", app.base));
         req = req.header("authorization", format!("Basic {}", app.key));
-        if let Some(b) = plausible_body(m, path) {
+        if let Some(b) = plausible_body(m, &path) {
             req = req.json(&b);
         }
         let resp = req.send().await.expect("send");
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{m} {path} with Basic scheme");
+    }
+    for op in ops.iter().filter(|o| !o.needs_key) {
+        let (s, resp) = app.request_with_key(method(&op.method), &op.path(), None, None).await;
+        assert_ne!(
+            s,
+            StatusCode::UNAUTHORIZED,
+            "{} {} needs no key: {resp}",
+            op.method,
+            op.template
+        );
     }
     assert_eq!(
         app.log_len().await,
@@ -428,32 +346,6 @@ async fn health_answers_ok_without_a_key() {
     );
     let keys: Vec<&String> = body.as_object().expect("object").keys().collect();
     assert_eq!(keys, ["projections", "status", "subscribers"], "{body}");
-    app.stop().await;
-}
-
-#[tokio::test]
-async fn the_openapi_document_is_public_and_lists_every_served_route() {
-    let app = TestApp::spawn().await;
-    let (s, doc) = app.request_with_key(Method::GET, "/openapi.json", None, None).await;
-    assert_eq!(s, StatusCode::OK, "{doc}");
-    assert_eq!(doc["openapi"], "3.1.0");
-    let public = [("GET", "/health", "/health"), ("GET", "/openapi.json", "/openapi.json")];
-    for (m, template, _) in MANAGEMENT_ROUTES.iter().chain(public.iter()) {
-        let op = &doc["paths"][*template][m.to_lowercase()];
-        assert!(op.is_object(), "{m} {template} is documented");
-    }
-    let op = &doc["paths"]["/user_management/users/{id}"]["get"];
-    assert_eq!(op["parameters"][0]["name"], "id", "path parameters are declared: {op}");
-    assert!(op["security"].is_array(), "management routes need a key: {op}");
-    assert!(
-        doc["paths"]["/health"]["get"].get("security").is_none(),
-        "/health is public"
-    );
-    let download = &doc["paths"]["/audit_logs/exports/{auditLogExportId}/download"]["get"];
-    assert!(
-        download.is_object() && download.get("security").is_none(),
-        "export downloads are documented and need no key: {download}"
-    );
     app.stop().await;
 }
 
@@ -665,5 +557,45 @@ async fn ids_that_are_not_utf8_after_decoding_get_a_json_400() {
         "array body",
     );
     assert_eq!(body["message"], "the request body must be a JSON object", "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_json_array_is_never_read_as_an_object_body() {
+    let app = TestApp::spawn().await;
+    let (s, org) = app.post("/organizations", json!({ "name": "Acme" })).await;
+    assert_eq!(s, StatusCode::CREATED, "{org}");
+    let before = app.log_len().await;
+    let org_path = format!("/organizations/{}", org["id"].as_str().expect("id"));
+    // serde would read these as {email} and {name, allow_profiles_outside_organization}.
+    let cases = [
+        (
+            Method::POST,
+            "/user_management/users".to_string(),
+            json!(["array@example.com"]),
+        ),
+        (Method::PUT, org_path.clone(), json!(["Renamed", true])),
+        (Method::PUT, org_path.clone(), json!([null, null])),
+    ];
+    for (m, path, body) in cases {
+        let ctx = format!("{m} {path} {body}");
+        let (s, resp) = app.request(m, &path, Some(body)).await;
+        assert_error(
+            s,
+            &resp,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request_parameters/invalid_type",
+            &ctx,
+        );
+        assert_eq!(
+            resp["errors"][0]["message"], "the request body must be a JSON object",
+            "{ctx}: {resp}"
+        );
+    }
+    assert_eq!(app.log_len().await, before, "nothing was written");
+    let (_, users) = app.get("/user_management/users?email=array@example.com").await;
+    assert_eq!(users["data"], json!([]), "no user was created: {users}");
+    let (_, after) = app.get(&org_path).await;
+    assert_eq!(after["name"], "Acme", "the organization is unchanged: {after}");
     app.stop().await;
 }

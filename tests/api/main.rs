@@ -13,6 +13,7 @@ mod events;
 mod log_properties;
 mod memberships;
 mod nats;
+mod openapi;
 mod organization_domains;
 mod organizations;
 mod stream;

@@ -914,7 +914,10 @@ async fn by_default_endpoints_at_non_public_literals_or_localhost_are_refused_wi
         Method::PATCH,
         &format!("/webhook_endpoints/{}", id_of(&ep)),
         Some(json!({ "endpoint_url": "http://127.0.0.1:9/hook" })),
-        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request_parameters/blocked_url"),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request_parameters/blocked_url",
+        ),
         "update to loopback",
     )
     .await;

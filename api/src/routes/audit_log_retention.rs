@@ -13,11 +13,13 @@ use keyledger_projections::queries;
 use keyledger_projections::store::AppendExtras;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 use super::organizations::organization_error;
 use super::{now, object};
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam};
+use crate::schemas;
 use crate::state::{AppState, RequestContext};
 
 /// The retention periods the spec allows (`UpdateAuditLogsRetentionDto`: "Valid values are 30
@@ -34,6 +36,11 @@ async fn existing(state: &AppState, id: &str) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(get, path = "/organizations/{id}/audit_log_configuration", tag = "audit_logs",
+    operation_id = "get_audit_log_configuration", summary = "Get an organization's audit log configuration",
+    params(("id" = String, Path, description = "The organization's id")),
+    responses((status = 200, description = "The configuration", body = schemas::AuditLogConfiguration),
+        (status = 404, description = "No such organization", body = schemas::ErrorBody)))]
 pub async fn configuration(State(state): State<AppState>, PathParam(id): PathParam) -> Result<Response, ApiError> {
     existing(&state, &id).await?;
     let days = audit::retention(&state.pool, &id).await?.unwrap_or(DEFAULT_DAYS);
@@ -44,6 +51,11 @@ pub async fn configuration(State(state): State<AppState>, PathParam(id): PathPar
     ))
 }
 
+#[utoipa::path(get, path = "/organizations/{id}/audit_logs_retention", tag = "audit_logs",
+    operation_id = "get_audit_logs_retention", summary = "Get an organization's audit log retention",
+    params(("id" = String, Path, description = "The organization's id")),
+    responses((status = 200, description = "The retention (null while never set)", body = schemas::AuditLogsRetention),
+        (status = 404, description = "No such organization", body = schemas::ErrorBody)))]
 pub async fn get(State(state): State<AppState>, PathParam(id): PathParam) -> Result<Response, ApiError> {
     existing(&state, &id).await?;
     let days = audit::retention(&state.pool, &id).await?;
@@ -52,11 +64,13 @@ pub async fn get(State(state): State<AppState>, PathParam(id): PathParam) -> Res
 
 /// The spec's body is `retention_period_in_days`; the Python SDK may send `retention_period`
 /// (`1_MONTH`, `1_YEAR`, ...) instead, of which the two the spec allows are accepted.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetBody {
+    /// 30 or 365.
     #[serde(default)]
     retention_period_in_days: Option<i64>,
+    /// The Python SDK's form: `1_MONTH` or `1_YEAR`.
     #[serde(default)]
     retention_period: Option<String>,
 }
@@ -96,6 +110,12 @@ fn days(b: SetBody) -> Result<u32, ApiError> {
     }
 }
 
+#[utoipa::path(put, path = "/organizations/{id}/audit_logs_retention", tag = "audit_logs",
+    operation_id = "set_audit_logs_retention", summary = "Set an organization's audit log retention",
+    params(("id" = String, Path, description = "The organization's id")), request_body = SetBody,
+    responses((status = 200, description = "The new retention", body = schemas::AuditLogsRetention),
+        (status = 404, description = "No such organization", body = schemas::ErrorBody),
+        (status = 422, description = "Invalid retention period", body = schemas::ErrorBody)))]
 pub async fn set(
     State(state): State<AppState>,
     ctx: RequestContext,

@@ -5,8 +5,7 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use keyledger_domain::audit_log::validate::{check_metadata_schema, validate_event};
 use keyledger_domain::audit_log::{
@@ -23,102 +22,37 @@ use keyledger_projections::store::AppendExtras;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{cursor_field, invalid_cursor, list_response, now, object, page, time_range};
+use super::{cursor_field, invalid_cursor, list_response, now, object, page, time_range, ListParams};
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
+use crate::schemas;
 use crate::state::{AppState, RequestContext};
-
-/// (method, path, summary, tag) of this module's endpoints, for the OpenAPI document.
-pub const ROUTES: &[(&str, &str, &str, &str)] = &[
-    ("post", "/audit_logs/events", "Create an audit log event", "audit_logs"),
-    (
-        "get",
-        "/audit_logs/events",
-        "List an organization's audit trail (extension)",
-        "audit_logs",
-    ),
-    ("get", "/audit_logs/actions", "List audit log actions", "audit_logs"),
-    (
-        "post",
-        "/audit_logs/actions/{actionName}/schemas",
-        "Create an audit log schema",
-        "audit_logs",
-    ),
-    (
-        "get",
-        "/audit_logs/actions/{actionName}/schemas",
-        "List an action's schemas",
-        "audit_logs",
-    ),
-    (
-        "post",
-        "/audit_logs/exports",
-        "Create an audit log export",
-        "audit_logs",
-    ),
-    (
-        "get",
-        "/audit_logs/exports/{auditLogExportId}",
-        "Get an audit log export",
-        "audit_logs",
-    ),
-    (
-        "get",
-        "/audit_logs/exports/{auditLogExportId}/download",
-        "Download an export as CSV (token in the URL, no API key)",
-        "audit_logs",
-    ),
-    (
-        "get",
-        "/organizations/{id}/audit_log_configuration",
-        "Get Audit Log Configuration",
-        "audit_logs",
-    ),
-    (
-        "get",
-        "/organizations/{id}/audit_logs_retention",
-        "Get Retention",
-        "audit_logs",
-    ),
-    (
-        "put",
-        "/organizations/{id}/audit_logs_retention",
-        "Set Retention",
-        "audit_logs",
-    ),
-];
-
-/// Paths served without an API key (the token in the URL is the credential).
-pub const PUBLIC: &[&str] = &["/audit_logs/exports/{auditLogExportId}/download"];
 
 /// How long a download link works.
 const LINK_TTL: chrono::Duration = chrono::Duration::minutes(10);
 
-/// This module's endpoints (all behind the API key).
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/audit_logs/events", post(create_event).get(list_events))
-        .route("/audit_logs/actions", get(list_actions))
-        .route(
-            "/audit_logs/actions/{actionName}/schemas",
-            post(create_schema).get(list_schemas),
-        )
-        .route("/audit_logs/exports", post(create_export))
-        .route("/audit_logs/exports/{auditLogExportId}", get(get_export))
-        .route(
-            "/organizations/{id}/audit_log_configuration",
-            get(super::audit_log_retention::configuration),
-        )
-        .route(
-            "/organizations/{id}/audit_logs_retention",
-            get(super::audit_log_retention::get).put(super::audit_log_retention::set),
-        )
+/// This module's operations behind the API key (see `routes::protected` for how to add one).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_event, list_events))
+        .routes(routes!(list_actions))
+        .routes(routes!(create_schema, list_schemas))
+        .routes(routes!(create_export))
+        .routes(routes!(get_export))
+        .routes(routes!(super::audit_log_retention::configuration))
+        .routes(routes!(
+            super::audit_log_retention::get,
+            super::audit_log_retention::set
+        ))
 }
 
-/// Endpoints without an API key.
-pub fn public_router() -> Router<AppState> {
-    Router::new().route("/audit_logs/exports/{auditLogExportId}/download", get(download))
+/// Operations without an API key: the token in the URL is the credential.
+pub fn public_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(download))
 }
 
 fn audit_error(e: AuditLogError) -> ApiError {
@@ -213,22 +147,32 @@ fn timestamp(field: &str, code: &'static str, s: &str) -> Result<DateTime<Utc>, 
 
 // --- POST /audit_logs/events ------------------------------------------------------------------
 
-#[derive(Debug, Deserialize, serde::Serialize)]
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AuditLogEventInput)]
 pub struct EventBody {
     action: String,
+    /// RFC 3339.
+    #[schema(format = DateTime)]
     occurred_at: String,
+    #[schema(value_type = schemas::AuditLogPartyInput)]
     actor: AuditActor,
+    /// At most 50.
+    #[schema(value_type = Vec<schemas::AuditLogPartyInput>)]
     targets: Vec<AuditTarget>,
+    #[schema(value_type = schemas::AuditLogContextInput)]
     context: AuditContext,
     #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, Value>>)]
     metadata: Option<AuditMetadata>,
+    /// The action's schema version to check against (default: the latest).
     #[serde(default)]
     version: Option<u32>,
 }
 
-#[derive(Debug, Deserialize, serde::Serialize)]
+#[derive(Debug, Deserialize, serde::Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateAuditLogEvent)]
 pub struct IngestBody {
     organization_id: String,
     event: EventBody,
@@ -286,6 +230,16 @@ fn replay(stored_hash: &str, request_hash: &str) -> Result<Response, ApiError> {
     }
 }
 
+#[utoipa::path(post, path = "/audit_logs/events", tag = "audit_logs", operation_id = "create_audit_log_event",
+    summary = "Create an audit log event",
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "1 to 255 printable characters; a repeat within 24 h replays the answer")),
+    request_body = IngestBody,
+    responses((status = 200, description = "Recorded (or a repeat of a recorded request)", body = schemas::Success),
+        (status = 400, description = "The event does not match its action's schema", body = schemas::ErrorBody),
+        (status = 404, description = "No such organization", body = schemas::ErrorBody),
+        (status = 422, description = "Invalid field, or the key reused with another body",
+            body = schemas::ErrorBody)))]
 #[tracing::instrument(skip_all, fields(organization_id = %b.organization_id))]
 pub async fn create_event(
     State(state): State<AppState>,
@@ -413,6 +367,30 @@ fn latest_version(body: &Value) -> u32 {
 
 // --- GET /audit_logs/events (extension) --------------------------------------------------------
 
+/// The audit trail's filters (besides [`ListParams`]; cursors are event ids).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct TrailFilters {
+    pub organization_id: String,
+    pub actions: Option<Vec<String>>,
+    pub actor_ids: Option<Vec<String>>,
+    pub actor_names: Option<Vec<String>>,
+    /// Target types.
+    pub targets: Option<Vec<String>>,
+    /// Inclusive (RFC 3339).
+    #[param(format = DateTime)]
+    pub range_start: Option<String>,
+    /// Exclusive (RFC 3339).
+    #[param(format = DateTime)]
+    pub range_end: Option<String>,
+}
+
+#[utoipa::path(get, path = "/audit_logs/events", tag = "audit_logs", operation_id = "list_audit_log_events",
+    summary = "List an organization's audit trail (extension)", params(ListParams, TrailFilters),
+    responses((status = 200, description = "A page of the trail", body = schemas::AuditLogEventList),
+        (status = 400, description = "organization_id missing", body = schemas::ErrorBody),
+        (status = 422, description = "Invalid filter or cursor", body = schemas::ErrorBody)))]
 pub async fn list_events(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
     let page = page(&q)?;
     let organization_id = q
@@ -440,6 +418,14 @@ pub async fn list_events(State(state): State<AppState>, q: QueryPairs) -> Result
 
 // --- schemas and actions ------------------------------------------------------------------------
 
+const ACTION: &str = "The action's name, e.g. `user.signed_in`.";
+
+#[utoipa::path(post, path = "/audit_logs/actions/{actionName}/schemas", tag = "audit_logs",
+    operation_id = "create_audit_log_schema", summary = "Add the next schema version of an action",
+    params(("actionName" = String, Path, description = ACTION)),
+    request_body = schemas::CreateAuditLogSchema,
+    responses((status = 201, description = "The new schema version", body = schemas::AuditLogSchema),
+        (status = 422, description = "Invalid schema", body = schemas::ErrorBody)))]
 pub async fn create_schema(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -492,6 +478,13 @@ pub async fn create_schema(
     Ok(object(StatusCode::CREATED, body))
 }
 
+#[utoipa::path(get, path = "/audit_logs/actions/{actionName}/schemas", tag = "audit_logs",
+    operation_id = "list_audit_log_schemas", summary = "List an action's schemas",
+    params(("actionName" = String, Path, description = ACTION), ListParams),
+    responses((status = 200, description = "A page of schema versions (cursors are version numbers)",
+            body = schemas::AuditLogSchemaList),
+        (status = 404, description = "No such action", body = schemas::ErrorBody),
+        (status = 422, description = "Invalid cursor", body = schemas::ErrorBody)))]
 pub async fn list_schemas(
     State(state): State<AppState>,
     PathParam(action): PathParam,
@@ -508,6 +501,10 @@ pub async fn list_schemas(
     }
 }
 
+#[utoipa::path(get, path = "/audit_logs/actions", tag = "audit_logs", operation_id = "list_audit_log_actions",
+    summary = "List audit log actions (cursors are action names)", params(ListParams),
+    responses((status = 200, description = "A page of actions, each with its latest schema",
+        body = schemas::AuditLogActionList)))]
 pub async fn list_actions(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
     let page = page(&q)?;
     // Cursors are action names; actions are never deleted, so a cursor must name one.
@@ -526,11 +523,15 @@ pub async fn list_actions(State(state): State<AppState>, q: QueryPairs) -> Resul
 
 // --- exports ------------------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateAuditLogExport)]
 pub struct ExportBody {
     organization_id: String,
+    /// RFC 3339, before `range_end`.
+    #[schema(format = DateTime)]
     range_start: String,
+    #[schema(format = DateTime)]
     range_end: String,
     #[serde(default)]
     actions: Option<Vec<String>>,
@@ -605,6 +606,12 @@ async fn export_object(state: &AppState, headers: &HeaderMap, e: &audit::Export)
     ))
 }
 
+#[utoipa::path(post, path = "/audit_logs/exports", tag = "audit_logs", operation_id = "create_audit_log_export",
+    summary = "Create an audit log export", request_body = ExportBody,
+    responses((status = 201, description = "The export, ready, with a download link", body = schemas::AuditLogExport),
+        (status = 400, description = "Invalid range, or no usable Host for the link", body = schemas::ErrorBody),
+        (status = 404, description = "No such organization", body = schemas::ErrorBody),
+        (status = 422, description = "Invalid field", body = schemas::ErrorBody)))]
 #[tracing::instrument(skip_all, fields(organization_id = %b.organization_id))]
 pub async fn create_export(
     State(state): State<AppState>,
@@ -663,6 +670,14 @@ pub async fn create_export(
     Ok(resp)
 }
 
+const EXPORT: &str = "The export's id (`audit_log_export_...`).";
+
+#[utoipa::path(get, path = "/audit_logs/exports/{auditLogExportId}", tag = "audit_logs",
+    operation_id = "get_audit_log_export", summary = "Get an audit log export (with a new download link)",
+    params(("auditLogExportId" = String, Path, description = EXPORT)),
+    responses((status = 200, description = "The export", body = schemas::AuditLogExport),
+        (status = 400, description = "No usable Host for the link", body = schemas::ErrorBody),
+        (status = 404, description = "No such export", body = schemas::ErrorBody)))]
 pub async fn get_export(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -675,6 +690,13 @@ pub async fn get_export(
 }
 
 /// `GET /audit_logs/exports/{id}/download?token=...`: the CSV, for a valid, unexpired link.
+#[utoipa::path(get, path = "/audit_logs/exports/{auditLogExportId}/download", tag = "audit_logs",
+    operation_id = "download_audit_log_export", summary = "Download an export as CSV (no API key: the token is the credential)",
+    params(("auditLogExportId" = String, Path, description = EXPORT),
+        ("token" = String, Query, description = "The token of the export's `url`")),
+    responses((status = 200, description = "The CSV", content_type = "text/csv", body = String),
+        (status = 403, description = "The link has expired", body = schemas::ErrorBody),
+        (status = 404, description = "No such link", body = schemas::ErrorBody)))]
 pub async fn download(
     State(state): State<AppState>,
     PathParam(id): PathParam,

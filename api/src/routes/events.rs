@@ -4,12 +4,35 @@ use axum::extract::State;
 use axum::response::Response;
 use keyledger_projections::queries::{self, EventFilter, EventsOutcome, Order};
 
-use super::{cursor_field, id_page, invalid_cursor, list_response, time_range};
+use utoipa::IntoParams;
+
+use super::{cursor_field, id_page, invalid_cursor, list_response, time_range, ListParams};
 use crate::error::ApiError;
 use crate::extract::QueryPairs;
+use crate::schemas;
 use crate::state::AppState;
 
+/// The feed's filters (besides [`ListParams`]; cursors are event ids).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListFilters {
+    /// Event names (docs/EVENTS.md).
+    pub events: Option<Vec<String>>,
+    pub organization_id: Option<String>,
+    /// Inclusive lower bound on `created_at` (RFC 3339).
+    #[param(format = DateTime)]
+    pub range_start: Option<String>,
+    /// Exclusive upper bound on `created_at` (RFC 3339).
+    #[param(format = DateTime)]
+    pub range_end: Option<String>,
+}
+
 /// Without `order` the feed reads oldest first, the way consumers page through it with `after`.
+#[utoipa::path(get, path = "/events", tag = "events", operation_id = "list_events",
+    summary = "List events from the log", params(ListParams, ListFilters),
+    responses((status = 200, description = "A page of events, oldest first by default", body = schemas::EventList),
+        (status = 422, description = "Invalid filter, or a cursor that is no event id", body = schemas::ErrorBody)))]
 pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
     let mut page = id_page(&q, "event")?;
     if q.one("order")?.is_none() {

@@ -6,11 +6,16 @@ use keyledger_projections::{engine, feed};
 use serde_json::{json, Map, Value};
 use sqlx::PgPool;
 
+use crate::schemas;
 use crate::state::AppState;
 
 /// 200 once the database answers and every migration is applied; 503 otherwise. A healthy
 /// answer also says how far each projection and subscriber is behind the log (`behind`: events
 /// not yet applied or delivered).
+#[utoipa::path(get, path = "/health", tag = "operations", operation_id = "health",
+    summary = "Liveness, migration state and projection lag",
+    responses((status = 200, description = "Healthy", body = schemas::Health),
+        (status = 503, description = "`migrating` or `database_unavailable`", body = schemas::Health)))]
 pub async fn health(State(state): State<AppState>) -> Response {
     let expected = keyledger_projections::MIGRATOR
         .iter()

@@ -12,10 +12,12 @@ use keyledger_projections::queries::{self, MembershipFilter};
 use keyledger_projections::store::AppendExtras;
 use serde::Deserialize;
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
-use super::{as_of, created, id_page, list_response, now, object};
+use super::{as_of, created, id_page, list_response, now, object, AsOfParams, ListParams};
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
+use crate::schemas;
 use crate::state::{AppState, RequestContext};
 use keyledger_projections::commands::{CommandError, Mode};
 use keyledger_projections::decode::AnyEvent;
@@ -43,6 +45,29 @@ fn already_member() -> ApiError {
 
 const STATUSES: [&str; 3] = ["active", "inactive", "pending"];
 
+/// The membership list's filters (besides [`ListParams`]): `organization_id` or `user_id` is
+/// required (`as_of` needs `organization_id`).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListFilters {
+    pub organization_id: Option<String>,
+    pub user_id: Option<String>,
+    /// Any of these statuses.
+    #[param(inline)]
+    pub statuses: Option<Vec<schemas::MembershipStatus>>,
+    /// RFC 3339 instant: the list as it was then (needs `organization_id`).
+    #[param(format = DateTime)]
+    pub as_of: Option<String>,
+}
+
+const ID: &str = "The membership's id (`om_...`).";
+
+#[utoipa::path(get, path = "/user_management/organization_memberships", tag = "organization_memberships",
+    operation_id = "list_organization_memberships", summary = "List organization memberships",
+    params(ListParams, ListFilters),
+    responses((status = 200, description = "A page of memberships", body = schemas::OrganizationMembershipList),
+        (status = 400, description = "Neither organization_id nor user_id", body = schemas::ErrorBody)))]
 pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
     let page = id_page(&q, "om")?;
     let mut statuses = q.many("statuses");
@@ -91,6 +116,11 @@ async fn find(state: &AppState, id: &str) -> Result<Value, ApiError> {
         .ok_or_else(|| ApiError::not_found("organization membership"))
 }
 
+#[utoipa::path(get, path = "/user_management/organization_memberships/{id}", tag = "organization_memberships",
+    operation_id = "get_organization_membership", summary = "Get an organization membership",
+    params(("id" = String, Path, description = ID), AsOfParams),
+    responses((status = 200, description = "The membership", body = schemas::OrganizationMembership),
+        (status = 404, description = "No such membership", body = schemas::ErrorBody)))]
 pub async fn get(State(state): State<AppState>, PathParam(id): PathParam, q: QueryPairs) -> Result<Response, ApiError> {
     if let Some(at) = as_of(&q)? {
         let m = History::default()
@@ -131,17 +161,27 @@ fn role(role_slug: Option<String>, role_slugs: Option<Vec<String>>) -> Result<Op
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// `role_slug` or `role_slugs` (one role per membership; default `member`).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateOrganizationMembership)]
 pub struct CreateBody {
     user_id: String,
     organization_id: String,
     #[serde(default)]
+    #[schema(value_type = Option<schemas::RoleSlug>)]
     role_slug: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Vec<schemas::RoleSlug>>, max_items = 1)]
     role_slugs: Option<Vec<String>>,
 }
 
+#[utoipa::path(post, path = "/user_management/organization_memberships", tag = "organization_memberships",
+    operation_id = "create_organization_membership", summary = "Create an organization membership",
+    request_body = CreateBody,
+    responses((status = 201, description = "The new membership", body = schemas::OrganizationMembership),
+        (status = 404, description = "No such user or organization", body = schemas::ErrorBody),
+        (status = 422, description = "Invalid role, or already a member", body = schemas::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -215,12 +255,16 @@ async fn rejoin(state: &AppState, ctx: &RequestContext, id: &str, role: RoleSlug
     Ok(object(StatusCode::CREATED, find(state, id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+/// `role_slug` or `role_slugs`; without either the membership is returned unchanged.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = UpdateOrganizationMembership)]
 pub struct UpdateBody {
     #[serde(default)]
+    #[schema(value_type = Option<schemas::RoleSlug>)]
     role_slug: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Vec<schemas::RoleSlug>>, max_items = 1)]
     role_slugs: Option<Vec<String>>,
 }
 
@@ -232,6 +276,12 @@ async fn run(state: &AppState, ctx: &RequestContext, id: &str, cmd: MembershipCo
     Ok(object(StatusCode::OK, find(state, id).await?))
 }
 
+#[utoipa::path(put, path = "/user_management/organization_memberships/{id}", tag = "organization_memberships",
+    operation_id = "update_organization_membership", summary = "Change a membership's role",
+    params(("id" = String, Path, description = ID)), request_body = UpdateBody,
+    responses((status = 200, description = "The membership", body = schemas::OrganizationMembership),
+        (status = 404, description = "No such membership", body = schemas::ErrorBody),
+        (status = 422, description = "Invalid role", body = schemas::ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -244,6 +294,11 @@ pub async fn update(
     }
 }
 
+#[utoipa::path(put, path = "/user_management/organization_memberships/{id}/deactivate",
+    tag = "organization_memberships", operation_id = "deactivate_organization_membership",
+    summary = "Deactivate a membership", params(("id" = String, Path, description = ID)),
+    responses((status = 200, description = "The membership, `inactive`", body = schemas::OrganizationMembership),
+        (status = 404, description = "No such membership", body = schemas::ErrorBody)))]
 pub async fn deactivate(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -252,6 +307,11 @@ pub async fn deactivate(
     run(&state, &ctx, &id, MembershipCommand::Deactivate { at: now() }).await
 }
 
+#[utoipa::path(put, path = "/user_management/organization_memberships/{id}/reactivate",
+    tag = "organization_memberships", operation_id = "reactivate_organization_membership",
+    summary = "Reactivate a membership", params(("id" = String, Path, description = ID)),
+    responses((status = 200, description = "The membership, `active`", body = schemas::OrganizationMembership),
+        (status = 404, description = "No such membership", body = schemas::ErrorBody)))]
 pub async fn reactivate(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -260,6 +320,11 @@ pub async fn reactivate(
     run(&state, &ctx, &id, MembershipCommand::Reactivate { at: now() }).await
 }
 
+#[utoipa::path(delete, path = "/user_management/organization_memberships/{id}", tag = "organization_memberships",
+    operation_id = "delete_organization_membership", summary = "Delete an organization membership",
+    params(("id" = String, Path, description = ID)),
+    responses((status = 200, description = "Deleted; empty body"),
+        (status = 404, description = "No such membership", body = schemas::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     ctx: RequestContext,

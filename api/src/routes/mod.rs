@@ -20,8 +20,93 @@ use keyledger_projections::queries::{ListResult, Order, Page};
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use crate::error::ApiError;
 use crate::extract::QueryPairs;
+use crate::state::AppState;
+
+/// Every operation behind the API key, in one list: `crate::router` serves exactly these (with
+/// the key check) and `/openapi.json` documents exactly these, both built from each `routes!`.
+///
+/// To add an operation: annotate the handler with `#[utoipa::path(...)]` (method, path, tag,
+/// `operation_id`, path and query `params`, `request_body` (derive `ToSchema` on the body
+/// struct), each success status with its body, from `crate::schemas`), then list it here with
+/// `.routes(routes!(handler))`: one `routes!` per path, holding every handler of that path.
+/// Never `.route(...)`: it would serve the path undocumented, and the API tests that compare the
+/// router with the document fail.
+pub fn protected() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(users::list, users::create))
+        .routes(routes!(users::get, users::update, users::delete))
+        .routes(routes!(users::get_by_external_id))
+        .routes(routes!(organizations::list, organizations::create))
+        .routes(routes!(
+            organizations::get,
+            organizations::update,
+            organizations::delete
+        ))
+        .routes(routes!(organizations::get_by_external_id))
+        .routes(routes!(organization_domains::create))
+        .routes(routes!(organization_domains::get, organization_domains::delete))
+        .routes(routes!(organization_domains::verify))
+        .routes(routes!(memberships::list, memberships::create))
+        .routes(routes!(memberships::get, memberships::update, memberships::delete))
+        .routes(routes!(memberships::deactivate))
+        .routes(routes!(memberships::reactivate))
+        .routes(routes!(events::list))
+        .merge(audit_logs::router())
+        .merge(webhooks::router())
+        .merge(stream::router())
+}
+
+/// The operations served without an API key (same rules as [`protected`]).
+pub fn public() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health::health))
+        .routes(routes!(crate::openapi::document))
+        .merge(audit_logs::public_router())
+}
+
+/// Sort order of a list.
+#[derive(serde::Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum ListOrder {
+    Asc,
+    Desc,
+    /// Descending, with `before` fetching older records and `after` newer ones.
+    Normal,
+}
+
+/// The paging parameters of every list (parsed by [`page`]).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListParams {
+    /// Page size, 1 to 100 (default 10).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+    /// Cursor: the id of the first object of the current page.
+    pub before: Option<String>,
+    /// Cursor: the id of the last object of the current page.
+    pub after: Option<String>,
+    /// `desc` by default (`asc` on `/events`).
+    #[param(inline)]
+    pub order: Option<ListOrder>,
+}
+
+/// `as_of` of the single-object reads (parsed by [`as_of`]).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct AsOfParams {
+    /// RFC 3339 instant: the object as it was then, read from the event log.
+    #[param(format = DateTime)]
+    pub as_of: Option<String>,
+}
 
 /// `limit` (1..=100, default 10), `before`, `after`, `order` (asc/desc/normal, default desc).
 pub fn page(q: &QueryPairs) -> Result<Page, ApiError> {

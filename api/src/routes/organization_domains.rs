@@ -13,12 +13,14 @@ use keyledger_projections::queries;
 use keyledger_projections::store::AppendExtras;
 use serde::Deserialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::organizations::{organization_error, verification_token};
-use super::{as_of, created, now, object};
+use super::{as_of, created, now, object, AsOfParams};
 use crate::dns::Verification;
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
+use crate::schemas;
 use crate::state::{AppState, RequestContext};
 use keyledger_projections::commands::Mode;
 use keyledger_projections::decode::AnyEvent;
@@ -35,13 +37,24 @@ fn domain_error(e: OrganizationError) -> ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateOrganizationDomain)]
 pub struct CreateBody {
+    #[schema(format = Hostname)]
     domain: String,
     organization_id: String,
 }
 
+const ID: &str = "The domain's id (`org_domain_...`).";
+
+#[utoipa::path(post, path = "/organization_domains", tag = "organization_domains",
+    operation_id = "create_organization_domain", summary = "Add a domain to an organization (pending)",
+    request_body = CreateBody,
+    responses((status = 201, description = "The new domain", body = schemas::OrganizationDomain),
+        (status = 404, description = "No such organization", body = schemas::ErrorBody),
+        (status = 409, description = "The domain is already attached", body = schemas::ErrorBody),
+        (status = 422, description = "Invalid domain", body = schemas::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -81,6 +94,11 @@ fn field<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or_default()
 }
 
+#[utoipa::path(get, path = "/organization_domains/{id}", tag = "organization_domains",
+    operation_id = "get_organization_domain", summary = "Get an organization domain",
+    params(("id" = String, Path, description = ID), AsOfParams),
+    responses((status = 200, description = "The domain", body = schemas::OrganizationDomain),
+        (status = 404, description = "No such domain", body = schemas::ErrorBody)))]
 pub async fn get(State(state): State<AppState>, PathParam(id): PathParam, q: QueryPairs) -> Result<Response, ApiError> {
     if let Some(at) = as_of(&q)? {
         let d = History::default()
@@ -93,6 +111,13 @@ pub async fn get(State(state): State<AppState>, PathParam(id): PathParam, q: Que
 }
 
 /// Looks up `<prefix>.<domain>` TXT now and records the outcome as an event.
+#[utoipa::path(post, path = "/organization_domains/{id}/verify", tag = "organization_domains",
+    operation_id = "verify_organization_domain", summary = "Verify a domain by DNS TXT lookup",
+    params(("id" = String, Path, description = ID)),
+    responses((status = 201, description = "The domain, now `verified` or `failed`", body = schemas::OrganizationDomain),
+        (status = 400, description = "Already verified", body = schemas::ErrorBody),
+        (status = 404, description = "No such domain", body = schemas::ErrorBody),
+        (status = 409, description = "Verified by another organization", body = schemas::ErrorBody)))]
 pub async fn verify(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -132,6 +157,11 @@ pub async fn verify(
     Ok(object(StatusCode::CREATED, find(&state, &id).await?))
 }
 
+#[utoipa::path(delete, path = "/organization_domains/{id}", tag = "organization_domains",
+    operation_id = "delete_organization_domain", summary = "Delete an organization domain",
+    params(("id" = String, Path, description = ID)),
+    responses((status = 204, description = "Deleted"),
+        (status = 404, description = "No such domain", body = schemas::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     ctx: RequestContext,

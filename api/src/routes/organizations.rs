@@ -13,10 +13,12 @@ use keyledger_projections::history::History;
 use keyledger_projections::queries::{self, OrganizationFilter};
 use keyledger_projections::store::AppendExtras;
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
-use super::{as_of, created, id_page, list_response, now, nullable, object};
+use super::{as_of, created, id_page, list_response, now, nullable, object, AsOfParams, ListParams};
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
+use crate::schemas;
 use crate::state::{AppState, RequestContext};
 use keyledger_projections::commands::Mode;
 use keyledger_projections::decode::AnyEvent;
@@ -42,6 +44,22 @@ pub fn verification_token() -> String {
     hex::encode(b)
 }
 
+/// The organization list's filters (besides [`ListParams`]).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListFilters {
+    /// Organizations with any of these domains (`domains=a.com,b.com`, repeated, or `domains[]=`).
+    pub domains: Option<Vec<String>>,
+    /// Case-insensitive substring of the name.
+    pub search: Option<String>,
+}
+
+const ID: &str = "The organization's id (`org_...`).";
+
+#[utoipa::path(get, path = "/organizations", tag = "organizations", operation_id = "list_organizations",
+    summary = "List organizations", params(ListParams, ListFilters),
+    responses((status = 200, description = "A page of organizations", body = schemas::OrganizationList)))]
 pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
     let page = id_page(&q, "org")?;
     let mut domains = Vec::new();
@@ -57,6 +75,10 @@ pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Respon
     ))
 }
 
+#[utoipa::path(get, path = "/organizations/{id}", tag = "organizations", operation_id = "get_organization",
+    summary = "Get an organization", params(("id" = String, Path, description = ID), AsOfParams),
+    responses((status = 200, description = "The organization", body = schemas::Organization),
+        (status = 404, description = "No such organization", body = schemas::ErrorBody)))]
 pub async fn get(State(state): State<AppState>, PathParam(id): PathParam, q: QueryPairs) -> Result<Response, ApiError> {
     let org = match as_of(&q)? {
         Some(at) => History::default().organization(&state.pool, &id, at).await?,
@@ -66,6 +88,11 @@ pub async fn get(State(state): State<AppState>, PathParam(id): PathParam, q: Que
     Ok(object(StatusCode::OK, org))
 }
 
+#[utoipa::path(get, path = "/organizations/external_id/{external_id}", tag = "organizations",
+    operation_id = "get_organization_by_external_id", summary = "Get an organization by external id",
+    params(("external_id" = String, Path, description = "The organization's external_id")),
+    responses((status = 200, description = "The organization", body = schemas::Organization),
+        (status = 404, description = "No such organization", body = schemas::ErrorBody)))]
 pub async fn get_by_external_id(
     State(state): State<AppState>,
     PathParam(ext): PathParam,
@@ -76,26 +103,34 @@ pub async fn get_by_external_id(
     Ok(object(StatusCode::OK, org))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DomainData {
+    #[schema(format = Hostname)]
     domain: String,
+    #[schema(value_type = schemas::NewDomainState)]
     state: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateOrganization)]
 pub struct CreateBody {
+    /// Not blank (it is trimmed).
+    #[schema(min_length = 1, max_length = 256, pattern = r"\S")]
     name: String,
     #[serde(default)]
     allow_profiles_outside_organization: Option<bool>,
+    /// Deprecated: use `domain_data`.
     #[serde(default)]
     domains: Option<Vec<String>>,
     #[serde(default)]
     domain_data: Option<Vec<DomainData>>,
     #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
     metadata: Option<Metadata>,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128)]
     external_id: Option<String>,
     #[serde(default)]
     idempotency_key: Option<String>,
@@ -159,6 +194,12 @@ fn name(n: &str) -> Result<String, ApiError> {
     Ok(n.to_string())
 }
 
+#[utoipa::path(post, path = "/organizations", tag = "organizations", operation_id = "create_organization",
+    summary = "Create an organization", request_body = CreateBody,
+    responses((status = 201, description = "The new organization", body = schemas::Organization),
+        (status = 409, description = "external_id taken, or a domain verified by another organization",
+            body = schemas::ErrorBody),
+        (status = 422, description = "Invalid field", body = schemas::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -196,10 +237,14 @@ pub async fn create(
     Ok(object(StatusCode::CREATED, org))
 }
 
-#[derive(Debug, Deserialize)]
+/// `domains`/`domain_data`, when given, replace the whole domain set.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = UpdateOrganization)]
 pub struct UpdateBody {
+    /// Not blank (it is trimmed).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 256, pattern = r"\S")]
     name: Option<String>,
     #[serde(default)]
     allow_profiles_outside_organization: Option<bool>,
@@ -208,13 +253,23 @@ pub struct UpdateBody {
     #[serde(default)]
     domain_data: Option<Vec<DomainData>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, max_length = 256)]
     stripe_customer_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
     metadata: Option<Option<Metadata>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 128)]
     external_id: Option<Option<String>>,
 }
 
+#[utoipa::path(put, path = "/organizations/{id}", tag = "organizations", operation_id = "update_organization",
+    summary = "Update an organization", params(("id" = String, Path, description = ID)), request_body = UpdateBody,
+    responses((status = 200, description = "The updated organization", body = schemas::Organization),
+        (status = 404, description = "No such organization", body = schemas::ErrorBody),
+        (status = 409, description = "external_id taken, or a domain verified by another organization",
+            body = schemas::ErrorBody),
+        (status = 422, description = "Invalid field", body = schemas::ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -252,6 +307,11 @@ pub async fn update(
     Ok(object(StatusCode::OK, org))
 }
 
+#[utoipa::path(delete, path = "/organizations/{id}", tag = "organizations", operation_id = "delete_organization",
+    summary = "Delete an organization (its memberships and domains go with it)",
+    params(("id" = String, Path, description = ID)),
+    responses((status = 200, description = "Deleted; empty body"),
+        (status = 404, description = "No such organization", body = schemas::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     ctx: RequestContext,

@@ -11,29 +11,34 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use keyledger_projections::checkpoint::Progress;
 use keyledger_projections::feed::{self, FeedCursor, FeedEvent, FeedFilter};
 use keyledger_projections::log::LogPosition;
 use sqlx::PgPool;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::extract::QueryPairs;
 use crate::state::AppState;
 
-/// (method, path, summary, tag) of this module's endpoints, for the OpenAPI document.
-pub const ROUTES: &[(&str, &str, &str, &str)] = &[(
-    "get",
-    "/events/stream",
-    "Live event stream (server-sent events; resume with Last-Event-ID or after)",
-    "events",
-)];
+/// This module's operation (behind the API key; see `routes::protected` for how to add one).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(stream))
+}
 
-/// This module's endpoints (all behind the API key).
-pub fn router() -> Router<AppState> {
-    Router::new().route("/events/stream", get(stream))
+/// The stream's filters. `limit`, `before`, `order`, `range_start` and `range_end` are refused.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct StreamParams {
+    /// Event names (docs/EVENTS.md).
+    pub events: Option<Vec<String>>,
+    pub organization_id: Option<String>,
+    /// Start after this event id (`Last-Event-ID` wins); absent: from now on.
+    pub after: Option<String>,
 }
 
 /// Rows read per query: also the most a connection buffers.
@@ -83,6 +88,13 @@ fn resume_from(headers: &HeaderMap, q: &QueryPairs) -> Result<Option<(&'static s
 }
 
 /// Streams events as `id:` event id, `event:` event name, `data:` the WorkOS event JSON.
+#[utoipa::path(get, path = "/events/stream", tag = "events", operation_id = "stream_events",
+    summary = "Live event stream (server-sent events)",
+    params(StreamParams, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")),
+    responses((status = 200, description = "`id:` event id, `event:` name, `data:` the event JSON, per message",
+            content_type = "text/event-stream", body = String),
+        (status = 422, description = "Unknown cursor or unsupported parameter", body = crate::schemas::ErrorBody),
+        (status = 429, description = "Too many open streams", body = crate::schemas::ErrorBody)))]
 #[tracing::instrument(skip_all)]
 pub async fn stream(State(state): State<AppState>, headers: HeaderMap, q: QueryPairs) -> Result<Response, ApiError> {
     if let Some(k) = UNSUPPORTED.iter().find(|k| q.0.iter().any(|(key, _)| key == *k)) {

@@ -11,11 +11,13 @@ use keyledger_projections::history::History;
 use keyledger_projections::queries::{self, UserFilter};
 use keyledger_projections::store::AppendExtras;
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
-use super::{as_of, created, id_page, list_response, now, nullable, object};
+use super::{as_of, created, id_page, list_response, now, nullable, object, AsOfParams, ListParams};
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::password;
+use crate::schemas;
 use crate::state::{AppState, RequestContext};
 use keyledger_projections::commands::Mode;
 use keyledger_projections::decode::AnyEvent;
@@ -28,6 +30,24 @@ fn user_error(e: UserError) -> ApiError {
     }
 }
 
+/// The user list's filters (besides [`ListParams`]).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListFilters {
+    /// Exact email, case-insensitive.
+    pub email: Option<String>,
+    /// Members of this organization.
+    pub organization_id: Option<String>,
+    /// Alias of `organization_id`.
+    pub organization: Option<String>,
+}
+
+const ID: &str = "The user's id (`user_...`).";
+
+#[utoipa::path(get, path = "/user_management/users", tag = "users", operation_id = "list_users",
+    summary = "List users", params(ListParams, ListFilters),
+    responses((status = 200, description = "A page of users", body = schemas::UserList)))]
 pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
     let page = id_page(&q, "user")?;
     let filter = UserFilter {
@@ -38,6 +58,10 @@ pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Respon
     Ok(list_response(queries::users(&state.pool, &filter, &page).await?))
 }
 
+#[utoipa::path(get, path = "/user_management/users/{id}", tag = "users", operation_id = "get_user",
+    summary = "Get a user", params(("id" = String, Path, description = ID), AsOfParams),
+    responses((status = 200, description = "The user", body = schemas::User),
+        (status = 404, description = "No such user", body = schemas::ErrorBody)))]
 pub async fn get(State(state): State<AppState>, PathParam(id): PathParam, q: QueryPairs) -> Result<Response, ApiError> {
     let user = match as_of(&q)? {
         Some(at) => History::default().user(&state.pool, &id, at).await?,
@@ -47,6 +71,11 @@ pub async fn get(State(state): State<AppState>, PathParam(id): PathParam, q: Que
     Ok(object(StatusCode::OK, user))
 }
 
+#[utoipa::path(get, path = "/user_management/users/external_id/{external_id}", tag = "users",
+    operation_id = "get_user_by_external_id", summary = "Get a user by external id",
+    params(("external_id" = String, Path, description = "The user's external_id")),
+    responses((status = 200, description = "The user", body = schemas::User),
+        (status = 404, description = "No such user", body = schemas::ErrorBody)))]
 pub async fn get_by_external_id(
     State(state): State<AppState>,
     PathParam(ext): PathParam,
@@ -57,21 +86,28 @@ pub async fn get_by_external_id(
     Ok(object(StatusCode::OK, user))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateUser)]
 pub struct CreateBody {
+    #[schema(format = Email, max_length = 254)]
     email: String,
     #[serde(default)]
+    #[schema(max_length = 256)]
     first_name: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 256)]
     last_name: Option<String>,
     #[serde(default)]
     email_verified: Option<bool>,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128)]
     external_id: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
     metadata: Option<Metadata>,
     #[serde(default)]
+    #[schema(min_length = 8, max_length = 1024)]
     password: Option<String>,
     #[serde(default)]
     password_hash: Option<String>,
@@ -169,6 +205,10 @@ async fn credential(
     }
 }
 
+#[utoipa::path(post, path = "/user_management/users", tag = "users", operation_id = "create_user",
+    summary = "Create a user", request_body = CreateBody,
+    responses((status = 201, description = "The new user", body = schemas::User),
+        (status = 422, description = "Invalid or taken field", body = schemas::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -209,24 +249,33 @@ pub async fn create(
     Ok(object(StatusCode::CREATED, user))
 }
 
-#[derive(Debug, Deserialize)]
+/// `null` clears a nullable field; `metadata: null` means `{}`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = UpdateUser)]
 pub struct UpdateBody {
     #[serde(default)]
+    #[schema(format = Email, max_length = 254)]
     email: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, max_length = 256)]
     first_name: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, max_length = 256)]
     last_name: Option<Option<String>>,
     #[serde(default)]
     email_verified: Option<bool>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 128)]
     external_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
     metadata: Option<Option<Metadata>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, max_length = 35)]
     locale: Option<Option<String>>,
     #[serde(default)]
+    #[schema(min_length = 8, max_length = 1024)]
     password: Option<String>,
     #[serde(default)]
     password_hash: Option<String>,
@@ -238,6 +287,11 @@ pub struct UpdateBody {
     password_salt_position: Option<String>,
 }
 
+#[utoipa::path(put, path = "/user_management/users/{id}", tag = "users", operation_id = "update_user",
+    summary = "Update a user", params(("id" = String, Path, description = ID)), request_body = UpdateBody,
+    responses((status = 200, description = "The updated user", body = schemas::User),
+        (status = 404, description = "No such user", body = schemas::ErrorBody),
+        (status = 422, description = "Invalid or taken field", body = schemas::ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -291,6 +345,10 @@ pub async fn update(
     Ok(object(StatusCode::OK, user))
 }
 
+#[utoipa::path(delete, path = "/user_management/users/{id}", tag = "users", operation_id = "delete_user",
+    summary = "Delete a user (and their memberships)", params(("id" = String, Path, description = ID)),
+    responses((status = 200, description = "Deleted; empty body"),
+        (status = 404, description = "No such user", body = schemas::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     ctx: RequestContext,

@@ -5,8 +5,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, patch, post};
-use axum::Router;
 use keyledger_domain::ids::new_id;
 use keyledger_domain::webhook::{UpdateWebhookEndpoint, WebhookEndpoint, WebhookEndpointCommand, WebhookEndpointError};
 use keyledger_projections::commands::Mode;
@@ -16,50 +14,26 @@ use keyledger_projections::store::AppendExtras;
 use keyledger_projections::webhooks as store;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{id_page, invalid_cursor, list_response, now, object};
+use super::{id_page, invalid_cursor, list_response, now, object, ListParams};
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
+use crate::schemas;
 use crate::state::{AppState, RequestContext};
 
-/// (method, path, summary, tag) of this module's endpoints, for the OpenAPI document.
-pub const ROUTES: &[(&str, &str, &str, &str)] = &[
-    ("get", "/webhook_endpoints", "List webhook endpoints", "webhooks"),
-    ("post", "/webhook_endpoints", "Create a webhook endpoint", "webhooks"),
-    (
-        "patch",
-        "/webhook_endpoints/{id}",
-        "Update a webhook endpoint",
-        "webhooks",
-    ),
-    (
-        "delete",
-        "/webhook_endpoints/{id}",
-        "Delete a webhook endpoint",
-        "webhooks",
-    ),
-    (
-        "get",
-        "/webhook_endpoints/{id}/deliveries",
-        "List an endpoint's delivery attempts (extension)",
-        "webhooks",
-    ),
-    (
-        "post",
-        "/webhook_endpoints/{id}/replay",
-        "Redeliver the events after a given event (extension)",
-        "webhooks",
-    ),
-];
-
-/// This module's endpoints (all behind the API key).
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/webhook_endpoints", get(list).post(create))
-        .route("/webhook_endpoints/{id}", patch(update).delete(delete))
-        .route("/webhook_endpoints/{id}/deliveries", get(deliveries))
-        .route("/webhook_endpoints/{id}/replay", post(replay))
+/// This module's operations (all behind the API key; see `routes::protected` for how to add one).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(update, delete))
+        .routes(routes!(deliveries))
+        .routes(routes!(replay))
 }
+
+const ID: &str = "The endpoint's id (`we_...`).";
 
 fn endpoint_error(e: WebhookEndpointError) -> ApiError {
     match e {
@@ -154,18 +128,31 @@ async fn found(state: &AppState, id: &str) -> Result<serde_json::Value, ApiError
         .ok_or_else(|| ApiError::not_found("webhook endpoint"))
 }
 
+#[utoipa::path(get, path = "/webhook_endpoints", tag = "webhooks", operation_id = "list_webhook_endpoints",
+    summary = "List webhook endpoints", params(ListParams),
+    responses((status = 200, description = "A page of endpoints, with their secrets", body = schemas::WebhookEndpointList)))]
 pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
     let page = id_page(&q, "we")?;
     Ok(list_response(store::endpoints(&state.pool, &page).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateWebhookEndpoint)]
 pub struct CreateBody {
+    /// Absolute `http`/`https` URL without credentials.
+    #[schema(max_length = 2048)]
     endpoint_url: String,
+    /// Event names from the catalog (docs/EVENTS.md); duplicates collapse.
+    #[schema(value_type = Vec<schemas::EventName>, min_items = 1)]
     events: Vec<String>,
 }
 
+#[utoipa::path(post, path = "/webhook_endpoints", tag = "webhooks", operation_id = "create_webhook_endpoint",
+    summary = "Create a webhook endpoint", request_body = CreateBody,
+    responses((status = 201, description = "The new endpoint, `enabled`, with its secret", body = schemas::WebhookEndpoint),
+        (status = 409, description = "Another endpoint has this URL", body = schemas::ErrorBody),
+        (status = 422, description = "Invalid URL or event name", body = schemas::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -191,17 +178,27 @@ pub async fn create(
     Ok(object(StatusCode::CREATED, found(&state, &id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = UpdateWebhookEndpoint)]
 pub struct UpdateBody {
     #[serde(default)]
+    #[schema(max_length = 2048)]
     endpoint_url: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<schemas::EndpointStatus>)]
     status: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Vec<schemas::EventName>>, min_items = 1)]
     events: Option<Vec<String>>,
 }
 
+#[utoipa::path(patch, path = "/webhook_endpoints/{id}", tag = "webhooks", operation_id = "update_webhook_endpoint",
+    summary = "Update a webhook endpoint", params(("id" = String, Path, description = ID)), request_body = UpdateBody,
+    responses((status = 200, description = "The endpoint", body = schemas::WebhookEndpoint),
+        (status = 404, description = "No such endpoint", body = schemas::ErrorBody),
+        (status = 409, description = "Another endpoint has this URL", body = schemas::ErrorBody),
+        (status = 422, description = "Invalid field", body = schemas::ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -238,6 +235,10 @@ pub async fn update(
     Ok(object(StatusCode::OK, found(&state, &id).await?))
 }
 
+#[utoipa::path(delete, path = "/webhook_endpoints/{id}", tag = "webhooks", operation_id = "delete_webhook_endpoint",
+    summary = "Delete a webhook endpoint", params(("id" = String, Path, description = ID)),
+    responses((status = 204, description = "Deleted"),
+        (status = 404, description = "No such endpoint", body = schemas::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -256,6 +257,11 @@ pub async fn delete(
     Ok(axum::response::IntoResponse::into_response(StatusCode::NO_CONTENT))
 }
 
+#[utoipa::path(get, path = "/webhook_endpoints/{id}/deliveries", tag = "webhooks",
+    operation_id = "list_webhook_deliveries", summary = "List an endpoint's delivery attempts (extension)",
+    params(("id" = String, Path, description = ID), ListParams),
+    responses((status = 200, description = "A page of attempts, newest first", body = schemas::WebhookDeliveryList),
+        (status = 404, description = "No such endpoint", body = schemas::ErrorBody)))]
 pub async fn deliveries(
     State(state): State<AppState>,
     PathParam(id): PathParam,
@@ -266,14 +272,22 @@ pub async fn deliveries(
     Ok(list_response(store::deliveries(&state.pool, &id, &page).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ReplayWebhookEndpoint)]
 pub struct ReplayBody {
+    /// An event id: every matching event after it is delivered again.
     after: String,
 }
 
 /// Rewinds the endpoint's checkpoint to the event `after`: the dispatcher redelivers every
 /// matching event after it, in order (at-least-once: receivers dedupe on the event id).
+#[utoipa::path(post, path = "/webhook_endpoints/{id}/replay", tag = "webhooks",
+    operation_id = "replay_webhook_endpoint", summary = "Redeliver the events after a given event (extension)",
+    params(("id" = String, Path, description = ID)), request_body = ReplayBody,
+    responses((status = 202, description = "The endpoint's checkpoint is rewound", body = schemas::WebhookReplay),
+        (status = 404, description = "No such endpoint", body = schemas::ErrorBody),
+        (status = 422, description = "`after` is no event id", body = schemas::ErrorBody)))]
 pub async fn replay(
     State(state): State<AppState>,
     PathParam(id): PathParam,

@@ -1,0 +1,545 @@
+//! Documentation-only mirrors of the response bodies, for `/openapi.json`. Handlers build their
+//! answers as JSON from the read models (`projections/src/objects.rs`, `audit.rs`, `webhooks.rs`),
+//! so these types are never constructed: each must say exactly what those builders write (fields,
+//! nullability, constants). Unknown fields are denied, so schemathesis's response-conformance
+//! check fails the moment a builder adds a field that is not described here.
+//! Request bodies are not here: they derive `ToSchema` on the real structs in `routes/`.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// `{"code", "message"[, "errors"]}`: every error the API answers.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// Stable machine code, e.g. `entity_not_found`, `invalid_email`.
+    code: String,
+    /// A sentence for people.
+    message: String,
+    /// Per-field details of a validation error (422); an audit-log event refused by its
+    /// action's schema (400 `invalid_audit_log_event`) lists `instancePath` instead of `field`.
+    errors: Option<Vec<FieldError>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FieldError {
+    field: Option<String>,
+    code: Option<String>,
+    #[serde(rename = "instancePath")]
+    instance_path: Option<String>,
+    message: String,
+}
+
+/// `list_metadata` of every list: the cursors of the neighbouring pages.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListMetadata {
+    /// Pass as `before` for the previous page; `null` on the first.
+    #[schema(required = true)]
+    before: Option<String>,
+    /// Pass as `after` for the next page; `null` on the last.
+    #[schema(required = true)]
+    after: Option<String>,
+}
+
+/// `"list"`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ListTag {
+    List,
+}
+
+/// A WorkOS list envelope of `$item`, named `$name`.
+macro_rules! list_of {
+    ($name:ident, $item:ty) => {
+        #[derive(Serialize, ToSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            object: ListTag,
+            data: Vec<$item>,
+            list_metadata: ListMetadata,
+        }
+    };
+}
+
+list_of!(UserList, User);
+list_of!(OrganizationList, Organization);
+list_of!(OrganizationMembershipList, OrganizationMembership);
+list_of!(EventList, Event);
+list_of!(AuditLogEventList, AuditLogEvent);
+list_of!(AuditLogActionList, AuditLogAction);
+list_of!(AuditLogSchemaList, AuditLogSchema);
+list_of!(WebhookEndpointList, WebhookEndpoint);
+list_of!(WebhookDeliveryList, WebhookDelivery);
+
+/// Declares a one-value string enum: the `object` tag of a WorkOS object.
+macro_rules! tag {
+    ($name:ident, $value:tt) => {
+        #[derive(Serialize, ToSchema)]
+        pub enum $name {
+            #[serde(rename = $value)]
+            Tag,
+        }
+    };
+}
+
+tag!(UserTag, "user");
+tag!(OrganizationTag, "organization");
+tag!(OrganizationDomainTag, "organization_domain");
+tag!(OrganizationMembershipTag, "organization_membership");
+tag!(EventTag, "event");
+tag!(AuditLogEventTag, "audit_log_event");
+tag!(AuditLogActionTag, "audit_log_action");
+tag!(AuditLogSchemaTag, "audit_log_schema");
+tag!(AuditLogExportTag, "audit_log_export");
+tag!(WebhookEndpointTag, "webhook_endpoint");
+tag!(WebhookDeliveryTag, "webhook_delivery");
+tag!(WebhookReplayTag, "webhook_replay");
+
+/// `user` (`objects::apply_user`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    object: UserTag,
+    id: String,
+    email: String,
+    #[schema(required = true)]
+    first_name: Option<String>,
+    #[schema(required = true)]
+    last_name: Option<String>,
+    /// The full name, when the application gave one (the SDKs send `name`).
+    #[schema(required = true)]
+    name: Option<String>,
+    email_verified: bool,
+    /// Always `null` (no profile pictures here).
+    #[schema(required = true)]
+    profile_picture_url: Option<String>,
+    #[schema(required = true)]
+    external_id: Option<String>,
+    metadata: BTreeMap<String, String>,
+    /// Always `null` (no sign-in here).
+    #[schema(required = true, format = DateTime)]
+    last_sign_in_at: Option<String>,
+    #[schema(required = true)]
+    locale: Option<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+}
+
+/// `organization` (`objects::apply_organization`), with its domains.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Organization {
+    object: OrganizationTag,
+    id: String,
+    name: String,
+    allow_profiles_outside_organization: bool,
+    domains: Vec<OrganizationDomain>,
+    metadata: BTreeMap<String, String>,
+    #[schema(required = true)]
+    external_id: Option<String>,
+    stripe_customer_id: Option<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainState {
+    Pending,
+    Verified,
+    Failed,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VerificationStrategy {
+    Dns,
+}
+
+/// `organization_domain` (`objects::domain_doc`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationDomain {
+    object: OrganizationDomainTag,
+    id: String,
+    organization_id: String,
+    domain: String,
+    state: DomainState,
+    /// The TXT record's name is `<verification_prefix>.<domain>`.
+    verification_prefix: String,
+    verification_token: String,
+    verification_strategy: VerificationStrategy,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+}
+
+/// The state a domain is created in.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NewDomainState {
+    Pending,
+    Verified,
+}
+
+/// The roles of this environment.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleSlug {
+    Member,
+    Admin,
+}
+
+/// A public event name; `crate::openapi` lists the catalog (`objects::PUBLIC_EVENT_NAMES`) as
+/// its `enum`.
+#[derive(Serialize, ToSchema)]
+pub struct EventName(String);
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MembershipStatus {
+    Active,
+    Inactive,
+    Pending,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Role {
+    slug: String,
+}
+
+/// `organization_membership` (`objects::apply_membership` and `queries::MEMBERSHIP_SELECT`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationMembership {
+    object: OrganizationMembershipTag,
+    id: String,
+    user_id: String,
+    organization_id: String,
+    organization_name: String,
+    status: MembershipStatus,
+    role: Role,
+    roles: Vec<Role>,
+    directory_managed: bool,
+    custom_attributes: BTreeMap<String, Value>,
+    /// The member, embedded (the SDKs expect it); absent only while the user's read model lags.
+    user: Option<User>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorSource {
+    Api,
+    System,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventActor {
+    /// The API key's id, or `system`.
+    id: String,
+    source: ActorSource,
+    #[schema(required = true)]
+    name: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventContext {
+    actor: EventActor,
+    /// On `*.updated`: the top-level fields that changed, with their values before.
+    previous_attributes: Option<BTreeMap<String, Value>>,
+}
+
+/// `event` (`engine::EventFeed`): one entry of `/events` and of the live stream.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    object: EventTag,
+    id: String,
+    /// The event name, e.g. `user.created` (docs/EVENTS.md).
+    event: String,
+    /// The object after the change (before it, for deletions); `organization_domain.verification_failed`
+    /// wraps it as `{reason, organization_domain}`.
+    data: BTreeMap<String, Value>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    context: EventContext,
+}
+
+/// `{"success": true}`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Success {
+    success: bool,
+}
+
+/// An actor or a target of an audit-log event.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLogParty {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[schema(required = true)]
+    name: Option<String>,
+    metadata: Option<BTreeMap<String, Value>>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLogEventContext {
+    /// The request's IP address (`null` on change events without one).
+    #[schema(required = true)]
+    location: Option<String>,
+    #[schema(required = true)]
+    user_agent: Option<String>,
+}
+
+/// `audit_log_event` (`audit::audit_event_body`, `audit::change_event_body`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLogEvent {
+    object: AuditLogEventTag,
+    id: String,
+    action: String,
+    #[schema(format = DateTime)]
+    occurred_at: String,
+    actor: AuditLogParty,
+    targets: Vec<AuditLogParty>,
+    context: AuditLogEventContext,
+    /// String, number or boolean values.
+    metadata: BTreeMap<String, Value>,
+    version: u32,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLogSchemaTarget {
+    #[serde(rename = "type")]
+    kind: String,
+    /// JSON Schema of the target's metadata.
+    metadata: Option<BTreeMap<String, Value>>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLogSchemaActor {
+    /// JSON Schema of the actor's metadata.
+    metadata: BTreeMap<String, Value>,
+}
+
+/// `audit_log_schema` (`audit::schema_body`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLogSchema {
+    object: AuditLogSchemaTag,
+    version: u32,
+    targets: Vec<AuditLogSchemaTarget>,
+    actor: Option<AuditLogSchemaActor>,
+    /// JSON Schema of the event's metadata.
+    metadata: Option<BTreeMap<String, Value>>,
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+/// `audit_log_action` (`audit::actions`): an action with its latest schema.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLogAction {
+    object: AuditLogActionTag,
+    name: String,
+    schema: AuditLogSchema,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportState {
+    Ready,
+}
+
+/// `audit_log_export` (`routes::audit_logs::export_object`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLogExport {
+    object: AuditLogExportTag,
+    id: String,
+    state: ExportState,
+    /// Download link (CSV), valid 10 minutes.
+    url: String,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointStatus {
+    Enabled,
+    Disabled,
+}
+
+/// `webhook_endpoint` (`webhooks::ENDPOINT_SELECT`), with its signing secret.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEndpoint {
+    object: WebhookEndpointTag,
+    id: String,
+    endpoint_url: String,
+    secret: String,
+    status: EndpointStatus,
+    events: Vec<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Delivered,
+    Failed,
+}
+
+/// `webhook_delivery` (`webhooks::deliveries`): one delivery attempt.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookDelivery {
+    object: WebhookDeliveryTag,
+    id: String,
+    webhook_endpoint_id: String,
+    event_id: String,
+    event: String,
+    attempt: i32,
+    /// The receiver's HTTP status; `null` when no answer came.
+    #[schema(required = true)]
+    status_code: Option<i32>,
+    #[schema(required = true)]
+    error: Option<String>,
+    duration_ms: i32,
+    status: DeliveryStatus,
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+/// The answer to a replay request.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookReplay {
+    object: WebhookReplayTag,
+    webhook_endpoint_id: String,
+    after: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    Ok,
+    Migrating,
+    DatabaseUnavailable,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Lag {
+    /// Events not yet applied or delivered, counted up to 100,000.
+    behind: i64,
+}
+
+/// `/health` (`routes::health`): `projections` and `subscribers` only when `ok`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    status: HealthStatus,
+    projections: Option<BTreeMap<String, Lag>>,
+    subscribers: Option<BTreeMap<String, Lag>>,
+}
+
+// --- request parts whose Rust types live in `domain/` (which knows nothing of OpenAPI) ------------
+
+/// An audit-log event's actor or target, as sent (`domain::audit_log::AuditActor`/`AuditTarget`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLogPartyInput {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    name: Option<String>,
+    /// At most 50 keys matching `[a-zA-Z0-9_-]{1,40}`; values strings (≤ 500 characters),
+    /// numbers or booleans.
+    metadata: Option<BTreeMap<String, Value>>,
+}
+
+/// `domain::audit_log::AuditContext`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLogContextInput {
+    location: String,
+    user_agent: Option<String>,
+}
+
+/// A schema target as sent (`domain::audit_log::SchemaTarget`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLogSchemaTargetInput {
+    #[serde(rename = "type")]
+    kind: String,
+    /// JSON Schema (the subset in docs/API.md) of the target's metadata.
+    metadata: Option<BTreeMap<String, Value>>,
+}
+
+/// `domain::audit_log::SchemaActor`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLogSchemaActorInput {
+    metadata: BTreeMap<String, Value>,
+}
+
+/// The body of `POST /audit_logs/actions/{actionName}/schemas` (`domain::audit_log::AuditLogSchema`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAuditLogSchema {
+    /// 1 to 50 distinct target types.
+    targets: Vec<AuditLogSchemaTargetInput>,
+    actor: Option<AuditLogSchemaActorInput>,
+    metadata: Option<BTreeMap<String, Value>>,
+}
+
+/// `GET /organizations/{id}/audit_log_configuration`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLogConfiguration {
+    organization_id: String,
+    retention_period_in_days: u32,
+    /// Always `active`: audit logs are always on.
+    state: String,
+}
+
+/// `GET`/`PUT /organizations/{id}/audit_logs_retention`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLogsRetention {
+    /// `null` while never set.
+    #[schema(required = true)]
+    retention_period_in_days: Option<u32>,
+}
