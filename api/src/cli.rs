@@ -11,7 +11,7 @@ use keyledger_projections::engine;
 use sqlx::PgPool;
 
 use crate::embedded::EmbeddedPostgres;
-use crate::{auth, build, connect, migrate, Config};
+use crate::{auth, build, connect_with, migrate, Config};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,6 +26,11 @@ pub struct Cli {
     /// Where the embedded PostgreSQL keeps its data.
     #[arg(long, env = "KEYLEDGER_DATA_DIR", default_value = "./.keyledger", global = true)]
     pub data_dir: PathBuf,
+    /// Longest wait for a pooled database connection, in ms; past it a request answers 503
+    /// `database_unavailable` (database down or every connection busy).
+    #[arg(long, env = "KEYLEDGER_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 1000, global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub db_acquire_timeout_ms: u64,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -197,7 +202,7 @@ impl Database {
                 (pg.database_url(), Some(pg))
             }
         };
-        let pool = connect(&url).await?;
+        let pool = connect_with(&url, Duration::from_millis(cli.db_acquire_timeout_ms)).await?;
         Ok(Self { pool, embedded })
     }
 

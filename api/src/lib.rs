@@ -109,16 +109,41 @@ impl Default for Config {
     }
 }
 
-/// Opens the connection pool.
+/// Default bound on waiting for a pooled connection: past it a request answers 503
+/// `database_unavailable` instead of queueing behind an unreachable or exhausted database.
+pub const DEFAULT_DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long start-up keeps trying to reach a database that is still coming up.
+const STARTUP_WAIT: Duration = Duration::from_secs(10);
+
+/// Opens the connection pool with the default acquire bound.
 pub async fn connect(url: &str) -> anyhow::Result<PgPool> {
-    PgPoolOptions::new()
+    connect_with(url, DEFAULT_DB_ACQUIRE_TIMEOUT).await
+}
+
+/// Opens the connection pool; every later checkout waits at most `acquire_timeout`. Start-up
+/// itself waits up to [`STARTUP_WAIT`] for the database to come up.
+pub async fn connect_with(url: &str, acquire_timeout: Duration) -> anyhow::Result<PgPool> {
+    let pool = PgPoolOptions::new()
         .max_connections(48)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(acquire_timeout)
         // No ping per checkout: a broken connection fails its query and sqlx discards it.
         .test_before_acquire(false)
-        .connect(url)
-        .await
-        .context("connecting to PostgreSQL")
+        .connect_lazy(url)
+        .context("parsing the database URL")?;
+    let deadline = tokio::time::Instant::now() + STARTUP_WAIT;
+    loop {
+        match pool.acquire().await {
+            Ok(_) => return Ok(pool),
+            Err(e)
+                if keyledger_projections::availability::is_unavailable(&e)
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => return Err(e).context("connecting to PostgreSQL"),
+        }
+    }
 }
 
 /// Applies the embedded migrations.

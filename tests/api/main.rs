@@ -14,6 +14,7 @@ mod memberships;
 mod nats;
 mod organization_domains;
 mod organizations;
+mod outage;
 mod stream;
 mod users;
 mod webhooks;
