@@ -86,13 +86,18 @@ impl KeyCache {
     }
 }
 
+/// The credentials of `Bearer <token>`; the scheme is case-insensitive (RFC 9110, 11.1).
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 pub async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let token = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(bearer_token)
         .filter(|t| t.starts_with("sk_"));
     let Some(token) = token else {
         return ApiError::unauthorized().into_response();
@@ -116,5 +121,24 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
         }
         Ok(None) => ApiError::unauthorized().into_response(),
         Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for (header, want) in [
+            ("Bearer sk_a", Some("sk_a")),
+            ("bearer sk_a", Some("sk_a")),
+            ("BEARER  sk_a ", Some("sk_a")),
+            ("Basic sk_a", None),
+            ("Bearersk_a", None),
+            ("sk_a", None),
+        ] {
+            assert_eq!(bearer_token(header), want, "{header:?}");
+        }
     }
 }

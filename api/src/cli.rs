@@ -73,6 +73,8 @@ pub enum Command {
         /// (checked at every connection), and refuse endpoint URLs naming them.
         #[arg(long, env = "KEYLEDGER_WEBHOOK_BLOCK_PRIVATE")]
         webhook_block_private: bool,
+        #[command(flatten)]
+        edge: ServeEdgeArgs,
     },
     /// Applies migrations and exits.
     Migrate,
@@ -92,6 +94,34 @@ pub enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+}
+
+/// Connection timeouts and the metrics listener of `serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeEdgeArgs {
+    /// How long a client may take to send a complete request head (from connecting, or from
+    /// the first byte of a later request), in ms; then the connection is closed.
+    #[arg(long, env = "KEYLEDGER_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_ms: u64,
+    /// How long a client may take to send a request body, in ms; then it is answered 408.
+    #[arg(long, env = "KEYLEDGER_BODY_READ_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_read_timeout_ms: u64,
+    /// How long a keep-alive connection may sit idle between requests, in ms.
+    #[arg(long, env = "KEYLEDGER_IDLE_TIMEOUT_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_ms: u64,
+}
+
+impl ServeEdgeArgs {
+    fn timeouts(&self) -> crate::serve::HttpTimeouts {
+        crate::serve::HttpTimeouts {
+            header_read: Duration::from_millis(self.header_read_timeout_ms),
+            body_read: Duration::from_millis(self.body_read_timeout_ms),
+            idle: Duration::from_millis(self.idle_timeout_ms),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -261,6 +291,7 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
             webhook_max_attempts,
             webhook_timeout_ms,
             webhook_block_private,
+            edge,
         } => {
             if let Ok(key) = std::env::var("KEYLEDGER_BOOTSTRAP_API_KEY") {
                 if !key.starts_with("sk_") || key.len() < 12 {
@@ -287,6 +318,7 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
                 webhook_max_attempts: *webhook_max_attempts,
                 webhook_timeout: Duration::from_millis(*webhook_timeout_ms),
                 webhook_block_private: *webhook_block_private,
+                http: edge.timeouts(),
                 ..Config::default()
             };
             let mut running = build(pool.clone(), config).await?;

@@ -21,7 +21,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
             .headers()
             .get(axum::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
+            .is_some_and(is_json_media_type);
         if !is_json {
             return Err(json_rejection(
                 JsonRejection::MissingJsonContentType(Default::default()),
@@ -44,6 +44,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }
+}
+
+/// `application/json`, optionally with parameters (`; charset=utf-8`); not `application/jsonfoo`.
+pub fn is_json_media_type(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default();
+    essence.trim().eq_ignore_ascii_case("application/json")
 }
 
 /// JSON can carry a NUL only as the escape `\u0000`.
@@ -195,6 +201,22 @@ mod tests {
         ];
         for (detail, field) in cases {
             assert_eq!(split_path(detail).0, field, "{detail}");
+        }
+    }
+
+    #[test]
+    fn only_application_json_with_parameters_is_json() {
+        for (ct, ok) in [
+            ("application/json", true),
+            ("Application/JSON", true),
+            ("application/json; charset=utf-8", true),
+            (" application/json ;charset=UTF-8", true),
+            ("application/jsonfoo", false),
+            ("application/json-patch+json", false),
+            ("text/json", false),
+            ("", false),
+        ] {
+            assert_eq!(is_json_media_type(ct), ok, "{ct:?}");
         }
     }
 

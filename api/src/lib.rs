@@ -15,7 +15,9 @@ pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod password;
+pub mod protocol;
 pub mod routes;
+pub mod serve;
 pub mod ssrf;
 pub mod state;
 pub mod subscribers;
@@ -79,6 +81,8 @@ pub struct Config {
     /// `localhost`) are refused. Off by default: self-hosted receivers often live on private
     /// networks.
     pub webhook_block_private: bool,
+    /// Header-read, body-read and idle timeouts of HTTP connections (`crate::serve`).
+    pub http: serve::HttpTimeouts,
 }
 
 /// Where and how the NATS JetStream publisher publishes.
@@ -105,6 +109,7 @@ impl Default for Config {
             webhook_max_attempts: 10,
             webhook_timeout: Duration::from_secs(10),
             webhook_block_private: false,
+            http: serve::HttpTimeouts::default(),
         }
     }
 }
@@ -360,7 +365,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         nats.validate()?;
     }
     // Created before the state: live streams end when the HTTP server stops, so it can drain.
-    let (stop_http, mut stop) = watch::channel(false);
+    let (stop_http, stop_http_rx) = watch::channel(false);
     let state = AppState {
         bus: CommandBus::new(EventStore::new(pool.clone()).on_commit(on_commit)),
         keys: auth::KeyCache::default(),
@@ -371,7 +376,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         read_your_writes: config.read_your_writes,
         public_url: config.public_url.clone(),
         webhook_block_private: config.webhook_block_private,
-        streams: stream::Streams::new(config.stream_heartbeat, config.max_streams, stop.clone()),
+        streams: stream::Streams::new(config.stream_heartbeat, config.max_streams, stop_http_rx.clone()),
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut workers = vec![
@@ -397,20 +402,8 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    // No Nagle delay: small responses and live-stream messages leave at once.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let app = router(state).layer(middleware::from_fn_with_state(config.http.body_read, protocol::guard));
+    let http = tokio::spawn(serve::serve(listener, app, config.http, stop_http_rx));
     Ok(Running {
         addr,
         stop_http,

@@ -15,6 +15,7 @@ mod nats;
 mod organization_domains;
 mod organizations;
 mod outage;
+mod protocol;
 mod stream;
 mod users;
 mod webhooks;
