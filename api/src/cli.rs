@@ -207,6 +207,28 @@ pub enum ApiKeyCommand {
         #[arg(long)]
         name: String,
     },
+    /// Every key: id, name, hint, when it was created and whether it is active or revoked.
+    List,
+    /// Revokes a key by id or by hint (as `list` shows it); every server refuses it within
+    /// seconds (docs/OPERATIONS.md). The row stays, so the audit trail can still name it.
+    Revoke {
+        #[arg(value_name = "ID_OR_HINT")]
+        key: String,
+    },
+}
+
+fn print_keys(keys: &[crate::api_keys::KeyInfo]) {
+    println!("{:<32} {:<20} {:<18} {:<24} state", "id", "name", "hint", "created");
+    for k in keys {
+        println!(
+            "{:<32} {:<20} {:<18} {:<24} {}",
+            k.id,
+            k.name,
+            k.hint,
+            k.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            k.state()
+        );
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -337,6 +359,15 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
             let secret = auth::create_key(pool, name).await.context("creating the API key")?;
             println!("{secret}");
         }
+        Command::ApiKeys {
+            command: ApiKeyCommand::List,
+        } => print_keys(&crate::api_keys::list(pool).await?),
+        Command::ApiKeys {
+            command: ApiKeyCommand::Revoke { key },
+        } => match crate::api_keys::revoke(pool, key).await? {
+            crate::api_keys::Revoked::Now(k) => println!("revoked {} ({}, {})", k.id, k.name, k.hint),
+            crate::api_keys::Revoked::Already(k) => println!("{} ({}) was already {}", k.id, k.name, k.state()),
+        },
         Command::Events {
             command:
                 EventsCommand::Export {

@@ -7,6 +7,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)
 )]
 
+pub mod api_keys;
 pub mod auth;
 pub mod cli;
 pub mod dns;
@@ -318,7 +319,15 @@ async fn notify_others(pool: PgPool, mut appended: watch::Receiver<u64>, mut shu
     }
 }
 
-async fn listen(pool: PgPool, wake: Arc<watch::Sender<u64>>, mut shutdown: watch::Receiver<bool>) {
+/// Channel of api_key revocations and deletions (migration 0009's trigger).
+const API_KEYS_CHANNEL: &str = "keyledger_api_keys";
+
+async fn listen(
+    pool: PgPool,
+    wake: Arc<watch::Sender<u64>>,
+    keys: auth::KeyCache,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
@@ -330,14 +339,23 @@ async fn listen(pool: PgPool, wake: Arc<watch::Sender<u64>>, mut shutdown: watch
                 }
             }
         };
-        if let Err(e) = listener.listen("keyledger_events").await {
+        if let Err(e) = listener.listen_all(["keyledger_events", API_KEYS_CHANNEL]).await {
             tracing::warn!(error = %e, "LISTEN failed");
             continue;
         }
+        // A revocation may have gone by while this connection was down.
+        keys.clear();
         loop {
             tokio::select! {
-                r = listener.recv() => match r {
-                    Ok(_) => { wake.send_modify(|n| *n = n.wrapping_add(1)); }
+                r = listener.try_recv() => match r {
+                    Ok(Some(n)) if n.channel() == API_KEYS_CHANNEL => keys.clear(),
+                    Ok(Some(_)) => { wake.send_modify(|n| *n = n.wrapping_add(1)); }
+                    // Lost and reconnecting: whatever was sent meanwhile is gone, so act as if
+                    // everything happened.
+                    Ok(None) => {
+                        keys.clear();
+                        wake.send_modify(|n| *n = n.wrapping_add(1));
+                    }
                     Err(e) => { tracing::warn!(error = %e, "LISTEN connection lost"); break; }
                 },
                 _ = shutdown.changed() => return,
@@ -380,7 +398,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut workers = vec![
-        tokio::spawn(listen(pool.clone(), wake, shutdown_rx.clone())),
+        tokio::spawn(listen(pool.clone(), wake, state.keys.clone(), shutdown_rx.clone())),
         tokio::spawn(notify_others(pool.clone(), appended_rx, shutdown_rx.clone())),
     ];
     workers.extend(subscribers::spawn(&subscribers::Context {

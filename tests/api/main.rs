@@ -4,6 +4,7 @@
 mod dns_server;
 mod helpers;
 
+mod api_keys;
 mod as_of;
 mod audit_logs;
 mod bad_input;
