@@ -112,6 +112,10 @@ pub struct ServeEdgeArgs {
     #[arg(long, env = "KEYLEDGER_IDLE_TIMEOUT_MS", default_value_t = 60_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout_ms: u64,
+    /// Serve `GET /metrics` (Prometheus, no API key) only on this address instead of beside
+    /// the API; e.g. a port reachable by the monitoring network alone.
+    #[arg(long, env = "KEYLEDGER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServeEdgeArgs {
@@ -341,6 +345,7 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
                 webhook_timeout: Duration::from_millis(*webhook_timeout_ms),
                 webhook_block_private: *webhook_block_private,
                 http: edge.timeouts(),
+                metrics_listen: edge.metrics_listen,
                 ..Config::default()
             };
             let mut running = build(pool.clone(), config).await?;

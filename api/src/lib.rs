@@ -14,6 +14,7 @@ pub mod dns;
 pub mod embedded;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod openapi;
 pub mod password;
 pub mod protocol;
@@ -84,6 +85,8 @@ pub struct Config {
     pub webhook_block_private: bool,
     /// Header-read, body-read and idle timeouts of HTTP connections (`crate::serve`).
     pub http: serve::HttpTimeouts,
+    /// Serve `GET /metrics` only on this address instead of beside the API (`None`).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Where and how the NATS JetStream publisher publishes.
@@ -111,6 +114,7 @@ impl Default for Config {
             webhook_timeout: Duration::from_secs(10),
             webhook_block_private: false,
             http: serve::HttpTimeouts::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -261,6 +265,8 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 /// A running server: its address and how to stop it.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where `GET /metrics` is served when `Config::metrics_listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     /// Stops the HTTP server (first), then the workers (second): in-flight writes still wait
     /// for their projections while the server drains.
     stop_http: watch::Sender<bool>,
@@ -366,6 +372,8 @@ async fn listen(
 
 /// Binds the listener, starts projection workers and serves the API until [`Running::stop`].
 pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
+    // Before anything records: counts made before the recorder exists are lost.
+    metrics::handle();
     let verifier = dns::TxtVerifier::new(config.dns_nameserver).context("configuring the DNS resolver")?;
     let progress = Progress::new(&engine::names());
     // Local workers wake the moment an append commits; other processes through NOTIFY.
@@ -420,10 +428,37 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    let app = router(state).layer(middleware::from_fn_with_state(config.http.body_read, protocol::guard));
+    let mut app = router(state)
+        .layer(middleware::from_fn_with_state(config.http.body_read, protocol::guard))
+        .layer(middleware::from_fn(metrics::track));
+    let metrics_addr = match config.metrics_listen {
+        None => {
+            app = app.merge(metrics::router(pool.clone()));
+            None
+        }
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding the metrics listener {at}"))?;
+            let bound = listener.local_addr().context("reading the metrics address")?;
+            let served = serve::serve(
+                listener,
+                metrics::router(pool.clone()),
+                config.http,
+                stop_http_rx.clone(),
+            );
+            workers.push(tokio::spawn(async move {
+                if let Err(e) = served.await {
+                    tracing::error!(error = %e, "serving /metrics failed");
+                }
+            }));
+            Some(bound)
+        }
+    };
     let http = tokio::spawn(serve::serve(listener, app, config.http, stop_http_rx));
     Ok(Running {
         addr,
+        metrics_addr,
         stop_http,
         shutdown,
         http,

@@ -116,10 +116,9 @@ impl AppState {
         A::Command: Clone,
         A::Error: Clone,
     {
-        let done = self
-            .bus
-            .execute::<A>(id, command, &ctx.metadata(), extras, mode)
-            .await?;
+        let result = self.bus.execute::<A>(id, command, &ctx.metadata(), extras, mode).await;
+        crate::metrics::command(A::TYPE, &result, result.as_ref().map_or(0, |d| d.events.len()));
+        let done = result?;
         if let Some(at) = done.position {
             let affected: Vec<&str> = engine::ALL
                 .iter()

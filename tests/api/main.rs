@@ -12,6 +12,7 @@ mod binary;
 mod events;
 mod log_properties;
 mod memberships;
+mod metrics;
 mod nats;
 mod organization_domains;
 mod organizations;
