@@ -156,6 +156,21 @@ pub async fn connect_with(url: &str, acquire_timeout: Duration) -> anyhow::Resul
     }
 }
 
+/// Connections of the background workers (projections, subscribers, LISTEN/NOTIFY), apart from
+/// the requests' pool: a worker would rather wait for a connection than fail and back off, and
+/// workers holding their ownership connections never starve requests of theirs.
+const WORKER_CONNECTIONS: u32 = 32;
+const WORKER_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The workers' pool: same database and settings as `pool`, opened lazily.
+fn workers_pool(pool: &PgPool) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(WORKER_CONNECTIONS)
+        .acquire_timeout(WORKER_ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
+        .connect_lazy_with(pool.connect_options().as_ref().clone())
+}
+
 /// Applies the embedded migrations.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     keyledger_projections::MIGRATOR
@@ -405,19 +420,25 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         streams: stream::Streams::new(config.stream_heartbeat, config.max_streams, stop_http_rx.clone()),
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let workers_pool = workers_pool(&pool);
     let mut workers = vec![
-        tokio::spawn(listen(pool.clone(), wake, state.keys.clone(), shutdown_rx.clone())),
-        tokio::spawn(notify_others(pool.clone(), appended_rx, shutdown_rx.clone())),
+        tokio::spawn(listen(
+            workers_pool.clone(),
+            wake,
+            state.keys.clone(),
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(notify_others(workers_pool.clone(), appended_rx, shutdown_rx.clone())),
     ];
     workers.extend(subscribers::spawn(&subscribers::Context {
-        pool: pool.clone(),
+        pool: workers_pool.clone(),
         progress: progress.clone(),
         config: config.clone(),
         shutdown: shutdown_rx.clone(),
     }));
     for p in engine::ALL {
         workers.push(tokio::spawn(engine::run_worker(
-            pool.clone(),
+            workers_pool.clone(),
             p,
             progress.clone(),
             wake_rx.clone(),
@@ -433,7 +454,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         .layer(middleware::from_fn(metrics::track));
     let metrics_addr = match config.metrics_listen {
         None => {
-            app = app.merge(metrics::router(pool.clone()));
+            app = app.merge(metrics::router(pool.clone(), workers_pool.clone()));
             None
         }
         Some(at) => {
@@ -443,7 +464,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
             let bound = listener.local_addr().context("reading the metrics address")?;
             let served = serve::serve(
                 listener,
-                metrics::router(pool.clone()),
+                metrics::router(pool.clone(), workers_pool.clone()),
                 config.http,
                 stop_http_rx.clone(),
             );

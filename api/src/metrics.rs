@@ -95,11 +95,20 @@ pub fn webhook_attempt(delivered: bool) {
 }
 
 /// `GET /metrics` alone, for the main router or a listener of its own.
-pub fn router(pool: PgPool) -> Router {
-    Router::new().route("/metrics", get(scrape)).with_state(pool)
+pub fn router(requests: PgPool, workers: PgPool) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(Pools { requests, workers })
 }
 
-async fn scrape(State(pool): State<PgPool>) -> Response {
+/// The process's two connection pools (`crate::build`).
+#[derive(Clone)]
+struct Pools {
+    requests: PgPool,
+    workers: PgPool,
+}
+
+async fn scrape(State(pools): State<Pools>) -> Response {
     let Some(handle) = handle() else {
         return crate::error::ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -108,7 +117,13 @@ async fn scrape(State(pool): State<PgPool>) -> Response {
         )
         .into_response();
     };
-    sample(&pool).await;
+    for (name, pool) in [("requests", &pools.requests), ("workers", &pools.workers)] {
+        metrics::gauge!("keyledger_db_pool_connections", "pool" => name).set(f64::from(pool.size()));
+        metrics::gauge!("keyledger_db_pool_idle_connections", "pool" => name).set(pool.num_idle() as f64);
+        metrics::gauge!("keyledger_db_pool_max_connections", "pool" => name)
+            .set(f64::from(pool.options().get_max_connections()));
+    }
+    sample(&pools.requests).await;
     handle.run_upkeep();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
@@ -117,11 +132,8 @@ async fn scrape(State(pool): State<PgPool>) -> Response {
         .into_response()
 }
 
-/// Gauges read at scrape time: the pool, and how far projections and subscribers are behind.
+/// Gauges read from the database at scrape time: how far projections and subscribers are behind.
 async fn sample(pool: &PgPool) {
-    metrics::gauge!("keyledger_db_pool_connections").set(f64::from(pool.size()));
-    metrics::gauge!("keyledger_db_pool_idle_connections").set(pool.num_idle() as f64);
-    metrics::gauge!("keyledger_db_pool_max_connections").set(f64::from(pool.options().get_max_connections()));
     let lag = async {
         let projections = engine::status_at_most(pool, LAG_CAP).await?;
         let subscribers = feed::subscriber_status_at_most(pool, LAG_CAP).await?;

@@ -127,19 +127,15 @@ async fn metrics_count_requests_by_route_template_commands_lag_webhooks_and_the_
         value(&text, "keyledger_subscriber_lag_events", &[("subscriber", &webhook)]).is_some_and(|n| n >= 0.0),
         "lag of {webhook}: {text}"
     );
-    assert!(
-        value(&text, "keyledger_db_pool_connections", &[]).is_some_and(|n| n >= 1.0),
-        "{text}"
-    );
-    assert!(
-        value(&text, "keyledger_db_pool_idle_connections", &[]).is_some_and(|n| n >= 0.0),
-        "{text}"
-    );
-    assert_eq!(
-        value(&text, "keyledger_db_pool_max_connections", &[]),
-        Some(48.0),
-        "{text}"
-    );
+    for pool in ["requests", "workers"] {
+        let p = [("pool", pool)];
+        let size = value(&text, "keyledger_db_pool_connections", &p);
+        assert!(size.is_some_and(|n| n >= 1.0), "{pool}: {text}");
+        let idle = value(&text, "keyledger_db_pool_idle_connections", &p);
+        assert!(idle.is_some_and(|n| n >= 0.0), "{pool}: {text}");
+    }
+    let max = |pool| value(&text, "keyledger_db_pool_max_connections", &[("pool", pool)]);
+    assert_eq!((max("requests"), max("workers")), (Some(48.0), Some(32.0)), "{text}");
     assert_eq!(value(&text, "keyledger_database_up", &[]), Some(1.0), "{text}");
     app.stop().await;
 }
