@@ -480,6 +480,43 @@ mod tests {
     }
 
     #[test]
+    fn connection_timeouts_and_the_metrics_address_come_from_flags() {
+        let cli = Cli::try_parse_from([
+            "keyledger",
+            "serve",
+            "--header-read-timeout-ms",
+            "1500",
+            "--body-read-timeout-ms",
+            "2500",
+            "--idle-timeout-ms",
+            "3500",
+            "--metrics-listen",
+            "127.0.0.1:9100",
+            "--db-acquire-timeout-ms",
+            "750",
+        ]);
+        match cli {
+            Ok(Cli {
+                command: Command::Serve { edge, .. },
+                db_acquire_timeout_ms,
+                ..
+            }) => {
+                let t = edge.timeouts();
+                assert_eq!(t.header_read, Duration::from_millis(1500));
+                assert_eq!(t.body_read, Duration::from_millis(2500));
+                assert_eq!(t.idle, Duration::from_millis(3500));
+                assert_eq!(edge.metrics_listen, Some(SocketAddr::from(([127, 0, 0, 1], 9100))));
+                assert_eq!(db_acquire_timeout_ms, 750);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["keyledger", "serve", "--idle-timeout-ms", "0"]).is_err(),
+            "a zero timeout is refused"
+        );
+    }
+
+    #[test]
     fn the_ssrf_guard_is_off_unless_asked_for() {
         if std::env::var_os("KEYLEDGER_WEBHOOK_BLOCK_PRIVATE").is_none() {
             assert!(!block_private(&["keyledger", "serve"]));

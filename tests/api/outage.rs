@@ -191,3 +191,37 @@ async fn a_database_outage_answers_fast_503s_and_recovers_without_losing_acknowl
     pg.stop().await.expect("stop PostgreSQL");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn an_exhausted_pool_answers_503_within_the_acquire_bound_and_recovers_when_connections_free_up() {
+    let app = TestApp::spawn().await;
+    let org = app.create_organization("Busy", json!([])).await;
+    let path = format!("/organizations/{}", org["id"].as_str().expect("id"));
+    // Hold every connection of the server's request pool (it is the TestApp's pool).
+    let max = app.pool.options().get_max_connections();
+    let mut held = Vec::new();
+    for _ in 0..max {
+        held.push(app.pool.acquire().await.expect("a connection"));
+    }
+    let started = Instant::now();
+    let (status, body) = app.get(&path).await;
+    let took = started.elapsed();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["code"], "database_unavailable", "{body}");
+    assert!(
+        took >= BOUND && took <= BOUND + SLACK,
+        "answered after the acquire bound: {took:?}"
+    );
+    let started = Instant::now();
+    let (status, body) = app.request_with_key(reqwest::Method::GET, "/health", None, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(started.elapsed() <= BOUND + SLACK, "/health does not hang");
+
+    drop(held);
+    assert_eq!(
+        app.get(&path).await.0,
+        StatusCode::OK,
+        "served again once connections are free"
+    );
+    app.stop().await;
+}
