@@ -30,7 +30,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
         let bytes = match axum::body::Bytes::from_request(req, state).await {
             Ok(b) => b,
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
-            Err(e) => return Err(ApiError::bad_request("invalid_body", e.body_text())),
+            // A body too slow for the body-read timeout (`crate::protocol`) is a 408.
+            Err(e) => {
+                return Err(crate::protocol::body_timeout(&e)
+                    .unwrap_or_else(|| ApiError::bad_request("invalid_body", e.body_text())))
+            }
         };
         if contains_nul_escape(&bytes) {
             return Err(ApiError::invalid(

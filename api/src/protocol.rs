@@ -1,9 +1,12 @@
 //! Protocol-level limits, answered in the API's JSON error shape before any handler runs: URI
 //! length (414), header count and size (431), a query string that is not UTF-8 (400), a bad or
-//! too large `Content-Length` (400/413, without reading the body), a body that arrives too
-//! slowly (408) or grows past the limit (413). It buffers the body (at most [`BODY_LIMIT`]);
-//! it never interprets it.
+//! too large `Content-Length` (400/413, without reading the body), and a deadline on the body
+//! (408 when the handler's read of it hits the deadline). It never reads or buffers a body
+//! itself: a request refused before its handler (no key, say) costs no body read.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -11,7 +14,6 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 
 use crate::error::ApiError;
 use crate::BODY_LIMIT;
@@ -23,33 +25,89 @@ pub const MAX_HEADERS: usize = 100;
 /// Largest accepted total of header names and values, in bytes.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
-/// The checks, in the order a request arrives: head first, then the body within `body_read`.
+/// The checks, in the order a request arrives: head first, then a deadline on the body.
 pub async fn guard(State(body_read): State<Duration>, req: Request, next: Next) -> Response {
     if let Err(e) = check_head(&req) {
         return e.into_response();
     }
     let declared = match declared_length(&req) {
         Ok(n) => n,
-        Err(e) => return close(e),
+        Err(e) => return close(e.into_response()),
     };
     if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
         // Answered before reading a byte of the body; the connection cannot be reused.
-        return close(too_large());
+        return close(too_large().into_response());
     }
-    let may_have_body = declared.is_some_and(|n| n > 0) || req.headers().contains_key(header::TRANSFER_ENCODING);
-    if !may_have_body {
-        return next.run(req).await;
+    let deadline = tokio::time::Instant::now() + body_read;
+    let req = req.map(|inner| {
+        Body::new(DeadlineBody {
+            inner,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            body_read,
+        })
+    });
+    let response = next.run(req).await;
+    match response.status() {
+        // The body was not read to its end: the connection cannot carry another request.
+        StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE => close(response),
+        _ => response,
     }
-    let (parts, body) = req.into_parts();
-    match tokio::time::timeout(body_read, read_body(body)).await {
-        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
-        Ok(Err(e)) => close(e),
-        Err(_) => close(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            format!("the request body did not arrive within {} ms", body_read.as_millis()),
-        )),
+}
+
+/// The request body, failing with [`BodyTimeout`] once the deadline passes before its end.
+struct DeadlineBody {
+    inner: Body,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    body_read: Duration,
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let me = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut me.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        match me.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(axum::Error::new(BodyTimeout(me.body_read))))),
+            Poll::Pending => Poll::Pending,
+        }
     }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The body did not arrive within the body-read timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {} ms", .0.as_millis())]
+pub struct BodyTimeout(Duration);
+
+/// The `408 request_timeout` for a read that failed with [`BodyTimeout`] anywhere in its error
+/// chain (extractors wrap body errors twice), `None` for any other failure.
+pub fn body_timeout(e: &(dyn std::error::Error + 'static)) -> Option<ApiError> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(t) = err.downcast_ref::<BodyTimeout>() {
+            return Some(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                t.to_string(),
+            ));
+        }
+        next = err.source();
+    }
+    None
 }
 
 fn check_head(req: &Request) -> Result<(), ApiError> {
@@ -142,22 +200,8 @@ fn too_large() -> ApiError {
     )
 }
 
-async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    let mut stream = body.into_data_stream();
-    let mut buf = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| ApiError::bad_request("invalid_body", "the request body could not be read"))?;
-        if buf.len() + chunk.len() > BODY_LIMIT {
-            return Err(too_large());
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(buf))
-}
-
-/// An error after which the connection is not reused: the body was not (fully) read.
-fn close(e: ApiError) -> Response {
-    let mut r = e.into_response();
+/// An answer after which the connection is not reused: the body was not (fully) read.
+fn close(mut r: Response) -> Response {
     r.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     r

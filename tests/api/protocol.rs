@@ -360,3 +360,20 @@ async fn requests_hyper_cannot_parse_are_refused_with_json_bodies_too() {
     assert_eq!(app.get("/health").await.0, StatusCode::OK);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_without_a_key_is_refused_without_waiting_for_its_body() {
+    let app = TestApp::spawn().await;
+    let started = Instant::now();
+    let r = exchange(
+        &app,
+        b"POST /organizations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n",
+    )
+    .await;
+    assert_json_error(&r, 401, "unauthorized");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "no body is awaited before the key check (the body timeout is 30 s)"
+    );
+    app.stop().await;
+}
