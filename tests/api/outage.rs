@@ -16,7 +16,7 @@ use crate::helpers::TestApp;
 /// The pool's acquire bound in this test (the server's default).
 const BOUND: Duration = keyledger_api::DEFAULT_DB_ACQUIRE_TIMEOUT;
 /// Scheduling slack on a loaded 2-core machine: a 503 may take the bound plus this.
-const SLACK: Duration = Duration::from_millis(1500);
+const SLACK: Duration = Duration::from_millis(2000);
 
 const UP: u8 = 0;
 const DOWN: u8 = 1;
