@@ -82,12 +82,12 @@ async fn metrics_count_requests_by_route_template_commands_lag_webhooks_and_the_
         value(&text, "keyledger_http_requests_total", &by_id).is_some_and(|n| n >= 2.0),
         "{text}"
     );
-    let not_found = [("route", "/organizations/{id}"), ("status", "404")];
+    let not_found = [("method", "GET"), ("route", "/organizations/{id}"), ("status", "404")];
     assert!(
         value(&text, "keyledger_http_requests_total", &not_found).is_some_and(|n| n >= 1.0),
         "{text}"
     );
-    let unmatched = [("route", "unmatched"), ("status", "404")];
+    let unmatched = [("method", "GET"), ("route", "unmatched"), ("status", "404")];
     assert!(
         value(&text, "keyledger_http_requests_total", &unmatched).is_some_and(|n| n >= 1.0),
         "{text}"
@@ -97,7 +97,12 @@ async fn metrics_count_requests_by_route_template_commands_lag_webhooks_and_the_
         value(&text, "keyledger_http_requests_total", &created).is_some_and(|n| n >= 3.0),
         "{text}"
     );
-    let all_buckets = [("route", "/organizations/{id}"), ("status", "200"), ("le", "+Inf")];
+    let all_buckets = [
+        ("method", "GET"),
+        ("route", "/organizations/{id}"),
+        ("status", "200"),
+        ("le", "+Inf"),
+    ];
     assert!(
         value(&text, "keyledger_http_request_duration_seconds_bucket", &all_buckets).is_some_and(|n| n >= 2.0),
         "{text}"
