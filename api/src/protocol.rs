@@ -139,32 +139,10 @@ fn check_head(req: &Request) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Every key and value percent-decodes (with `+` as space) to valid UTF-8.
+/// Every key and value percent-decodes to valid UTF-8 (`+` needs no decoding to check).
 fn query_is_utf8(q: &str) -> bool {
-    q.split('&')
-        .flat_map(|pair| pair.split('='))
-        .all(|part| std::str::from_utf8(&percent_decode(part.as_bytes())).is_ok())
-}
-
-fn percent_decode(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match input[i] {
-            b'%' if i + 2 < input.len() => match (hex(input[i + 1]), hex(input[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    out
+    q.split(['&', '='])
+        .all(|part| percent_encoding::percent_decode_str(part).decode_utf8().is_ok())
 }
 
 /// `Content-Length` as a number: one value (repeats must agree), digits only.
