@@ -38,6 +38,10 @@ pub async fn guard(State(body_read): State<Duration>, req: Request, next: Next) 
         // Answered before reading a byte of the body; the connection cannot be reused.
         return close(too_large().into_response());
     }
+    let may_have_body = declared.is_some_and(|n| n > 0) || req.headers().contains_key(header::TRANSFER_ENCODING);
+    if !may_have_body {
+        return next.run(req).await;
+    }
     let deadline = tokio::time::Instant::now() + body_read;
     let req = req.map(|inner| {
         Body::new(DeadlineBody {
