@@ -8,6 +8,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,10 +54,14 @@ pub async fn register_key(pool: &PgPool, name: &str, secret: &str) -> Result<boo
 }
 
 /// Keys verified in the last [`KEY_CACHE_TTL`], by hash: saves a database round trip on most
-/// requests. A key deleted from the table stays usable for at most that long in each process.
+/// requests. Revoking or deleting a key NOTIFYs every server, which then calls [`KeyCache::clear`]
+/// (`crate::listen`); a server that misses the notification keeps a revoked key usable for at
+/// most the TTL.
 #[derive(Clone, Default)]
 pub struct KeyCache {
     entries: Arc<Mutex<HashMap<KeyHash, (Actor, Instant)>>>,
+    /// Bumped by every clear: a lookup that started before a clear must not cache its answer.
+    generation: Arc<AtomicU64>,
 }
 
 type KeyHash = Vec<u8>;
@@ -73,8 +78,16 @@ impl KeyCache {
             .map(|(a, _)| a.clone())
     }
 
-    fn put(&self, hash: Vec<u8>, actor: Actor) {
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Caches `actor` unless the cache was cleared since `generation` was read.
+    fn put(&self, hash: Vec<u8>, actor: Actor, generation: u64) {
         if let Ok(mut entries) = self.entries.lock() {
+            if self.generation() != generation {
+                return;
+            }
             if entries.len() >= KEY_CACHE_MAX {
                 entries.retain(|_, (_, at)| at.elapsed() < KEY_CACHE_TTL);
                 if entries.len() >= KEY_CACHE_MAX {
@@ -84,6 +97,20 @@ impl KeyCache {
             entries.insert(hash, (actor, Instant::now()));
         }
     }
+
+    /// Forgets every key: the next request with each key is checked against the database.
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            entries.clear();
+        }
+    }
+}
+
+/// The credentials of `Bearer <token>`; the scheme is case-insensitive (RFC 9110, 11.1).
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 pub async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -91,8 +118,7 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(bearer_token)
         .filter(|t| t.starts_with("sk_"));
     let Some(token) = token else {
         return ApiError::unauthorized().into_response();
@@ -102,19 +128,39 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
         req.extensions_mut().insert(actor);
         return next.run(req).await;
     }
+    let generation = state.keys.generation();
     let found: Result<Option<(String, String)>, sqlx::Error> =
-        sqlx::query_as("select id, name from api_key where key_hash = $1")
+        sqlx::query_as("select id, name from api_key where key_hash = $1 and revoked_at is null")
             .bind(&hash)
             .fetch_optional(&state.pool)
             .await;
     match found {
         Ok(Some((id, name))) => {
             let actor = Actor { id, name };
-            state.keys.put(hash, actor.clone());
+            state.keys.put(hash, actor.clone(), generation);
             req.extensions_mut().insert(actor);
             next.run(req).await
         }
         Ok(None) => ApiError::unauthorized().into_response(),
         Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for (header, want) in [
+            ("Bearer sk_a", Some("sk_a")),
+            ("bearer sk_a", Some("sk_a")),
+            ("BEARER  sk_a ", Some("sk_a")),
+            ("Basic sk_a", None),
+            ("Bearersk_a", None),
+            ("sk_a", None),
+        ] {
+            assert_eq!(bearer_token(header), want, "{header:?}");
+        }
     }
 }

@@ -11,7 +11,7 @@ use keyledger_projections::engine;
 use sqlx::PgPool;
 
 use crate::embedded::EmbeddedPostgres;
-use crate::{auth, build, connect, migrate, Config};
+use crate::{auth, build, connect_with, migrate, Config};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,6 +26,11 @@ pub struct Cli {
     /// Where the embedded PostgreSQL keeps its data.
     #[arg(long, env = "KEYLEDGER_DATA_DIR", default_value = "./.keyledger", global = true)]
     pub data_dir: PathBuf,
+    /// Longest wait for a pooled database connection, in ms; past it a request answers 503
+    /// `database_unavailable` (database down or every connection busy).
+    #[arg(long, env = "KEYLEDGER_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 1000, global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub db_acquire_timeout_ms: u64,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -72,6 +77,8 @@ pub enum Command {
         /// Deprecated and without effect: the SSRF guard is always on (see --webhook-allow).
         #[arg(long, env = "KEYLEDGER_WEBHOOK_BLOCK_PRIVATE", hide = true)]
         webhook_block_private: bool,
+        #[command(flatten)]
+        edge: ServeEdgeArgs,
     },
     /// Applies migrations and exits.
     Migrate,
@@ -91,6 +98,38 @@ pub enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+}
+
+/// Connection timeouts and the metrics listener of `serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeEdgeArgs {
+    /// How long a client may take to send a complete request head (from connecting, or from
+    /// the first byte of a later request), in ms; then the connection is closed.
+    #[arg(long, env = "KEYLEDGER_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_ms: u64,
+    /// How long a client may take to send a request body, in ms; then it is answered 408.
+    #[arg(long, env = "KEYLEDGER_BODY_READ_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_read_timeout_ms: u64,
+    /// How long a keep-alive connection may sit idle between requests, in ms.
+    #[arg(long, env = "KEYLEDGER_IDLE_TIMEOUT_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_ms: u64,
+    /// Serve `GET /metrics` (Prometheus, no API key) only on this address instead of beside
+    /// the API; e.g. a port reachable by the monitoring network alone.
+    #[arg(long, env = "KEYLEDGER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl ServeEdgeArgs {
+    fn timeouts(&self) -> crate::serve::HttpTimeouts {
+        crate::serve::HttpTimeouts {
+            header_read: Duration::from_millis(self.header_read_timeout_ms),
+            body_read: Duration::from_millis(self.body_read_timeout_ms),
+            idle: Duration::from_millis(self.idle_timeout_ms),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +215,28 @@ pub enum ApiKeyCommand {
         #[arg(long)]
         name: String,
     },
+    /// Every key: id, name, hint, when it was created and whether it is active or revoked.
+    List,
+    /// Revokes a key by id or by hint (as `list` shows it); every server refuses it within
+    /// seconds (docs/OPERATIONS.md). The row stays, so the audit trail can still name it.
+    Revoke {
+        #[arg(value_name = "ID_OR_HINT")]
+        key: String,
+    },
+}
+
+fn print_keys(keys: &[crate::api_keys::KeyInfo]) {
+    println!("{:<32} {:<20} {:<18} {:<24} state", "id", "name", "hint", "created");
+    for k in keys {
+        println!(
+            "{:<32} {:<20} {:<18} {:<24} {}",
+            k.id,
+            k.name,
+            k.hint,
+            k.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            k.state()
+        );
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -201,7 +262,7 @@ impl Database {
                 (pg.database_url(), Some(pg))
             }
         };
-        let pool = connect(&url).await?;
+        let pool = connect_with(&url, Duration::from_millis(cli.db_acquire_timeout_ms)).await?;
         Ok(Self { pool, embedded })
     }
 
@@ -261,6 +322,7 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
             webhook_timeout_ms,
             webhook_allow,
             webhook_block_private,
+            edge,
         } => {
             if *webhook_block_private {
                 tracing::warn!("--webhook-block-private is deprecated: the SSRF guard is always on");
@@ -294,6 +356,8 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
                 webhook_max_attempts: *webhook_max_attempts,
                 webhook_timeout: Duration::from_millis(*webhook_timeout_ms),
                 webhook_allow,
+                http: edge.timeouts(),
+                metrics_listen: edge.metrics_listen,
                 ..Config::default()
             };
             let mut running = build(pool.clone(), config).await?;
@@ -312,6 +376,15 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
             let secret = auth::create_key(pool, name).await.context("creating the API key")?;
             println!("{secret}");
         }
+        Command::ApiKeys {
+            command: ApiKeyCommand::List,
+        } => print_keys(&crate::api_keys::list(pool).await?),
+        Command::ApiKeys {
+            command: ApiKeyCommand::Revoke { key },
+        } => match crate::api_keys::revoke(pool, key).await? {
+            crate::api_keys::Revoked::Now(k) => println!("revoked {} ({}, {})", k.id, k.name, k.hint),
+            crate::api_keys::Revoked::Already(k) => println!("{} ({}) was already {}", k.id, k.name, k.state()),
+        },
         Command::Events {
             command:
                 EventsCommand::Export {
@@ -416,6 +489,43 @@ mod tests {
             Ok(other) => panic!("{args:?} parsed as {other:?}"),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    #[test]
+    fn connection_timeouts_and_the_metrics_address_come_from_flags() {
+        let cli = Cli::try_parse_from([
+            "keyledger",
+            "serve",
+            "--header-read-timeout-ms",
+            "1500",
+            "--body-read-timeout-ms",
+            "2500",
+            "--idle-timeout-ms",
+            "3500",
+            "--metrics-listen",
+            "127.0.0.1:9100",
+            "--db-acquire-timeout-ms",
+            "750",
+        ]);
+        match cli {
+            Ok(Cli {
+                command: Command::Serve { edge, .. },
+                db_acquire_timeout_ms,
+                ..
+            }) => {
+                let t = edge.timeouts();
+                assert_eq!(t.header_read, Duration::from_millis(1500));
+                assert_eq!(t.body_read, Duration::from_millis(2500));
+                assert_eq!(t.idle, Duration::from_millis(3500));
+                assert_eq!(edge.metrics_listen, Some(SocketAddr::from(([127, 0, 0, 1], 9100))));
+                assert_eq!(db_acquire_timeout_ms, 750);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["keyledger", "serve", "--idle-timeout-ms", "0"]).is_err(),
+            "a zero timeout is refused"
+        );
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     errors: Vec<FieldError>,
+    /// Seconds for a `Retry-After` header (503s of an unavailable database).
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -34,6 +36,7 @@ impl ApiError {
             code,
             message: message.into(),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -92,6 +95,7 @@ impl ApiError {
                 code: code.to_string(),
                 message,
             }],
+            retry_after: None,
         }
     }
 
@@ -105,6 +109,19 @@ impl ApiError {
 
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    /// 503 `database_unavailable` with `Retry-After`: the database is unreachable, shutting
+    /// down or out of connections (`keyledger_projections::availability`). Nothing about the
+    /// request was wrong; a retry may succeed.
+    pub fn database_unavailable() -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database is unavailable; retry later",
+        );
+        e.retry_after = Some(DATABASE_RETRY_AFTER_SECS);
+        e
     }
 
     pub fn status(&self) -> StatusCode {
@@ -122,8 +139,15 @@ impl From<InvalidValue> for ApiError {
     }
 }
 
+/// `Retry-After` of a `database_unavailable` answer.
+pub const DATABASE_RETRY_AFTER_SECS: u32 = 1;
+
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "database unavailable");
+            return Self::database_unavailable();
+        }
         tracing::error!(error = %e, "storage error");
         Self::internal()
     }
@@ -131,6 +155,10 @@ impl From<StorageError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if keyledger_projections::availability::is_unavailable(&e) {
+            tracing::warn!(error = %e, "database unavailable");
+            return Self::database_unavailable();
+        }
         tracing::error!(error = %e, "database error");
         Self::internal()
     }
@@ -175,6 +203,10 @@ pub fn command_error<E: std::error::Error>(e: CommandError<E>, domain: impl FnOn
             _ => ApiError::conflict(c.to_string()),
         },
         CommandError::Conflict => ApiError::conflict("the object was changed concurrently; retry the request"),
+        CommandError::Unavailable(m) => {
+            tracing::warn!(error = %m, "database unavailable during a command");
+            ApiError::database_unavailable()
+        }
         CommandError::Storage(m) => {
             tracing::error!(error = %m, "command storage failure");
             ApiError::internal()
@@ -197,6 +229,12 @@ impl IntoResponse for ApiError {
             message: &self.message,
             errors: &self.errors,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        response
     }
 }

@@ -21,7 +21,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
             .headers()
             .get(axum::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
+            .is_some_and(is_json_media_type);
         if !is_json {
             return Err(json_rejection(
                 JsonRejection::MissingJsonContentType(Default::default()),
@@ -30,7 +30,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
         let bytes = match axum::body::Bytes::from_request(req, state).await {
             Ok(b) => b,
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
-            Err(e) => return Err(ApiError::bad_request("invalid_body", e.body_text())),
+            // A body too slow for the body-read timeout (`crate::protocol`) is a 408.
+            Err(e) => {
+                return Err(crate::protocol::body_timeout(&e)
+                    .unwrap_or_else(|| ApiError::bad_request("invalid_body", e.body_text())))
+            }
         };
         if contains_nul_escape(&bytes) {
             return Err(ApiError::invalid(
@@ -52,6 +56,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
             .map(Self)
             .map_err(|e| ApiError::invalid(&e.field, e.code, e.message))
     }
+}
+
+/// `application/json`, optionally with parameters (`; charset=utf-8`); not `application/jsonfoo`.
+pub fn is_json_media_type(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default();
+    essence.trim().eq_ignore_ascii_case("application/json")
 }
 
 /// JSON can carry a NUL only as the escape `\u0000`.
@@ -149,6 +159,22 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_application_json_with_parameters_is_json() {
+        for (ct, ok) in [
+            ("application/json", true),
+            ("Application/JSON", true),
+            ("application/json; charset=utf-8", true),
+            (" application/json ;charset=UTF-8", true),
+            ("application/jsonfoo", false),
+            ("application/json-patch+json", false),
+            ("text/json", false),
+            ("", false),
+        ] {
+            assert_eq!(is_json_media_type(ct), ok, "{ct:?}");
+        }
+    }
 
     #[test]
     fn nul_escapes_are_found() {

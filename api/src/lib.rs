@@ -7,6 +7,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)
 )]
 
+pub mod api_keys;
 pub mod auth;
 pub mod cli;
 pub mod dns;
@@ -14,10 +15,13 @@ pub mod embedded;
 pub mod error;
 pub mod extract;
 pub mod json_body;
+pub mod metrics;
 pub mod openapi;
 pub mod password;
+pub mod protocol;
 pub mod routes;
 pub mod schemas;
+pub mod serve;
 pub mod ssrf;
 pub mod state;
 pub mod subscribers;
@@ -77,6 +81,10 @@ pub struct Config {
     /// private, link-local or other non-public addresses, and endpoints naming such an IP literal
     /// (or `localhost`) are refused, except for what this allow-list names (internal receivers).
     pub webhook_allow: ssrf::WebhookAllow,
+    /// Header-read, body-read and idle timeouts of HTTP connections (`crate::serve`).
+    pub http: serve::HttpTimeouts,
+    /// Serve `GET /metrics` only on this address instead of beside the API (`None`).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Where and how the NATS JetStream publisher publishes.
@@ -103,20 +111,62 @@ impl Default for Config {
             webhook_max_attempts: 10,
             webhook_timeout: Duration::from_secs(10),
             webhook_allow: ssrf::WebhookAllow::default(),
+            http: serve::HttpTimeouts::default(),
+            metrics_listen: None,
         }
     }
 }
 
-/// Opens the connection pool.
+/// Default bound on waiting for a pooled connection: past it a request answers 503
+/// `database_unavailable` instead of queueing behind an unreachable or exhausted database.
+pub const DEFAULT_DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long start-up keeps trying to reach a database that is still coming up.
+const STARTUP_WAIT: Duration = Duration::from_secs(10);
+
+/// Opens the connection pool with the default acquire bound.
 pub async fn connect(url: &str) -> anyhow::Result<PgPool> {
-    PgPoolOptions::new()
+    connect_with(url, DEFAULT_DB_ACQUIRE_TIMEOUT).await
+}
+
+/// Opens the connection pool; every later checkout waits at most `acquire_timeout`. Start-up
+/// itself waits up to [`STARTUP_WAIT`] for the database to come up.
+pub async fn connect_with(url: &str, acquire_timeout: Duration) -> anyhow::Result<PgPool> {
+    let pool = PgPoolOptions::new()
         .max_connections(48)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(acquire_timeout)
         // No ping per checkout: a broken connection fails its query and sqlx discards it.
         .test_before_acquire(false)
-        .connect(url)
-        .await
-        .context("connecting to PostgreSQL")
+        .connect_lazy(url)
+        .context("parsing the database URL")?;
+    let deadline = tokio::time::Instant::now() + STARTUP_WAIT;
+    loop {
+        match pool.acquire().await {
+            Ok(_) => return Ok(pool),
+            Err(e)
+                if keyledger_projections::availability::is_unavailable(&e)
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => return Err(e).context("connecting to PostgreSQL"),
+        }
+    }
+}
+
+/// Connections of the background workers (projections, subscribers, LISTEN/NOTIFY), apart from
+/// the requests' pool: a worker would rather wait for a connection than fail and back off, and
+/// workers holding their ownership connections never starve requests of theirs.
+const WORKER_CONNECTIONS: u32 = 32;
+const WORKER_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The workers' pool: same database and settings as `pool`, opened lazily.
+fn workers_pool(pool: &PgPool) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(WORKER_CONNECTIONS)
+        .acquire_timeout(WORKER_ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
+        .connect_lazy_with(pool.connect_options().as_ref().clone())
 }
 
 /// Applies the embedded migrations.
@@ -180,6 +230,8 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 /// A running server: its address and how to stop it.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where `GET /metrics` is served when `Config::metrics_listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     /// Stops the HTTP server (first), then the workers (second): in-flight writes still wait
     /// for their projections while the server drains.
     stop_http: watch::Sender<bool>,
@@ -238,7 +290,15 @@ async fn notify_others(pool: PgPool, mut appended: watch::Receiver<u64>, mut shu
     }
 }
 
-async fn listen(pool: PgPool, wake: Arc<watch::Sender<u64>>, mut shutdown: watch::Receiver<bool>) {
+/// Channel of api_key revocations and deletions (migration 0009's trigger).
+const API_KEYS_CHANNEL: &str = "keyledger_api_keys";
+
+async fn listen(
+    pool: PgPool,
+    wake: Arc<watch::Sender<u64>>,
+    keys: auth::KeyCache,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
@@ -250,14 +310,23 @@ async fn listen(pool: PgPool, wake: Arc<watch::Sender<u64>>, mut shutdown: watch
                 }
             }
         };
-        if let Err(e) = listener.listen("keyledger_events").await {
+        if let Err(e) = listener.listen_all(["keyledger_events", API_KEYS_CHANNEL]).await {
             tracing::warn!(error = %e, "LISTEN failed");
             continue;
         }
+        // A revocation may have gone by while this connection was down.
+        keys.clear();
         loop {
             tokio::select! {
-                r = listener.recv() => match r {
-                    Ok(_) => { wake.send_modify(|n| *n = n.wrapping_add(1)); }
+                r = listener.try_recv() => match r {
+                    Ok(Some(n)) if n.channel() == API_KEYS_CHANNEL => keys.clear(),
+                    Ok(Some(_)) => { wake.send_modify(|n| *n = n.wrapping_add(1)); }
+                    // Lost and reconnecting: whatever was sent meanwhile is gone, so act as if
+                    // everything happened.
+                    Ok(None) => {
+                        keys.clear();
+                        wake.send_modify(|n| *n = n.wrapping_add(1));
+                    }
                     Err(e) => { tracing::warn!(error = %e, "LISTEN connection lost"); break; }
                 },
                 _ = shutdown.changed() => return,
@@ -268,6 +337,8 @@ async fn listen(pool: PgPool, wake: Arc<watch::Sender<u64>>, mut shutdown: watch
 
 /// Binds the listener, starts projection workers and serves the API until [`Running::stop`].
 pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
+    // Before anything records: counts made before the recorder exists are lost.
+    metrics::handle();
     let verifier = dns::TxtVerifier::new(config.dns_nameserver).context("configuring the DNS resolver")?;
     let progress = Progress::new(&engine::names());
     // Local workers wake the moment an append commits; other processes through NOTIFY.
@@ -285,7 +356,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         nats.validate()?;
     }
     // Created before the state: live streams end when the HTTP server stops, so it can drain.
-    let (stop_http, mut stop) = watch::channel(false);
+    let (stop_http, stop_http_rx) = watch::channel(false);
     let state = AppState {
         bus: CommandBus::new(EventStore::new(pool.clone()).on_commit(on_commit)),
         keys: auth::KeyCache::default(),
@@ -296,22 +367,28 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         read_your_writes: config.read_your_writes,
         public_url: config.public_url.clone(),
         webhook_allow: Arc::new(config.webhook_allow.clone()),
-        streams: stream::Streams::new(config.stream_heartbeat, config.max_streams, stop.clone()),
+        streams: stream::Streams::new(config.stream_heartbeat, config.max_streams, stop_http_rx.clone()),
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let workers_pool = workers_pool(&pool);
     let mut workers = vec![
-        tokio::spawn(listen(pool.clone(), wake, shutdown_rx.clone())),
-        tokio::spawn(notify_others(pool.clone(), appended_rx, shutdown_rx.clone())),
+        tokio::spawn(listen(
+            workers_pool.clone(),
+            wake,
+            state.keys.clone(),
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(notify_others(workers_pool.clone(), appended_rx, shutdown_rx.clone())),
     ];
     workers.extend(subscribers::spawn(&subscribers::Context {
-        pool: pool.clone(),
+        pool: workers_pool.clone(),
         progress: progress.clone(),
         config: config.clone(),
         shutdown: shutdown_rx.clone(),
     }));
     for p in engine::ALL {
         workers.push(tokio::spawn(engine::run_worker(
-            pool.clone(),
+            workers_pool.clone(),
             p,
             progress.clone(),
             wake_rx.clone(),
@@ -322,22 +399,37 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    // No Nagle delay: small responses and live-stream messages leave at once.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    let mut app = router(state)
+        .layer(middleware::from_fn_with_state(config.http.body_read, protocol::guard))
+        .layer(middleware::from_fn(metrics::track));
+    let metrics_addr = match config.metrics_listen {
+        None => {
+            app = app.merge(metrics::router(pool.clone(), workers_pool.clone()));
+            None
         }
-    });
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding the metrics listener {at}"))?;
+            let bound = listener.local_addr().context("reading the metrics address")?;
+            let served = serve::serve(
+                listener,
+                metrics::router(pool.clone(), workers_pool.clone()),
+                config.http,
+                stop_http_rx.clone(),
+            );
+            workers.push(tokio::spawn(async move {
+                if let Err(e) = served.await {
+                    tracing::error!(error = %e, "serving /metrics failed");
+                }
+            }));
+            Some(bound)
+        }
+    };
+    let http = tokio::spawn(serve::serve(listener, app, config.http, stop_http_rx));
     Ok(Running {
         addr,
+        metrics_addr,
         stop_http,
         shutdown,
         http,

@@ -9,7 +9,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use cqrs_es::Aggregate;
 use keyledger_domain::{NoServices, Tenanted};
-use keyledger_projections::checkpoint::Progress;
+use keyledger_projections::checkpoint::{Caught, Progress};
 use keyledger_projections::commands::{CommandBus, CommandError, Executed, Mode};
 use keyledger_projections::engine;
 use keyledger_projections::store::AppendExtras;
@@ -128,22 +128,30 @@ impl AppState {
         A::Command: Clone,
         A::Error: Clone,
     {
-        let done = self
-            .bus
-            .execute::<A>(id, command, &ctx.metadata(), extras, mode)
-            .await?;
+        let result = self.bus.execute::<A>(id, command, &ctx.metadata(), extras, mode).await;
+        crate::metrics::command(A::TYPE, &result, result.as_ref().map_or(0, |d| d.events.len()));
+        let done = result?;
         if let Some(at) = done.position {
             let affected: Vec<&str> = engine::ALL
                 .iter()
                 .filter(|p| p.consumes(A::TYPE))
                 .map(|p| p.name)
                 .collect();
-            if !self
+            match self
                 .progress
                 .wait_for(&self.pool, &affected, at, self.read_your_writes)
                 .await
             {
-                tracing::warn!(?at, "projections did not catch up within the read-your-writes bound");
+                Caught::Up => {}
+                Caught::TimedOut => {
+                    tracing::warn!(?at, "projections did not catch up within the read-your-writes bound")
+                }
+                // The write is in the log, but nothing can be read back: answer 503, not a hang.
+                Caught::Unavailable => {
+                    return Err(CommandError::Unavailable(
+                        "database unavailable while waiting for the projections".into(),
+                    ))
+                }
             }
         }
         Ok(done)

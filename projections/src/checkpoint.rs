@@ -107,7 +107,7 @@ impl Progress {
 
     /// Waits until the named projections have applied `at`, or `timeout` passes (returns false
     /// then). Progress made by workers of another process is seen by polling the checkpoint table.
-    pub async fn wait_for(&self, pool: &PgPool, names: &[&str], at: LogPosition, timeout: Duration) -> bool {
+    pub async fn wait_for(&self, pool: &PgPool, names: &[&str], at: LogPosition, timeout: Duration) -> Caught {
         let deadline = tokio::time::Instant::now() + timeout;
         for (name, sender) in self.senders.iter().filter(|(n, _)| names.contains(n)) {
             let mut rx = sender.subscribe();
@@ -117,19 +117,32 @@ impl Progress {
                 }
                 let now = tokio::time::Instant::now();
                 if now >= deadline {
-                    return false;
+                    return Caught::TimedOut;
                 }
                 let slice = (deadline - now).min(Duration::from_millis(50));
                 if tokio::time::timeout(slice, rx.changed()).await.is_err() {
                     // No local progress: another process may own this projection.
-                    if let Ok(cp) = load(pool, name).await {
-                        if cp >= at {
-                            break;
-                        }
+                    match load(pool, name).await {
+                        Ok(cp) if cp >= at => break,
+                        Ok(_) => {}
+                        // No projection can progress without the database: waiting on is futile.
+                        Err(e) if crate::availability::is_unavailable(&e) => return Caught::Unavailable,
+                        Err(e) => tracing::debug!(error = %e, "reading a checkpoint failed"),
                     }
                 }
             }
         }
-        true
+        Caught::Up
     }
+}
+
+/// How a read-your-writes wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caught {
+    /// Every named projection has passed the position.
+    Up,
+    /// The bound passed first.
+    TimedOut,
+    /// The database became unavailable while waiting.
+    Unavailable,
 }

@@ -24,6 +24,10 @@ pub enum CommandError<E: std::error::Error> {
     Conflict,
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The database is unreachable or out of connections (`availability::is_unavailable`):
+    /// nothing was appended, or the command's outcome is unknown; a retry may succeed.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// What a command produced.
@@ -146,10 +150,17 @@ fn map_err<E: std::error::Error + Clone>(e: AggregateError<E>) -> CommandError<E
         AggregateError::AggregateConflict => CommandError::Conflict,
         AggregateError::UnexpectedError(inner) => match inner.downcast::<ClaimConflict>() {
             Ok(c) => CommandError::Claim(*c),
-            Err(other) => CommandError::Storage(other.to_string()),
+            Err(other) => storage(other.as_ref()),
         },
-        AggregateError::DatabaseConnectionError(e) | AggregateError::DeserializationError(e) => {
-            CommandError::Storage(e.to_string())
-        }
+        AggregateError::DatabaseConnectionError(e) | AggregateError::DeserializationError(e) => storage(e.as_ref()),
+    }
+}
+
+/// A storage failure, told apart by whether the database was unavailable.
+fn storage<E: std::error::Error>(e: &(dyn std::error::Error + Send + Sync + 'static)) -> CommandError<E> {
+    if crate::availability::chain_is_unavailable(e) {
+        CommandError::Unavailable(e.to_string())
+    } else {
+        CommandError::Storage(e.to_string())
     }
 }

@@ -8,6 +8,7 @@
 )]
 
 pub mod audit;
+pub mod availability;
 pub mod checkpoint;
 pub mod commands;
 pub mod decode;
@@ -35,4 +36,12 @@ pub enum StorageError {
     Decode { event_id: String, message: String },
     #[error("{0}")]
     Other(String),
+}
+
+impl StorageError {
+    /// The database is unreachable or out of connections (see [`availability::is_unavailable`]):
+    /// worth a 503 and a retry, not a 500.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Database(e) if availability::is_unavailable(e))
+    }
 }

@@ -128,6 +128,11 @@ impl TestApp {
         }
     }
 
+    /// Where `GET /metrics` is served when `Config::metrics_listen` was set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.running.as_ref().and_then(|r| r.metrics_addr)
+    }
+
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.stop().await.expect("stop");

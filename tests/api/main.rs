@@ -4,6 +4,7 @@
 mod dns_server;
 mod helpers;
 
+mod api_keys;
 mod as_of;
 mod audit_logs;
 mod bad_input;
@@ -12,10 +13,13 @@ mod contract;
 mod events;
 mod log_properties;
 mod memberships;
+mod metrics;
 mod nats;
 mod openapi;
 mod organization_domains;
 mod organizations;
+mod outage;
+mod protocol;
 mod stream;
 mod users;
 mod webhooks;

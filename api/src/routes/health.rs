@@ -38,11 +38,23 @@ pub async fn health(State(state): State<AppState>) -> Response {
             Json(body).into_response()
         }
         Ok(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "migrating" }))).into_response(),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "database_unavailable" })),
-        )
-            .into_response(),
+        // Answers within the pool's acquire bound: a load balancer must not wait on a dead database.
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: database unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(
+                    axum::http::header::RETRY_AFTER,
+                    crate::error::DATABASE_RETRY_AFTER_SECS.to_string(),
+                )],
+                Json(json!({
+                    "status": "database_unavailable",
+                    "code": "database_unavailable",
+                    "message": "the database is unavailable; retry later",
+                })),
+            )
+                .into_response()
+        }
     }
 }
 

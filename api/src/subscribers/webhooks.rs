@@ -507,6 +507,7 @@ async fn deliver_until_done(
             }
             Err(e) => (None, Some(e), false),
         };
+        crate::metrics::webhook_attempt(delivered);
         if delivered {
             return Ok(Delivered {
                 attempt,
