@@ -9,10 +9,12 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use cqrs_es::Aggregate;
 use keyledger_domain::{NoServices, Tenanted};
+use keyledger_projections::cascade::{Cascaded, Parent};
 use keyledger_projections::checkpoint::Progress;
 use keyledger_projections::commands::{CommandBus, CommandError, Executed, Mode};
 use keyledger_projections::engine;
-use keyledger_projections::store::AppendExtras;
+use keyledger_projections::store::{AppendExtras, IdempotencyFence};
+use keyledger_projections::LogPosition;
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 
@@ -47,6 +49,9 @@ pub struct RequestContext {
     pub request_id: Option<String>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// The request's `Idempotency-Key` reservation (`crate::idempotency`): its command's append
+    /// marks it committed in the same transaction.
+    pub idempotency: Option<IdempotencyFence>,
 }
 
 impl RequestContext {
@@ -96,6 +101,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             request_id: header("x-request-id"),
             ip,
             user_agent: header("user-agent"),
+            idempotency: parts.extensions.get::<IdempotencyFence>().cloned(),
         })
     }
 }
@@ -116,24 +122,67 @@ impl AppState {
         A::Command: Clone,
         A::Error: Clone,
     {
+        let extras = with_fence(extras, ctx);
         let done = self
             .bus
             .execute::<A>(id, command, &ctx.metadata(), extras, mode)
             .await?;
         if let Some(at) = done.position {
-            let affected: Vec<&str> = engine::ALL
-                .iter()
-                .filter(|p| p.consumes(A::TYPE))
-                .map(|p| p.name)
-                .collect();
-            if !self
-                .progress
-                .wait_for(&self.pool, &affected, at, self.read_your_writes)
-                .await
-            {
-                tracing::warn!(?at, "projections did not catch up within the read-your-writes bound");
-            }
+            self.settle(&[A::TYPE], at).await;
         }
         Ok(done)
     }
+
+    /// Deletes a user or an organization with its memberships in one append
+    /// (`keyledger_projections::cascade`), then waits (bounded) for the projections of both.
+    pub async fn delete_with_memberships<A>(
+        &self,
+        ctx: &RequestContext,
+        parent: Parent,
+        id: &str,
+        command: A::Command,
+        extras: AppendExtras,
+    ) -> Result<Cascaded<A>, CommandError<A::Error>>
+    where
+        A: Aggregate<Services = NoServices> + Tenanted + Clone,
+        A::Command: Clone,
+        A::Error: Clone,
+    {
+        let extras = with_fence(extras, ctx);
+        let at = chrono::Utc::now();
+        let done = self
+            .bus
+            .delete_with_memberships::<A>(parent, id, command, at, &ctx.metadata(), &extras)
+            .await?;
+        self.settle(
+            &[A::TYPE, keyledger_domain::membership::OrganizationMembership::TYPE],
+            done.position,
+        )
+        .await;
+        Ok(done)
+    }
+
+    /// Read-your-writes: waits (bounded) until the projections consuming `types` reach `at`.
+    async fn settle(&self, types: &[&str], at: LogPosition) {
+        let affected: Vec<&str> = engine::ALL
+            .iter()
+            .filter(|p| types.iter().any(|t| p.consumes(t)))
+            .map(|p| p.name)
+            .collect();
+        if !self
+            .progress
+            .wait_for(&self.pool, &affected, at, self.read_your_writes)
+            .await
+        {
+            tracing::warn!(?at, "projections did not catch up within the read-your-writes bound");
+        }
+    }
+}
+
+/// The request's `Idempotency-Key` reservation joins its command's append.
+fn with_fence(mut extras: AppendExtras, ctx: &RequestContext) -> AppendExtras {
+    if extras.idempotency.is_none() {
+        extras.idempotency = ctx.idempotency.clone();
+    }
+    extras
 }

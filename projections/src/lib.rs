@@ -8,6 +8,7 @@
 )]
 
 pub mod audit;
+pub mod cascade;
 pub mod checkpoint;
 pub mod commands;
 pub mod decode;

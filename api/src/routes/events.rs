@@ -24,7 +24,7 @@ pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Respon
     };
     match queries::events(&state.pool, &filter, &page).await? {
         EventsOutcome::UnknownCursor => Err(ApiError::invalid(
-            "after",
+            if page.after.is_some() { "after" } else { "before" },
             "invalid_cursor",
             "the cursor is not the id of an event",
         )),

@@ -77,10 +77,15 @@ impl Claims for UserEvent {
         let release = |kind| Claim::Release { kind, value: None };
         match self {
             Self::UserCreated { email, external_id, .. } => {
-                let mut c = vec![Claim::Acquire {
-                    kind: ClaimKind::UserEmail,
-                    value: email.key(),
-                }];
+                let mut c = vec![
+                    Claim::AcquireOwn {
+                        kind: ClaimKind::LiveUser,
+                    },
+                    Claim::Acquire {
+                        kind: ClaimKind::UserEmail,
+                        value: email.key(),
+                    },
+                ];
                 if let Some(x) = external_id {
                     c.push(Claim::Acquire {
                         kind: ClaimKind::UserExternalId,
@@ -110,7 +115,18 @@ impl Claims for UserEvent {
                 c
             }
             Self::UserPasswordChanged { .. } => Vec::new(),
-            Self::UserDeleted { .. } => vec![release(ClaimKind::UserEmail), release(ClaimKind::UserExternalId)],
+            Self::UserDeleted { .. } => vec![
+                Claim::RetireOwn {
+                    kind: ClaimKind::LiveUser,
+                },
+                release(ClaimKind::UserEmail),
+                release(ClaimKind::UserExternalId),
+                // Memberships are `<organization_id>:<user_id>`: none may outlive the user.
+                Claim::NoDependents {
+                    kind: ClaimKind::Membership,
+                    part: 2,
+                },
+            ],
         }
     }
 }
