@@ -13,6 +13,7 @@ pub mod dns;
 pub mod embedded;
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 pub mod openapi;
 pub mod password;
 pub mod routes;
@@ -207,6 +208,8 @@ pub fn router(state: AppState) -> Router {
         .merge(audit_logs::router())
         .merge(webhooks::router())
         .merge(stream::router())
+        // Layers run bottom-up: the API key first, then Idempotency-Key (scoped by that key).
+        .route_layer(middleware::from_fn_with_state(state.clone(), idempotency::middleware))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
     Router::new()
         .route("/health", get(health::health))
@@ -352,6 +355,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
     let mut workers = vec![
         tokio::spawn(listen(pool.clone(), wake, shutdown_rx.clone())),
         tokio::spawn(notify_others(pool.clone(), appended_rx, shutdown_rx.clone())),
+        tokio::spawn(idempotency::sweeper(pool.clone(), shutdown_rx.clone())),
     ];
     workers.extend(subscribers::spawn(&subscribers::Context {
         pool: pool.clone(),

@@ -11,6 +11,7 @@ mod binary;
 mod cascade;
 mod events;
 mod events_cursor;
+mod idempotency;
 mod log_properties;
 mod memberships;
 mod nats;
