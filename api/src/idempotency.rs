@@ -21,6 +21,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::auth::Actor;
 use crate::error::ApiError;
@@ -59,16 +60,47 @@ pub fn key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(s.to_string()))
 }
 
+/// `POST /organizations` also takes the key as `idempotency_key` in its body (a WorkOS
+/// organization-create field); the header wins when both are given.
+const BODY_KEY_PATH: &str = "/organizations";
+
+/// The body's `idempotency_key`, if it is a JSON object with one (checked like the header).
+fn body_key(body: &[u8]) -> Result<Option<String>, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct WithKey {
+        idempotency_key: Option<serde_json::Value>,
+    }
+    let Ok(WithKey {
+        idempotency_key: Some(v),
+    }) = serde_json::from_slice::<WithKey>(body)
+    else {
+        return Ok(None);
+    };
+    let mut headers = HeaderMap::new();
+    let value = v.as_str().and_then(|s| HeaderValue::from_str(s).ok()).ok_or_else(|| {
+        ApiError::invalid(
+            "idempotency_key",
+            "invalid_idempotency_key",
+            "idempotency_key must be 1 to 255 printable characters",
+        )
+    })?;
+    headers.insert("idempotency-key", value);
+    key(&headers)
+}
+
 /// Runs after authentication (it scopes keys by the caller's API key) and before the handler.
 pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if !matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
         return next.run(req).await;
     }
-    let key = match key(req.headers()) {
-        Ok(Some(k)) => k,
-        Ok(None) => return next.run(req).await,
+    let header_key = match key(req.headers()) {
+        Ok(k) => k,
         Err(e) => return e.into_response(),
     };
+    let body_key_allowed = req.method() == Method::POST && req.uri().path() == BODY_KEY_PATH;
+    if header_key.is_none() && !body_key_allowed {
+        return next.run(req).await;
+    }
     let Some(actor) = req.extensions().get::<Actor>().cloned() else {
         return ApiError::unauthorized().into_response();
     };
@@ -80,6 +112,11 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
             "the request body is larger than 1 MiB",
         )
         .into_response();
+    };
+    let key = match header_key.map(Ok).or_else(|| body_key(&bytes).transpose()) {
+        Some(Ok(k)) => k,
+        Some(Err(e)) => return e.into_response(),
+        None => return next.run(Request::from_parts(parts, Body::from(bytes))).await,
     };
     let fingerprint = fingerprint(&parts.method, parts.uri.path_and_query().map(|p| p.as_str()), &bytes);
     let fence = IdempotencyFence {
@@ -97,10 +134,13 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     // The command runs to its end and its response is stored even if the client goes away: the
     // retry that follows a client's timeout then finds the response instead of a lost one.
     let pool = state.pool.clone();
-    let task = tokio::spawn(async move {
-        let response = next.run(req).await;
-        finish(&pool, &fence, response).await
-    });
+    let task = tokio::spawn(
+        async move {
+            let response = next.run(req).await;
+            finish(&pool, &fence, response).await
+        }
+        .instrument(tracing::Span::current()),
+    );
     match task.await {
         Ok(response) => response,
         Err(e) => {

@@ -138,6 +138,45 @@ async fn the_same_key_with_another_body_path_or_method_is_refused_and_changes_no
 }
 
 #[tokio::test]
+async fn organization_create_honours_idempotency_key_in_its_body() {
+    let app = TestApp::spawn().await;
+    let body = json!({ "name": "Acme", "idempotency_key": "in-body" });
+    let first = send(&app, &app.key, Method::POST, "/organizations", None, &body).await;
+    assert_eq!((first.0, first.2), (StatusCode::CREATED, false), "{first:?}");
+    let log = app.log_len().await;
+    let again = send(&app, &app.key, Method::POST, "/organizations", None, &body).await;
+    assert_eq!((again.0, again.1, again.2), (first.0, first.1, true));
+    assert_eq!(app.log_len().await, log);
+    let other = json!({ "name": "Other", "idempotency_key": "in-body" });
+    let (s, b, _) = send(&app, &app.key, Method::POST, "/organizations", None, &other).await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+        "body key",
+    );
+    let (s, b, _) = send(
+        &app,
+        &app.key,
+        Method::POST,
+        "/organizations",
+        None,
+        &json!({ "name": "Bad", "idempotency_key": 5 }),
+    )
+    .await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_idempotency_key",
+        "number key",
+    );
+    assert_eq!(app.log_len().await, log);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn eight_concurrent_requests_with_one_key_run_the_command_once() {
     let app = TestApp::spawn().await;
     let mut tasks = Vec::new();

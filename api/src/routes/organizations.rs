@@ -171,6 +171,7 @@ pub async fn create(
     let metadata = b.metadata.unwrap_or_default();
     validate_metadata("metadata", &metadata)?;
     let domains = new_domains(b.domains, b.domain_data)?.unwrap_or_default();
+    // Honoured before the handler runs, like the header (`crate::idempotency`).
     let _ = b.idempotency_key;
     let id = new_id("org");
     let cmd = OrganizationCommand::Create {
