@@ -73,9 +73,16 @@ pub enum Claim {
     /// appends that hold it with `Require` finish first and later ones fail.
     RetireOwn { kind: ClaimKind },
     /// Fail the append (a concurrent change: decide again) if, after its releases, a claim of
-    /// `kind` still names the aggregate as part `part` (1-based) of its `:`-separated value,
-    /// e.g. a membership (`<organization_id>:<user_id>`) of a user being deleted.
-    NoDependents { kind: ClaimKind, part: u8 },
+    /// `kind` still names the aggregate as `part` of its `:`-separated value, e.g. a membership
+    /// (`<organization_id>:<user_id>`) of a user being deleted.
+    NoDependents { kind: ClaimKind, part: KeyPart },
+}
+
+/// A part of a two-part claim value `<first>:<second>` (a membership: organization, then user).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyPart {
+    First,
+    Second,
 }
 
 /// Implemented by every aggregate's event type.

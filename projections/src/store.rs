@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot};
 use cqrs_es::Aggregate;
-use keyledger_domain::Claim;
+use keyledger_domain::{Claim, KeyPart};
 use serde_json::Value;
 use sqlx::PgPool;
 
@@ -147,10 +147,7 @@ impl EventStore {
         let mut payloads = Vec::with_capacity(n);
         let mut metas = Vec::with_capacity(n);
         let mut orgs: Vec<Option<String>> = Vec::with_capacity(n);
-        let mut claim_ops: Vec<&str> = Vec::new();
-        let mut claim_kinds: Vec<&str> = Vec::new();
-        let mut claim_values: Vec<Option<String>> = Vec::new();
-        let mut claim_holders: Vec<String> = Vec::new();
+        let mut claims = ClaimOps::default();
         let mut webhook_events = Vec::new();
         for e in events {
             let typed = decode(&e.aggregate_type, &e.event_type, &e.event_version, &e.payload)
@@ -159,21 +156,7 @@ impl EventStore {
                 webhook_events.push((e.aggregate_id.clone(), w.clone()));
             }
             for claim in typed.claims() {
-                let own = Some(e.aggregate_id.clone());
-                let (op, kind, value) = match claim {
-                    Claim::Acquire { kind, value } => ("acquire", kind, Some(value)),
-                    Claim::Release { kind, value: Some(v) } => ("release", kind, Some(v)),
-                    Claim::Release { kind, value: None } => ("release_all", kind, None),
-                    Claim::AcquireOwn { kind } => ("acquire", kind, own),
-                    Claim::Require { kind, value } => ("require", kind, Some(value)),
-                    Claim::RetireOwn { kind } => ("retire", kind, own),
-                    Claim::NoDependents { kind, part: 1 } => ("no_dependents:1", kind, own),
-                    Claim::NoDependents { kind, .. } => ("no_dependents:2", kind, own),
-                };
-                claim_ops.push(op);
-                claim_kinds.push(kind.as_str());
-                claim_values.push(value);
-                claim_holders.push(e.aggregate_id.clone());
+                claims.push(claim, &e.aggregate_id);
             }
             ids.push(keyledger_domain::ids::new_id("event"));
             types.push(e.aggregate_type.clone());
@@ -207,10 +190,10 @@ impl EventStore {
         .bind(&payloads)
         .bind(&metas)
         .bind(&orgs)
-        .bind(&claim_ops)
-        .bind(&claim_kinds)
-        .bind(&claim_values)
-        .bind(&claim_holders)
+        .bind(&claims.ops)
+        .bind(&claims.kinds)
+        .bind(&claims.values)
+        .bind(&claims.holders)
         .bind(credential_user)
         .bind(credential_hash)
         .bind(erase);
@@ -283,6 +266,42 @@ impl EventStore {
             }
         });
         stream
+    }
+}
+
+/// An append's claim operations, as the parallel arrays `keyledger_append` takes (migration
+/// 0011 names the operations).
+#[derive(Default)]
+struct ClaimOps {
+    ops: Vec<&'static str>,
+    kinds: Vec<&'static str>,
+    values: Vec<Option<String>>,
+    holders: Vec<String>,
+}
+
+impl ClaimOps {
+    fn push(&mut self, claim: Claim, holder: &str) {
+        let own = Some(holder.to_string());
+        let (op, kind, value) = match claim {
+            Claim::Acquire { kind, value } => ("acquire", kind, Some(value)),
+            Claim::Release { kind, value: Some(v) } => ("release", kind, Some(v)),
+            Claim::Release { kind, value: None } => ("release_all", kind, None),
+            Claim::AcquireOwn { kind } => ("acquire", kind, own),
+            Claim::Require { kind, value } => ("require", kind, Some(value)),
+            Claim::RetireOwn { kind } => ("retire", kind, own),
+            Claim::NoDependents {
+                kind,
+                part: KeyPart::First,
+            } => ("no_dependents:1", kind, own),
+            Claim::NoDependents {
+                kind,
+                part: KeyPart::Second,
+            } => ("no_dependents:2", kind, own),
+        };
+        self.ops.push(op);
+        self.kinds.push(kind.as_str());
+        self.values.push(value);
+        self.holders.push(holder.to_string());
     }
 }
 

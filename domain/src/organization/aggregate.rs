@@ -522,14 +522,14 @@ mod tests {
 
     #[test]
     fn a_deleted_organization_gives_up_its_liveness_and_allows_no_memberships() {
-        use crate::claims::{Claim, ClaimKind, Claims};
+        use crate::claims::{Claim, ClaimKind, Claims, KeyPart};
         let claims = OrganizationEvent::OrganizationDeleted { at: at() }.claims();
         assert!(claims.contains(&Claim::RetireOwn {
             kind: ClaimKind::LiveOrganization
         }));
         assert!(claims.contains(&Claim::NoDependents {
             kind: ClaimKind::Membership,
-            part: 1
+            part: KeyPart::First
         }));
         assert!(created()[0].claims().contains(&Claim::AcquireOwn {
             kind: ClaimKind::LiveOrganization

@@ -3,7 +3,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use super::DomainState;
-use crate::claims::{Claim, ClaimKind, Claims};
+use crate::claims::{Claim, ClaimKind, Claims, KeyPart};
 use crate::values::{DomainName, Metadata};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,7 +120,7 @@ impl Claims for OrganizationEvent {
                 // Memberships are `<organization_id>:<user_id>`: none may outlive the organization.
                 Claim::NoDependents {
                     kind: ClaimKind::Membership,
-                    part: 1,
+                    part: KeyPart::First,
                 },
                 Claim::Release {
                     kind: ClaimKind::OrganizationExternalId,

@@ -2,7 +2,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
-use crate::claims::{Claim, ClaimKind, Claims};
+use crate::claims::{Claim, ClaimKind, Claims, KeyPart};
 use crate::values::{Email, Metadata};
 
 /// Events of the [`super::User`] aggregate. Renaming a variant never changes `event_type`.
@@ -124,7 +124,7 @@ impl Claims for UserEvent {
                 // Memberships are `<organization_id>:<user_id>`: none may outlive the user.
                 Claim::NoDependents {
                     kind: ClaimKind::Membership,
-                    part: 2,
+                    part: KeyPart::Second,
                 },
             ],
         }
