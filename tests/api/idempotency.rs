@@ -263,13 +263,31 @@ async fn deterministic_4xx_are_replayed_but_conflicts_and_5xx_are_not() {
     // 404 and 422: the same request would fail the same way, so the answer is kept.
     let unknown = json!({ "domain": "x.example", "organization_id": "org_unknown" });
     let bad_email = json!({ "email": "not an email" });
-    for (path, body, status) in [
-        ("/organization_domains", &unknown, StatusCode::NOT_FOUND),
-        ("/user_management/users", &bad_email, StatusCode::UNPROCESSABLE_ENTITY),
+    let rename = json!({ "name": "Renamed" });
+    for (method, path, body, status) in [
+        (Method::POST, "/organization_domains", &unknown, StatusCode::NOT_FOUND),
+        (
+            Method::POST,
+            "/user_management/users",
+            &bad_email,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::PUT,
+            "/organizations/org_unknown",
+            &rename,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::PUT,
+            "/user_management/users/user_unknown",
+            &bad_email,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
     ] {
-        let first = with_key(&app, Method::POST, path, path, body).await;
+        let first = with_key(&app, method.clone(), path, path, body).await;
         assert_eq!((first.0, first.2), (status, false), "{first:?}");
-        let again = with_key(&app, Method::POST, path, path, body).await;
+        let again = with_key(&app, method, path, path, body).await;
         assert_eq!((again.0, again.1, again.2), (first.0, first.1, true), "{path}");
     }
     // 409 (a claim held by another object) is not kept: once the holder is gone, the retry runs.
