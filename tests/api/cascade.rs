@@ -305,3 +305,41 @@ async fn no_membership_created_while_its_organization_is_deleted_survives() {
     .expect("domain deletes");
     assert_eq!(n, orgs.len() as i64);
 }
+
+#[tokio::test]
+async fn a_membership_whose_user_or_organization_is_gone_from_the_log_is_refused_by_the_append() {
+    // The read model still shows both (as it would for a moment during a deletion); the append
+    // finds the parent's liveness claim gone and refuses, appending nothing.
+    let app = TestApp::spawn().await;
+    let user = id_of(&app.create_user("ann@example.com").await);
+    let org = id_of(&app.create_organization("Acme", json!([])).await);
+    for (kind, id, what) in [
+        ("live_user", &user, "user"),
+        ("live_organization", &org, "organization"),
+    ] {
+        sqlx::query("update claim set value = value || '-hidden' where kind = $1 and value = $2")
+            .bind(kind)
+            .bind(id)
+            .execute(&app.pool)
+            .await
+            .expect("hide");
+        let before = app.log_len().await;
+        let (s, body) = app
+            .post(
+                "/user_management/organization_memberships",
+                json!({ "user_id": user, "organization_id": org }),
+            )
+            .await;
+        assert_error(s, &body, StatusCode::NOT_FOUND, "entity_not_found", what);
+        assert!(body["message"].as_str().is_some_and(|m| m.starts_with(what)), "{body}");
+        assert_eq!(app.log_len().await, before, "{what}: nothing appended");
+        sqlx::query("update claim set value = $2 where kind = $1 and value = $2 || '-hidden'")
+            .bind(kind)
+            .bind(id)
+            .execute(&app.pool)
+            .await
+            .expect("restore");
+    }
+    app.create_membership(&user, &org, None).await;
+    app.stop().await;
+}
