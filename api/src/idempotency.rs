@@ -349,3 +349,61 @@ pub async fn sweeper(pool: PgPool, mut shutdown: watch::Receiver<bool>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_its_method_path_and_body_bytes() {
+        let base = fingerprint(&Method::POST, Some("/organizations"), b"{\"name\":\"A\"}");
+        assert_eq!(
+            base,
+            fingerprint(&Method::POST, Some("/organizations"), b"{\"name\":\"A\"}")
+        );
+        for other in [
+            fingerprint(&Method::PUT, Some("/organizations"), b"{\"name\":\"A\"}"),
+            fingerprint(&Method::POST, Some("/organizations?x=1"), b"{\"name\":\"A\"}"),
+            fingerprint(&Method::POST, Some("/organizations"), b"{\"name\": \"A\"}"),
+        ] {
+            assert_ne!(base, other);
+        }
+    }
+
+    #[test]
+    fn only_successes_and_repeatable_refusals_are_kept() {
+        for (status, kept) in [
+            (200, true),
+            (201, true),
+            (204, true),
+            (400, true),
+            (404, true),
+            (422, true),
+            (401, false),
+            (409, false),
+            (429, false),
+            (500, false),
+            (503, false),
+        ] {
+            let s = StatusCode::from_u16(status).unwrap_or(StatusCode::IM_A_TEAPOT);
+            assert_eq!(storable(s), kept, "{status}");
+        }
+    }
+
+    #[test]
+    fn keys_are_one_to_255_printable_characters_in_the_header_or_the_body() {
+        let mut h = HeaderMap::new();
+        assert_eq!(key(&h).ok(), Some(None));
+        h.insert("idempotency-key", HeaderValue::from_static("abc-123"));
+        assert_eq!(key(&h).ok(), Some(Some("abc-123".to_string())));
+        h.insert("idempotency-key", HeaderValue::from_static(""));
+        assert!(key(&h).is_err());
+        assert_eq!(
+            body_key(br#"{"name":"A","idempotency_key":"k"}"#).ok(),
+            Some(Some("k".to_string()))
+        );
+        assert_eq!(body_key(br#"{"name":"A","idempotency_key":null}"#).ok(), Some(None));
+        assert_eq!(body_key(b"not json").ok(), Some(None));
+        assert!(body_key(br#"{"idempotency_key":5}"#).is_err());
+    }
+}
