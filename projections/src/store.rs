@@ -1,7 +1,9 @@
-//! The event store: cqrs-es's `PersistedEventRepository` on sqlx 0.8. One command's events are
-//! appended atomically together with its set-wide claims (and, for password changes, the
-//! credential row) by one statement, `keyledger_append` (migration 0004); the unique
-//! (aggregate_type, aggregate_id, sequence) is the optimistic lock.
+//! The event store: cqrs-es's `PersistedEventRepository` on sqlx 0.8. One command's events (or
+//! one cascade's, across aggregates: `append_many`) are appended atomically together with their
+//! set-wide claims (and, for password changes, the credential row) by one statement,
+//! `keyledger_append` (migrations 0004, 0011); the unique (aggregate_type, aggregate_id,
+//! sequence) is the optimistic lock. Side rows that must agree with the log (webhook endpoints,
+//! an `Idempotency-Key` reservation) join that statement's transaction.
 //! It never updates or deletes an event.
 
 use std::collections::HashMap;
