@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use keyledger_domain::values::InvalidValue;
+use keyledger_domain::ClaimKind;
 use keyledger_projections::commands::CommandError;
 use keyledger_projections::StorageError;
 use serde::Serialize;
@@ -201,6 +202,12 @@ pub fn command_error<E: std::error::Error>(e: CommandError<E>, domain: impl FnOn
                 "a webhook endpoint with this endpoint_url already exists",
             ),
             _ => ApiError::conflict(c.to_string()),
+        },
+        // A membership's user or organization is gone (deleted concurrently): its liveness claim.
+        CommandError::Missing(m) => match ClaimKind::parse(&m.kind) {
+            Some(ClaimKind::LiveUser) => ApiError::not_found("user"),
+            Some(ClaimKind::LiveOrganization) => ApiError::not_found("organization"),
+            _ => ApiError::not_found("object"),
         },
         CommandError::Conflict => ApiError::conflict("the object was changed concurrently; retry the request"),
         CommandError::Unavailable(m) => {

@@ -14,6 +14,7 @@ pub mod dns;
 pub mod embedded;
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 pub mod json_body;
 pub mod metrics;
 pub mod openapi;
@@ -208,7 +209,10 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// `routes::public`, the same lists `/openapi.json` documents: add routes there, never here.
 pub fn router(state: AppState) -> Router {
     let (api, _) = routes::protected().split_for_parts();
-    let api = api.route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
+    // Layers run bottom-up: the API key first, then Idempotency-Key (scoped by that key).
+    let api = api
+        .route_layer(middleware::from_fn_with_state(state.clone(), idempotency::middleware))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
     let (public, _) = routes::public().split_for_parts();
     Router::new()
         .merge(public)
@@ -379,6 +383,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
             shutdown_rx.clone(),
         )),
         tokio::spawn(notify_others(workers_pool.clone(), appended_rx, shutdown_rx.clone())),
+        tokio::spawn(idempotency::sweeper(workers_pool.clone(), shutdown_rx.clone())),
     ];
     workers.extend(subscribers::spawn(&subscribers::Context {
         pool: workers_pool.clone(),

@@ -77,7 +77,7 @@ pub async fn track(req: Request, next: Next) -> Response {
 pub fn command<T, E: std::error::Error>(aggregate: &'static str, result: &Result<T, CommandError<E>>, events: usize) {
     let outcome = match result {
         Ok(_) => "ok",
-        Err(CommandError::Domain(_) | CommandError::Claim(_)) => "rejected",
+        Err(CommandError::Domain(_) | CommandError::Claim(_) | CommandError::Missing(_)) => "rejected",
         Err(CommandError::Conflict) => "conflict",
         Err(CommandError::Unavailable(_)) => "unavailable",
         Err(CommandError::Storage(_)) => "error",

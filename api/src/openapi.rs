@@ -10,9 +10,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keyledger_projections::objects::PUBLIC_EVENT_NAMES;
 use serde_json::{json, Map, Value};
-use utoipa::openapi::path::Operation;
+use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::openapi::{ObjectBuilder, Required, Type};
 use utoipa::OpenApi;
 
 use crate::error::ApiError;
@@ -128,6 +129,26 @@ fn snake_case(name: &str) -> String {
     out
 }
 
+/// The `Idempotency-Key` header of every `POST`/`PUT`/`PATCH` behind the key.
+fn idempotency_key_header() -> Parameter {
+    ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "1 to 255 printable ASCII characters: a repeat of the same request within 24 h replays \
+             the first response (docs/API.md, \"Idempotency-Key\")",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(255))
+                .pattern(Some("^[\\x20-\\x7e]+$")),
+        ))
+        .build()
+}
+
 fn error_ref() -> RefOr<utoipa::openapi::Response> {
     RefOr::Ref(Ref::from_response_name(ERROR_RESPONSE))
 }
@@ -152,6 +173,12 @@ fn generated() -> utoipa::openapi::OpenApi {
         for op in operations(item) {
             op.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
             op.responses.responses.entry("401".into()).or_insert_with(error_ref);
+        }
+        // Every write behind the key takes an Idempotency-Key (`crate::idempotency`).
+        for op in [&mut item.post, &mut item.put, &mut item.patch].into_iter().flatten() {
+            op.parameters
+                .get_or_insert_with(Vec::new)
+                .push(idempotency_key_header());
         }
     }
     let (_, public) = routes::public().split_for_parts();

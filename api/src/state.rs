@@ -9,10 +9,12 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use cqrs_es::Aggregate;
 use keyledger_domain::{NoServices, Tenanted};
+use keyledger_projections::cascade::{Cascaded, Parent};
 use keyledger_projections::checkpoint::{Caught, Progress};
 use keyledger_projections::commands::{CommandBus, CommandError, Executed, Mode};
 use keyledger_projections::engine;
-use keyledger_projections::store::AppendExtras;
+use keyledger_projections::store::{AppendExtras, IdempotencyFence};
+use keyledger_projections::LogPosition;
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 
@@ -49,6 +51,9 @@ pub struct RequestContext {
     pub user_agent: Option<String>,
     /// Further metadata a handler records (e.g. the end user's IP sent in a create-user body).
     pub extra: Vec<(&'static str, String)>,
+    /// The request's `Idempotency-Key` reservation (`crate::idempotency`): its command's append
+    /// marks it committed in the same transaction.
+    pub idempotency: Option<IdempotencyFence>,
 }
 
 impl RequestContext {
@@ -108,6 +113,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             ip,
             user_agent: header("user-agent"),
             extra: Vec::new(),
+            idempotency: parts.extensions.get::<IdempotencyFence>().cloned(),
         })
     }
 }
@@ -128,32 +134,77 @@ impl AppState {
         A::Command: Clone,
         A::Error: Clone,
     {
+        let extras = with_fence(extras, ctx);
         let result = self.bus.execute::<A>(id, command, &ctx.metadata(), extras, mode).await;
         crate::metrics::command(A::TYPE, &result, result.as_ref().map_or(0, |d| d.events.len()));
         let done = result?;
         if let Some(at) = done.position {
-            let affected: Vec<&str> = engine::ALL
-                .iter()
-                .filter(|p| p.consumes(A::TYPE))
-                .map(|p| p.name)
-                .collect();
-            match self
-                .progress
-                .wait_for(&self.pool, &affected, at, self.read_your_writes)
-                .await
-            {
-                Caught::Up => {}
-                Caught::TimedOut => {
-                    tracing::warn!(?at, "projections did not catch up within the read-your-writes bound")
-                }
-                // The write is in the log, but nothing can be read back: answer 503, not a hang.
-                Caught::Unavailable => {
-                    return Err(CommandError::Unavailable(
-                        "database unavailable while waiting for the projections".into(),
-                    ))
-                }
-            }
+            self.settle(&[A::TYPE], at).await?;
         }
         Ok(done)
     }
+
+    /// Deletes a user or an organization with its memberships in one append
+    /// (`keyledger_projections::cascade`), then waits (bounded) for the projections of both.
+    pub async fn delete_with_memberships<A>(
+        &self,
+        ctx: &RequestContext,
+        parent: Parent,
+        id: &str,
+        command: A::Command,
+        extras: AppendExtras,
+    ) -> Result<Cascaded<A>, CommandError<A::Error>>
+    where
+        A: Aggregate<Services = NoServices> + Tenanted + Clone,
+        A::Command: Clone,
+        A::Error: Clone,
+    {
+        let extras = with_fence(extras, ctx);
+        let at = chrono::Utc::now();
+        let result = self
+            .bus
+            .delete_with_memberships::<A>(parent, id, command, at, &ctx.metadata(), &extras)
+            .await;
+        let appended = result.as_ref().map_or(0, |d| d.events.len() + d.memberships.len());
+        crate::metrics::command(A::TYPE, &result, appended);
+        let done = result?;
+        self.settle(
+            &[A::TYPE, keyledger_domain::membership::OrganizationMembership::TYPE],
+            done.position,
+        )
+        .await?;
+        Ok(done)
+    }
+
+    /// Read-your-writes: waits (bounded) until the projections consuming `types` reach `at`. A
+    /// database that became unavailable meanwhile is a 503, not a hang (the write is in the log).
+    async fn settle<E: std::error::Error>(&self, types: &[&str], at: LogPosition) -> Result<(), CommandError<E>> {
+        let affected: Vec<&str> = engine::ALL
+            .iter()
+            .filter(|p| types.iter().any(|t| p.consumes(t)))
+            .map(|p| p.name)
+            .collect();
+        match self
+            .progress
+            .wait_for(&self.pool, &affected, at, self.read_your_writes)
+            .await
+        {
+            Caught::Up => Ok(()),
+            Caught::TimedOut => {
+                tracing::warn!(?at, "projections did not catch up within the read-your-writes bound");
+                Ok(())
+            }
+            Caught::Unavailable => Err(CommandError::Unavailable(
+                "database unavailable while waiting for the projections".into(),
+            )),
+        }
+    }
+}
+
+/// The request's `Idempotency-Key` reservation joins its command's append.
+fn with_fence(mut extras: AppendExtras, ctx: &RequestContext) -> AppendExtras {
+    if extras.idempotency.is_none() {
+        extras.idempotency = ctx.idempotency.clone();
+    }
+    extras
 }

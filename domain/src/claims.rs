@@ -18,6 +18,10 @@ pub enum ClaimKind {
     AuditLogIdempotencyKey,
     /// One webhook endpoint per URL (WorkOS: `duplicate_endpoint`).
     WebhookEndpointUrl,
+    /// A user that exists, keyed by its own id: what a membership's append locks (`Require`).
+    LiveUser,
+    /// An organization that exists, keyed by its own id (as [`ClaimKind::LiveUser`]).
+    LiveOrganization,
 }
 
 impl ClaimKind {
@@ -30,6 +34,8 @@ impl ClaimKind {
             Self::Membership => "membership",
             Self::AuditLogIdempotencyKey => "audit_log_idempotency_key",
             Self::WebhookEndpointUrl => "webhook_endpoint_url",
+            Self::LiveUser => "live_user",
+            Self::LiveOrganization => "live_organization",
         }
     }
 
@@ -42,6 +48,8 @@ impl ClaimKind {
             Self::Membership,
             Self::AuditLogIdempotencyKey,
             Self::WebhookEndpointUrl,
+            Self::LiveUser,
+            Self::LiveOrganization,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -55,6 +63,26 @@ pub enum Claim {
     Acquire { kind: ClaimKind, value: String },
     /// Give back `value` (or, with `None`, every value of `kind` the aggregate holds).
     Release { kind: ClaimKind, value: Option<String> },
+    /// Take the aggregate's own id in `kind` (liveness: it exists).
+    AcquireOwn { kind: ClaimKind },
+    /// Require `value` to be held (by any aggregate) and keep it from being given back until the
+    /// append commits; fails (the parent is gone) if nobody holds it. Taken before the append
+    /// touches anything else.
+    Require { kind: ClaimKind, value: String },
+    /// Give back the aggregate's own id in `kind`, before the append touches anything else, so
+    /// appends that hold it with `Require` finish first and later ones fail.
+    RetireOwn { kind: ClaimKind },
+    /// Fail the append (a concurrent change: decide again) if, after its releases, a claim of
+    /// `kind` still names the aggregate as `part` of its `:`-separated value, e.g. a membership
+    /// (`<organization_id>:<user_id>`) of a user being deleted.
+    NoDependents { kind: ClaimKind, part: KeyPart },
+}
+
+/// A part of a two-part claim value `<first>:<second>` (a membership: organization, then user).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyPart {
+    First,
+    Second,
 }
 
 /// Implemented by every aggregate's event type.

@@ -16,7 +16,7 @@ pub mod user;
 pub mod values;
 pub mod webhook;
 
-pub use claims::{Claim, ClaimKind, Claims};
+pub use claims::{Claim, ClaimKind, Claims, KeyPart};
 
 /// Looked up by the caller before a command runs; aggregates stay pure.
 #[derive(Debug, Default, Clone, Copy)]

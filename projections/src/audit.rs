@@ -661,21 +661,6 @@ pub async fn resolve_link(pool: &PgPool, token_hash: &[u8]) -> Result<Option<(St
     )
 }
 
-/// The audit event holding an unexpired idempotency claim (claim value from
-/// `AuditLogEntryEvent::idempotency_claim`), and the request hash it was made with.
-pub async fn idempotent_event(pool: &PgPool, claim_value: &str) -> Result<Option<(String, String)>, StorageError> {
-    let row: Option<(String, Option<String>)> = sqlx::query_as(
-        "select c.aggregate_id, e.payload #>> '{AuditLogEventCreated,idempotency,request_hash}' from claim c \
-         join event e on e.aggregate_type = 'AuditLogEvent' and e.aggregate_id = c.aggregate_id and e.sequence = 1 \
-         where c.kind = 'audit_log_idempotency_key' and c.value = $1 \
-         and c.claimed_at >= now() - interval '24 hours'",
-    )
-    .bind(claim_value)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|(id, hash)| (id, hash.unwrap_or_default())))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

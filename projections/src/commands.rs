@@ -11,7 +11,10 @@ use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventStore as _};
 use keyledger_domain::{NoServices, Tenanted};
 
 use crate::log::LogPosition;
-use crate::store::{AppendExtras, AppendScope, ClaimConflict, EventStore, APPEND_SCOPE};
+use cqrs_es::persist::SerializedEvent;
+use cqrs_es::EventEnvelope;
+
+use crate::store::{AppendExtras, AppendScope, ClaimConflict, ClaimMissing, EventStore, APPEND_SCOPE};
 
 /// Why a command did not land.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +23,9 @@ pub enum CommandError<E: std::error::Error> {
     Domain(E),
     #[error(transparent)]
     Claim(ClaimConflict),
+    /// A parent the command needs (a membership's user or organization) is gone.
+    #[error(transparent)]
+    Missing(ClaimMissing),
     #[error("the object was changed concurrently")]
     Conflict,
     #[error("storage failure: {0}")]
@@ -42,6 +48,14 @@ pub struct Executed<A: Aggregate> {
 
 /// How often a lost race is re-decided before answering 409.
 pub const MAX_ATTEMPTS: usize = 5;
+
+/// One aggregate's decision, not yet appended: its events, and the same serialized after the
+/// loaded sequence, for an append that spans several aggregates ([`EventStore::append_many`]).
+#[derive(Debug)]
+pub struct Decided<A: Aggregate> {
+    pub events: Vec<A::Event>,
+    pub serialized: Vec<SerializedEvent>,
+}
 
 /// How a command treats its aggregate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,20 +158,72 @@ impl CommandBus {
     }
 }
 
+impl CommandBus {
+    /// Loads aggregate `id` and lets it decide `command`, without appending. The serialized
+    /// events carry the sequences after the loaded ones, so appending them is the usual
+    /// optimistic-lock check; a decision made on a stale aggregate loses that race.
+    pub async fn decide<A>(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &HashMap<String, String>,
+    ) -> Result<Decided<A>, CommandError<A::Error>>
+    where
+        A: Aggregate<Services = NoServices> + Tenanted,
+        A::Error: Clone,
+    {
+        let es = PersistedEventStore::<EventStore, A>::new_event_store(self.store.clone())
+            .with_upcasters(vec![Box::new(crate::decode::Upcaster)]);
+        let mut ctx = es.load_aggregate(id).await.map_err(map_err)?;
+        let sink = EventSink::<A>::default();
+        ctx.aggregate()
+            .handle(command, &NoServices, &sink)
+            .await
+            .map_err(CommandError::Domain)?;
+        let events = sink.collect().await;
+        let mut meta = metadata.clone();
+        if let Some(org) = ctx.aggregate().organization_id(id) {
+            meta.insert("organization_id".into(), org.to_string());
+        }
+        let serialized = events
+            .iter()
+            .zip(ctx.current_sequence + 1..)
+            .map(|(e, sequence)| {
+                SerializedEvent::try_from(&EventEnvelope::<A> {
+                    aggregate_id: id.to_string(),
+                    sequence,
+                    payload: e.clone(),
+                    metadata: meta.clone(),
+                })
+                .map_err(|err| CommandError::Storage(err.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Decided { events, serialized })
+    }
+}
+
+/// Maps a failed multi-aggregate append (`EventStore::append_many`) like a command's.
+pub fn append_error<E: std::error::Error + Clone>(e: cqrs_es::persist::PersistenceError) -> CommandError<E> {
+    map_err(AggregateError::from(e))
+}
+
 fn map_err<E: std::error::Error + Clone>(e: AggregateError<E>) -> CommandError<E> {
     match e {
         AggregateError::UserError(e) => CommandError::Domain(e),
         AggregateError::AggregateConflict => CommandError::Conflict,
         AggregateError::UnexpectedError(inner) => match inner.downcast::<ClaimConflict>() {
             Ok(c) => CommandError::Claim(*c),
-            Err(other) => storage(other.as_ref()),
+            Err(other) => match other.downcast::<ClaimMissing>() {
+                Ok(m) => CommandError::Missing(*m),
+                Err(other) => storage(other.as_ref()),
+            },
         },
         AggregateError::DatabaseConnectionError(e) | AggregateError::DeserializationError(e) => storage(e.as_ref()),
     }
 }
 
 /// A storage failure, told apart by whether the database was unavailable.
-fn storage<E: std::error::Error>(e: &(dyn std::error::Error + Send + Sync + 'static)) -> CommandError<E> {
+pub(crate) fn storage<E: std::error::Error>(e: &(dyn std::error::Error + Send + Sync + 'static)) -> CommandError<E> {
     if crate::availability::chain_is_unavailable(e) {
         CommandError::Unavailable(e.to_string())
     } else {

@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod availability;
+pub mod cascade;
 pub mod checkpoint;
 pub mod commands;
 pub mod decode;

@@ -272,23 +272,6 @@ pub async fn claim_holder(pool: &PgPool, kind: &str, value: &str) -> Result<Opti
     Ok(row.map(|r| r.0))
 }
 
-/// Ids of the memberships of a user or an organization (for cascading deletes).
-pub async fn membership_ids(
-    pool: &PgPool,
-    user_id: Option<&str>,
-    organization_id: Option<&str>,
-) -> Result<Vec<String>, StorageError> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "select id from organization_membership_view where ($1::text is null or user_id = $1) \
-         and ($2::text is null or organization_id = $2) order by id",
-    )
-    .bind(user_id)
-    .bind(organization_id)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(|r| r.0).collect())
-}
-
 #[derive(Debug, Default)]
 pub struct EventFilter {
     pub events: Vec<String>,
@@ -307,20 +290,22 @@ pub async fn events(pool: &PgPool, f: &EventFilter, page: &Page) -> Result<Event
     let scan = scan(page);
     let mut qb = QueryBuilder::new("select id, body from event_feed where true");
     if let Some(c) = &scan.cursor {
-        let found: Option<(i64,)> = sqlx::query_as("select 1::bigint from event_feed where id = $1")
-            .bind(c)
-            .fetch_optional(pool)
-            .await?;
-        if found.is_none() {
+        // Resolved outside the tenant scope, as `GET /events/stream` does: a cursor is a place
+        // in the whole feed, so an event of another organization is a valid place to resume a
+        // scoped read from (row-level security would hide it and silently empty the page).
+        let Some(at) = crate::feed::cursor_of(pool, c).await? else {
             return Ok(EventsOutcome::UnknownCursor);
-        }
+        };
         qb.push(if scan.descending {
-            " and (transaction_id, position, seq) < "
+            " and (transaction_id, position, seq) < ("
         } else {
-            " and (transaction_id, position, seq) > "
+            " and (transaction_id, position, seq) > ("
         });
-        qb.push("(select transaction_id, position, seq from event_feed where id = ")
-            .push_bind(c.clone())
+        qb.push_bind(at.transaction_id)
+            .push("::bigint::text::xid8, ")
+            .push_bind(at.position)
+            .push(", ")
+            .push_bind(at.seq)
             .push(")");
     }
     if !f.events.is_empty() {

@@ -1,7 +1,9 @@
-//! The event store: cqrs-es's `PersistedEventRepository` on sqlx 0.8. One command's events are
-//! appended atomically together with its set-wide claims (and, for password changes, the
-//! credential row) by one statement, `keyledger_append` (migration 0004); the unique
-//! (aggregate_type, aggregate_id, sequence) is the optimistic lock.
+//! The event store: cqrs-es's `PersistedEventRepository` on sqlx 0.8. One command's events (or
+//! one cascade's, across aggregates: `append_many`) are appended atomically together with their
+//! set-wide claims (and, for password changes, the credential row) by one statement,
+//! `keyledger_append` (migrations 0004, 0011); the unique (aggregate_type, aggregate_id,
+//! sequence) is the optimistic lock. Side rows that must agree with the log (webhook endpoints,
+//! an `Idempotency-Key` reservation) join that statement's transaction.
 //! It never updates or deletes an event.
 
 use std::collections::HashMap;
@@ -9,7 +11,7 @@ use std::sync::Mutex;
 
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot};
 use cqrs_es::Aggregate;
-use keyledger_domain::Claim;
+use keyledger_domain::{Claim, KeyPart};
 use serde_json::Value;
 use sqlx::PgPool;
 
@@ -24,8 +26,34 @@ pub struct ClaimConflict {
     pub value: String,
 }
 
+/// A claim the append requires (`Claim::Require`) is held by nobody: the user or organization
+/// it names is gone (or never existed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} '{value}' does not exist")]
+pub struct ClaimMissing {
+    pub kind: String,
+    pub value: String,
+}
+
 /// SQLSTATE raised by `keyledger_append` when a claim is held by another aggregate.
 const CLAIM_TAKEN: &str = "KL409";
+/// SQLSTATE raised by `keyledger_append` when a required claim is held by nobody.
+const CLAIM_MISSING: &str = "KL404";
+/// SQLSTATE raised by `keyledger_append` when a claim still depends on what is being deleted
+/// (`Claim::NoDependents`): a concurrent change, so the command is decided again.
+const DEPENDENTS_REMAIN: &str = "KL412";
+/// PostgreSQL's `deadlock_detected` and `serialization_failure`: lost races, decided again.
+const LOST_RACE: [&str; 2] = ["40P01", "40001"];
+
+/// The request whose `Idempotency-Key` reservation this append fulfils (`api/src/idempotency.rs`).
+/// The append marks the key `committed` in its own transaction, and only while `owner` still
+/// holds it: a request whose reservation was taken over cannot append any more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyFence {
+    pub scope: String,
+    pub key: String,
+    pub owner: String,
+}
 
 /// Extra rows written in the append's transaction.
 #[derive(Clone, Default)]
@@ -38,6 +66,8 @@ pub struct AppendExtras {
     /// endpoint commands append in a transaction that also writes their read model (see
     /// `webhooks::apply_in_append`).
     pub webhook_secret: Option<(String, String)>,
+    /// The `Idempotency-Key` reservation to mark committed in the append's transaction.
+    pub idempotency: Option<IdempotencyFence>,
 }
 
 impl std::fmt::Debug for AppendExtras {
@@ -46,6 +76,7 @@ impl std::fmt::Debug for AppendExtras {
             .field("credential", &self.credential.as_ref().map(|c| &c.0))
             .field("erase_credential", &self.erase_credential)
             .field("webhook_secret", &self.webhook_secret.as_ref().map(|s| &s.0))
+            .field("idempotency", &self.idempotency)
             .finish()
     }
 }
@@ -93,7 +124,21 @@ impl EventStore {
         &self.pool
     }
 
-    async fn append(&self, events: &[SerializedEvent]) -> Result<LogPosition, PersistenceError> {
+    /// Appends events of any aggregates (one command's, or a cascade's) in one transaction,
+    /// with their claims and `extras`, then runs the commit hook.
+    pub async fn append_many(
+        &self,
+        events: &[SerializedEvent],
+        extras: &AppendExtras,
+    ) -> Result<LogPosition, PersistenceError> {
+        let position = self.append(events, extras).await?;
+        if let Some(f) = &self.on_commit {
+            f();
+        }
+        Ok(position)
+    }
+
+    async fn append(&self, events: &[SerializedEvent], extras: &AppendExtras) -> Result<LogPosition, PersistenceError> {
         let n = events.len();
         let mut ids = Vec::with_capacity(n);
         let mut types = Vec::with_capacity(n);
@@ -104,10 +149,7 @@ impl EventStore {
         let mut payloads = Vec::with_capacity(n);
         let mut metas = Vec::with_capacity(n);
         let mut orgs: Vec<Option<String>> = Vec::with_capacity(n);
-        let mut claim_ops: Vec<&str> = Vec::new();
-        let mut claim_kinds: Vec<&str> = Vec::new();
-        let mut claim_values: Vec<Option<String>> = Vec::new();
-        let mut claim_holders: Vec<String> = Vec::new();
+        let mut claims = ClaimOps::default();
         let mut webhook_events = Vec::new();
         for e in events {
             let typed = decode(&e.aggregate_type, &e.event_type, &e.event_version, &e.payload)
@@ -116,15 +158,7 @@ impl EventStore {
                 webhook_events.push((e.aggregate_id.clone(), w.clone()));
             }
             for claim in typed.claims() {
-                let (op, kind, value) = match claim {
-                    Claim::Acquire { kind, value } => ("acquire", kind, Some(value)),
-                    Claim::Release { kind, value: Some(v) } => ("release", kind, Some(v)),
-                    Claim::Release { kind, value: None } => ("release_all", kind, None),
-                };
-                claim_ops.push(op);
-                claim_kinds.push(kind.as_str());
-                claim_values.push(value);
-                claim_holders.push(e.aggregate_id.clone());
+                claims.push(claim, &e.aggregate_id);
             }
             ids.push(keyledger_domain::ids::new_id("event"));
             types.push(e.aggregate_type.clone());
@@ -141,16 +175,10 @@ impl EventStore {
                     .map(str::to_string),
             );
         }
-        let credential = APPEND_SCOPE.try_with(|s| s.extras.credential.clone()).ok().flatten();
-        let erase = APPEND_SCOPE
-            .try_with(|s| s.extras.erase_credential.clone())
-            .ok()
-            .flatten();
-        let webhook_secret = APPEND_SCOPE
-            .try_with(|s| s.extras.webhook_secret.clone())
-            .ok()
-            .flatten();
-        let (credential_user, credential_hash) = credential.unzip();
+        let (credential_user, credential_hash) = extras.credential.clone().unzip();
+        let erase = extras.erase_credential.clone();
+        let webhook_secret = extras.webhook_secret.as_ref();
+        let fence = extras.idempotency.as_ref();
         // One autocommit statement: atomic without BEGIN/COMMIT round trips.
         let query = sqlx::query_as::<_, (i64, i64)>(
             "select * from keyledger_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
@@ -164,23 +192,29 @@ impl EventStore {
         .bind(&payloads)
         .bind(&metas)
         .bind(&orgs)
-        .bind(&claim_ops)
-        .bind(&claim_kinds)
-        .bind(&claim_values)
-        .bind(&claim_holders)
+        .bind(&claims.ops)
+        .bind(&claims.kinds)
+        .bind(&claims.values)
+        .bind(&claims.holders)
         .bind(credential_user)
         .bind(credential_hash)
         .bind(erase);
-        let (transaction_id, position) = if webhook_events.is_empty() && webhook_secret.is_none() {
+        let (transaction_id, position) = if webhook_events.is_empty() && webhook_secret.is_none() && fence.is_none() {
             query.fetch_one(&self.pool).await.map_err(classify)?
         } else {
-            // Webhook endpoint commands (rare): the read model and the secret join the append's
-            // transaction, so they never disagree with the log.
+            // Webhook endpoint commands (rare) and requests with an Idempotency-Key: the read
+            // model, the secret and the key's state join the append's transaction, so they
+            // never disagree with the log.
             let mut tx = self.pool.begin().await.map_err(connection)?;
             let at = query.fetch_one(&mut *tx).await.map_err(classify)?;
-            crate::webhooks::apply_in_append(&mut tx, &webhook_events, webhook_secret.as_ref(), at.1)
-                .await
-                .map_err(classify)?;
+            if !webhook_events.is_empty() || webhook_secret.is_some() {
+                crate::webhooks::apply_in_append(&mut tx, &webhook_events, webhook_secret, at.1)
+                    .await
+                    .map_err(classify)?;
+            }
+            if let Some(f) = fence {
+                mark_committed(&mut tx, f).await?;
+            }
             tx.commit().await.map_err(classify)?;
             at
         };
@@ -237,6 +271,69 @@ impl EventStore {
     }
 }
 
+/// An append's claim operations, as the parallel arrays `keyledger_append` takes (migration
+/// 0011 names the operations).
+#[derive(Default)]
+struct ClaimOps {
+    ops: Vec<&'static str>,
+    kinds: Vec<&'static str>,
+    values: Vec<Option<String>>,
+    holders: Vec<String>,
+}
+
+impl ClaimOps {
+    fn push(&mut self, claim: Claim, holder: &str) {
+        let own = Some(holder.to_string());
+        let (op, kind, value) = match claim {
+            Claim::Acquire { kind, value } => ("acquire", kind, Some(value)),
+            Claim::Release { kind, value: Some(v) } => ("release", kind, Some(v)),
+            Claim::Release { kind, value: None } => ("release_all", kind, None),
+            Claim::AcquireOwn { kind } => ("acquire", kind, own),
+            Claim::Require { kind, value } => ("require", kind, Some(value)),
+            Claim::RetireOwn { kind } => ("retire", kind, own),
+            Claim::NoDependents {
+                kind,
+                part: KeyPart::First,
+            } => ("no_dependents:1", kind, own),
+            Claim::NoDependents {
+                kind,
+                part: KeyPart::Second,
+            } => ("no_dependents:2", kind, own),
+        };
+        self.ops.push(op);
+        self.kinds.push(kind.as_str());
+        self.values.push(value);
+        self.holders.push(holder.to_string());
+    }
+}
+
+/// Marks an `Idempotency-Key` reservation committed, in the append's transaction; refuses the
+/// append if the reservation is no longer this request's (its lease ran out and another request
+/// with the key took it over, so that one runs the command instead).
+async fn mark_committed(tx: &mut sqlx::PgConnection, f: &IdempotencyFence) -> Result<(), PersistenceError> {
+    let marked = sqlx::query(
+        "update idempotency_key set state = 'committed' \
+         where scope = $1 and key = $2 and owner = $3 and state in ('running', 'committed')",
+    )
+    .bind(&f.scope)
+    .bind(&f.key)
+    .bind(&f.owner)
+    .execute(&mut *tx)
+    .await
+    .map_err(classify)?;
+    if marked.rows_affected() == 0 {
+        return Err(PersistenceError::UnknownError(Box::new(ClaimConflict {
+            kind: IDEMPOTENCY_KEY.to_string(),
+            value: f.key.clone(),
+        })));
+    }
+    Ok(())
+}
+
+/// The `ClaimConflict::kind` of an append refused because its `Idempotency-Key` reservation was
+/// taken over.
+pub const IDEMPOTENCY_KEY: &str = "idempotency_key";
+
 fn to_serialized(r: (String, i64, String, String, String, Value, Value)) -> Result<SerializedEvent, PersistenceError> {
     let sequence = usize::try_from(r.1).map_err(|e| PersistenceError::DeserializationError(e.into()))?;
     Ok(SerializedEvent::new(r.0, sequence, r.2, r.3, r.4, r.5, r.6))
@@ -256,15 +353,22 @@ fn classify(e: sqlx::Error) -> PersistenceError {
         if db.constraint() == Some("event_aggregate_sequence_key") {
             return PersistenceError::OptimisticLockError;
         }
-        if db.code().as_deref() == Some(CLAIM_TAKEN) {
-            let value = db
-                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-                .and_then(|pg| pg.detail())
-                .unwrap_or_default();
-            return PersistenceError::UnknownError(Box::new(ClaimConflict {
-                kind: db.message().to_string(),
-                value: value.to_string(),
-            }));
+        let code = db.code();
+        let code = code.as_deref();
+        if code.is_some_and(|c| c == DEPENDENTS_REMAIN || LOST_RACE.contains(&c)) {
+            return PersistenceError::OptimisticLockError;
+        }
+        let value = db
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .and_then(|pg| pg.detail())
+            .unwrap_or_default()
+            .to_string();
+        let kind = db.message().to_string();
+        if code == Some(CLAIM_TAKEN) {
+            return PersistenceError::UnknownError(Box::new(ClaimConflict { kind, value }));
+        }
+        if code == Some(CLAIM_MISSING) {
+            return PersistenceError::UnknownError(Box::new(ClaimMissing { kind, value }));
         }
     }
     match e {
@@ -303,10 +407,8 @@ impl PersistedEventRepository for EventStore {
         if events.is_empty() {
             return Ok(());
         }
-        let position = self.append(events).await?;
-        if let Some(f) = &self.on_commit {
-            f();
-        }
+        let extras = APPEND_SCOPE.try_with(|s| s.extras.clone()).unwrap_or_default();
+        let position = self.append_many(events, &extras).await?;
         let _ = APPEND_SCOPE.try_with(|s| {
             if let Ok(mut slot) = s.appended.lock() {
                 *slot = Some(position);

@@ -314,8 +314,18 @@ async fn a_repeated_idempotency_key_returns_the_same_response_and_appends_once()
         "other body",
     );
     assert_eq!(app.log_len().await, before);
-    // Keys are per organization; without a key, every request appends.
-    let (s, _) = post_with_key(&app, "key-1", &event(&b, "idem.once", "u", "t", "2026-01-01T00:00:00Z")).await;
+    // Keys belong to the API key (one mechanism for every write, docs/API.md): the same key for
+    // another organization is another request, refused; another key appends.
+    let for_b = event(&b, "idem.once", "u", "t", "2026-01-01T00:00:00Z");
+    let (s, resp) = post_with_key(&app, "key-1", &for_b).await;
+    assert_error(
+        s,
+        &resp,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request_parameters/idempotency_key_reused",
+        "other organization",
+    );
+    let (s, _) = post_with_key(&app, "key-2", &for_b).await;
     assert_eq!(s, StatusCode::OK);
     post_event(&app, body.clone()).await;
     post_event(&app, body).await;
@@ -363,13 +373,13 @@ async fn an_idempotency_key_older_than_24_hours_creates_a_new_event() {
     let a = org(&app, "Expiry").await;
     let body = event(&a, "expiring", "u", "t", "2026-01-01T00:00:00Z");
     assert_eq!(post_with_key(&app, "old-key", &body).await.0, StatusCode::OK);
-    sqlx::query("update claim set claimed_at = now() - interval '23 hours' where kind = 'audit_log_idempotency_key'")
+    sqlx::query("update idempotency_key set created_at = now() - interval '23 hours'")
         .execute(&app.pool)
         .await
         .expect("age");
     assert_eq!(post_with_key(&app, "old-key", &body).await.0, StatusCode::OK);
     assert_eq!(audit_rows(&app).await, 1, "still within 24 hours");
-    sqlx::query("update claim set claimed_at = now() - interval '25 hours' where kind = 'audit_log_idempotency_key'")
+    sqlx::query("update idempotency_key set created_at = now() - interval '25 hours'")
         .execute(&app.pool)
         .await
         .expect("age");

@@ -658,9 +658,10 @@ async fn a_create_on_an_id_that_exists_after_all_is_refused_as_a_conflict_and_ch
         .fetch_one(&pool)
         .await
         .expect("count");
+    // The first create's claims: its email and its liveness (`live_user`).
     assert_eq!(
         (events, claims),
-        (1, 1),
+        (1, 2),
         "the refused create left no event and no claim"
     );
 }

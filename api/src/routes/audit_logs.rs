@@ -1,5 +1,5 @@
 //! Audit Logs (WorkOS `/audit_logs/...`) and the reading-back extension: ingesting audit events
-//! (with `Idempotency-Key`), action schemas, the organization's trail, and CSV exports behind
+//! (`Idempotency-Key`: `crate::idempotency`), action schemas, the organization's trail, and CSV exports behind
 //! short-lived download links served by keyledger itself. Handlers never touch the log directly.
 
 use axum::extract::State;
@@ -10,12 +10,12 @@ use chrono::{DateTime, Utc};
 use keyledger_domain::audit_log::validate::{check_metadata_schema, validate_event};
 use keyledger_domain::audit_log::{
     AuditActor, AuditContext, AuditLogAction, AuditLogActionCommand, AuditLogEntry, AuditLogEntryCommand,
-    AuditLogEntryEvent, AuditLogError, AuditLogExport, AuditLogExportCommand, AuditLogSchema, AuditMetadata,
-    AuditTarget, ExportFilter, Idempotency, NewAuditEvent,
+    AuditLogError, AuditLogExport, AuditLogExportCommand, AuditLogSchema, AuditMetadata, AuditTarget, ExportFilter,
+    NewAuditEvent,
 };
 use keyledger_domain::ids::new_id;
 use keyledger_projections::audit::{self, SchemasOutcome, TrailFilter, TrailOutcome};
-use keyledger_projections::commands::{CommandError, Mode};
+use keyledger_projections::commands::Mode;
 use keyledger_projections::objects::ts;
 use keyledger_projections::queries;
 use keyledger_projections::store::AppendExtras;
@@ -199,41 +199,8 @@ fn success() -> Response {
     object(StatusCode::OK, json!({ "success": true }))
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(v) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let bad = || {
-        ApiError::invalid(
-            "Idempotency-Key",
-            "invalid_idempotency_key",
-            "Idempotency-Key must be 1 to 255 printable characters",
-        )
-    };
-    let s = v.to_str().map_err(|_| bad())?;
-    if s.is_empty() || s.len() > 255 || s.chars().any(char::is_control) {
-        return Err(bad());
-    }
-    Ok(Some(s.to_string()))
-}
-
-/// A repeat of an idempotent request: the same body gets the same answer; another body is a 422.
-fn replay(stored_hash: &str, request_hash: &str) -> Result<Response, ApiError> {
-    if stored_hash == request_hash {
-        Ok(success())
-    } else {
-        Err(ApiError::invalid(
-            "Idempotency-Key",
-            "idempotency_key_reused",
-            "this Idempotency-Key was used with a different request in the last 24 hours",
-        ))
-    }
-}
-
 #[utoipa::path(post, path = "/audit_logs/events", tag = "audit_logs", operation_id = "create_audit_log_event",
     summary = "Create an audit log event",
-    params(("Idempotency-Key" = Option<String>, Header,
-        description = "1 to 255 printable characters; a repeat within 24 h replays the answer")),
     request_body = IngestBody,
     responses((status = 200, description = "Recorded (or a repeat of a recorded request)", body = schemas::Success),
         (status = 400, description = "The event does not match its action's schema", body = schemas::ErrorBody),
@@ -244,10 +211,8 @@ fn replay(stored_hash: &str, request_hash: &str) -> Result<Response, ApiError> {
 pub async fn create_event(
     State(state): State<AppState>,
     ctx: RequestContext,
-    headers: HeaderMap,
     AppJson(b): AppJson<IngestBody>,
 ) -> Result<Response, ApiError> {
-    let key = idempotency_key(&headers)?;
     text("organization_id", &b.organization_id, 128, true)?;
     let e = &b.event;
     action_name("event.action", &e.action)?;
@@ -289,17 +254,6 @@ pub async fn create_event(
             format!("Organization not found: '{}'.", b.organization_id),
         ));
     }
-    let request_hash = hex::encode(Sha256::digest(
-        serde_json::to_vec(&b).map_err(|_| ApiError::internal())?,
-    ));
-    let claim = key
-        .as_ref()
-        .map(|k| AuditLogEntryEvent::idempotency_claim(&b.organization_id, k));
-    if let Some(c) = &claim {
-        if let Some((_, stored)) = audit::idempotent_event(&state.pool, c).await? {
-            return replay(&stored, &request_hash);
-        }
-    }
     let mut event = NewAuditEvent {
         organization_id: b.organization_id.clone(),
         action: e.action.clone(),
@@ -332,30 +286,18 @@ pub async fn create_event(
         event.version = Some(version);
     }
     let id = new_id("audit_log_event");
+    // `Idempotency-Key` is honoured for every write by `crate::idempotency`; events keep the
+    // field for those recorded before (migration 0011).
     let cmd = AuditLogEntryCommand::Create {
         event,
-        idempotency: key.map(|key| Idempotency {
-            key,
-            request_hash: request_hash.clone(),
-        }),
+        idempotency: None,
         at: now(),
     };
-    match state
+    state
         .execute::<AuditLogEntry>(&ctx, &id, cmd, AppendExtras::default(), Mode::New)
         .await
-    {
-        Ok(_) => Ok(success()),
-        // A concurrent request with the same key won the claim: answer as its repeat.
-        Err(CommandError::Claim(c)) if c.kind == "audit_log_idempotency_key" => {
-            match audit::idempotent_event(&state.pool, &c.value).await? {
-                Some((_, stored)) => replay(&stored, &request_hash),
-                None => Err(ApiError::conflict(
-                    "a concurrent request with this Idempotency-Key failed; retry",
-                )),
-            }
-        }
-        Err(e) => Err(command_error(e, audit_error)),
-    }
+        .map_err(|e| command_error(e, audit_error))?;
+    Ok(success())
 }
 
 fn latest_version(body: &Value) -> u32 {

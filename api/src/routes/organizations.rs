@@ -4,11 +4,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use keyledger_domain::ids::new_id;
-use keyledger_domain::membership::{MembershipCommand, OrganizationMembership};
 use keyledger_domain::organization::{
     DomainState, NewDomain, Organization, OrganizationCommand, OrganizationError, UpdateOrganization,
 };
 use keyledger_domain::values::{validate_external_id, validate_metadata, validate_text, DomainName, Metadata};
+use keyledger_projections::cascade::Parent;
 use keyledger_projections::history::History;
 use keyledger_projections::queries::{self, OrganizationFilter};
 use keyledger_projections::store::AppendExtras;
@@ -212,6 +212,7 @@ pub async fn create(
     let metadata = b.metadata.unwrap_or_default();
     validate_metadata("metadata", &metadata)?;
     let domains = new_domains(b.domains, b.domain_data)?.unwrap_or_default();
+    // Honoured before the handler runs, like the header (`crate::idempotency`).
     let _ = b.idempotency_key;
     let id = new_id("org");
     let cmd = OrganizationCommand::Create {
@@ -320,30 +321,15 @@ pub async fn delete(
     if queries::organization(&state.pool, &id).await?.is_none() {
         return Err(ApiError::not_found("organization"));
     }
-    for m in queries::membership_ids(&state.pool, None, Some(&id)).await? {
-        let r = state
-            .execute::<OrganizationMembership>(
-                &ctx,
-                &m,
-                MembershipCommand::Delete { at: now() },
-                AppendExtras::default(),
-                Mode::Retry,
-            )
-            .await;
-        if let Err(e) = r {
-            let e = command_error(e, |_| ApiError::not_found("organization membership"));
-            if e.status() != StatusCode::NOT_FOUND {
-                return Err(e);
-            }
-        }
-    }
+    // Its memberships, then its domains, then the organization, in one append
+    // (docs/EVENTS.md, "Cascades").
     state
-        .execute::<Organization>(
+        .delete_with_memberships::<Organization>(
             &ctx,
+            Parent::Organization,
             &id,
             OrganizationCommand::Delete { at: now() },
             AppendExtras::default(),
-            Mode::Retry,
         )
         .await
         .map_err(|e| command_error(e, organization_error))?;

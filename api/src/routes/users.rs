@@ -4,9 +4,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use keyledger_domain::ids::new_id;
-use keyledger_domain::membership::{MembershipCommand, OrganizationMembership};
 use keyledger_domain::user::{CreateUser, UpdateUser, User, UserCommand, UserError};
 use keyledger_domain::values::{validate_external_id, validate_metadata, validate_text, Email, Metadata};
+use keyledger_projections::cascade::Parent;
 use keyledger_projections::history::History;
 use keyledger_projections::queries::{self, UserFilter};
 use keyledger_projections::store::AppendExtras;
@@ -357,30 +357,14 @@ pub async fn delete(
     if queries::user(&state.pool, &id).await?.is_none() {
         return Err(ApiError::not_found("user"));
     }
-    // A deleted user keeps no memberships (as in WorkOS): end them first, each its own event.
-    for m in queries::membership_ids(&state.pool, Some(&id), None).await? {
-        let r = state
-            .execute::<OrganizationMembership>(
-                &ctx,
-                &m,
-                MembershipCommand::Delete { at: now() },
-                AppendExtras::default(),
-                Mode::Retry,
-            )
-            .await;
-        if let Err(e) = r {
-            let e = command_error(e, |_| ApiError::not_found("organization membership"));
-            if e.status() != StatusCode::NOT_FOUND {
-                return Err(e);
-            }
-        }
-    }
+    // A deleted user keeps no memberships (as in WorkOS): they are deleted in the same append,
+    // each with its own event, before `UserDeleted` (docs/EVENTS.md, "Cascades").
     let erase = AppendExtras {
         erase_credential: Some(id.clone()),
         ..Default::default()
     };
     state
-        .execute::<User>(&ctx, &id, UserCommand::Delete { at: now() }, erase, Mode::Retry)
+        .delete_with_memberships::<User>(&ctx, Parent::User, &id, UserCommand::Delete { at: now() }, erase)
         .await
         .map_err(|e| command_error(e, user_error))?;
     Ok(axum::response::IntoResponse::into_response(StatusCode::OK))

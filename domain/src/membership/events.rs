@@ -61,10 +61,21 @@ impl Claims for MembershipEvent {
                 user_id,
                 organization_id,
                 ..
-            } => vec![Claim::Acquire {
-                kind: ClaimKind::Membership,
-                value: Self::claim_value(organization_id, user_id),
-            }],
+            } => vec![
+                // The user before the organization: the order every append locks parents in.
+                Claim::Require {
+                    kind: ClaimKind::LiveUser,
+                    value: user_id.clone(),
+                },
+                Claim::Require {
+                    kind: ClaimKind::LiveOrganization,
+                    value: organization_id.clone(),
+                },
+                Claim::Acquire {
+                    kind: ClaimKind::Membership,
+                    value: Self::claim_value(organization_id, user_id),
+                },
+            ],
             Self::MembershipDeleted { .. } => vec![Claim::Release {
                 kind: ClaimKind::Membership,
                 value: None,

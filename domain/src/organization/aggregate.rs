@@ -199,7 +199,13 @@ impl Aggregate for Organization {
                 match other {
                     OrganizationCommand::Create { .. } => Vec::new(),
                     OrganizationCommand::Update(u) => self.update_events(u)?,
-                    OrganizationCommand::Delete { at } => vec![OrganizationEvent::OrganizationDeleted { at }],
+                    // Its domains go first, each with its own event (docs/EVENTS.md, "Cascades").
+                    OrganizationCommand::Delete { at } => self
+                        .domains
+                        .iter()
+                        .map(|d| Self::deleted_domain(d, at))
+                        .chain(std::iter::once(OrganizationEvent::OrganizationDeleted { at }))
+                        .collect(),
                     OrganizationCommand::AddDomain { domain, at } => {
                         if self.domain_named(&domain.domain).is_some() {
                             return Err(OrganizationError::DuplicateDomain(domain.domain.as_str().to_string()));
@@ -530,5 +536,51 @@ mod tests {
                     at: at(),
                 },
             ]);
+    }
+
+    #[test]
+    fn deleting_an_organization_deletes_its_domains_first_then_itself() {
+        let mut given = created();
+        given.push(OrganizationEvent::OrganizationDomainCreated {
+            domain_id: "org_domain_2".into(),
+            domain: dn("acme.io"),
+            state: DomainState::Verified,
+            verification_token: "tok".into(),
+            at: at(),
+        });
+        TestFramework::<Organization>::with(NoServices)
+            .given(given)
+            .when(OrganizationCommand::Delete { at: at() })
+            .then_expect_events(vec![
+                OrganizationEvent::OrganizationDomainDeleted {
+                    domain_id: "org_domain_1".into(),
+                    domain: dn("acme.com"),
+                    was_verified: false,
+                    at: at(),
+                },
+                OrganizationEvent::OrganizationDomainDeleted {
+                    domain_id: "org_domain_2".into(),
+                    domain: dn("acme.io"),
+                    was_verified: true,
+                    at: at(),
+                },
+                OrganizationEvent::OrganizationDeleted { at: at() },
+            ]);
+    }
+
+    #[test]
+    fn a_deleted_organization_gives_up_its_liveness_and_allows_no_memberships() {
+        use crate::claims::{Claim, ClaimKind, Claims, KeyPart};
+        let claims = OrganizationEvent::OrganizationDeleted { at: at() }.claims();
+        assert!(claims.contains(&Claim::RetireOwn {
+            kind: ClaimKind::LiveOrganization
+        }));
+        assert!(claims.contains(&Claim::NoDependents {
+            kind: ClaimKind::Membership,
+            part: KeyPart::First
+        }));
+        assert!(created()[0].claims().contains(&Claim::AcquireOwn {
+            kind: ClaimKind::LiveOrganization
+        }));
     }
 }

@@ -3,7 +3,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use super::DomainState;
-use crate::claims::{Claim, ClaimKind, Claims};
+use crate::claims::{Claim, ClaimKind, Claims, KeyPart};
 use crate::values::{DomainName, Metadata};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,10 +102,15 @@ impl Claims for OrganizationEvent {
             value: value.to_string(),
         };
         match self {
-            Self::OrganizationCreated { external_id, .. } => external_id
-                .iter()
-                .map(|x| acquire(ClaimKind::OrganizationExternalId, x))
-                .collect(),
+            Self::OrganizationCreated { external_id, .. } => std::iter::once(Claim::AcquireOwn {
+                kind: ClaimKind::LiveOrganization,
+            })
+            .chain(
+                external_id
+                    .iter()
+                    .map(|x| acquire(ClaimKind::OrganizationExternalId, x)),
+            )
+            .collect(),
             Self::OrganizationUpdated { changes, .. } => match &changes.external_id {
                 Some(ext) => {
                     let mut c = vec![Claim::Release {
@@ -118,6 +123,14 @@ impl Claims for OrganizationEvent {
                 None => Vec::new(),
             },
             Self::OrganizationDeleted { .. } => vec![
+                Claim::RetireOwn {
+                    kind: ClaimKind::LiveOrganization,
+                },
+                // Memberships are `<organization_id>:<user_id>`: none may outlive the organization.
+                Claim::NoDependents {
+                    kind: ClaimKind::Membership,
+                    part: KeyPart::First,
+                },
                 Claim::Release {
                     kind: ClaimKind::OrganizationExternalId,
                     value: None,

@@ -2,7 +2,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
-use crate::claims::{Claim, ClaimKind, Claims};
+use crate::claims::{Claim, ClaimKind, Claims, KeyPart};
 use crate::values::{Email, Metadata};
 
 /// Events of the [`super::User`] aggregate. Renaming a variant never changes `event_type`.
@@ -83,10 +83,15 @@ impl Claims for UserEvent {
         let release = |kind| Claim::Release { kind, value: None };
         match self {
             Self::UserCreated { email, external_id, .. } => {
-                let mut c = vec![Claim::Acquire {
-                    kind: ClaimKind::UserEmail,
-                    value: email.key(),
-                }];
+                let mut c = vec![
+                    Claim::AcquireOwn {
+                        kind: ClaimKind::LiveUser,
+                    },
+                    Claim::Acquire {
+                        kind: ClaimKind::UserEmail,
+                        value: email.key(),
+                    },
+                ];
                 if let Some(x) = external_id {
                     c.push(Claim::Acquire {
                         kind: ClaimKind::UserExternalId,
@@ -116,7 +121,18 @@ impl Claims for UserEvent {
                 c
             }
             Self::UserPasswordChanged { .. } => Vec::new(),
-            Self::UserDeleted { .. } => vec![release(ClaimKind::UserEmail), release(ClaimKind::UserExternalId)],
+            Self::UserDeleted { .. } => vec![
+                Claim::RetireOwn {
+                    kind: ClaimKind::LiveUser,
+                },
+                release(ClaimKind::UserEmail),
+                release(ClaimKind::UserExternalId),
+                // Memberships are `<organization_id>:<user_id>`: none may outlive the user.
+                Claim::NoDependents {
+                    kind: ClaimKind::Membership,
+                    part: KeyPart::Second,
+                },
+            ],
         }
     }
 }
