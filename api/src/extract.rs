@@ -69,6 +69,22 @@ fn contains_nul_escape(bytes: &[u8]) -> bool {
     bytes.windows(6).any(|w| w == b"\\u0000")
 }
 
+/// A body that could not be read whole: too slow (408, `crate::protocol`), over the limit (413),
+/// or cut off (400). For readers of the raw body outside [`AppJson`] (`crate::idempotency`).
+pub fn body_read_error(e: &axum::Error) -> ApiError {
+    if let Some(timeout) = crate::protocol::body_timeout(e) {
+        return timeout;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return too_large();
+        }
+        source = err.source();
+    }
+    ApiError::bad_request("invalid_body", "the request body could not be read")
+}
+
 fn too_large() -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,

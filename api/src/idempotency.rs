@@ -105,13 +105,9 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
         return ApiError::unauthorized().into_response();
     };
     let (mut parts, body) = req.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, crate::BODY_LIMIT).await else {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "the request body is larger than 1 MiB",
-        )
-        .into_response();
+    let bytes = match axum::body::to_bytes(body, crate::BODY_LIMIT).await {
+        Ok(b) => b,
+        Err(e) => return crate::extract::body_read_error(&e).into_response(),
     };
     let key = match header_key.map(Ok).or_else(|| body_key(&bytes).transpose()) {
         Some(Ok(k)) => k,

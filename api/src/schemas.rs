@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 #[derive(Serialize, ToSchema)]
 #[schema(as = Error)]
 pub struct ErrorBody {
-    /// Stable machine code, e.g. `entity_not_found`, `invalid_email`.
+    /// Stable machine code, e.g. `entity_not_found`, `invalid_request_parameters`.
     code: String,
     /// A sentence for people.
     message: String,
@@ -473,6 +473,9 @@ pub struct Health {
     status: HealthStatus,
     projections: Option<BTreeMap<String, Lag>>,
     subscribers: Option<BTreeMap<String, Lag>>,
+    /// With `database_unavailable` (503): the error shape's `code` and `message` beside `status`.
+    code: Option<String>,
+    message: Option<String>,
 }
 
 // --- request parts whose Rust types live in `domain/` (which knows nothing of OpenAPI) ------------

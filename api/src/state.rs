@@ -139,7 +139,7 @@ impl AppState {
         crate::metrics::command(A::TYPE, &result, result.as_ref().map_or(0, |d| d.events.len()));
         let done = result?;
         if let Some(at) = done.position {
-            self.settle(&[A::TYPE], at).await?;
+            self.settle(&[A::TYPE], at).await;
         }
         Ok(done)
     }
@@ -172,13 +172,16 @@ impl AppState {
             &[A::TYPE, keyledger_domain::membership::OrganizationMembership::TYPE],
             done.position,
         )
-        .await?;
+        .await;
         Ok(done)
     }
 
-    /// Read-your-writes: waits (bounded) until the projections consuming `types` reach `at`. A
-    /// database that became unavailable meanwhile is a 503, not a hang (the write is in the log).
-    async fn settle<E: std::error::Error>(&self, types: &[&str], at: LogPosition) -> Result<(), CommandError<E>> {
+    /// Read-your-writes: waits (bounded) until the projections consuming `types` reach `at`.
+    /// The write is in the log whatever happens here, so neither a timeout nor a database that
+    /// became unavailable meanwhile fails the request: a create renders its answer from its own
+    /// events (`routes::created`), and an answer of 503 would make a client without an
+    /// Idempotency-Key repeat a write that landed.
+    async fn settle(&self, types: &[&str], at: LogPosition) {
         let affected: Vec<&str> = engine::ALL
             .iter()
             .filter(|p| types.iter().any(|t| p.consumes(t)))
@@ -189,14 +192,16 @@ impl AppState {
             .wait_for(&self.pool, &affected, at, self.read_your_writes)
             .await
         {
-            Caught::Up => Ok(()),
+            Caught::Up => {}
             Caught::TimedOut => {
-                tracing::warn!(?at, "projections did not catch up within the read-your-writes bound");
-                Ok(())
+                tracing::warn!(?at, "projections did not catch up within the read-your-writes bound")
             }
-            Caught::Unavailable => Err(CommandError::Unavailable(
-                "database unavailable while waiting for the projections".into(),
-            )),
+            Caught::Unavailable => {
+                tracing::warn!(
+                    ?at,
+                    "database unavailable while waiting for the projections; the write landed"
+                )
+            }
         }
     }
 }

@@ -22,7 +22,8 @@ use crate::StorageError;
 /// The meaning of a snapshot's `documents`. Bump it whenever `objects.rs` changes what an event
 /// does to a document (or the encoding below changes): snapshots of another format are ignored,
 /// so old ones can never leak an outdated rendering (docs/OPERATIONS.md).
-pub const SNAPSHOT_FORMAT: i32 = 1;
+/// Format 2: users carry `name`, and `stripe_customer_id` is absent while unset (issue 7).
+pub const SNAPSHOT_FORMAT: i32 = 2;
 
 /// By default a fold writes a snapshot at every multiple of this many events of a stream.
 pub const SNAPSHOT_EVERY: i64 = 100;

@@ -139,18 +139,28 @@ async fn a_request_head_that_arrives_too_slowly_gets_its_connection_closed() {
 #[tokio::test]
 async fn a_body_that_arrives_too_slowly_is_answered_408_in_json() {
     let app = TestApp::spawn_with(|c| c.http = timeouts(30_000, 300, 30_000)).await;
-    let mut s = TcpStream::connect(app.addr).await.expect("connect");
-    let head = format!(
-        "POST /organizations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":",
-        app.key
-    );
-    s.write_all(head.as_bytes()).await.expect("write");
-    let r = read_response(&mut s).await;
-    assert_json_error(&r, 408, "request_timeout");
-    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+    // Read by the handler's extractor, and by the Idempotency-Key middleware before it (a key
+    // in the header, or the organization create whose body may carry one).
+    for (path, extra) in [
+        ("/organizations", ""),
+        ("/user_management/users", "Idempotency-Key: slow-body-1\r\n"),
+        ("/organizations", "Idempotency-Key: slow-body-2\r\n"),
+    ] {
+        let mut s = TcpStream::connect(app.addr).await.expect("connect");
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n{extra}\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":",
+            app.key
+        );
+        s.write_all(head.as_bytes()).await.expect("write");
+        let r = read_response(&mut s).await;
+        assert_json_error(&r, 408, "request_timeout");
+        assert_eq!(r.header("connection"), Some("close"), "{path} {extra}: {r:?}");
+    }
     let (_, orgs) = app.get("/organizations").await;
     assert_eq!(orgs["data"], json!([]), "nothing was created");
+    let (_, users) = app.get("/user_management/users").await;
+    assert_eq!(users["data"], json!([]), "nothing was created");
     app.stop().await;
 }
 
@@ -198,9 +208,16 @@ async fn a_content_length_over_the_limit_is_answered_413_before_any_body_is_sent
 #[tokio::test]
 async fn a_chunked_body_that_grows_past_the_limit_is_answered_413_in_json() {
     let app = TestApp::spawn().await;
+    for extra in ["", "Idempotency-Key: big-body\r\n"] {
+        chunked_past_the_limit(&app, extra).await;
+    }
+    app.stop().await;
+}
+
+async fn chunked_past_the_limit(app: &TestApp, extra: &str) {
     let mut s = TcpStream::connect(app.addr).await.expect("connect");
     let head = format!(
-        "POST /organizations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+        "POST /organizations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n{extra}\
          Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
         app.key
     );
@@ -216,7 +233,6 @@ async fn a_chunked_body_that_grows_past_the_limit_is_answered_413_in_json() {
     }
     let r = read_response(&mut s).await;
     assert_json_error(&r, 413, "payload_too_large");
-    app.stop().await;
 }
 
 #[tokio::test]

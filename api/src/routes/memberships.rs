@@ -227,7 +227,7 @@ pub async fn create(
     };
     let events = done.events.into_iter().map(AnyEvent::Membership).collect();
     let m = created(
-        queries::membership(&state.pool, &id).await?,
+        queries::membership(&state.pool, &id).await,
         &id,
         events,
         Kind::Membership,

@@ -17,6 +17,7 @@ use axum::Json;
 use keyledger_projections::decode::AnyEvent;
 use keyledger_projections::objects::{self, Kind};
 use keyledger_projections::queries::{ListResult, Order, Page};
+use keyledger_projections::StorageError;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
@@ -199,13 +200,23 @@ pub fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<
 
 /// The created object from the read model, or, when the projection is still behind after the
 /// read-your-writes bound, rendered from the command's own events (the write has landed either way).
+/// So is a read that finds the database unavailable: the write landed, and answering 503 would
+/// make a client without an Idempotency-Key create the object twice.
 pub fn created(
-    found: Option<Value>,
+    found: Result<Option<Value>, StorageError>,
     aggregate_id: &str,
     events: Vec<AnyEvent>,
     kind: Kind,
     id: &str,
 ) -> Result<Value, ApiError> {
+    let found = match found {
+        Ok(found) => found,
+        Err(e) if e.is_unavailable() => {
+            tracing::warn!(error = %e, id, "database unavailable after a create; answering from its events");
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
     match found {
         Some(v) => Ok(v),
         None => objects::render(aggregate_id, &events, kind, id).ok_or_else(ApiError::internal),

@@ -79,7 +79,7 @@ pub async fn create(
         .await
         .map_err(|e| command_error(e, domain_error))?;
     let events = done.events.into_iter().map(AnyEvent::Organization).collect();
-    let found = queries::organization_domain(&state.pool, &id).await?;
+    let found = queries::organization_domain(&state.pool, &id).await;
     let d = created(found, &b.organization_id, events, Kind::OrganizationDomain, &id)?;
     Ok(object(StatusCode::CREATED, d))
 }

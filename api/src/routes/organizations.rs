@@ -229,7 +229,7 @@ pub async fn create(
         .map_err(|e| command_error(e, organization_error))?;
     let events = done.events.into_iter().map(AnyEvent::Organization).collect();
     let org = created(
-        queries::organization(&state.pool, &id).await?,
+        queries::organization(&state.pool, &id).await,
         &id,
         events,
         Kind::Organization,

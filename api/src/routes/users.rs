@@ -245,7 +245,7 @@ pub async fn create(
         .await
         .map_err(|e| command_error(e, user_error))?;
     let events = done.events.into_iter().map(AnyEvent::User).collect();
-    let user = created(queries::user(&state.pool, &id).await?, &id, events, Kind::User, &id)?;
+    let user = created(queries::user(&state.pool, &id).await, &id, events, Kind::User, &id)?;
     Ok(object(StatusCode::CREATED, user))
 }
 
