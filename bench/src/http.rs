@@ -81,25 +81,51 @@ fn http_clients(n: usize) -> anyhow::Result<Arc<Vec<reqwest::Client>>> {
     Ok(Arc::new(clients))
 }
 
-/// `POST /user_management/users` (no password) at [`CREATE_CONNECTIONS`].
+/// `POST /user_management/users` (no password) at [`CREATE_CONNECTIONS`], without and then with
+/// an `Idempotency-Key` (the official SDKs send one on every POST), against one pgbench baseline.
 pub async fn create(b: &mut Bench, server: &Server) -> anyhow::Result<()> {
-    eprintln!("  POST /user_management/users, {CREATE_CONNECTIONS} connections...");
+    let plain = create_run(b, server, false).await?;
+    let keyed = create_run(b, server, true).await?;
+    let pg = b.insert_baseline(CREATE_CONNECTIONS).await?;
+    let baseline = pg.map(|r| {
+        (
+            format!(
+                "pgbench insert `-c {CREATE_CONNECTIONS}`: {:.0} tps ({:.2} ms avg)",
+                r.tps, r.latency_ms
+            ),
+            r.tps,
+        )
+    });
+    for (stats, how) in [(&plain, ""), (&keyed, " with Idempotency-Key")] {
+        push_versus(
+            b,
+            format!("HTTP POST /user_management/users{how}, {CREATE_CONNECTIONS} connections"),
+            stats,
+            "req",
+            baseline.clone(),
+            0.5,
+        );
+    }
+    Ok(())
+}
+
+async fn create_run(b: &Bench, server: &Server, idempotency_key: bool) -> anyhow::Result<Stats> {
+    let how = if idempotency_key { " with Idempotency-Key" } else { "" };
+    eprintln!("  POST /user_management/users{how}, {CREATE_CONNECTIONS} connections...");
     let clients = http_clients(CREATE_CONNECTIONS)?;
     let url = format!("{}/user_management/users", server.base);
     let key = server.key.clone();
-    let stats = closed_loop(CREATE_CONNECTIONS, b.warmup, b.window, move |w, _| {
+    closed_loop(CREATE_CONNECTIONS, b.warmup, b.window, move |w, _| {
         let client = clients[w].clone();
         let url = url.clone();
         let key = key.clone();
         async move {
             let email = format!("{}@bench.example.com", new_id("h").to_lowercase());
-            let r = client
-                .post(&url)
-                .bearer_auth(&key)
-                .json(&json!({ "email": email }))
-                .send()
-                .await
-                .context("POST")?;
+            let mut req = client.post(&url).bearer_auth(&key).json(&json!({ "email": email }));
+            if idempotency_key {
+                req = req.header("Idempotency-Key", new_id("idem"));
+            }
+            let r = req.send().await.context("POST")?;
             let status = r.status();
             let body = r.bytes().await.context("reading the response")?;
             if status != StatusCode::CREATED {
@@ -108,25 +134,7 @@ pub async fn create(b: &mut Bench, server: &Server) -> anyhow::Result<()> {
             Ok(())
         }
     })
-    .await?;
-    let pg = b.insert_baseline(CREATE_CONNECTIONS).await?;
-    push_versus(
-        b,
-        format!("HTTP POST /user_management/users, {CREATE_CONNECTIONS} connections"),
-        &stats,
-        "req",
-        pg.map(|r| {
-            (
-                format!(
-                    "pgbench insert `-c {CREATE_CONNECTIONS}`: {:.0} tps ({:.2} ms avg)",
-                    r.tps, r.latency_ms
-                ),
-                r.tps,
-            )
-        }),
-        0.5,
-    );
-    Ok(())
+    .await
 }
 
 /// `GET /user_management/users/{id}` at [`GET_CONNECTIONS`] over [`GET_USERS`] users.
