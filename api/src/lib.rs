@@ -384,6 +384,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         )),
         tokio::spawn(notify_others(workers_pool.clone(), appended_rx, shutdown_rx.clone())),
         tokio::spawn(idempotency::sweeper(workers_pool.clone(), shutdown_rx.clone())),
+        tokio::spawn(metrics::upkeep(shutdown_rx.clone())),
     ];
     workers.extend(subscribers::spawn(&subscribers::Context {
         pool: workers_pool.clone(),
