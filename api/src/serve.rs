@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower_service::Service;
@@ -97,10 +97,11 @@ enum Phase {
     Idle(Instant),
 }
 
-/// Shared between the socket wrapper, the service and the connection loop.
+/// Shared between the socket wrapper, the service and the connection loop. A phase change wakes
+/// nobody: the connection's one timer looks at the phase when it fires (`connection`), so a
+/// request costs no extra wake-ups or timer registrations.
 struct Tracker {
     phase: Mutex<Phase>,
-    changed: Notify,
 }
 
 impl Tracker {
@@ -108,7 +109,6 @@ impl Tracker {
         if let Ok(mut p) = self.phase.lock() {
             if let Some(next) = f(*p) {
                 *p = next;
-                self.changed.notify_one();
             }
         }
     }
@@ -132,7 +132,6 @@ async fn connection(
     // A fresh connection owes its first request head at once: sending nothing is slow headers.
     let tracker = Arc::new(Tracker {
         phase: Mutex::new(Phase::Head(Instant::now())),
-        changed: Notify::new(),
     });
     let io = TokioIo::new(TrackedIo {
         inner: tcp,
@@ -166,8 +165,11 @@ async fn connection(
         .serve_connection(io, service);
     tokio::pin!(conn);
     let mut shutting_down = false;
+    // While a request is being served no timeout runs; the timer then looks again this often.
+    let recheck = timeouts.header_read.min(timeouts.idle);
+    let timer = tokio::time::sleep_until(tracker.deadline(&timeouts).unwrap_or_else(|| Instant::now() + recheck));
+    tokio::pin!(timer);
     loop {
-        let deadline = tracker.deadline(&timeouts);
         tokio::select! {
             served = conn.as_mut() => {
                 if let Err(e) = served {
@@ -179,12 +181,16 @@ async fn connection(
                 conn.as_mut().graceful_shutdown();
                 shutting_down = true;
             }
-            _ = tracker.changed.notified() => {}
-            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                // Re-checked: the phase may have moved on since the deadline was computed.
-                if tracker.deadline(&timeouts).is_some_and(|d| d <= Instant::now()) {
-                    tracing::debug!(%remote, "closing a connection after its header-read or idle timeout");
-                    return;
+            _ = timer.as_mut() => {
+                // The phase may have moved on since the timer was set: act on the current one.
+                let now = Instant::now();
+                match tracker.deadline(&timeouts) {
+                    Some(deadline) if deadline <= now => {
+                        tracing::debug!(%remote, "closing a connection after its header-read or idle timeout");
+                        return;
+                    }
+                    Some(deadline) => timer.as_mut().reset(deadline),
+                    None => timer.as_mut().reset(now + recheck),
                 }
             }
         }
