@@ -1,0 +1,279 @@
+//! Golden fixtures of the stored event format: one JSON file per (aggregate type, event type,
+//! version) under `tests/fixtures/events/<aggregate_type>/<event_type>.v<version>.json`, holding
+//! the stored row's `aggregate_type`, `event_type`, `event_version` and `payload` exactly as they
+//! were written. The files are static: they were produced once by serializing a fully populated
+//! event and are never regenerated, so a rename, a removed variant or a new required field that
+//! would orphan stored rows fails here. A new event type or version needs a new file.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use cqrs_es::{Aggregate, DomainEvent};
+use keyledger_domain::audit_log::{
+    AuditLogAction, AuditLogActionEvent, AuditLogEntry, AuditLogEntryEvent, AuditLogExport, AuditLogExportEvent,
+};
+use keyledger_domain::membership::{MembershipEvent, OrganizationMembership};
+use keyledger_domain::organization::{Organization, OrganizationEvent};
+use keyledger_domain::user::{User, UserEvent};
+use keyledger_domain::webhook::{WebhookEndpoint, WebhookEndpointEvent};
+use keyledger_projections::decode::{decode, AnyEvent};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// One fixture file, read and split into the stored row's parts.
+struct Fixture {
+    path: PathBuf,
+    aggregate_type: String,
+    event_type: String,
+    event_version: String,
+    payload: Value,
+}
+
+impl Fixture {
+    /// The path relative to the crate, for messages.
+    fn name(&self) -> String {
+        self.path
+            .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+            .unwrap_or(&self.path)
+            .display()
+            .to_string()
+    }
+
+    /// The top-level key of the payload: the serde name of the enum variant that was stored.
+    fn variant(&self) -> String {
+        match &self.payload {
+            Value::Object(m) if m.len() == 1 => m.keys().next().cloned().unwrap_or_default(),
+            other => panic!(
+                "{}: the payload is not {{\"<variant>\": {{...}}}}: {other}",
+                self.name()
+            ),
+        }
+    }
+}
+
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events")
+}
+
+/// Every fixture file, sorted by path. Anything in the folder that is not a fixture is an error,
+/// so a misnamed file cannot be silently skipped.
+fn fixtures() -> Vec<Fixture> {
+    let mut paths = Vec::new();
+    for dir in std::fs::read_dir(fixtures_dir()).expect("the fixtures folder exists") {
+        let dir = dir.expect("readable fixtures folder").path();
+        assert!(dir.is_dir(), "{}: only aggregate folders belong here", dir.display());
+        for file in std::fs::read_dir(&dir).expect("readable aggregate folder") {
+            paths.push(file.expect("readable fixture").path());
+        }
+    }
+    paths.sort();
+    let fixtures: Vec<Fixture> = paths.into_iter().map(read_fixture).collect();
+    assert!(!fixtures.is_empty(), "no fixtures under {}", fixtures_dir().display());
+    fixtures
+}
+
+fn read_fixture(path: PathBuf) -> Fixture {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{shown}: {e}"));
+    let row: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{shown}: not JSON: {e}"));
+    let field = |k: &str| match row.get(k) {
+        Some(Value::String(s)) => s.clone(),
+        other => panic!("{shown}: `{k}` must be a string, found {other:?}"),
+    };
+    let fixture = Fixture {
+        aggregate_type: field("aggregate_type"),
+        event_type: field("event_type"),
+        event_version: field("event_version"),
+        payload: row
+            .get("payload")
+            .cloned()
+            .unwrap_or_else(|| panic!("{shown}: no `payload`")),
+        path,
+    };
+    let expected = fixtures_dir()
+        .join(&fixture.aggregate_type)
+        .join(format!("{}.v{}.json", fixture.event_type, fixture.event_version));
+    assert_eq!(
+        fixture.path, expected,
+        "{shown}: a fixture lives at <aggregate_type>/<event_type>.v<event_version>.json"
+    );
+    assert_eq!(
+        row.as_object().map(|m| m.len()),
+        Some(4),
+        "{shown}: a fixture holds exactly aggregate_type, event_type, event_version and payload"
+    );
+    fixture
+}
+
+/// The serde names of an enum's variants, read from its derived `Deserialize` (which hands them
+/// to `Deserializer::deserialize_enum`), so the list comes from the code, not from a hand list.
+fn variant_names<T: DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{Error, Visitor};
+
+    struct Recorder(Option<&'static [&'static str]>);
+
+    impl<'de> serde::Deserializer<'de> for &mut Recorder {
+        type Error = serde::de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(Error::custom("not an enum"))
+        }
+
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            variants: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = Some(variants);
+            Err(Error::custom("variant names recorded"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map struct identifier
+            ignored_any
+        }
+    }
+
+    let mut recorder = Recorder(None);
+    let _ = T::deserialize(&mut recorder);
+    recorder
+        .0
+        .unwrap_or_else(|| panic!("{} does not deserialize as an enum", std::any::type_name::<T>()))
+}
+
+type Variants = fn() -> &'static [&'static str];
+
+/// Every aggregate `decode` handles, with its event enum's variants. This list of aggregates is
+/// by hand (there is no way to enumerate `AnyEvent`), but `aggregate_of` below matches `AnyEvent`
+/// exhaustively, so adding an aggregate to `AnyEvent` does not compile until it is handled there;
+/// add its row here at the same time. The variants of each enum come from the code.
+const AGGREGATES: [(&str, Variants); 7] = [
+    (User::TYPE, variant_names::<UserEvent>),
+    (Organization::TYPE, variant_names::<OrganizationEvent>),
+    (OrganizationMembership::TYPE, variant_names::<MembershipEvent>),
+    (AuditLogEntry::TYPE, variant_names::<AuditLogEntryEvent>),
+    (AuditLogAction::TYPE, variant_names::<AuditLogActionEvent>),
+    (AuditLogExport::TYPE, variant_names::<AuditLogExportEvent>),
+    (WebhookEndpoint::TYPE, variant_names::<WebhookEndpointEvent>),
+];
+
+/// The aggregate type, event type and version a decoded event is stored under.
+fn aggregate_of(event: &AnyEvent) -> (&'static str, String, String) {
+    fn parts<A: Aggregate>(e: &A::Event) -> (&'static str, String, String) {
+        (A::TYPE, e.event_type(), e.event_version())
+    }
+    match event {
+        AnyEvent::User(e) => parts::<User>(e),
+        AnyEvent::Organization(e) => parts::<Organization>(e),
+        AnyEvent::Membership(e) => parts::<OrganizationMembership>(e),
+        AnyEvent::AuditLog(e) => parts::<AuditLogEntry>(e),
+        AnyEvent::AuditLogAction(e) => parts::<AuditLogAction>(e),
+        AnyEvent::AuditLogExport(e) => parts::<AuditLogExport>(e),
+        AnyEvent::WebhookEndpoint(e) => parts::<WebhookEndpoint>(e),
+    }
+}
+
+/// The decoded event serialized again, as a new write would store it.
+fn reserialize(event: &AnyEvent) -> serde_json::Result<Value> {
+    match event {
+        AnyEvent::User(e) => serde_json::to_value(e),
+        AnyEvent::Organization(e) => serde_json::to_value(e),
+        AnyEvent::Membership(e) => serde_json::to_value(e),
+        AnyEvent::AuditLog(e) => serde_json::to_value(e),
+        AnyEvent::AuditLogAction(e) => serde_json::to_value(e),
+        AnyEvent::AuditLogExport(e) => serde_json::to_value(e),
+        AnyEvent::WebhookEndpoint(e) => serde_json::to_value(e),
+    }
+}
+
+fn decoded(f: &Fixture) -> AnyEvent {
+    decode(&f.aggregate_type, &f.event_type, &f.event_version, &f.payload)
+        .unwrap_or_else(|e| panic!("{}: the stored event no longer decodes: {e}", f.name()))
+}
+
+/// Whether the fixture is of the version the code writes today. Older versions (kept once a
+/// version 2 exists) must still decode, but are upcast, so they are not written back as stored.
+fn is_current(f: &Fixture, event: &AnyEvent) -> bool {
+    let (_, _, version) = aggregate_of(event);
+    f.event_version == version
+}
+
+#[test]
+fn every_golden_fixture_decodes_as_the_event_type_it_was_stored_under() {
+    for f in fixtures() {
+        let event = decoded(&f);
+        let (aggregate_type, event_type, _) = aggregate_of(&event);
+        assert_eq!(
+            (aggregate_type, event_type.as_str()),
+            (f.aggregate_type.as_str(), f.event_type.as_str()),
+            "{}: decodes as another (aggregate_type, event_type)",
+            f.name()
+        );
+    }
+}
+
+#[test]
+fn a_decoded_golden_event_of_the_current_version_is_written_back_exactly_as_it_was_stored() {
+    for f in fixtures() {
+        let event = decoded(&f);
+        if !is_current(&f, &event) {
+            continue;
+        }
+        let again = reserialize(&event).unwrap_or_else(|e| panic!("{}: does not serialize: {e}", f.name()));
+        assert_eq!(
+            again,
+            f.payload,
+            "{}: today's code writes this event differently from the stored payload (a renamed, \
+             removed or added field?); stored events are never rewritten, so keep the old shape or \
+             add a new version with an upcaster (docs/EVENTS.md)\n  stored:  {}\n  written: {}",
+            f.name(),
+            f.payload,
+            again
+        );
+    }
+}
+
+#[test]
+fn every_event_the_code_can_store_has_a_golden_fixture_and_every_fixture_is_such_an_event() {
+    // (aggregate_type, serde variant) from the code ...
+    let from_code: BTreeSet<(String, String)> = AGGREGATES
+        .iter()
+        .flat_map(|(aggregate_type, variants)| {
+            variants()
+                .iter()
+                .map(move |v| (aggregate_type.to_string(), v.to_string()))
+        })
+        .collect();
+    // ... and from the fixtures of the current version (older versions keep their own files).
+    let current: Vec<Fixture> = fixtures().into_iter().filter(|f| is_current(f, &decoded(f))).collect();
+    let from_fixtures: BTreeSet<(String, String)> = current
+        .iter()
+        .map(|f| (f.aggregate_type.clone(), f.variant()))
+        .collect();
+    let missing: Vec<_> = from_code.difference(&from_fixtures).collect();
+    let unknown: Vec<_> = from_fixtures.difference(&from_code).collect();
+    assert!(
+        missing.is_empty(),
+        "events without a golden fixture under {} (aggregate_type, variant): {missing:?}",
+        fixtures_dir().display()
+    );
+    assert!(unknown.is_empty(), "fixtures of no event the code has: {unknown:?}");
+    // One file per variant: two current-version files for one variant would be a renamed event type.
+    assert_eq!(current.len(), from_code.len(), "one current-version fixture per event");
+}
+
+#[test]
+fn the_aggregate_list_covers_every_aggregate_that_has_fixtures() {
+    let listed: BTreeSet<&str> = AGGREGATES.iter().map(|(t, _)| *t).collect();
+    for f in fixtures() {
+        let (aggregate_type, _, _) = aggregate_of(&decoded(&f));
+        assert!(
+            listed.contains(aggregate_type),
+            "{}: add {aggregate_type} to AGGREGATES",
+            f.name()
+        );
+    }
+    assert_eq!(listed.len(), AGGREGATES.len(), "an aggregate is listed twice");
+}
