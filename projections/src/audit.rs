@@ -29,24 +29,17 @@ pub(crate) async fn apply_batch(
     for (e, typed) in events {
         match typed {
             AnyEvent::AuditLog(AuditLogEntryEvent::AuditLogEventCreated { event, .. }) => {
-                let target_types: Vec<String> = event.targets.iter().map(|t| t.kind.clone()).collect();
-                sqlx::query(&format!(
-                    "insert into {schema}.audit_log_event (id, organization_id, transaction_id, position, action, \
-                     actor_id, actor_name, target_types, occurred_at, body) \
-                     values ($1, $2, $3::text::xid8, $4, $5, $6, $7, $8, $9, $10) on conflict (id) do nothing"
-                ))
-                .bind(&e.aggregate_id)
-                .bind(&event.organization_id)
-                .bind(e.log_position.transaction_id.to_string())
-                .bind(e.log_position.position)
-                .bind(&event.action)
-                .bind(&event.actor.id)
-                .bind(&event.actor.name)
-                .bind(&target_types)
-                .bind(event.occurred_at)
-                .bind(audit_event_body(&e.aggregate_id, event))
-                .execute(&mut *conn)
-                .await?;
+                let row = AuditRow {
+                    id: &e.aggregate_id,
+                    organization_id: &event.organization_id,
+                    action: &event.action,
+                    actor_id: &event.actor.id,
+                    actor_name: event.actor.name.as_deref(),
+                    target_types: event.targets.iter().map(|t| t.kind.clone()).collect(),
+                    occurred_at: event.occurred_at,
+                    body: audit_event_body(&e.aggregate_id, event),
+                };
+                insert_row(&mut *conn, schema, e, row).await?;
             }
             AnyEvent::AuditLogAction(AuditLogActionEvent::AuditLogSchemaCreated { version, schema: s, at }) => {
                 let body = schema_body(*version, s, at);
@@ -121,21 +114,52 @@ async fn insert_retention_change(
         "metadata": metadata,
         "version": 1,
     });
+    let row = AuditRow {
+        id: &e.id,
+        organization_id: &e.aggregate_id,
+        action: RETENTION_ACTION,
+        actor_id: actor_id.as_deref().unwrap_or("system"),
+        actor_name: actor_name.as_deref(),
+        target_types: vec!["organization".to_string()],
+        occurred_at: e.recorded_at,
+        body,
+    };
+    insert_row(conn, schema, e, row).await
+}
+
+/// One row of the audit trail, placed in the log at its event's position.
+struct AuditRow<'a> {
+    id: &'a str,
+    organization_id: &'a str,
+    action: &'a str,
+    actor_id: &'a str,
+    actor_name: Option<&'a str>,
+    target_types: Vec<String>,
+    occurred_at: chrono::DateTime<chrono::Utc>,
+    body: Value,
+}
+
+async fn insert_row(
+    conn: &mut PgConnection,
+    schema: &str,
+    e: &StoredEvent,
+    row: AuditRow<'_>,
+) -> Result<(), StorageError> {
     sqlx::query(&format!(
         "insert into {schema}.audit_log_event (id, organization_id, transaction_id, position, action, \
          actor_id, actor_name, target_types, occurred_at, body) \
          values ($1, $2, $3::text::xid8, $4, $5, $6, $7, $8, $9, $10) on conflict (id) do nothing"
     ))
-    .bind(&e.id)
-    .bind(&e.aggregate_id)
+    .bind(row.id)
+    .bind(row.organization_id)
     .bind(e.log_position.transaction_id.to_string())
     .bind(e.log_position.position)
-    .bind(RETENTION_ACTION)
-    .bind(actor_id.as_deref().unwrap_or("system"))
-    .bind(actor_name)
-    .bind(vec!["organization".to_string()])
-    .bind(e.recorded_at)
-    .bind(body)
+    .bind(row.action)
+    .bind(row.actor_id)
+    .bind(row.actor_name)
+    .bind(&row.target_types)
+    .bind(row.occurred_at)
+    .bind(row.body)
     .execute(&mut *conn)
     .await?;
     Ok(())

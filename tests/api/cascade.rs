@@ -222,19 +222,7 @@ async fn no_membership_created_while_its_user_is_deleted_survives() {
         users.push(user.clone());
         let mut tasks = Vec::new();
         for org in &orgs {
-            let (http, base, key) = (app.http.clone(), app.base.clone(), app.key.clone());
-            let body = json!({ "user_id": user, "organization_id": org });
-            tasks.push(tokio::spawn(async move {
-                let resp = http
-                    .post(format!("{base}/user_management/organization_memberships"))
-                    .bearer_auth(key)
-                    .json(&body)
-                    .send()
-                    .await
-                    .expect("send");
-                let s = resp.status();
-                (s, resp.json::<Value>().await.unwrap_or(Value::Null))
-            }));
+            tasks.push(spawn_create_membership(&app, &user, org));
         }
         delete_until_gone(&app, &format!("/user_management/users/{user}")).await;
         for t in tasks {
@@ -249,6 +237,23 @@ async fn no_membership_created_while_its_user_is_deleted_survives() {
     assert!(!created.is_empty(), "some creates won their race");
     eprintln!("{} memberships created, {raced} refused", created.len());
     assert_no_orphans(&mut app, &created, "user_id", &users).await;
+}
+
+/// Starts creating a membership of `user` in `org` (racing whatever the caller does next).
+fn spawn_create_membership(app: &TestApp, user: &str, org: &str) -> tokio::task::JoinHandle<(StatusCode, Value)> {
+    let (http, base, key) = (app.http.clone(), app.base.clone(), app.key.clone());
+    let body = json!({ "user_id": user, "organization_id": org });
+    tokio::spawn(async move {
+        let resp = http
+            .post(format!("{base}/user_management/organization_memberships"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        let s = resp.status();
+        (s, resp.json::<Value>().await.unwrap_or(Value::Null))
+    })
 }
 
 #[tokio::test]
@@ -271,19 +276,7 @@ async fn no_membership_created_while_its_organization_is_deleted_survives() {
         orgs.push(org.clone());
         let mut tasks = Vec::new();
         for user in &users {
-            let (http, base, key) = (app.http.clone(), app.base.clone(), app.key.clone());
-            let body = json!({ "user_id": user, "organization_id": org });
-            tasks.push(tokio::spawn(async move {
-                let resp = http
-                    .post(format!("{base}/user_management/organization_memberships"))
-                    .bearer_auth(key)
-                    .json(&body)
-                    .send()
-                    .await
-                    .expect("send");
-                let s = resp.status();
-                (s, resp.json::<Value>().await.unwrap_or(Value::Null))
-            }));
+            tasks.push(spawn_create_membership(&app, user, &org));
         }
         delete_until_gone(&app, &format!("/organizations/{org}")).await;
         for t in tasks {
