@@ -190,7 +190,7 @@ async fn export_events(
         bail!("organization {organization} not found");
     }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let io = |e: std::io::Error| keyledger_projections::StorageError::Other(format!("writing stdout: {e}"));
+    let io = |e: std::io::Error| keyledger_store::StorageError::Other(format!("writing stdout: {e}"));
     if format == ExportFormat::Csv {
         out.write_all(audit::csv_header().as_bytes()).map_err(io)?;
     }

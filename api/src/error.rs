@@ -6,8 +6,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use keyledger_domain::values::InvalidValue;
 use keyledger_domain::ClaimKind;
-use keyledger_projections::commands::CommandError;
-use keyledger_projections::StorageError;
+use keyledger_store::commands::CommandError;
+use keyledger_store::StorageError;
 use serde::Serialize;
 
 /// The top-level code of every validation failure (the WorkOS spec's 422 body).
@@ -113,7 +113,7 @@ impl ApiError {
     }
 
     /// 503 `database_unavailable` with `Retry-After`: the database is unreachable, shutting
-    /// down or out of connections (`keyledger_projections::availability`). Nothing about the
+    /// down or out of connections (`keyledger_store::availability`). Nothing about the
     /// request was wrong; a retry may succeed.
     pub fn database_unavailable() -> Self {
         let mut e = Self::new(
@@ -156,7 +156,7 @@ impl From<StorageError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        if keyledger_projections::availability::is_unavailable(&e) {
+        if keyledger_store::availability::is_unavailable(&e) {
             tracing::warn!(error = %e, "database unavailable");
             return Self::database_unavailable();
         }

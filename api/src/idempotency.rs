@@ -16,7 +16,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use keyledger_projections::store::IdempotencyFence;
+use keyledger_store::append::IdempotencyFence;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;

@@ -37,9 +37,10 @@ use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use keyledger_projections::checkpoint::Progress;
-use keyledger_projections::commands::CommandBus;
-use keyledger_projections::{engine, EventStore};
+use keyledger_projections::engine;
+use keyledger_store::checkpoint::Progress;
+use keyledger_store::commands::CommandBus;
+use keyledger_store::EventStore;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::{watch, Semaphore};
@@ -144,10 +145,7 @@ pub async fn connect_with(url: &str, acquire_timeout: Duration) -> anyhow::Resul
     loop {
         match pool.acquire().await {
             Ok(_) => return Ok(pool),
-            Err(e)
-                if keyledger_projections::availability::is_unavailable(&e)
-                    && tokio::time::Instant::now() < deadline =>
-            {
+            Err(e) if keyledger_store::availability::is_unavailable(&e) && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await
             }
             Err(e) => return Err(e).context("connecting to PostgreSQL"),
@@ -172,10 +170,7 @@ fn workers_pool(pool: &PgPool) -> PgPool {
 
 /// Applies the embedded migrations.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    keyledger_projections::MIGRATOR
-        .run(pool)
-        .await
-        .context("applying migrations")
+    keyledger_store::MIGRATOR.run(pool).await.context("applying migrations")
 }
 
 async fn not_found() -> Response {
@@ -349,7 +344,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
     let (wake, wake_rx) = watch::channel(0u64);
     let wake = Arc::new(wake);
     let (appended, appended_rx) = watch::channel(0u64);
-    let on_commit: keyledger_projections::store::OnCommit = {
+    let on_commit: keyledger_store::append::OnCommit = {
         let wake = wake.clone();
         Arc::new(move || {
             wake.send_modify(|n| *n = n.wrapping_add(1));
@@ -362,7 +357,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
     // Created before the state: live streams end when the HTTP server stops, so it can drain.
     let (stop_http, stop_http_rx) = watch::channel(false);
     let state = AppState {
-        bus: CommandBus::new(EventStore::new(pool.clone()).on_commit(on_commit)),
+        bus: CommandBus::new(EventStore::with_commit_hook(pool.clone(), on_commit)),
         keys: auth::KeyCache::default(),
         pool: pool.clone(),
         progress: progress.clone(),
@@ -389,6 +384,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
     workers.extend(subscribers::spawn(&subscribers::Context {
         pool: workers_pool.clone(),
         progress: progress.clone(),
+        bus: state.bus.clone(),
         config: config.clone(),
         shutdown: shutdown_rx.clone(),
     }));

@@ -15,8 +15,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use keyledger_projections::commands::CommandError;
 use keyledger_projections::{engine, feed};
+use keyledger_store::commands::CommandError;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 
@@ -204,7 +204,7 @@ async fn sample(pool: &PgPool) {
     let lag = async {
         let projections = engine::status_at_most(pool, LAG_CAP).await?;
         let subscribers = feed::subscriber_status_at_most(pool, LAG_CAP).await?;
-        Ok::<_, keyledger_projections::StorageError>((projections, subscribers))
+        Ok::<_, keyledger_store::StorageError>((projections, subscribers))
     };
     let up = match tokio::time::timeout(SAMPLE_TIMEOUT, lag).await {
         Ok(Ok((projections, subscribers))) => {

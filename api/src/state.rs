@@ -9,12 +9,12 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use cqrs_es::Aggregate;
 use keyledger_domain::{NoServices, Tenanted};
-use keyledger_projections::cascade::{Cascaded, Parent};
-use keyledger_projections::checkpoint::{Caught, Progress};
-use keyledger_projections::commands::{CommandBus, CommandError, Executed, Mode};
 use keyledger_projections::engine;
-use keyledger_projections::store::{AppendExtras, IdempotencyFence};
-use keyledger_projections::LogPosition;
+use keyledger_store::append::{IdempotencyFence, SideRows};
+use keyledger_store::cascade::{Cascaded, Parent};
+use keyledger_store::checkpoint::{Caught, Progress};
+use keyledger_store::commands::{CommandBus, CommandError, Executed, Mode};
+use keyledger_store::LogPosition;
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 
@@ -126,13 +126,14 @@ impl AppState {
         ctx: &RequestContext,
         id: &str,
         command: A::Command,
-        extras: AppendExtras,
+        extras: SideRows,
         mode: Mode,
     ) -> Result<Executed<A>, CommandError<A::Error>>
     where
         A: Aggregate<Services = NoServices> + Tenanted + Clone,
         A::Command: Clone,
         A::Error: Clone,
+        A::Event: keyledger_domain::Claims,
     {
         let extras = with_fence(extras, ctx);
         let result = self.bus.execute::<A>(id, command, &ctx.metadata(), extras, mode).await;
@@ -145,19 +146,20 @@ impl AppState {
     }
 
     /// Deletes a user or an organization with its memberships in one append
-    /// (`keyledger_projections::cascade`), then waits (bounded) for the projections of both.
+    /// (`keyledger_store::cascade`), then waits (bounded) for the projections of both.
     pub async fn delete_with_memberships<A>(
         &self,
         ctx: &RequestContext,
         parent: Parent,
         id: &str,
         command: A::Command,
-        extras: AppendExtras,
+        extras: SideRows,
     ) -> Result<Cascaded<A>, CommandError<A::Error>>
     where
         A: Aggregate<Services = NoServices> + Tenanted + Clone,
         A::Command: Clone,
         A::Error: Clone,
+        A::Event: keyledger_domain::Claims,
     {
         let extras = with_fence(extras, ctx);
         let at = chrono::Utc::now();
@@ -207,7 +209,7 @@ impl AppState {
 }
 
 /// The request's `Idempotency-Key` reservation joins its command's append.
-fn with_fence(mut extras: AppendExtras, ctx: &RequestContext) -> AppendExtras {
+fn with_fence(mut extras: SideRows, ctx: &RequestContext) -> SideRows {
     if extras.idempotency.is_none() {
         extras.idempotency = ctx.idempotency.clone();
     }

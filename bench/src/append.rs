@@ -13,9 +13,9 @@ use keyledger_domain::ids::new_id;
 use keyledger_domain::user::{CreateUser, User, UserCommand};
 use keyledger_domain::values::{Email, Metadata};
 use keyledger_domain::NoServices;
-use keyledger_projections::commands::{CommandBus, Mode};
-use keyledger_projections::store::AppendExtras;
-use keyledger_projections::EventStore;
+use keyledger_store::append::SideRows;
+use keyledger_store::commands::{CommandBus, Mode};
+use keyledger_store::EventStore;
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 
@@ -82,7 +82,7 @@ pub async fn keyledger(bus: &CommandBus, writers: usize, warmup: Duration, windo
         async move {
             let id = new_id("user");
             let cmd = create_command(&id)?;
-            bus.execute::<User>(&id, cmd, &request_metadata(), AppendExtras::default(), Mode::Once)
+            bus.execute::<User>(&id, cmd, &request_metadata(), SideRows::default(), Mode::Once)
                 .await
                 .context("CommandBus::execute")?;
             Ok(())

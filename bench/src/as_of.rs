@@ -14,9 +14,9 @@ use keyledger_domain::ids::new_id;
 use keyledger_domain::membership::{MembershipCommand, OrganizationMembership};
 use keyledger_domain::user::User;
 use keyledger_domain::values::RoleSlug;
-use keyledger_projections::commands::{CommandBus, Mode};
-use keyledger_projections::store::AppendExtras;
-use keyledger_projections::EventStore;
+use keyledger_store::append::SideRows;
+use keyledger_store::commands::{CommandBus, Mode};
+use keyledger_store::EventStore;
 use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -98,7 +98,7 @@ async fn seed_members(pool: &PgPool) -> anyhow::Result<()> {
             &user_id,
             create_command(&user_id)?,
             &meta,
-            AppendExtras::default(),
+            SideRows::default(),
             Mode::New,
         )
         .await
@@ -111,7 +111,7 @@ async fn seed_members(pool: &PgPool) -> anyhow::Result<()> {
             role: RoleSlug::member(),
             at: Utc::now(),
         };
-        bus.execute::<OrganizationMembership>(&id, cmd, &meta, AppendExtras::default(), Mode::New)
+        bus.execute::<OrganizationMembership>(&id, cmd, &meta, SideRows::default(), Mode::New)
             .await
             .context("seeding a membership")?;
     }

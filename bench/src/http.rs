@@ -10,9 +10,10 @@ use anyhow::{bail, Context};
 use keyledger_api::{build, Config, Running};
 use keyledger_domain::ids::new_id;
 use keyledger_domain::user::User;
-use keyledger_projections::commands::{CommandBus, Mode};
-use keyledger_projections::store::AppendExtras;
-use keyledger_projections::{engine, EventStore};
+use keyledger_projections::engine;
+use keyledger_store::append::SideRows;
+use keyledger_store::commands::{CommandBus, Mode};
+use keyledger_store::EventStore;
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::PgPool;
@@ -250,7 +251,7 @@ async fn seed_users(pool: &PgPool, n: usize) -> anyhow::Result<Vec<String>> {
             for _ in 0..count {
                 let id = new_id("user");
                 let cmd = create_command(&id)?;
-                bus.execute::<User>(&id, cmd, &HashMap::new(), AppendExtras::default(), Mode::Once)
+                bus.execute::<User>(&id, cmd, &HashMap::new(), SideRows::default(), Mode::Once)
                     .await
                     .context("seeding a user")?;
                 ids.push(id);

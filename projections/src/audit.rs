@@ -11,11 +11,11 @@ use keyledger_domain::organization::OrganizationEvent;
 use serde_json::{json, Map, Value};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 
-use crate::decode::AnyEvent;
-use crate::log::{LogPosition, StoredEvent};
 use crate::objects::ts;
 use crate::queries::{finish, scan, ListResult, Order, Page, SCOPE};
-use crate::StorageError;
+use keyledger_store::decode::AnyEvent;
+use keyledger_store::log::{LogPosition, StoredEvent};
+use keyledger_store::StorageError;
 
 /// The tables of the `audit_logs` projection (rebuilt and swapped together).
 pub const TABLES: [&str; 3] = ["audit_log_event", "audit_log_schema", "audit_log_export"];

@@ -5,16 +5,16 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use keyledger_store::lease::{Held, Ownership};
 use serde_json::{json, Value};
-use sqlx::pool::PoolConnection;
-use sqlx::{PgConnection, PgPool, Postgres};
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 
-use crate::checkpoint::{self, Progress};
-use crate::decode::{decode, AnyEvent};
-use crate::log::{self, LogPosition, StoredEvent};
 use crate::objects::{self, Docs, Kind};
-use crate::StorageError;
+use keyledger_store::checkpoint::{self, Progress};
+use keyledger_store::decode::{decode, AnyEvent};
+use keyledger_store::log::{self, LogPosition, StoredEvent};
+use keyledger_store::StorageError;
 
 /// A read model fed from the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +60,17 @@ pub const AUDIT_LOGS: Projection = Projection {
     feed: false,
 };
 
+/// Webhook endpoints (`webhooks.rs`): the `webhook_endpoint` read model the dispatcher and the
+/// webhook endpoint routes read.
+pub const WEBHOOKS: Projection = Projection {
+    name: "webhooks",
+    kinds: &[],
+    aggregate_types: &["WebhookEndpoint"],
+    feed: false,
+};
+
 /// Every projection, in the order they are started and listed.
-pub const ALL: [Projection; 5] = [USERS, ORGANIZATIONS, MEMBERSHIPS, EVENTS, AUDIT_LOGS];
+pub const ALL: [Projection; 6] = [USERS, ORGANIZATIONS, MEMBERSHIPS, EVENTS, AUDIT_LOGS, WEBHOOKS];
 
 pub fn by_name(name: &str) -> Option<Projection> {
     ALL.into_iter().find(|p| p.name == name)
@@ -85,6 +94,8 @@ impl Projection {
     pub fn tables(&self) -> Vec<&'static str> {
         if self.name == AUDIT_LOGS.name {
             crate::audit::TABLES.to_vec()
+        } else if self.name == WEBHOOKS.name {
+            vec!["webhook_endpoint"]
         } else if self.feed {
             vec!["event_feed", "feed_object"]
         } else {
@@ -225,6 +236,9 @@ impl Projection {
         }
         if self.name == AUDIT_LOGS.name {
             return crate::audit::apply_batch(conn, schema, &decoded).await;
+        }
+        if self.name == WEBHOOKS.name {
+            return crate::webhooks::apply_batch(conn, schema, &decoded).await;
         }
         let want: HashSet<(Kind, String)> = decoded
             .iter()
@@ -437,34 +451,6 @@ fn ownership_key(p: &Projection) -> String {
     format!("keyledger.projection.{}", p.name)
 }
 
-/// Takes the projection's session advisory lock on a dedicated connection, or `None` when
-/// another process holds it. The lock lives as long as the connection: if the owner dies, its
-/// connection closes and a standby takes over.
-async fn take_ownership(pool: &PgPool, p: &Projection) -> Option<PoolConnection<Postgres>> {
-    let mut conn = pool.acquire().await.ok()?;
-    let got: Result<(bool,), sqlx::Error> = sqlx::query_as("select pg_try_advisory_lock(hashtext($1))")
-        .bind(ownership_key(p))
-        .fetch_one(&mut *conn)
-        .await;
-    match got {
-        Ok((true,)) => Some(conn),
-        _ => None,
-    }
-}
-
-/// Checks the ownership connection is alive (a dead one means the lock is gone).
-async fn still_owner(owner: &mut Option<PoolConnection<Postgres>>) -> bool {
-    let Some(conn) = owner.as_mut() else { return false };
-    if sqlx::query("select 1").execute(&mut **conn).await.is_ok() {
-        return true;
-    }
-    if let Some(c) = owner.take() {
-        // Never return a connection that may still hold the lock to the pool.
-        drop(c.detach());
-    }
-    false
-}
-
 /// Runs a projection until `shutdown` turns true, stopping only between batches (at a
 /// checkpoint). Wakes on `wake` (LISTEN/NOTIFY) or every [`POLL`].
 pub async fn run_worker(
@@ -475,7 +461,7 @@ pub async fn run_worker(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut failures: u32 = 0;
-    let mut owner: Option<PoolConnection<Postgres>> = None;
+    let mut owner: Option<Ownership> = None;
     let mut checked = tokio::time::Instant::now();
     // The checkpoint as this worker last saw it (None: read it from the table).
     let mut known: Option<LogPosition> = None;
@@ -483,8 +469,8 @@ pub async fn run_worker(
     let mut unsaved = false;
     loop {
         if *shutdown.borrow() {
-            if let Some(mut conn) = owner.take() {
-                let _ = sqlx::query("select pg_advisory_unlock_all()").execute(&mut *conn).await;
+            if let Some(o) = owner.take() {
+                o.release().await;
             }
             return;
         }
@@ -495,22 +481,27 @@ pub async fn run_worker(
         if due {
             checked = tokio::time::Instant::now();
         }
-        if due && !still_owner(&mut owner).await {
-            owner = take_ownership(&pool, &p).await;
+        let held = if due {
+            Ownership::keep_or_take(&mut owner, &pool, &ownership_key(&p)).await
+        } else {
+            Held::Kept
+        };
+        if held == Held::Taken {
             known = None;
-            if owner.is_none() {
-                // Another process runs this projection; stand by (read-your-writes polls the
-                // checkpoint table) and try again in a while.
-                if let Ok(cp) = checkpoint::load(&pool, p.name).await {
-                    progress.publish(p.name, cp);
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(STANDBY) => {}
-                    _ = shutdown.changed() => {}
-                }
-                continue;
-            }
             tracing::info!(projection = p.name, "running projection");
+        }
+        if held == Held::Not {
+            known = None;
+            // Another process runs this projection; stand by (read-your-writes polls the
+            // checkpoint table) and try again in a while.
+            if let Ok(cp) = checkpoint::load(&pool, p.name).await {
+                progress.publish(p.name, cp);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(STANDBY) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
         }
         match step(&pool, &p, known).await {
             Ok(Step::Applied(cp)) | Ok(Step::Moved(cp)) => {

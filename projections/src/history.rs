@@ -14,10 +14,10 @@ use sqlx::PgPool;
 
 use cqrs_es::Aggregate;
 
-use crate::decode::decode;
 use crate::objects::{self, Docs, Kind};
 use crate::queries::{self, ListResult, MembershipFilter, Page};
-use crate::StorageError;
+use keyledger_store::decode::decode;
+use keyledger_store::StorageError;
 
 /// The meaning of a snapshot's `documents`. Bump it whenever `objects.rs` changes what an event
 /// does to a document (or the encoding below changes): snapshots of another format are ignored,

@@ -10,7 +10,7 @@ use keyledger_domain::organization::{OrganizationEvent, VERIFICATION_PREFIX};
 use keyledger_domain::user::UserEvent;
 use serde_json::{json, Map, Value};
 
-use crate::decode::AnyEvent;
+use keyledger_store::decode::AnyEvent;
 
 /// The kinds of document a projection keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

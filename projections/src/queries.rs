@@ -4,7 +4,7 @@
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
-use crate::StorageError;
+use keyledger_store::StorageError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Order {

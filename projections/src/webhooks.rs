@@ -1,62 +1,65 @@
-//! Webhook endpoints in SQL: the `webhook_endpoint` read model (written from the aggregate's
-//! events inside their append transaction), the signing secrets (never in an event), the
-//! delivery log and the endpoints' feed checkpoints. It knows SQL and events, never HTTP.
+//! Webhook endpoints in SQL: the `webhooks` projection (the `webhook_endpoint` read model), the
+//! signing secrets (never in an event; written by the creating append), the delivery log and the
+//! endpoints' feed checkpoints. It knows SQL and events, never HTTP.
 
 use chrono::{DateTime, Utc};
 use keyledger_domain::webhook::WebhookEndpointEvent;
+use keyledger_store::decode::AnyEvent;
+use keyledger_store::StoredEvent;
 use serde_json::Value;
 use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, QueryBuilder};
 
 use crate::feed::{self, FeedCursor};
 use crate::queries::{self, ListResult, Page};
-use crate::StorageError;
+use keyledger_store::StorageError;
 
 /// The checkpoint name of an endpoint's delivery cursor in `subscriber_checkpoint`.
 pub fn checkpoint_name(endpoint_id: &str) -> String {
     format!("webhook:{endpoint_id}")
 }
 
-/// Applies one command's webhook endpoint events to the read model, inside the append's
-/// transaction (after `keyledger_append` returned `position`, the command's last event). A new
-/// endpoint's checkpoint starts at its own creation in the log: it receives every public event
-/// that sorts after it.
-pub async fn apply_in_append(
+/// The `webhooks` projection: applies WebhookEndpoint events (in log order) to
+/// `{schema}.webhook_endpoint`. A deleted endpoint's signing secret (written by its creating
+/// append, never in an event) and delivery checkpoint go with it; both deletes are idempotent,
+/// so a rebuild replaying them changes nothing. Creation is an upsert, so an upgraded database
+/// whose endpoints were written before this was a projection replays onto them harmlessly.
+pub async fn apply_batch(
     conn: &mut PgConnection,
-    events: &[(String, WebhookEndpointEvent)],
-    secret: Option<&(String, String)>,
-    position: i64,
-) -> Result<(), sqlx::Error> {
-    for (id, e) in events {
+    schema: &str,
+    events: &[(&StoredEvent, AnyEvent)],
+) -> Result<(), StorageError> {
+    for (stored, typed) in events {
+        let AnyEvent::WebhookEndpoint(e) = typed else { continue };
+        let id = &stored.aggregate_id;
         match e {
             WebhookEndpointEvent::WebhookEndpointCreated {
                 endpoint_url,
                 events,
                 at,
             } => {
-                sqlx::query(
-                    "insert into webhook_endpoint (id, endpoint_url, events, status, created_at, updated_at) \
-                     values ($1, $2, $3, 'enabled', $4, $4)",
-                )
+                sqlx::query(&format!(
+                    "insert into {schema}.webhook_endpoint (id, endpoint_url, events, status, disabled_reason, \
+                     created_at, updated_at, created_transaction_id, created_position) \
+                     values ($1, $2, $3, 'enabled', null, $4, $4, $5::bigint::text::xid8, $6) \
+                     on conflict (id) do update set endpoint_url = excluded.endpoint_url, events = excluded.events, \
+                     status = excluded.status, disabled_reason = null, created_at = excluded.created_at, \
+                     updated_at = excluded.updated_at, created_transaction_id = excluded.created_transaction_id, \
+                     created_position = excluded.created_position"
+                ))
                 .bind(id)
                 .bind(endpoint_url)
                 .bind(events)
                 .bind(at)
-                .execute(&mut *conn)
-                .await?;
-                sqlx::query(
-                    "insert into subscriber_checkpoint (name, transaction_id, position, seq) \
-                     values ($1, pg_current_xact_id(), $2, 0) on conflict (name) do nothing",
-                )
-                .bind(checkpoint_name(id))
-                .bind(position)
+                .bind(stored.log_position.transaction_id)
+                .bind(stored.log_position.position)
                 .execute(&mut *conn)
                 .await?;
             }
             WebhookEndpointEvent::WebhookEndpointUpdated { changes, at, .. } => {
-                sqlx::query(
-                    "update webhook_endpoint set endpoint_url = coalesce($2, endpoint_url), \
-                     events = coalesce($3, events), updated_at = $4 where id = $1",
-                )
+                sqlx::query(&format!(
+                    "update {schema}.webhook_endpoint set endpoint_url = coalesce($2, endpoint_url), \
+                     events = coalesce($3, events), updated_at = $4 where id = $1"
+                ))
                 .bind(id)
                 .bind(&changes.endpoint_url)
                 .bind(&changes.events)
@@ -65,20 +68,20 @@ pub async fn apply_in_append(
                 .await?;
             }
             WebhookEndpointEvent::WebhookEndpointEnabled { at } => {
-                sqlx::query(
-                    "update webhook_endpoint set status = 'enabled', disabled_reason = null, updated_at = $2 \
-                     where id = $1",
-                )
+                sqlx::query(&format!(
+                    "update {schema}.webhook_endpoint set status = 'enabled', disabled_reason = null, \
+                     updated_at = $2 where id = $1"
+                ))
                 .bind(id)
                 .bind(at)
                 .execute(&mut *conn)
                 .await?;
             }
             WebhookEndpointEvent::WebhookEndpointDisabled { reason, at, .. } => {
-                sqlx::query(
-                    "update webhook_endpoint set status = 'disabled', disabled_reason = $2, updated_at = $3 \
-                     where id = $1",
-                )
+                sqlx::query(&format!(
+                    "update {schema}.webhook_endpoint set status = 'disabled', disabled_reason = $2, \
+                     updated_at = $3 where id = $1"
+                ))
                 .bind(id)
                 .bind(reason)
                 .bind(at)
@@ -86,25 +89,18 @@ pub async fn apply_in_append(
                 .await?;
             }
             WebhookEndpointEvent::WebhookEndpointDeleted { .. } => {
+                sqlx::query(&format!("delete from {schema}.webhook_endpoint where id = $1"))
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
                 for sql in [
-                    "delete from webhook_endpoint where id = $1",
-                    "delete from webhook_endpoint_secret where endpoint_id = $1",
-                    "delete from subscriber_checkpoint where name = 'webhook:' || $1",
+                    "delete from public.webhook_endpoint_secret where endpoint_id = $1",
+                    "delete from public.subscriber_checkpoint where name = 'webhook:' || $1",
                 ] {
                     sqlx::query(sql).bind(id).execute(&mut *conn).await?;
                 }
             }
         }
-    }
-    if let Some((id, secret)) = secret {
-        sqlx::query(
-            "insert into webhook_endpoint_secret (endpoint_id, secret) values ($1, $2) \
-             on conflict (endpoint_id) do update set secret = excluded.secret",
-        )
-        .bind(id)
-        .bind(secret)
-        .execute(&mut *conn)
-        .await?;
     }
     Ok(())
 }
@@ -173,8 +169,18 @@ pub async fn enabled_targets(pool: &PgPool) -> Result<Vec<Target>, StorageError>
 }
 
 /// An endpoint's delivery checkpoint; `None` once the endpoint is deleted (the row goes with it).
-pub async fn checkpoint<'e>(db: impl PgExecutor<'e>, endpoint_id: &str) -> Result<Option<FeedCursor>, StorageError> {
-    feed::checkpoint(db, &checkpoint_name(endpoint_id)).await
+/// A new endpoint's checkpoint starts at its own creation in the log (it receives every public
+/// event that sorts after it): made here on first use, from the position the projection recorded.
+pub async fn checkpoint(pool: &PgPool, endpoint_id: &str) -> Result<Option<FeedCursor>, StorageError> {
+    sqlx::query(
+        "insert into subscriber_checkpoint (name, transaction_id, position, seq) \
+         select 'webhook:' || id, created_transaction_id, created_position, 0 from webhook_endpoint where id = $1 \
+         on conflict (name) do nothing",
+    )
+    .bind(endpoint_id)
+    .execute(pool)
+    .await?;
+    feed::checkpoint(pool, &checkpoint_name(endpoint_id)).await
 }
 
 /// One delivery attempt, for the delivery log.

@@ -16,7 +16,7 @@ use keyledger_domain::membership::{MembershipEvent, OrganizationMembership};
 use keyledger_domain::organization::{Organization, OrganizationEvent};
 use keyledger_domain::user::{User, UserEvent};
 use keyledger_domain::webhook::{WebhookEndpoint, WebhookEndpointEvent};
-use keyledger_projections::decode::{decode, AnyEvent};
+use keyledger_store::decode::{decode, AnyEvent};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 

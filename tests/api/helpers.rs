@@ -197,6 +197,10 @@ impl TestApp {
         self.request(Method::PUT, path, Some(body)).await
     }
 
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.request(Method::PATCH, path, Some(body)).await
+    }
+
     pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
         self.request(Method::DELETE, path, None).await
     }

@@ -388,14 +388,13 @@ async fn an_append_whose_reservation_was_taken_over_is_refused() {
 
 /// The stalled first request's append, made now with its old fence: refused, nothing appended.
 async fn assert_rejected_append_with_fence(app: &TestApp, owner: &str) {
-    use keyledger_projections::store::{AppendExtras, IdempotencyFence};
+    use keyledger_store::append::{IdempotencyFence, SideRows};
     let (scope,): (String,) = sqlx::query_as("select scope from idempotency_key")
         .fetch_one(&app.pool)
         .await
         .expect("scope");
-    let bus =
-        keyledger_projections::commands::CommandBus::new(keyledger_projections::EventStore::new(app.pool.clone()));
-    let extras = AppendExtras {
+    let bus = keyledger_store::commands::CommandBus::new(keyledger_store::EventStore::new(app.pool.clone()));
+    let extras = SideRows {
         idempotency: Some(IdempotencyFence {
             scope,
             key: "taken".into(),
@@ -417,11 +416,11 @@ async fn assert_rejected_append_with_fence(app: &TestApp, owner: &str) {
             },
             &Default::default(),
             extras,
-            keyledger_projections::commands::Mode::New,
+            keyledger_store::commands::Mode::New,
         )
         .await;
     assert!(
-        matches!(&r, Err(keyledger_projections::commands::CommandError::Claim(c)) if c.kind == keyledger_projections::store::IDEMPOTENCY_KEY),
+        matches!(&r, Err(keyledger_store::commands::CommandError::Claim(c)) if c.kind == keyledger_store::append::IDEMPOTENCY_KEY),
         "{r:?}"
     );
     assert_eq!(app.log_len().await, log, "the stalled append left nothing");

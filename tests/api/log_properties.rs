@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use keyledger_domain::ids::new_id;
 use keyledger_domain::user::{CreateUser, User, UserCommand};
 use keyledger_domain::values::{Email, Metadata};
-use keyledger_projections::commands::{CommandBus, Mode};
-use keyledger_projections::store::AppendExtras;
-use keyledger_projections::{engine, log, EventStore, LogPosition};
+use keyledger_projections::engine;
+use keyledger_store::append::SideRows;
+use keyledger_store::commands::{CommandBus, Mode};
+use keyledger_store::{log, EventStore, LogPosition};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -83,7 +84,7 @@ async fn a_concurrent_reader_sees_every_event_once_and_in_order_while_writers_ap
                     &id,
                     create(&format!("w{w}-{i}@example.com")),
                     &HashMap::new(),
-                    AppendExtras::default(),
+                    SideRows::default(),
                     Mode::Once,
                 )
                 .await
@@ -183,7 +184,7 @@ async fn concurrent_updates_of_one_user_no_more_than_the_retries_all_land_in_seq
     // A racer's attempt fails only when another racer's commit landed between its read and its
     // append, and each racer commits once: with at most MAX_ATTEMPTS racers, a racer loses at
     // most MAX_ATTEMPTS - 1 times, so every update must land (no 409).
-    const RACERS: usize = keyledger_projections::commands::MAX_ATTEMPTS;
+    const RACERS: usize = keyledger_store::commands::MAX_ATTEMPTS;
     let app = TestApp::spawn().await;
     let user = app.create_user("seq@example.com").await;
     let id = id_of(&user);
@@ -307,6 +308,27 @@ async fn a_rebuild_equals_the_incrementally_built_read_models_row_for_row() {
         .post("/audit_logs/exports", json!({ "organization_id": org_id, "range_start": "2026-01-01T00:00:00Z", "range_end": "2026-02-01T00:00:00Z" }))
         .await;
     assert_eq!(s, StatusCode::CREATED);
+    // The webhooks projection: one endpoint created and changed, one created and deleted.
+    let mut endpoints = Vec::new();
+    for port in [9, 10] {
+        let (s, e) = app
+            .post(
+                "/webhook_endpoints",
+                json!({ "endpoint_url": format!("http://127.0.0.1:{port}/hook"), "events": ["user.created"] }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{e}");
+        endpoints.push(e["id"].as_str().expect("id").to_string());
+    }
+    let (s, e) = app
+        .patch(
+            &format!("/webhook_endpoints/{}", endpoints[0]),
+            json!({ "events": ["user.created", "user.deleted"], "status": "disabled" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let (s, _) = app.delete(&format!("/webhook_endpoints/{}", endpoints[1])).await;
+    assert!(s.is_success(), "{s}");
     app.stop_workers_and_wait().await;
 
     let index_names = "select tablename || '.' || indexname from pg_indexes where schemaname = 'public' order by 1";
@@ -632,7 +654,7 @@ async fn a_create_on_an_id_that_exists_after_all_is_refused_as_a_conflict_and_ch
         &id,
         create("first@example.com"),
         &HashMap::new(),
-        AppendExtras::default(),
+        SideRows::default(),
         Mode::New,
     )
     .await
@@ -642,12 +664,12 @@ async fn a_create_on_an_id_that_exists_after_all_is_refused_as_a_conflict_and_ch
             &id,
             create("second@example.com"),
             &HashMap::new(),
-            AppendExtras::default(),
+            SideRows::default(),
             Mode::New,
         )
         .await;
     assert!(
-        matches!(again, Err(keyledger_projections::commands::CommandError::Conflict)),
+        matches!(again, Err(keyledger_store::commands::CommandError::Conflict)),
         "a second create on the same id is a conflict: {again:?}"
     );
     let (events,): (i64,) = sqlx::query_as("select count(*) from event")

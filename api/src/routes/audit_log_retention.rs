@@ -8,9 +8,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use keyledger_domain::organization::{Organization, OrganizationCommand};
 use keyledger_projections::audit;
-use keyledger_projections::commands::Mode;
 use keyledger_projections::queries;
-use keyledger_projections::store::AppendExtras;
+use keyledger_store::append::SideRows;
+use keyledger_store::commands::Mode;
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
@@ -128,7 +128,7 @@ pub async fn set(
         at: now(),
     };
     state
-        .execute::<Organization>(&ctx, &id, cmd, AppendExtras::default(), Mode::Retry)
+        .execute::<Organization>(&ctx, &id, cmd, SideRows::default(), Mode::Retry)
         .await
         .map_err(|e| command_error(e, organization_error))?;
     Ok(object(StatusCode::OK, json!({ "retention_period_in_days": days })))

@@ -15,10 +15,10 @@ use keyledger_domain::audit_log::{
 };
 use keyledger_domain::ids::new_id;
 use keyledger_projections::audit::{self, SchemasOutcome, TrailFilter, TrailOutcome};
-use keyledger_projections::commands::Mode;
 use keyledger_projections::objects::ts;
 use keyledger_projections::queries;
-use keyledger_projections::store::AppendExtras;
+use keyledger_store::append::SideRows;
+use keyledger_store::commands::Mode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -294,7 +294,7 @@ pub async fn create_event(
         at: now(),
     };
     state
-        .execute::<AuditLogEntry>(&ctx, &id, cmd, AppendExtras::default(), Mode::New)
+        .execute::<AuditLogEntry>(&ctx, &id, cmd, SideRows::default(), Mode::New)
         .await
         .map_err(|e| command_error(e, audit_error))?;
     Ok(success())
@@ -409,7 +409,7 @@ pub async fn create_schema(
         at,
     };
     let done = state
-        .execute::<AuditLogAction>(&ctx, &action, cmd, AppendExtras::default(), Mode::Retry)
+        .execute::<AuditLogAction>(&ctx, &action, cmd, SideRows::default(), Mode::Retry)
         .await
         .map_err(|e| command_error(e, audit_error))?;
     let version = done.state.versions;
@@ -596,7 +596,7 @@ pub async fn create_export(
     let cmd_filter = filter.clone();
     let cmd = AuditLogExportCommand::Create { filter, at };
     let done = state
-        .execute::<AuditLogExport>(&ctx, &id, cmd, AppendExtras::default(), Mode::New)
+        .execute::<AuditLogExport>(&ctx, &id, cmd, SideRows::default(), Mode::New)
         .await
         .map_err(|e| command_error(e, audit_error))?;
     // Rendered from the command itself, so the answer never depends on the projection's lag.

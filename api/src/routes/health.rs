@@ -17,7 +17,7 @@ use crate::state::AppState;
     responses((status = 200, description = "Healthy", body = schemas::Health),
         (status = 503, description = "`migrating` or `database_unavailable`", body = schemas::Health)))]
 pub async fn health(State(state): State<AppState>) -> Response {
-    let expected = keyledger_projections::MIGRATOR
+    let expected = keyledger_store::MIGRATOR
         .iter()
         .filter(|m| m.migration_type.is_up_migration())
         .count() as i64;
@@ -64,7 +64,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
 pub const HEALTH_LAG_CAP: i64 = 100_000;
 
 /// `{name: {"behind": n}}` for the projections and for the subscribers with a checkpoint.
-async fn lag(pool: &PgPool) -> Result<(Value, Value), keyledger_projections::StorageError> {
+async fn lag(pool: &PgPool) -> Result<(Value, Value), keyledger_store::StorageError> {
     let mut projections = Map::new();
     for s in engine::status_at_most(pool, HEALTH_LAG_CAP).await? {
         projections.insert(s.name.to_string(), json!({ "behind": s.behind }));

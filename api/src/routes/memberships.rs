@@ -9,7 +9,7 @@ use keyledger_domain::values::RoleSlug;
 use keyledger_domain::ClaimKind;
 use keyledger_projections::history::History;
 use keyledger_projections::queries::{self, MembershipFilter};
-use keyledger_projections::store::AppendExtras;
+use keyledger_store::append::SideRows;
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -19,9 +19,9 @@ use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::schemas;
 use crate::state::{AppState, RequestContext};
-use keyledger_projections::commands::{CommandError, Mode};
-use keyledger_projections::decode::AnyEvent;
 use keyledger_projections::objects::Kind;
+use keyledger_store::commands::{CommandError, Mode};
+use keyledger_store::decode::AnyEvent;
 
 fn membership_error(e: MembershipError) -> ApiError {
     match e {
@@ -210,7 +210,7 @@ pub async fn create(
         at: now(),
     };
     let done = match state
-        .execute::<OrganizationMembership>(&ctx, &id, cmd, AppendExtras::default(), Mode::New)
+        .execute::<OrganizationMembership>(&ctx, &id, cmd, SideRows::default(), Mode::New)
         .await
     {
         Ok(done) => done,
@@ -244,7 +244,7 @@ async fn rejoin(state: &AppState, ctx: &RequestContext, id: &str, role: RoleSlug
             ctx,
             id,
             MembershipCommand::Rejoin { role, at: now() },
-            AppendExtras::default(),
+            SideRows::default(),
             Mode::Retry,
         )
         .await
@@ -270,7 +270,7 @@ pub struct UpdateBody {
 
 async fn run(state: &AppState, ctx: &RequestContext, id: &str, cmd: MembershipCommand) -> Result<Response, ApiError> {
     state
-        .execute::<OrganizationMembership>(ctx, id, cmd, AppendExtras::default(), Mode::Retry)
+        .execute::<OrganizationMembership>(ctx, id, cmd, SideRows::default(), Mode::Retry)
         .await
         .map_err(|e| command_error(e, membership_error))?;
     Ok(object(StatusCode::OK, find(state, id).await?))
@@ -335,7 +335,7 @@ pub async fn delete(
             &ctx,
             &id,
             MembershipCommand::Delete { at: now() },
-            AppendExtras::default(),
+            SideRows::default(),
             Mode::Retry,
         )
         .await

@@ -14,10 +14,10 @@ pub mod webhooks;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use keyledger_projections::decode::AnyEvent;
 use keyledger_projections::objects::{self, Kind};
 use keyledger_projections::queries::{ListResult, Order, Page};
-use keyledger_projections::StorageError;
+use keyledger_store::decode::AnyEvent;
+use keyledger_store::StorageError;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 

@@ -10,7 +10,7 @@ use keyledger_domain::organization::{
 use keyledger_domain::values::DomainName;
 use keyledger_projections::history::History;
 use keyledger_projections::queries;
-use keyledger_projections::store::AppendExtras;
+use keyledger_store::append::SideRows;
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -22,9 +22,9 @@ use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::schemas;
 use crate::state::{AppState, RequestContext};
-use keyledger_projections::commands::Mode;
-use keyledger_projections::decode::AnyEvent;
 use keyledger_projections::objects::Kind;
+use keyledger_store::commands::Mode;
+use keyledger_store::decode::AnyEvent;
 
 fn domain_error(e: OrganizationError) -> ApiError {
     match e {
@@ -75,7 +75,7 @@ pub async fn create(
         at: now(),
     };
     let done = state
-        .execute::<Organization>(&ctx, &b.organization_id, cmd, AppendExtras::default(), Mode::Retry)
+        .execute::<Organization>(&ctx, &b.organization_id, cmd, SideRows::default(), Mode::Retry)
         .await
         .map_err(|e| command_error(e, domain_error))?;
     let events = done.events.into_iter().map(AnyEvent::Organization).collect();
@@ -151,7 +151,7 @@ pub async fn verify(
         at: now(),
     };
     state
-        .execute::<Organization>(&ctx, &org_id, cmd, AppendExtras::default(), Mode::Retry)
+        .execute::<Organization>(&ctx, &org_id, cmd, SideRows::default(), Mode::Retry)
         .await
         .map_err(|e| command_error(e, domain_error))?;
     Ok(object(StatusCode::CREATED, find(&state, &id).await?))
@@ -177,7 +177,7 @@ pub async fn delete(
                 domain_id: id,
                 at: now(),
             },
-            AppendExtras::default(),
+            SideRows::default(),
             Mode::Retry,
         )
         .await

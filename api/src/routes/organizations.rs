@@ -8,10 +8,10 @@ use keyledger_domain::organization::{
     DomainState, NewDomain, Organization, OrganizationCommand, OrganizationError, UpdateOrganization,
 };
 use keyledger_domain::values::{validate_external_id, validate_metadata, validate_text, DomainName, Metadata};
-use keyledger_projections::cascade::Parent;
 use keyledger_projections::history::History;
 use keyledger_projections::queries::{self, OrganizationFilter};
-use keyledger_projections::store::AppendExtras;
+use keyledger_store::append::SideRows;
+use keyledger_store::cascade::Parent;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -20,9 +20,9 @@ use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::schemas;
 use crate::state::{AppState, RequestContext};
-use keyledger_projections::commands::Mode;
-use keyledger_projections::decode::AnyEvent;
 use keyledger_projections::objects::Kind;
+use keyledger_store::commands::Mode;
+use keyledger_store::decode::AnyEvent;
 
 pub fn organization_error(e: OrganizationError) -> ApiError {
     match e {
@@ -224,7 +224,7 @@ pub async fn create(
         at: now(),
     };
     let done = state
-        .execute::<Organization>(&ctx, &id, cmd, AppendExtras::default(), Mode::New)
+        .execute::<Organization>(&ctx, &id, cmd, SideRows::default(), Mode::New)
         .await
         .map_err(|e| command_error(e, organization_error))?;
     let events = done.events.into_iter().map(AnyEvent::Organization).collect();
@@ -299,7 +299,7 @@ pub async fn update(
         at: now(),
     });
     state
-        .execute::<Organization>(&ctx, &id, cmd, AppendExtras::default(), Mode::Retry)
+        .execute::<Organization>(&ctx, &id, cmd, SideRows::default(), Mode::Retry)
         .await
         .map_err(|e| command_error(e, organization_error))?;
     let org = queries::organization(&state.pool, &id)
@@ -329,7 +329,7 @@ pub async fn delete(
             Parent::Organization,
             &id,
             OrganizationCommand::Delete { at: now() },
-            AppendExtras::default(),
+            SideRows::default(),
         )
         .await
         .map_err(|e| command_error(e, organization_error))?;

@@ -6,10 +6,10 @@ use axum::response::Response;
 use keyledger_domain::ids::new_id;
 use keyledger_domain::user::{CreateUser, UpdateUser, User, UserCommand, UserError};
 use keyledger_domain::values::{validate_external_id, validate_metadata, validate_text, Email, Metadata};
-use keyledger_projections::cascade::Parent;
 use keyledger_projections::history::History;
 use keyledger_projections::queries::{self, UserFilter};
-use keyledger_projections::store::AppendExtras;
+use keyledger_store::append::SideRows;
+use keyledger_store::cascade::Parent;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -19,9 +19,9 @@ use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::password;
 use crate::schemas;
 use crate::state::{AppState, RequestContext};
-use keyledger_projections::commands::Mode;
-use keyledger_projections::decode::AnyEvent;
 use keyledger_projections::objects::Kind;
+use keyledger_store::commands::Mode;
+use keyledger_store::decode::AnyEvent;
 
 fn user_error(e: UserError) -> ApiError {
     match e {
@@ -225,7 +225,7 @@ pub async fn create(
     validate_metadata("metadata", &metadata)?;
     let id = new_id("user");
     let hash = credential(&state, b.password, b.password_hash, b.password_hash_type).await?;
-    let extras = AppendExtras {
+    let extras = SideRows {
         credential: hash.as_ref().map(|h| (id.clone(), h.clone())),
         ..Default::default()
     };
@@ -319,7 +319,7 @@ pub async fn update(
         return Err(ApiError::not_found("user"));
     }
     let hash = credential(&state, b.password, b.password_hash, b.password_hash_type).await?;
-    let extras = AppendExtras {
+    let extras = SideRows {
         credential: hash.as_ref().map(|h| (id.clone(), h.clone())),
         ..Default::default()
     };
@@ -359,7 +359,7 @@ pub async fn delete(
     }
     // A deleted user keeps no memberships (as in WorkOS): they are deleted in the same append,
     // each with its own event, before `UserDeleted` (docs/EVENTS.md, "Cascades").
-    let erase = AppendExtras {
+    let erase = SideRows {
         erase_credential: Some(id.clone()),
         ..Default::default()
     };

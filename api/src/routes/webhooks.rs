@@ -7,11 +7,11 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use keyledger_domain::ids::new_id;
 use keyledger_domain::webhook::{UpdateWebhookEndpoint, WebhookEndpoint, WebhookEndpointCommand, WebhookEndpointError};
-use keyledger_projections::commands::Mode;
 use keyledger_projections::feed;
 use keyledger_projections::objects::PUBLIC_EVENT_NAMES;
-use keyledger_projections::store::AppendExtras;
 use keyledger_projections::webhooks as store;
+use keyledger_store::append::SideRows;
+use keyledger_store::commands::Mode;
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
@@ -162,9 +162,9 @@ pub async fn create(
     guard_endpoint_url(&url, &state.webhook_allow)?;
     let events = event_names(b.events)?;
     let id = new_id("we");
-    let extras = AppendExtras {
+    let extras = SideRows {
         webhook_secret: Some((id.clone(), new_secret())),
-        ..AppendExtras::default()
+        ..SideRows::default()
     };
     let cmd = WebhookEndpointCommand::Create {
         endpoint_url: url,
@@ -229,7 +229,7 @@ pub async fn update(
         at: now(),
     });
     state
-        .execute::<WebhookEndpoint>(&ctx, &id, cmd, AppendExtras::default(), Mode::Retry)
+        .execute::<WebhookEndpoint>(&ctx, &id, cmd, SideRows::default(), Mode::Retry)
         .await
         .map_err(|e| command_error(e, endpoint_error))?;
     Ok(object(StatusCode::OK, found(&state, &id).await?))
@@ -249,7 +249,7 @@ pub async fn delete(
             &ctx,
             &id,
             WebhookEndpointCommand::Delete { at: now() },
-            AppendExtras::default(),
+            SideRows::default(),
             Mode::Retry,
         )
         .await

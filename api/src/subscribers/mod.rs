@@ -3,9 +3,9 @@
 //! the `events` projection moves, with a slow poll as a fallback for other processes' writes.
 
 pub mod nats;
-pub mod ownership;
 
-use keyledger_projections::checkpoint::Progress;
+use keyledger_store::checkpoint::Progress;
+use keyledger_store::commands::CommandBus;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -20,6 +20,8 @@ pub struct Context {
     pub pool: PgPool,
     /// Projection checkpoints as this process sees them; the feed moves with `events`.
     pub progress: Progress,
+    /// The process's command bus (the dispatcher records an automatic disable through it).
+    pub bus: CommandBus,
     pub config: Config,
     /// Turns true when the process stops: finish the current delivery, then return.
     pub shutdown: watch::Receiver<bool>,

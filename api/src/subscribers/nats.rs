@@ -9,12 +9,12 @@ use anyhow::{bail, Context as _};
 use async_nats::jetstream;
 use async_nats::HeaderMap;
 use keyledger_projections::feed::{self, FeedCursor, FeedEvent, FeedFilter};
-use keyledger_projections::log::LogPosition;
+use keyledger_store::log::LogPosition;
 use tokio::sync::watch;
 
-use super::ownership::Ownership;
 use super::Context;
 use crate::NatsConfig;
+use keyledger_store::lease::Ownership;
 
 /// The publisher's checkpoint name in `subscriber_checkpoint`.
 pub const NAME: &str = "nats";

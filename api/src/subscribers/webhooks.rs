@@ -13,15 +13,14 @@ use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use keyledger_domain::webhook::{WebhookEndpoint, WebhookEndpointCommand};
-use keyledger_projections::commands::{CommandBus, Mode};
 use keyledger_projections::feed::{self, FeedCursor, FeedEvent, FeedFilter};
-use keyledger_projections::store::AppendExtras;
 use keyledger_projections::webhooks::{self as store, Attempt, DeliveredBatch, Target};
-use keyledger_projections::EventStore;
+use keyledger_store::append::SideRows;
+use keyledger_store::commands::Mode;
+use keyledger_store::lease::{Held, Ownership};
 use sha2::Sha256;
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{PgPool, Postgres};
+use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -116,15 +115,16 @@ pub async fn run(ctx: Context) {
         ..ctx
     };
     let mut shutdown = ctx.shutdown.clone();
-    let mut lock: Option<PoolConnection<Postgres>> = None;
+    let mut lock: Option<Ownership> = None;
     let mut workers: HashMap<String, Worker> = HashMap::new();
     loop {
         if *shutdown.borrow() {
             break;
         }
-        if !still_owner(&mut lock).await {
-            stop_all(&mut workers).await;
-            lock = take_lock(&ctx.pool).await;
+        match Ownership::keep_or_take(&mut lock, &ctx.pool, LOCK_KEY).await {
+            Held::Kept => {}
+            Held::Taken => tracing::info!("delivering webhooks"),
+            Held::Not => stop_all(&mut workers).await,
         }
         if lock.is_some() {
             match store::enabled_targets(&ctx.pool).await {
@@ -138,8 +138,8 @@ pub async fn run(ctx: Context) {
         }
     }
     stop_all(&mut workers).await;
-    if let Some(mut conn) = lock.take() {
-        let _ = sqlx::query("select pg_advisory_unlock_all()").execute(&mut *conn).await;
+    if let Some(owner) = lock.take() {
+        owner.release().await;
     }
 }
 
@@ -193,33 +193,6 @@ async fn stop_all(workers: &mut HashMap<String, Worker>) {
     for (_, w) in workers.drain() {
         stop(w).await;
     }
-}
-
-async fn take_lock(pool: &PgPool) -> Option<PoolConnection<Postgres>> {
-    let mut conn = pool.acquire().await.ok()?;
-    let got: Result<(bool,), sqlx::Error> = sqlx::query_as("select pg_try_advisory_lock(hashtext($1))")
-        .bind(LOCK_KEY)
-        .fetch_one(&mut *conn)
-        .await;
-    match got {
-        Ok((true,)) => {
-            tracing::info!("delivering webhooks");
-            Some(conn)
-        }
-        _ => None,
-    }
-}
-
-async fn still_owner(lock: &mut Option<PoolConnection<Postgres>>) -> bool {
-    let Some(conn) = lock.as_mut() else { return false };
-    if sqlx::query("select 1").execute(&mut **conn).await.is_ok() {
-        return true;
-    }
-    if let Some(c) = lock.take() {
-        // A connection that may still hold the lock never goes back to the pool.
-        drop(c.detach());
-    }
-    false
 }
 
 /// Why a worker stopped delivering.
@@ -408,7 +381,7 @@ impl Pending {
 
     /// Records the pending deliveries; false when the checkpoint had been moved by someone else
     /// (a replay, a deletion): the caller must re-read it.
-    async fn flush(&mut self, pool: &PgPool) -> Result<bool, keyledger_projections::StorageError> {
+    async fn flush(&mut self, pool: &PgPool) -> Result<bool, keyledger_store::StorageError> {
         if self.lost {
             return Ok(false);
         }
@@ -538,7 +511,7 @@ async fn deliver_until_done(
             Err(e) => tracing::warn!(error = %e, "saving the webhook checkpoint failed"),
         }
         if attempt >= max_attempts {
-            disable(durable, target, attempt, error.as_deref().unwrap_or("failed")).await;
+            disable(ctx, durable, target, attempt, error.as_deref().unwrap_or("failed")).await;
             pending.disabled = true;
             return Err(Halt::Disabled);
         }
@@ -565,9 +538,10 @@ fn describe(e: &reqwest::Error) -> String {
     }
 }
 
-/// The failure rule tripped: record `WebhookEndpointDisabled` (automatic) in the log.
-async fn disable(durable: &PgPool, target: &Target, attempts: u32, last_error: &str) {
-    let bus = CommandBus::new(EventStore::new(durable.clone()));
+/// The failure rule tripped: record `WebhookEndpointDisabled` (automatic) in the log, and wait
+/// (bounded) until the `webhooks` projection shows it, so the next reconcile does not restart
+/// the endpoint from a read model that still says enabled.
+async fn disable(ctx: &Context, durable: &PgPool, target: &Target, attempts: u32, last_error: &str) {
     let reason = format!("{attempts} consecutive failed delivery attempts (last: {last_error})");
     let mut meta = HashMap::new();
     meta.insert("actor_id".to_string(), "system".to_string());
@@ -580,11 +554,18 @@ async fn disable(durable: &PgPool, target: &Target, attempts: u32, last_error: &
         reason: reason.clone(),
         at: chrono::Utc::now(),
     };
-    match bus
-        .execute::<WebhookEndpoint>(&target.id, cmd, &meta, AppendExtras::default(), Mode::Retry)
+    match ctx
+        .bus
+        .execute::<WebhookEndpoint>(&target.id, cmd, &meta, SideRows::default(), Mode::Retry)
         .await
     {
-        Ok(_) => tracing::warn!(reason, "webhook endpoint disabled automatically"),
+        Ok(done) => {
+            tracing::warn!(reason, "webhook endpoint disabled automatically");
+            if let Some(at) = done.position {
+                let names = [keyledger_projections::engine::WEBHOOKS.name];
+                ctx.progress.wait_for(durable, &names, at, Duration::from_secs(5)).await;
+            }
+        }
         Err(e) => tracing::error!(error = %e, "disabling the webhook endpoint failed"),
     }
 }

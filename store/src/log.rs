@@ -153,3 +153,19 @@ pub async fn count_after_at_most<'e>(
     .await?;
     Ok(n)
 }
+
+/// One aggregate's stream for loading it: (sequence, event type, version, payload), in order.
+pub async fn stream<'e>(
+    db: impl PgExecutor<'e>,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Vec<(i64, String, String, Value)>, sqlx::Error> {
+    sqlx::query_as(
+        "select sequence, event_type, event_version, payload from event \
+         where aggregate_type = $1 and aggregate_id = $2 order by sequence",
+    )
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .fetch_all(db)
+    .await
+}

@@ -11,14 +11,13 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use cqrs_es::persist::PersistenceError;
 use cqrs_es::Aggregate;
 use keyledger_domain::membership::{MembershipCommand, MembershipError, MembershipEvent, OrganizationMembership};
-use keyledger_domain::{NoServices, Tenanted};
+use keyledger_domain::{Claims, NoServices, Tenanted};
 
-use crate::commands::{append_error, CommandBus, CommandError, MAX_ATTEMPTS};
+use crate::append::{AppendError, SideRows};
+use crate::commands::{append_error, CommandBus, CommandError, Mode, MAX_ATTEMPTS};
 use crate::log::LogPosition;
-use crate::store::AppendExtras;
 
 /// What is being deleted: which part of a membership key (`<organization_id>:<user_id>`) names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,26 +63,26 @@ impl CommandBus {
         command: A::Command,
         at: DateTime<Utc>,
         metadata: &HashMap<String, String>,
-        extras: &AppendExtras,
+        side: &SideRows,
     ) -> Result<Cascaded<A>, CommandError<A::Error>>
     where
         A: Aggregate<Services = NoServices> + Tenanted,
         A::Command: Clone,
-        A::Error: Clone,
+        A::Event: Claims,
     {
         for _ in 0..MAX_ATTEMPTS {
             let ids = memberships_of(self.store().pool(), parent, id)
                 .await
                 .map_err(|e| crate::commands::storage(&e))?;
-            let mut serialized = Vec::new();
+            let mut new_events = Vec::new();
             let mut memberships = Vec::new();
             for m in ids {
                 let decided = self
-                    .decide::<OrganizationMembership>(&m, MembershipCommand::Delete { at }, metadata)
+                    .decide::<OrganizationMembership>(&m, MembershipCommand::Delete { at }, metadata, Mode::Once)
                     .await;
                 match decided {
                     Ok(d) => {
-                        serialized.extend(d.serialized);
+                        new_events.extend(d.new_events);
                         if d.events
                             .iter()
                             .any(|e| matches!(e, MembershipEvent::MembershipDeleted { .. }))
@@ -96,9 +95,12 @@ impl CommandBus {
                     Err(e) => return Err(membership_error(e)),
                 }
             }
-            let own = self.decide::<A>(id, command.clone(), metadata).await?;
-            serialized.extend(own.serialized);
-            match self.store().append_many(&serialized, extras).await {
+            let own = self.decide::<A>(id, command.clone(), metadata, Mode::Once).await?;
+            new_events.extend(own.new_events);
+            if new_events.is_empty() {
+                return Err(CommandError::Storage("a cascade decided no events".into()));
+            }
+            match self.store().append(new_events, side.clone()).await {
                 Ok(position) => {
                     return Ok(Cascaded {
                         memberships,
@@ -106,7 +108,7 @@ impl CommandBus {
                         position,
                     })
                 }
-                Err(PersistenceError::OptimisticLockError) => continue,
+                Err(AppendError::Conflict) => continue,
                 Err(e) => return Err(append_error(e)),
             }
         }

@@ -52,24 +52,24 @@ pub fn upcast(event_type: &str, event_version: &str, payload: Value) -> Result<V
     }
 }
 
-/// The upcaster cqrs-es applies when loading aggregates, so command handling reads old event
-/// versions exactly as the projections do.
-pub struct Upcaster;
-
-impl cqrs_es::persist::EventUpcaster for Upcaster {
-    fn can_upcast(&self, _event_type: &str, event_version: &str) -> bool {
-        event_version != CURRENT_VERSION
-    }
-
-    fn upcast(&self, mut event: cqrs_es::persist::SerializedEvent) -> cqrs_es::persist::SerializedEvent {
-        // An unknown version is left as it is: deserializing it then fails with an error (never a
-        // panic) instead of being misread.
-        if let Ok(payload) = upcast(&event.event_type, &event.event_version, event.payload.clone()) {
-            event.payload = payload;
-            event.event_version = CURRENT_VERSION.to_string();
+/// Decodes a stored event of one aggregate's event type `E` by its (event type, version): the
+/// payload is upcast to the current version of `event_type`, and must then be tagged with that
+/// event type (the stored name each event variant declares with `#[serde(rename)]`).
+pub fn decode_as<E: serde::de::DeserializeOwned>(
+    event_type: &str,
+    event_version: &str,
+    payload: &Value,
+) -> Result<E, String> {
+    let payload = upcast(event_type, event_version, payload.clone())?;
+    match payload.as_object() {
+        Some(tagged) if tagged.len() == 1 && tagged.contains_key(event_type) => {}
+        _ => {
+            return Err(format!(
+                "the payload of a {event_type} event is not tagged {event_type}"
+            ))
         }
-        event
     }
+    serde_json::from_value(payload).map_err(|e| format!("{event_type} v{event_version}: {e}"))
 }
 
 /// Decodes a stored event. The payload is the serde form of the aggregate's event enum.
@@ -79,22 +79,16 @@ pub fn decode(
     event_version: &str,
     payload: &Value,
 ) -> Result<AnyEvent, String> {
-    let payload = upcast(event_type, event_version, payload.clone())?;
-    let err = |e: serde_json::Error| format!("{aggregate_type}/{event_type}: {e}");
+    let (t, v, p) = (event_type, event_version, payload);
+    let err = |e: String| format!("{aggregate_type}/{e}");
     match aggregate_type {
-        User::TYPE => serde_json::from_value(payload).map(AnyEvent::User).map_err(err),
-        Organization::TYPE => serde_json::from_value(payload).map(AnyEvent::Organization).map_err(err),
-        OrganizationMembership::TYPE => serde_json::from_value(payload).map(AnyEvent::Membership).map_err(err),
-        AuditLogEntry::TYPE => serde_json::from_value(payload).map(AnyEvent::AuditLog).map_err(err),
-        AuditLogAction::TYPE => serde_json::from_value(payload)
-            .map(AnyEvent::AuditLogAction)
-            .map_err(err),
-        AuditLogExport::TYPE => serde_json::from_value(payload)
-            .map(AnyEvent::AuditLogExport)
-            .map_err(err),
-        WebhookEndpoint::TYPE => serde_json::from_value(payload)
-            .map(AnyEvent::WebhookEndpoint)
-            .map_err(err),
+        User::TYPE => decode_as(t, v, p).map(AnyEvent::User).map_err(err),
+        Organization::TYPE => decode_as(t, v, p).map(AnyEvent::Organization).map_err(err),
+        OrganizationMembership::TYPE => decode_as(t, v, p).map(AnyEvent::Membership).map_err(err),
+        AuditLogEntry::TYPE => decode_as(t, v, p).map(AnyEvent::AuditLog).map_err(err),
+        AuditLogAction::TYPE => decode_as(t, v, p).map(AnyEvent::AuditLogAction).map_err(err),
+        AuditLogExport::TYPE => decode_as(t, v, p).map(AnyEvent::AuditLogExport).map_err(err),
+        WebhookEndpoint::TYPE => decode_as(t, v, p).map(AnyEvent::WebhookEndpoint).map_err(err),
         other => Err(format!("unknown aggregate type {other}")),
     }
 }

@@ -1,4 +1,4 @@
-//! Which process runs a subscriber: the holder of a PostgreSQL session advisory lock, on a
+//! Which process runs a worker (a projection, the webhook dispatcher, the NATS publisher): the holder of a PostgreSQL session advisory lock, on a
 //! connection kept out of the pool. If the holder dies its connection closes and the lock goes
 //! with it, so a standby takes over. Never hand a connection that may hold the lock back to the pool.
 
@@ -44,5 +44,42 @@ impl Ownership {
     /// Forgets a lock whose connection failed, closing the connection instead of pooling it.
     pub fn abandon(self) {
         drop(self.conn.detach());
+    }
+
+    /// Keeps the lock in `slot` if its connection still answers, else tries to take it anew
+    /// (abandoning the dead connection). True while this process holds the lock; `took` tells
+    /// whether it was (re)taken by this call.
+    pub async fn keep_or_take(slot: &mut Option<Ownership>, pool: &PgPool, key: &str) -> Held {
+        if let Some(owner) = slot.as_mut() {
+            if owner.alive().await {
+                return Held::Kept;
+            }
+            if let Some(dead) = slot.take() {
+                dead.abandon();
+            }
+        }
+        *slot = Self::try_take(pool, key).await;
+        if slot.is_some() {
+            Held::Taken
+        } else {
+            Held::Not
+        }
+    }
+}
+
+/// What [`Ownership::keep_or_take`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// Held before and still held.
+    Kept,
+    /// Taken by this call (first time, or after the previous holder went away).
+    Taken,
+    /// Another process holds it.
+    Not,
+}
+
+impl Held {
+    pub fn held(self) -> bool {
+        self != Held::Not
     }
 }
