@@ -404,7 +404,7 @@ async fn start_binary(db_url: &str, key: &str) -> Server {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_server_killed_mid_load_loses_no_acknowledged_write_and_its_projections_converge() {
+async fn a_server_killed_mid_load_and_mid_group_commit_loses_no_acknowledged_write_and_its_projections_converge() {
     let db_url = fresh_database().await;
     let key = "sk_test_crash_0123456789";
     let mut server = start_binary(&db_url, key).await;
@@ -551,6 +551,16 @@ async fn a_server_killed_mid_load_loses_no_acknowledged_write_and_its_projection
             .await
             .expect("counts");
     assert_eq!((positions, ids), (rows, rows), "positions and ids are unique");
+    // The load went through group commit: concurrent creates shared commits (so the kill hit
+    // a server whose committers were batching).
+    let (shared,): (i64,) = sqlx::query_as(
+        "select count(*) from (select transaction_id from event group by transaction_id \
+         having count(distinct aggregate_id) > 1) t",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("shared");
+    assert!(shared > 0, "no two creates shared a commit");
     let _ = server.child.kill();
     let _ = server.child.wait();
 }

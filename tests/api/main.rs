@@ -13,6 +13,7 @@ mod cascade;
 mod contract;
 mod events;
 mod events_cursor;
+mod group_commit;
 mod idempotency;
 mod log_properties;
 mod memberships;
