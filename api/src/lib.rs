@@ -11,7 +11,6 @@ pub mod api_keys;
 pub mod auth;
 pub mod cli;
 pub mod dns;
-pub mod embedded;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
