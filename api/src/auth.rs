@@ -7,10 +7,9 @@ use axum::response::{IntoResponse, Response};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -56,10 +55,12 @@ pub async fn register_key(pool: &PgPool, name: &str, secret: &str) -> Result<boo
 /// Keys verified in the last [`KEY_CACHE_TTL`], by hash: saves a database round trip on most
 /// requests. Revoking or deleting a key NOTIFYs every server, which then calls [`KeyCache::clear`]
 /// (`crate::listen`); a server that misses the notification keeps a revoked key usable for at
-/// most the TTL.
-#[derive(Clone, Default)]
+/// most the TTL. Expiry, the size bound and concurrent access are moka's (already in the build
+/// through hickory-resolver); the generation rule is ours.
+#[derive(Clone)]
 pub struct KeyCache {
-    entries: Arc<Mutex<HashMap<KeyHash, (Actor, Instant)>>>,
+    /// Each entry carries the generation its lookup started in; only the current one is served.
+    entries: moka::sync::Cache<KeyHash, (Actor, u64)>,
     /// Bumped by every clear: a lookup that started before a clear must not cache its answer.
     generation: Arc<AtomicU64>,
 }
@@ -67,43 +68,43 @@ pub struct KeyCache {
 type KeyHash = Vec<u8>;
 
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
-const KEY_CACHE_MAX: usize = 10_000;
+const KEY_CACHE_MAX: u64 = 10_000;
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        Self {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(KEY_CACHE_MAX)
+                .time_to_live(KEY_CACHE_TTL)
+                .build(),
+            generation: Arc::default(),
+        }
+    }
+}
 
 impl KeyCache {
     fn get(&self, hash: &[u8]) -> Option<Actor> {
-        let entries = self.entries.lock().ok()?;
-        entries
-            .get(hash)
-            .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
-            .map(|(a, _)| a.clone())
+        let (actor, generation) = self.entries.get(hash)?;
+        // Read after the entry: a clear between the two makes this a miss.
+        (generation == self.generation()).then_some(actor)
     }
 
     fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
     }
 
-    /// Caches `actor` unless the cache was cleared since `generation` was read.
-    fn put(&self, hash: Vec<u8>, actor: Actor, generation: u64) {
-        if let Ok(mut entries) = self.entries.lock() {
-            if self.generation() != generation {
-                return;
-            }
-            if entries.len() >= KEY_CACHE_MAX {
-                entries.retain(|_, (_, at)| at.elapsed() < KEY_CACHE_TTL);
-                if entries.len() >= KEY_CACHE_MAX {
-                    entries.clear();
-                }
-            }
-            entries.insert(hash, (actor, Instant::now()));
+    /// Caches `actor` for a lookup that started in `generation`; once the cache has been cleared
+    /// since, the entry is never served (and usually not even stored).
+    fn put(&self, hash: KeyHash, actor: Actor, generation: u64) {
+        if self.generation() == generation {
+            self.entries.insert(hash, (actor, generation));
         }
     }
 
     /// Forgets every key: the next request with each key is checked against the database.
     pub fn clear(&self) {
-        if let Ok(mut entries) = self.entries.lock() {
-            self.generation.fetch_add(1, Ordering::SeqCst);
-            entries.clear();
-        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.entries.invalidate_all();
     }
 }
 
@@ -162,5 +163,36 @@ mod tests {
         ] {
             assert_eq!(bearer_token(header), want, "{header:?}");
         }
+    }
+
+    fn actor(id: &str) -> Actor {
+        Actor {
+            id: id.to_owned(),
+            name: "test".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_cleared_cache_forgets_every_key() {
+        let cache = KeyCache::default();
+        cache.put(hash_key("sk_a"), actor("key_a"), cache.generation());
+        assert_eq!(cache.get(&hash_key("sk_a")).map(|a| a.id), Some("key_a".to_owned()));
+        cache.clear();
+        assert!(cache.get(&hash_key("sk_a")).is_none());
+    }
+
+    #[test]
+    fn a_lookup_that_started_before_a_clear_is_not_cached() {
+        let cache = KeyCache::default();
+        let started = cache.generation();
+        cache.clear();
+        cache.put(hash_key("sk_a"), actor("key_a"), started);
+        assert!(cache.get(&hash_key("sk_a")).is_none());
+        // Even when it lands in the map (a clear between the check and the insert), it is not served.
+        cache.entries.insert(hash_key("sk_b"), (actor("key_b"), started));
+        assert!(cache.get(&hash_key("sk_b")).is_none());
+        let now = cache.generation();
+        cache.put(hash_key("sk_a"), actor("key_a"), now);
+        assert!(cache.get(&hash_key("sk_a")).is_some());
     }
 }

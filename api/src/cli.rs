@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use keyledger_embedded_pg::EmbeddedPostgres;
 use keyledger_projections::engine;
 use sqlx::PgPool;
 
-use crate::embedded::EmbeddedPostgres;
 use crate::{auth, build, connect_with, migrate, Config};
 
 #[derive(Debug, Parser)]

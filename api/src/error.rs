@@ -108,10 +108,6 @@ impl ApiError {
         )
     }
 
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
-    }
-
     /// 503 `database_unavailable` with `Retry-After`: the database is unreachable, shutting
     /// down or out of connections (`keyledger_store::availability`). Nothing about the
     /// request was wrong; a retry may succeed.
@@ -123,14 +119,6 @@ impl ApiError {
         );
         e.retry_after = Some(DATABASE_RETRY_AFTER_SECS);
         e
-    }
-
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    pub fn code(&self) -> &'static str {
-        self.code
     }
 }
 

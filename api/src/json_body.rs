@@ -421,7 +421,7 @@ mod tests {
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code, reason = "fields are read only through Debug in the tests")]
+    #[expect(dead_code, reason = "fields are read only through Debug in the tests")]
     struct Inner {
         domain: String,
         state: String,
@@ -429,7 +429,7 @@ mod tests {
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code, reason = "fields are read only through Debug in the tests")]
+    #[expect(dead_code, reason = "fields are read only through Debug in the tests")]
     struct Body {
         email: String,
         #[serde(default)]

@@ -5,8 +5,6 @@
 //! check fails the moment a builder adds a field that is not described here.
 //! Request bodies are not here: they derive `ToSchema` on the real structs in `routes/`.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 
 use serde::Serialize;

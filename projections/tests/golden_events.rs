@@ -5,6 +5,13 @@
 //! event and are never regenerated, so a rename, a removed variant or a new required field that
 //! would orphan stored rows fails here. A new event type or version needs a new file.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking, helpers included"
+)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 

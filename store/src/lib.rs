@@ -3,11 +3,6 @@
 //! advisory-lock leases that pick which process runs a worker. It knows SQL and events, never
 //! HTTP, and writes no read model.
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)
-)]
-
 pub mod append;
 pub mod availability;
 pub mod cascade;

@@ -99,21 +99,6 @@ pub async fn read_after<'e>(
     Ok(rows.into_iter().map(StoredEvent::from).collect())
 }
 
-/// The events of one aggregate, in sequence order (for point-in-time reads and loading).
-pub async fn aggregate_events<'e>(
-    db: impl PgExecutor<'e>,
-    aggregate_type: &str,
-    aggregate_id: &str,
-) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let sql = format!("select {COLUMNS} from event where aggregate_type = $1 and aggregate_id = $2 order by sequence");
-    let rows: Vec<Row> = sqlx::query_as(&sql)
-        .bind(aggregate_type)
-        .bind(aggregate_id)
-        .fetch_all(db)
-        .await?;
-    Ok(rows.into_iter().map(StoredEvent::from).collect())
-}
-
 /// The newest visible position of the log (the "head" readers can reach now).
 pub async fn head<'e>(db: impl PgExecutor<'e>) -> Result<LogPosition, sqlx::Error> {
     let row: Option<(i64, i64)> = sqlx::query_as(

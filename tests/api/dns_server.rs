@@ -4,7 +4,6 @@
 //! TCP on the same port for responses too large for a 512-byte UDP datagram).
 //! Unknown names get NXDOMAIN; known names queried for other types get
 //! NOERROR/empty.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

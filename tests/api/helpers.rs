@@ -1,5 +1,4 @@
 //! `TestApp`: a live server on a fresh database, with one method per endpoint.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::time::Duration;

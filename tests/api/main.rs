@@ -1,6 +1,14 @@
 //! HTTP integration tests: every test gets a fresh database on the PostgreSQL named by
 //! `DATABASE_URL` (scripts/test.sh starts a throwaway one) and a server on port 0.
 
+// clippy.toml exempts `#[test]` functions only; the helpers here fail a test the same way.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking, helpers included"
+)]
+
 mod dns_server;
 mod helpers;
 

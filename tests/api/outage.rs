@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use keyledger_api::embedded::EmbeddedPostgres;
+use keyledger_embedded_pg::EmbeddedPostgres;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

@@ -312,7 +312,6 @@ fn latest_version(body: &Value) -> u32 {
 /// The audit trail's filters (besides [`ListParams`]; cursors are event ids).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
 pub struct TrailFilters {
     pub organization_id: String,
     pub actions: Option<Vec<String>>,

@@ -15,7 +15,6 @@ use crate::state::AppState;
 /// The feed's filters (besides [`ListParams`]; cursors are event ids).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
 pub struct ListFilters {
     /// Event names (docs/EVENTS.md).
     pub events: Option<Vec<String>>,

@@ -49,7 +49,6 @@ const STATUSES: [&str; 3] = ["active", "inactive", "pending"];
 /// required (`as_of` needs `organization_id`).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
 pub struct ListFilters {
     pub organization_id: Option<String>,
     pub user_id: Option<String>,

@@ -74,7 +74,6 @@ pub fn public() -> OpenApiRouter<AppState> {
 /// Sort order of a list.
 #[derive(serde::Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-#[allow(dead_code)]
 pub enum ListOrder {
     Asc,
     Desc,
@@ -85,7 +84,6 @@ pub enum ListOrder {
 /// The paging parameters of every list (parsed by [`page`]).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
 pub struct ListParams {
     /// Page size, 1 to 100 (default 10).
     #[param(minimum = 1, maximum = 100)]
@@ -102,7 +100,6 @@ pub struct ListParams {
 /// `as_of` of the single-object reads (parsed by [`as_of`]).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
 pub struct AsOfParams {
     /// RFC 3339 instant: the object as it was then, read from the event log.
     #[param(format = DateTime)]

@@ -47,7 +47,6 @@ pub fn verification_token() -> String {
 /// The organization list's filters (besides [`ListParams`]).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
 pub struct ListFilters {
     /// Organizations with any of these domains (`domains=a.com,b.com`, repeated, or `domains[]=`).
     pub domains: Option<Vec<String>>,

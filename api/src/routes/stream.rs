@@ -32,7 +32,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The stream's filters. `limit`, `before`, `order`, `range_start` and `range_end` are refused.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
 pub struct StreamParams {
     /// Event names (docs/EVENTS.md).
     pub events: Option<Vec<String>>,

@@ -33,7 +33,6 @@ fn user_error(e: UserError) -> ApiError {
 /// The user list's filters (besides [`ListParams`]).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
 pub struct ListFilters {
     /// Exact email, case-insensitive.
     pub email: Option<String>,

@@ -10,6 +10,7 @@ use async_nats::jetstream;
 use async_nats::HeaderMap;
 use keyledger_projections::feed::{self, FeedCursor, FeedEvent, FeedFilter};
 use keyledger_store::log::LogPosition;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tokio::sync::watch;
 
 use super::Context;
@@ -44,6 +45,9 @@ fn valid_token(t: &str) -> bool {
             .all(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, '.' | '*' | '>'))
 }
 
+/// Bytes escaped in a subject token: all but ASCII letters, digits, `_` and `-`.
+const TOKEN_ESCAPED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'_').remove(b'-');
+
 /// A subject token from arbitrary text: ASCII letters, digits, `_` and `-` stay, every other
 /// byte becomes `%XX` (so `.`, spaces and wildcards never reach the subject, and distinct
 /// inputs stay distinct).
@@ -51,15 +55,7 @@ pub fn escape_token(s: &str) -> String {
     if s.is_empty() {
         return "%".to_string();
     }
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, TOKEN_ESCAPED).to_string()
 }
 
 impl NatsConfig {

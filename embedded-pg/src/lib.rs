@@ -3,6 +3,7 @@
 //! PostgreSQL binaries installed on the machine, listening only on a Unix socket in `<data dir>/pg-socket`.
 
 use anyhow::{anyhow, bail, Context, Result};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use std::ffi::OsString;
@@ -759,17 +760,17 @@ fn conf_quote(value: &str) -> String {
     value.replace('\\', "\\\\").replace('\'', "''")
 }
 
-/// Percent-encodes everything but unreserved characters and `/` (for a URL query value).
+/// Everything but unreserved characters and `/` is percent-encoded in a URL query value.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
+/// Percent-encodes a socket path for the `host` query parameter of a PostgreSQL URL.
 fn percent_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(value, QUERY_VALUE).to_string()
 }
 
 #[cfg(test)]
@@ -779,6 +780,10 @@ mod tests {
     #[test]
     fn percent_encodes_socket_paths() {
         assert_eq!(percent_encode("/tmp/a b/ü"), "/tmp/a%20b/%C3%BC");
+        assert_eq!(
+            percent_encode("/x/a-b_c.d~e?f&g=h%i#j+k"),
+            "/x/a-b_c.d~e%3Ff%26g%3Dh%25i%23j%2Bk"
+        );
     }
 
     #[tokio::test]
