@@ -382,15 +382,13 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         config: config.clone(),
         shutdown: shutdown_rx.clone(),
     }));
-    for p in engine::ALL {
-        workers.push(tokio::spawn(engine::run_worker(
-            workers_pool.clone(),
-            p,
-            progress.clone(),
-            wake_rx.clone(),
-            shutdown_rx.clone(),
-        )));
-    }
+    workers.push(tokio::spawn(engine::run_live(
+        workers_pool.clone(),
+        engine::ALL.to_vec(),
+        progress.clone(),
+        wake_rx.clone(),
+        shutdown_rx.clone(),
+    )));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

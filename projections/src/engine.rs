@@ -392,70 +392,82 @@ const LIVE_BATCH: i64 = 500;
 /// Poll interval when no notification arrives (a rolled-back writer sends none).
 const POLL: Duration = Duration::from_millis(200);
 
-/// One step of a live worker: applies the next batch, if any. Returns the new checkpoint when it
-/// moved.
-/// `known` is the checkpoint the caller last saw (None: read it); the row lock re-checks it, so a
-/// stale value only costs a retry ([`Step::Moved`]).
-pub async fn step(pool: &PgPool, p: &Projection, known: Option<LogPosition>) -> Result<Step, StorageError> {
-    let cp = match known {
-        Some(cp) => cp,
-        None => checkpoint::load(pool, p.name).await?,
+/// One step of the live worker: one read of the log feeds every projection in `ps`, and their
+/// writes and checkpoints commit in one transaction (a crash loses or double-applies nothing).
+/// `known` holds the checkpoints as the worker last saw them (None: read them). The checkpoint
+/// rows are locked first; a projection whose checkpoint another writer moved further (a
+/// rebuild's swap, another process) continues from there.
+pub async fn step_all(pool: &PgPool, ps: &[Projection], known: Option<&[LogPosition]>) -> Result<Step, StorageError> {
+    let names: Vec<&str> = ps.iter().map(|p| p.name).collect();
+    let cps = match known {
+        Some(k) if k.len() == ps.len() => k.to_vec(),
+        _ => checkpoint::load_all(pool, &names).await?,
     };
-    let events = whole_transactions(log::read_after(pool, cp, LIVE_BATCH).await?, LIVE_BATCH);
+    let from = cps.iter().copied().min().unwrap_or_default();
+    let events = whole_transactions(log::read_after(pool, from, LIVE_BATCH).await?, LIVE_BATCH);
     let Some(last) = events.last().map(|e| e.log_position) else {
-        return Ok(Step::Idle(cp));
+        return Ok(Step::Idle(cps));
     };
-    if !events.iter().any(|e| p.consumes(&e.aggregate_type)) {
-        // Nothing here for this projection: move on without a transaction.
-        return Ok(Step::Skipped(last));
+    let wanted = |p: &Projection, cp: LogPosition| {
+        events
+            .iter()
+            .any(|e| e.log_position > cp && p.consumes(&e.aggregate_type))
+    };
+    if !ps.iter().zip(&cps).any(|(p, cp)| wanted(p, *cp)) {
+        // Nothing here for any projection: move on without a transaction (saved when idle).
+        return Ok(Step::Skipped(cps.iter().map(|cp| (*cp).max(last)).collect()));
     }
     let mut tx = pool.begin().await?;
-    let locked = checkpoint::lock(&mut *tx, p.name).await?;
-    if locked > cp {
-        // Someone else (another process, or a rebuild swap) moved it: continue from there.
-        return Ok(Step::Moved(locked));
-    }
-    // `locked < cp` is this worker's own unsaved progress past skipped events (only applied
-    // batches and idle moments save it): nothing between the two is for this projection, so the
-    // batch applies and the store below saves both. (Answering `Moved(locked)` here sent the
-    // worker back to skip the same events forever once more than a batch had been skipped.)
     // A projection commit need not wait for its WAL flush: if the server crashes before the
-    // flush, the batch and its checkpoint are lost together and simply applied again.
+    // flush, the batch and its checkpoints are lost together and simply applied again.
     sqlx::query("set local synchronous_commit = off")
         .execute(&mut *tx)
         .await?;
-    p.apply_batch(&mut tx, "public", &events).await?;
-    checkpoint::store(&mut *tx, p.name, last).await?;
+    let locked = checkpoint::lock_all(&mut *tx, &names).await?;
+    let mut moved = Vec::with_capacity(ps.len());
+    for ((p, cp), locked) in ps.iter().zip(&cps).zip(&locked) {
+        // `locked > cp`: moved by someone else, continue from there; `locked < cp`: this
+        // worker's own unsaved progress past events the projection ignores.
+        let cp = (*cp).max(*locked);
+        let batch: Vec<StoredEvent> = if wanted(p, cp) {
+            events.iter().filter(|e| e.log_position > cp).cloned().collect()
+        } else {
+            Vec::new()
+        };
+        if !batch.is_empty() {
+            p.apply_batch(&mut tx, "public", &batch).await?;
+        }
+        moved.push(cp.max(last));
+    }
+    checkpoint::store_all(&mut *tx, &names, &moved).await?;
     tx.commit().await?;
-    Ok(Step::Applied(last))
+    Ok(Step::Applied(moved))
 }
 
-/// What one [`step`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What one [`step_all`] did; the checkpoints, in the order of the projections.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// Applied a batch; the new checkpoint.
-    Applied(LogPosition),
-    /// Nothing to apply; the checkpoint it read from.
-    Idle(LogPosition),
-    /// Only events this projection ignores: the checkpoint to move to (persisted lazily).
-    Skipped(LogPosition),
-    /// The checkpoint had been moved by someone else; where it is now.
-    Moved(LogPosition),
+    /// Applied a batch; the new checkpoints.
+    Applied(Vec<LogPosition>),
+    /// Nothing to apply; the checkpoints it read from.
+    Idle(Vec<LogPosition>),
+    /// Only events no projection consumes: the checkpoints to move to (persisted lazily).
+    Skipped(Vec<LogPosition>),
 }
 
-/// How often a standby process checks whether a projection's owner has gone.
+/// How often a standby process checks whether the live worker's owner has gone.
 const STANDBY: Duration = Duration::from_secs(2);
 
-/// The advisory-lock key of a projection's ownership.
-fn ownership_key(p: &Projection) -> String {
-    format!("keyledger.projection.{}", p.name)
-}
+/// The advisory-lock key of the live projection worker's ownership: one process projects.
+pub const LEASE_KEY: &str = "keyledger.projections";
 
-/// Runs a projection until `shutdown` turns true, stopping only between batches (at a
-/// checkpoint). Wakes on `wake` (LISTEN/NOTIFY) or every [`POLL`].
-pub async fn run_worker(
+/// Runs every projection in `ps` as one live worker until `shutdown` turns true, stopping only
+/// between batches (at a checkpoint). Wakes on `wake` (local commits, LISTEN/NOTIFY) or every
+/// [`POLL`]. One process runs it (a session advisory lock); others stand by and take over when
+/// its connection goes.
+pub async fn run_live(
     pool: PgPool,
-    p: Projection,
+    ps: Vec<Projection>,
     progress: Progress,
     mut wake: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
@@ -463,10 +475,16 @@ pub async fn run_worker(
     let mut failures: u32 = 0;
     let mut owner: Option<Ownership> = None;
     let mut checked = tokio::time::Instant::now();
-    // The checkpoint as this worker last saw it (None: read it from the table).
-    let mut known: Option<LogPosition> = None;
+    // The checkpoints as this worker last saw them (None: read them from the table).
+    let mut known: Option<Vec<LogPosition>> = None;
     // Whether `known` moved past skipped events without being saved yet.
     let mut unsaved = false;
+    let names: Vec<&str> = ps.iter().map(|p| p.name).collect();
+    let publish = |cps: &[LogPosition]| {
+        for (name, cp) in names.iter().zip(cps) {
+            progress.publish(name, *cp);
+        }
+    };
     loop {
         if *shutdown.borrow() {
             if let Some(o) = owner.take() {
@@ -476,26 +494,26 @@ pub async fn run_worker(
         }
         wake.borrow_and_update();
         // The ownership connection is checked at most every STANDBY, not per batch: a lost lock
-        // is still harmless in between, since the checkpoint row lock serializes writers.
+        // is still harmless in between, since the checkpoint row locks serialize writers.
         let due = owner.is_none() || checked.elapsed() >= STANDBY;
         if due {
             checked = tokio::time::Instant::now();
         }
         let held = if due {
-            Ownership::keep_or_take(&mut owner, &pool, &ownership_key(&p)).await
+            Ownership::keep_or_take(&mut owner, &pool, LEASE_KEY).await
         } else {
             Held::Kept
         };
         if held == Held::Taken {
             known = None;
-            tracing::info!(projection = p.name, "running projection");
+            tracing::info!("running the projections");
         }
         if held == Held::Not {
             known = None;
-            // Another process runs this projection; stand by (read-your-writes polls the
-            // checkpoint table) and try again in a while.
-            if let Ok(cp) = checkpoint::load(&pool, p.name).await {
-                progress.publish(p.name, cp);
+            // Another process projects; stand by (read-your-writes polls the checkpoint table)
+            // and try again in a while.
+            if let Ok(cps) = checkpoint::load_all(&pool, &names).await {
+                publish(&cps);
             }
             tokio::select! {
                 _ = tokio::time::sleep(STANDBY) => {}
@@ -503,35 +521,40 @@ pub async fn run_worker(
             }
             continue;
         }
-        match step(&pool, &p, known).await {
-            Ok(Step::Applied(cp)) | Ok(Step::Moved(cp)) => {
+        match step_all(&pool, &ps, known.as_deref()).await {
+            Ok(Step::Applied(cps)) => {
                 failures = 0;
-                known = Some(cp);
-                progress.publish(p.name, cp);
+                unsaved = false;
+                publish(&cps);
+                known = Some(cps);
                 continue;
             }
-            Ok(Step::Skipped(cp)) => {
+            Ok(Step::Skipped(cps)) => {
                 failures = 0;
-                known = Some(cp);
                 unsaved = true;
-                progress.publish(p.name, cp);
+                publish(&cps);
+                known = Some(cps);
                 continue;
             }
-            Ok(Step::Idle(cp)) => {
+            Ok(Step::Idle(cps)) => {
                 failures = 0;
-                known = Some(cp);
                 if unsaved {
-                    match checkpoint::advance(&pool, p.name, cp).await {
-                        Ok(()) => unsaved = false,
-                        Err(e) => tracing::warn!(projection = p.name, error = %e, "saving the checkpoint failed"),
+                    let mut saved = true;
+                    for (name, cp) in names.iter().zip(&cps) {
+                        if let Err(e) = checkpoint::advance(&pool, name, *cp).await {
+                            tracing::warn!(projection = name, error = %e, "saving the checkpoint failed");
+                            saved = false;
+                        }
                     }
+                    unsaved = !saved;
                 }
-                progress.publish(p.name, cp);
+                publish(&cps);
+                known = Some(cps);
             }
             Err(e) => {
                 known = None;
                 failures = failures.saturating_add(1);
-                tracing::error!(projection = p.name, error = %e, failures, "projection batch failed; will retry");
+                tracing::error!(error = %e, failures, "projection batch failed; will retry");
             }
         }
         let backoff = if failures == 0 {

@@ -56,6 +56,60 @@ pub async fn store<'e>(db: impl PgExecutor<'e>, name: &str, at: LogPosition) -> 
     Ok(())
 }
 
+/// The checkpoints of `names`, in that order (START for a projection without a row).
+pub async fn load_all<'e>(db: impl PgExecutor<'e>, names: &[&str]) -> Result<Vec<LogPosition>, sqlx::Error> {
+    select_all(db, names, "").await
+}
+
+/// Locks the checkpoint rows of `names` (in name order, so every locker takes them in one
+/// order) for the rest of the transaction and returns them in the order of `names`.
+pub async fn lock_all<'e>(db: impl PgExecutor<'e>, names: &[&str]) -> Result<Vec<LogPosition>, sqlx::Error> {
+    select_all(db, names, " order by name for update").await
+}
+
+async fn select_all<'e>(db: impl PgExecutor<'e>, names: &[&str], tail: &str) -> Result<Vec<LogPosition>, sqlx::Error> {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(&format!(
+        "select name, transaction_id::text::bigint, position from projection_checkpoint where name = any($1){tail}"
+    ))
+    .bind(names)
+    .fetch_all(db)
+    .await?;
+    let found: HashMap<String, LogPosition> = rows
+        .into_iter()
+        .map(|(n, t, p)| {
+            (
+                n,
+                LogPosition {
+                    transaction_id: t,
+                    position: p,
+                },
+            )
+        })
+        .collect();
+    Ok(names
+        .iter()
+        .map(|n| found.get(*n).copied().unwrap_or_default())
+        .collect())
+}
+
+/// Stores the checkpoints of `names` (`at` in the same order) in one statement.
+pub async fn store_all<'e>(db: impl PgExecutor<'e>, names: &[&str], at: &[LogPosition]) -> Result<(), sqlx::Error> {
+    let txids: Vec<i64> = at.iter().map(|p| p.transaction_id).collect();
+    let positions: Vec<i64> = at.iter().map(|p| p.position).collect();
+    sqlx::query(
+        "insert into projection_checkpoint (name, transaction_id, position, updated_at) \
+         select n, t::text::xid8, p, now() from unnest($1::text[], $2::bigint[], $3::bigint[]) as u(n, t, p) \
+         on conflict (name) do update set transaction_id = excluded.transaction_id, \
+         position = excluded.position, updated_at = now()",
+    )
+    .bind(names)
+    .bind(&txids)
+    .bind(&positions)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// Moves a checkpoint forward to `at` (never backwards: a rebuild may have moved it further).
 pub async fn advance<'e>(db: impl PgExecutor<'e>, name: &str, at: LogPosition) -> Result<(), sqlx::Error> {
     sqlx::query(

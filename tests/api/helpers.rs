@@ -269,12 +269,10 @@ impl TestApp {
 
 /// The advisory-lock key of each projection's lease and of the webhook dispatcher's.
 pub fn lease_keys() -> Vec<String> {
-    let mut keys: Vec<String> = keyledger_projections::engine::names()
-        .iter()
-        .map(|n| format!("keyledger.projection.{n}"))
-        .collect();
-    keys.push("keyledger.webhook_dispatcher".to_string());
-    keys
+    vec![
+        keyledger_projections::engine::LEASE_KEY.to_string(),
+        "keyledger.webhook_dispatcher".to_string(),
+    ]
 }
 
 /// Who holds each lease named in `keys` (session advisory locks on `hashtext(key)`): the

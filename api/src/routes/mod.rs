@@ -199,6 +199,13 @@ pub fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<
 /// read-your-writes bound, rendered from the command's own events (the write has landed either way).
 /// So is a read that finds the database unavailable: the write landed, and answering 503 would
 /// make a client without an Idempotency-Key create the object twice.
+/// The document of an object a create has just brought into being (`Mode::New`: its whole
+/// history is the command's events), rendered from them exactly as the projection renders it,
+/// without reading it back.
+pub fn created_new(aggregate_id: &str, events: &[AnyEvent], kind: Kind, id: &str) -> Result<Value, ApiError> {
+    objects::render(aggregate_id, events, kind, id).ok_or_else(ApiError::internal)
+}
+
 pub fn created(
     found: Result<Option<Value>, StorageError>,
     aggregate_id: &str,

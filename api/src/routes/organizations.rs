@@ -15,7 +15,7 @@ use keyledger_store::cascade::Parent;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{as_of, created, id_page, list_response, now, nullable, object, AsOfParams, ListParams};
+use super::{as_of, created_new, id_page, list_response, now, nullable, object, AsOfParams, ListParams};
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::schemas;
@@ -226,14 +226,8 @@ pub async fn create(
         .execute::<Organization>(&ctx, &id, cmd, SideRows::default(), Mode::New)
         .await
         .map_err(|e| command_error(e, organization_error))?;
-    let events = done.events.into_iter().map(AnyEvent::Organization).collect();
-    let org = created(
-        queries::organization(&state.pool, &id).await,
-        &id,
-        events,
-        Kind::Organization,
-        &id,
-    )?;
+    let events: Vec<AnyEvent> = done.events.into_iter().map(AnyEvent::Organization).collect();
+    let org = created_new(&id, &events, Kind::Organization, &id)?;
     Ok(object(StatusCode::CREATED, org))
 }
 

@@ -13,7 +13,7 @@ use keyledger_store::cascade::Parent;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{as_of, created, id_page, list_response, now, nullable, object, AsOfParams, ListParams};
+use super::{as_of, created_new, id_page, list_response, now, nullable, object, AsOfParams, ListParams};
 use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::password;
@@ -243,8 +243,8 @@ pub async fn create(
         .execute::<User>(&ctx, &id, cmd, extras, Mode::New)
         .await
         .map_err(|e| command_error(e, user_error))?;
-    let events = done.events.into_iter().map(AnyEvent::User).collect();
-    let user = created(queries::user(&state.pool, &id).await, &id, events, Kind::User, &id)?;
+    let events: Vec<AnyEvent> = done.events.into_iter().map(AnyEvent::User).collect();
+    let user = created_new(&id, &events, Kind::User, &id)?;
     Ok(object(StatusCode::CREATED, user))
 }
 
