@@ -57,11 +57,12 @@ pub enum OrganizationEvent {
     },
     /// How many days the organization's audit log events are to be kept (WorkOS
     /// `audit_logs_retention`). Configuration: no public event; shown in the audit trail.
+    /// Version 2: version 1 stored the value before as `previous`.
     #[serde(rename = "OrganizationAuditLogsRetentionChanged")]
     OrganizationAuditLogsRetentionChanged {
         retention_period_in_days: u32,
         /// The value before (None: never set).
-        previous: Option<u32>,
+        previous_retention_period_in_days: Option<u32>,
         at: DateTime<Utc>,
     },
 }
@@ -101,8 +102,14 @@ impl DomainEvent for OrganizationEvent {
         .to_string()
     }
 
+    /// The version of the stored shape; an older stored version is upcast to it when read
+    /// (`keyledger_store::decode::upcast`).
     fn event_version(&self) -> String {
-        "1".to_string()
+        match self {
+            Self::OrganizationAuditLogsRetentionChanged { .. } => "2",
+            _ => "1",
+        }
+        .to_string()
     }
 }
 
