@@ -1,5 +1,6 @@
-//! Turning stored rows back into typed domain events, upcasting old versions first.
-//! Every (event_type, event_version) ever written must stay decodable here.
+//! Turning stored rows back into typed domain events by their (event_type, event_version), never
+//! by a Rust name: an older version is upcast to the current one first (docs/EVENTS.md). Every
+//! (event_type, event_version) ever written must stay decodable here; nothing here writes.
 
 use keyledger_domain::audit_log::{
     AuditLogAction, AuditLogActionEvent, AuditLogEntry, AuditLogEntryEvent, AuditLogExport, AuditLogExportEvent,
@@ -8,7 +9,6 @@ use keyledger_domain::membership::{MembershipEvent, OrganizationMembership};
 use keyledger_domain::organization::{Organization, OrganizationEvent};
 use keyledger_domain::user::{User, UserEvent};
 use keyledger_domain::webhook::{WebhookEndpoint, WebhookEndpointEvent};
-use keyledger_domain::{Claim, Claims};
 use serde_json::Value;
 use std::borrow::Cow;
 
@@ -24,20 +24,6 @@ pub enum AnyEvent {
     AuditLogAction(AuditLogActionEvent),
     AuditLogExport(AuditLogExportEvent),
     WebhookEndpoint(WebhookEndpointEvent),
-}
-
-impl AnyEvent {
-    pub fn claims(&self) -> Vec<Claim> {
-        match self {
-            Self::User(e) => e.claims(),
-            Self::Organization(e) => e.claims(),
-            Self::Membership(e) => e.claims(),
-            Self::AuditLog(e) => e.claims(),
-            Self::AuditLogAction(e) => e.claims(),
-            Self::AuditLogExport(e) => e.claims(),
-            Self::WebhookEndpoint(e) => e.claims(),
-        }
-    }
 }
 
 /// The version of `event_type` this build writes (its `DomainEvent::event_version`); stored
