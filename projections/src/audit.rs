@@ -71,7 +71,7 @@ pub(crate) async fn apply_batch(
             }
             AnyEvent::Organization(OrganizationEvent::OrganizationAuditLogsRetentionChanged {
                 retention_period_in_days,
-                previous,
+                previous_retention_period_in_days: previous,
                 ..
             }) => insert_retention_change(conn, schema, e, *retention_period_in_days, *previous).await?,
             _ => {}

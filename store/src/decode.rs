@@ -1,5 +1,6 @@
-//! Turning stored rows back into typed domain events, upcasting old versions first.
-//! Every (event_type, event_version) ever written must stay decodable here.
+//! Turning stored rows back into typed domain events by their (event_type, event_version), never
+//! by a Rust name: an older version is upcast to the current one first (docs/EVENTS.md). Every
+//! (event_type, event_version) ever written must stay decodable here; nothing here writes.
 
 use keyledger_domain::audit_log::{
     AuditLogAction, AuditLogActionEvent, AuditLogEntry, AuditLogEntryEvent, AuditLogExport, AuditLogExportEvent,
@@ -8,8 +9,8 @@ use keyledger_domain::membership::{MembershipEvent, OrganizationMembership};
 use keyledger_domain::organization::{Organization, OrganizationEvent};
 use keyledger_domain::user::{User, UserEvent};
 use keyledger_domain::webhook::{WebhookEndpoint, WebhookEndpointEvent};
-use keyledger_domain::{Claim, Claims};
 use serde_json::Value;
+use std::borrow::Cow;
 
 use cqrs_es::Aggregate;
 
@@ -25,31 +26,55 @@ pub enum AnyEvent {
     WebhookEndpoint(WebhookEndpointEvent),
 }
 
-impl AnyEvent {
-    pub fn claims(&self) -> Vec<Claim> {
-        match self {
-            Self::User(e) => e.claims(),
-            Self::Organization(e) => e.claims(),
-            Self::Membership(e) => e.claims(),
-            Self::AuditLog(e) => e.claims(),
-            Self::AuditLogAction(e) => e.claims(),
-            Self::AuditLogExport(e) => e.claims(),
-            Self::WebhookEndpoint(e) => e.claims(),
-        }
+/// The version of `event_type` this build writes (its `DomainEvent::event_version`); stored
+/// events of older versions are upcast to it before they are decoded. Every event type starts
+/// at "1"; `projections/tests/golden_events.rs` checks this table against the domain's.
+pub fn current_version(event_type: &str) -> &'static str {
+    match event_type {
+        "OrganizationAuditLogsRetentionChanged" => "2",
+        _ => "1",
     }
 }
 
-/// The current version of every event type; older versions are upcast to it before decoding.
-pub const CURRENT_VERSION: &str = "1";
+/// One upcaster: the payload of a version, rewritten as the payload of the next version.
+type Step = fn(Value) -> Result<Value, String>;
 
-/// Upcasts a stored payload to the current version of its event type. Version "1" is the first
-/// of every type, so nothing needs changing yet; a version this build does not know is an error
-/// (never a panic), so a newer writer's events are not misread by an older reader.
-pub fn upcast(event_type: &str, event_version: &str, payload: Value) -> Result<Value, String> {
-    match event_version {
-        CURRENT_VERSION => Ok(payload),
-        other => Err(format!("unknown version {other} of event type {event_type}")),
+/// The upcaster from `(event_type, version)` to the next version, with that version's name;
+/// `None` for a version this build does not know (such as one a newer release wrote).
+fn next_version(event_type: &str, version: &str) -> Option<(&'static str, Step)> {
+    match (event_type, version) {
+        ("OrganizationAuditLogsRetentionChanged", "1") => Some(("2", retention_changed_v1_to_v2)),
+        _ => None,
     }
+}
+
+/// `OrganizationAuditLogsRetentionChanged` v1 → v2: `previous` became
+/// `previous_retention_period_in_days`, the name of the value beside it and the one the audit
+/// trail publishes. Version 1 always wrote it (`null`: never set), so a missing one is `null`.
+fn retention_changed_v1_to_v2(mut payload: Value) -> Result<Value, String> {
+    let fields = payload
+        .get_mut("OrganizationAuditLogsRetentionChanged")
+        .and_then(Value::as_object_mut)
+        .ok_or("the payload of an OrganizationAuditLogsRetentionChanged v1 event is not tagged with it")?;
+    let previous = fields.remove("previous").unwrap_or(Value::Null);
+    fields.insert("previous_retention_period_in_days".to_string(), previous);
+    Ok(payload)
+}
+
+/// Upcasts a stored payload to the current version of its event type, one version at a time.
+/// A payload already current is borrowed, not copied. A version this build does not know is an
+/// error (never a panic), so a newer writer's events are not misread by an older reader.
+pub fn upcast<'a>(event_type: &str, event_version: &str, payload: &'a Value) -> Result<Cow<'a, Value>, String> {
+    let current = current_version(event_type);
+    let mut payload = Cow::Borrowed(payload);
+    let mut version = event_version;
+    while version != current {
+        let (next, step) = next_version(event_type, version)
+            .ok_or_else(|| format!("unknown version {event_version} of event type {event_type}"))?;
+        payload = Cow::Owned(step(payload.into_owned()).map_err(|e| format!("{event_type} v{version}: {e}"))?);
+        version = next;
+    }
+    Ok(payload)
 }
 
 /// Decodes a stored event of one aggregate's event type `E` by its (event type, version): the
@@ -60,7 +85,7 @@ pub fn decode_as<E: serde::de::DeserializeOwned>(
     event_version: &str,
     payload: &Value,
 ) -> Result<E, String> {
-    let payload = upcast(event_type, event_version, payload.clone())?;
+    let payload = upcast(event_type, event_version, payload)?;
     match payload.as_object() {
         Some(tagged) if tagged.len() == 1 && tagged.contains_key(event_type) => {}
         _ => {
@@ -69,7 +94,7 @@ pub fn decode_as<E: serde::de::DeserializeOwned>(
             ))
         }
     }
-    serde_json::from_value(payload).map_err(|e| format!("{event_type} v{event_version}: {e}"))
+    E::deserialize(payload.as_ref()).map_err(|e| format!("{event_type} v{event_version}: {e}"))
 }
 
 /// Decodes a stored event. The payload is the serde form of the aggregate's event enum.
@@ -99,7 +124,7 @@ mod tests {
 
     #[test]
     fn unknown_versions_and_types_are_errors_not_panics() {
-        assert!(upcast("UserCreated", "7", Value::Null).is_err());
+        assert!(upcast("UserCreated", "7", &Value::Null).is_err());
         assert!(decode("Nope", "X", "1", &Value::Null).is_err());
         assert!(decode("User", "UserDeleted", "1", &serde_json::json!({"Bogus": {}})).is_err());
     }
@@ -140,6 +165,57 @@ mod tests {
         };
         let v = serde_json::to_value(&e).unwrap();
         assert!(v["UserCreated"].get("name").is_none(), "{v}");
+    }
+
+    #[test]
+    fn a_version_1_retention_change_is_upcast_to_version_2_and_decodes_alike() {
+        use keyledger_domain::organization::OrganizationEvent;
+        let t = "OrganizationAuditLogsRetentionChanged";
+        let v1 =
+            serde_json::json!({t: {"retention_period_in_days": 365, "previous": 30, "at": "2026-01-01T00:00:00Z"}});
+        let v2 = serde_json::json!({t: {"retention_period_in_days": 365, "previous_retention_period_in_days": 30,
+            "at": "2026-01-01T00:00:00Z"}});
+        assert_eq!(upcast(t, "1", &v1).map(Cow::into_owned), Ok(v2.clone()));
+        assert!(
+            matches!(upcast(t, "2", &v2), Ok(Cow::Borrowed(_))),
+            "a current payload is not copied"
+        );
+        let decoded = decode("Organization", t, "1", &v1);
+        assert_eq!(decoded, decode("Organization", t, "2", &v2));
+        assert!(
+            matches!(
+                decoded,
+                Ok(AnyEvent::Organization(
+                    OrganizationEvent::OrganizationAuditLogsRetentionChanged {
+                        retention_period_in_days: 365,
+                        previous_retention_period_in_days: Some(30),
+                        ..
+                    }
+                ))
+            ),
+            "{decoded:?}"
+        );
+        // Never set: version 1 wrote `previous: null`.
+        let never =
+            serde_json::json!({t: {"retention_period_in_days": 30, "previous": null, "at": "2026-01-01T00:00:00Z"}});
+        assert_eq!(
+            upcast(t, "1", &never).map(|p| p[t]["previous_retention_period_in_days"].clone()),
+            Ok(Value::Null)
+        );
+    }
+
+    #[test]
+    fn a_version_this_build_does_not_know_is_an_error() {
+        let t = "OrganizationAuditLogsRetentionChanged";
+        let v2 = serde_json::json!({t: {"retention_period_in_days": 30, "previous_retention_period_in_days": null,
+            "at": "2026-01-01T00:00:00Z"}});
+        for version in ["0", "3", "", "2.0"] {
+            assert!(decode("Organization", t, version, &v2).is_err(), "version {version:?}");
+        }
+        let deleted = serde_json::json!({"UserDeleted": {"at": "2026-01-01T00:00:00Z"}});
+        assert!(decode("User", "UserDeleted", "2", &deleted).is_err());
+        // A version 1 payload whose tag is not its event type fails in the upcaster, not later.
+        assert!(upcast(t, "1", &deleted).is_err());
     }
 
     #[test]

@@ -406,11 +406,17 @@ async fn audit_log_retention_is_read_set_validated_and_recorded_in_the_log_and_t
         .collect();
     assert_eq!(changes.len(), 2, "{events:?}");
     assert_eq!(
-        (&changes[0]["retention_period_in_days"], &changes[0]["previous"]),
+        (
+            &changes[0]["retention_period_in_days"],
+            &changes[0]["previous_retention_period_in_days"]
+        ),
         (&json!(365), &Value::Null)
     );
     assert_eq!(
-        (&changes[1]["retention_period_in_days"], &changes[1]["previous"]),
+        (
+            &changes[1]["retention_period_in_days"],
+            &changes[1]["previous_retention_period_in_days"]
+        ),
         (&json!(30), &json!(365))
     );
     let trail = app

@@ -32,6 +32,7 @@ mod organization_domains;
 mod organizations;
 mod outage;
 mod protocol;
+mod stored_versions;
 mod stream;
 mod users;
 mod webhooks;

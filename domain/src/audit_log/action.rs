@@ -42,8 +42,12 @@ pub enum AuditLogActionCommand {
     AddSchema { schema: AuditLogSchema, at: DateTime<Utc> },
 }
 
+/// Events of the [`AuditLogAction`] aggregate. Each variant is stored under the name
+/// in its `#[serde(rename)]`, which `event_type` returns too, so renaming a Rust variant
+/// changes nothing stored; a stored name never changes (docs/EVENTS.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum AuditLogActionEvent {
+    #[serde(rename = "AuditLogSchemaCreated")]
     AuditLogSchemaCreated {
         version: u32,
         schema: AuditLogSchema,

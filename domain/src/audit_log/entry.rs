@@ -78,8 +78,12 @@ pub enum AuditLogEntryCommand {
     },
 }
 
+/// Events of the [`AuditLogEntry`] aggregate. Each variant is stored under the name
+/// in its `#[serde(rename)]`, which `event_type` returns too, so renaming a Rust variant
+/// changes nothing stored; a stored name never changes (docs/EVENTS.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum AuditLogEntryEvent {
+    #[serde(rename = "AuditLogEventCreated")]
     AuditLogEventCreated {
         event: NewAuditEvent,
         #[serde(default, skip_serializing_if = "Option::is_none")]

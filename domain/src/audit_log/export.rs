@@ -28,8 +28,12 @@ pub enum AuditLogExportCommand {
     Create { filter: ExportFilter, at: DateTime<Utc> },
 }
 
+/// Events of the [`AuditLogExport`] aggregate. Each variant is stored under the name
+/// in its `#[serde(rename)]`, which `event_type` returns too, so renaming a Rust variant
+/// changes nothing stored; a stored name never changes (docs/EVENTS.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum AuditLogExportEvent {
+    #[serde(rename = "AuditLogExportCreated")]
     AuditLogExportCreated { filter: ExportFilter, at: DateTime<Utc> },
 }
 

@@ -5,8 +5,12 @@ use serde::{Deserialize, Serialize};
 use crate::claims::{Claim, ClaimKind, Claims};
 use crate::values::RoleSlug;
 
+/// Events of the [`super::OrganizationMembership`] aggregate. Each variant is stored under the name
+/// in its `#[serde(rename)]`, which `event_type` returns too, so renaming a Rust variant
+/// changes nothing stored; a stored name never changes (docs/EVENTS.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MembershipEvent {
+    #[serde(rename = "MembershipCreated")]
     MembershipCreated {
         user_id: String,
         organization_id: String,
@@ -15,19 +19,14 @@ pub enum MembershipEvent {
         role: RoleSlug,
         at: DateTime<Utc>,
     },
-    MembershipRoleChanged {
-        role: RoleSlug,
-        at: DateTime<Utc>,
-    },
-    MembershipDeactivated {
-        at: DateTime<Utc>,
-    },
-    MembershipReactivated {
-        at: DateTime<Utc>,
-    },
-    MembershipDeleted {
-        at: DateTime<Utc>,
-    },
+    #[serde(rename = "MembershipRoleChanged")]
+    MembershipRoleChanged { role: RoleSlug, at: DateTime<Utc> },
+    #[serde(rename = "MembershipDeactivated")]
+    MembershipDeactivated { at: DateTime<Utc> },
+    #[serde(rename = "MembershipReactivated")]
+    MembershipReactivated { at: DateTime<Utc> },
+    #[serde(rename = "MembershipDeleted")]
+    MembershipDeleted { at: DateTime<Utc> },
 }
 
 impl MembershipEvent {

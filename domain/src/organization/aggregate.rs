@@ -244,7 +244,7 @@ impl Aggregate for Organization {
                     } => (self.audit_logs_retention_days != Some(retention_period_in_days))
                         .then_some(OrganizationEvent::OrganizationAuditLogsRetentionChanged {
                             retention_period_in_days,
-                            previous: self.audit_logs_retention_days,
+                            previous_retention_period_in_days: self.audit_logs_retention_days,
                             at,
                         })
                         .into_iter()
@@ -396,7 +396,7 @@ mod tests {
         };
         let changed = |days, previous| OrganizationEvent::OrganizationAuditLogsRetentionChanged {
             retention_period_in_days: days,
-            previous,
+            previous_retention_period_in_days: previous,
             at: at(),
         };
         TestFramework::<Organization>::with(NoServices)

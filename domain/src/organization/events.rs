@@ -6,8 +6,12 @@ use super::DomainState;
 use crate::claims::{Claim, ClaimKind, Claims, KeyPart};
 use crate::values::{DomainName, Metadata};
 
+/// Events of the [`super::Organization`] aggregate. Each variant is stored under the name
+/// in its `#[serde(rename)]`, which `event_type` returns too, so renaming a Rust variant
+/// changes nothing stored; a stored name never changes (docs/EVENTS.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum OrganizationEvent {
+    #[serde(rename = "OrganizationCreated")]
     OrganizationCreated {
         name: String,
         external_id: Option<String>,
@@ -15,12 +19,15 @@ pub enum OrganizationEvent {
         allow_profiles_outside_organization: bool,
         at: DateTime<Utc>,
     },
+    #[serde(rename = "OrganizationUpdated")]
     OrganizationUpdated {
         changes: OrganizationChanges,
         at: DateTime<Utc>,
     },
     /// Releases every verified domain of the organization.
+    #[serde(rename = "OrganizationDeleted")]
     OrganizationDeleted { at: DateTime<Utc> },
+    #[serde(rename = "OrganizationDomainCreated")]
     OrganizationDomainCreated {
         domain_id: String,
         domain: DomainName,
@@ -28,17 +35,20 @@ pub enum OrganizationEvent {
         verification_token: String,
         at: DateTime<Utc>,
     },
+    #[serde(rename = "OrganizationDomainVerified")]
     OrganizationDomainVerified {
         domain_id: String,
         domain: DomainName,
         at: DateTime<Utc>,
     },
+    #[serde(rename = "OrganizationDomainVerificationFailed")]
     OrganizationDomainVerificationFailed {
         domain_id: String,
         domain: DomainName,
         reason: String,
         at: DateTime<Utc>,
     },
+    #[serde(rename = "OrganizationDomainDeleted")]
     OrganizationDomainDeleted {
         domain_id: String,
         domain: DomainName,
@@ -47,10 +57,12 @@ pub enum OrganizationEvent {
     },
     /// How many days the organization's audit log events are to be kept (WorkOS
     /// `audit_logs_retention`). Configuration: no public event; shown in the audit trail.
+    /// Version 2: version 1 stored the value before as `previous`.
+    #[serde(rename = "OrganizationAuditLogsRetentionChanged")]
     OrganizationAuditLogsRetentionChanged {
         retention_period_in_days: u32,
         /// The value before (None: never set).
-        previous: Option<u32>,
+        previous_retention_period_in_days: Option<u32>,
         at: DateTime<Utc>,
     },
 }
@@ -90,8 +102,14 @@ impl DomainEvent for OrganizationEvent {
         .to_string()
     }
 
+    /// The version of the stored shape; an older stored version is upcast to it when read
+    /// (`keyledger_store::decode::upcast`).
     fn event_version(&self) -> String {
-        "1".to_string()
+        match self {
+            Self::OrganizationAuditLogsRetentionChanged { .. } => "2",
+            _ => "1",
+        }
+        .to_string()
     }
 }
 

@@ -5,9 +5,12 @@ use serde::{Deserialize, Serialize};
 use crate::claims::{Claim, ClaimKind, Claims, KeyPart};
 use crate::values::{Email, Metadata};
 
-/// Events of the [`super::User`] aggregate. Renaming a variant never changes `event_type`.
+/// Events of the [`super::User`] aggregate. Each variant is stored under the name
+/// in its `#[serde(rename)]`, which `event_type` returns too, so renaming a Rust variant
+/// changes nothing stored; a stored name never changes (docs/EVENTS.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum UserEvent {
+    #[serde(rename = "UserCreated")]
     UserCreated {
         email: Email,
         first_name: Option<String>,
@@ -22,17 +25,13 @@ pub enum UserEvent {
         has_password: bool,
         at: DateTime<Utc>,
     },
-    UserUpdated {
-        changes: UserChanges,
-        at: DateTime<Utc>,
-    },
+    #[serde(rename = "UserUpdated")]
+    UserUpdated { changes: UserChanges, at: DateTime<Utc> },
     /// The user's password was set or changed; the hash lives in the credential table, never here.
-    UserPasswordChanged {
-        at: DateTime<Utc>,
-    },
-    UserDeleted {
-        at: DateTime<Utc>,
-    },
+    #[serde(rename = "UserPasswordChanged")]
+    UserPasswordChanged { at: DateTime<Utc> },
+    #[serde(rename = "UserDeleted")]
+    UserDeleted { at: DateTime<Utc> },
 }
 
 /// The fields an update changed, with their new values; absent fields did not change.

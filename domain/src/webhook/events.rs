@@ -4,14 +4,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::claims::{Claim, ClaimKind, Claims};
 
+/// Events of the [`super::WebhookEndpoint`] aggregate. Each variant is stored under the name
+/// in its `#[serde(rename)]`, which `event_type` returns too, so renaming a Rust variant
+/// changes nothing stored; a stored name never changes (docs/EVENTS.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum WebhookEndpointEvent {
     /// The endpoint starts enabled; the secret lives outside the log.
+    #[serde(rename = "WebhookEndpointCreated")]
     WebhookEndpointCreated {
         endpoint_url: String,
         events: Vec<String>,
         at: DateTime<Utc>,
     },
+    #[serde(rename = "WebhookEndpointUpdated")]
     WebhookEndpointUpdated {
         changes: WebhookEndpointChanges,
         /// The URL before a URL change (so its claim can be released).
@@ -19,18 +24,17 @@ pub enum WebhookEndpointEvent {
         previous_url: Option<String>,
         at: DateTime<Utc>,
     },
-    WebhookEndpointEnabled {
-        at: DateTime<Utc>,
-    },
+    #[serde(rename = "WebhookEndpointEnabled")]
+    WebhookEndpointEnabled { at: DateTime<Utc> },
     /// `automatic`: the dispatcher gave up after the failure rule; otherwise a PATCH.
+    #[serde(rename = "WebhookEndpointDisabled")]
     WebhookEndpointDisabled {
         reason: String,
         automatic: bool,
         at: DateTime<Utc>,
     },
-    WebhookEndpointDeleted {
-        at: DateTime<Utc>,
-    },
+    #[serde(rename = "WebhookEndpointDeleted")]
+    WebhookEndpointDeleted { at: DateTime<Utc> },
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
