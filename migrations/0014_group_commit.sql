@@ -5,12 +5,20 @@
 -- Idempotency-Key fence). It raises on failure; it is 0011's keyledger_append plus the side rows
 -- that used to be separate statements.
 --
--- keyledger_append_batch runs many commands' appends in one statement. Each runs in its own
--- subtransaction (a BEGIN ... EXCEPTION block): a command that conflicts on a sequence, finds a
+-- keyledger_append_batch runs many commands' appends in one statement: first all together in
+-- one subtransaction; should any fail, again with each in its own subtransaction (a BEGIN ...
+-- EXCEPTION block): a command that conflicts on a sequence, finds a
 -- claim taken or a parent gone, or loses a lock race is rolled back alone and reported in its
 -- own row; its neighbours commit. Batches are capped well under PostgreSQL's 64 cached
 -- subtransaction ids per backend (store/src/append.rs, MAX_BATCH), past which every snapshot in
 -- the cluster gets slower.
+-- The membership-key indexes serve only membership claims: partial, so the user, email and
+-- liveness claims every create takes do not maintain two expression indexes each.
+drop index claim_key_first_part_idx;
+drop index claim_key_second_part_idx;
+create index claim_key_first_part_idx on claim (split_part(value, ':', 1)) where kind = 'membership';
+create index claim_key_second_part_idx on claim (split_part(value, ':', 2)) where kind = 'membership';
+
 create or replace function keyledger_append_one(
     p_ids text[], p_aggregate_types text[], p_aggregate_ids text[], p_sequences bigint[],
     p_event_types text[], p_event_versions text[], p_payloads jsonb[], p_metadata jsonb[],
@@ -71,12 +79,16 @@ begin
 
     -- Last, after this append's own releases (a statement sees the rows committed before it
     -- began, so a dependent whose append committed while the retire waited is seen here).
+    -- The literal kind lets the planner use the partial membership-key indexes.
     for i in 1 .. v_n loop
         if p_claim_ops[i] like 'no_dependents:%' then
+            if p_claim_kinds[i] <> 'membership' then
+                raise exception using errcode = 'KL500', message = 'no_dependents is only known for memberships';
+            end if;
             v_part := split_part(p_claim_ops[i], ':', 2)::int;
-            if (v_part = 1 and exists (select 1 from claim where kind = p_claim_kinds[i]
+            if (v_part = 1 and exists (select 1 from claim where kind = 'membership'
                                         and split_part(value, ':', 1) = p_claim_values[i]))
-               or (v_part = 2 and exists (select 1 from claim where kind = p_claim_kinds[i]
+               or (v_part = 2 and exists (select 1 from claim where kind = 'membership'
                                            and split_part(value, ':', 2) = p_claim_values[i])) then
                 raise exception using errcode = 'KL412', message = p_claim_kinds[i], detail = p_claim_values[i];
             end if;
@@ -129,12 +141,48 @@ language plpgsql as $$
 declare
     e0 int := 1;
     c0 int := 1;
+    v_n int := coalesce(array_length(p_event_end, 1), 0);
+    v_last bigint[];
     v_constraint text;
     v_state text;
     v_message text;
     v_detail text;
 begin
-    for c in 1 .. coalesce(array_length(p_event_end, 1), 0) loop
+    -- Fast path: every command at once, in one subtransaction. Most batches have no failing
+    -- command; any failure rolls the attempt back and the loop below decides command by command.
+    begin
+        for c in 1 .. v_n loop
+            v_last[c] := keyledger_append_one(
+                p_ids[e0:p_event_end[c]], p_aggregate_types[e0:p_event_end[c]],
+                p_aggregate_ids[e0:p_event_end[c]], p_sequences[e0:p_event_end[c]],
+                p_event_types[e0:p_event_end[c]], p_event_versions[e0:p_event_end[c]],
+                p_payloads[e0:p_event_end[c]], p_metadata[e0:p_event_end[c]],
+                p_organization_ids[e0:p_event_end[c]],
+                p_claim_ops[c0:p_claim_end[c]], p_claim_kinds[c0:p_claim_end[c]],
+                p_claim_values[c0:p_claim_end[c]], p_claim_holders[c0:p_claim_end[c]],
+                p_credential_user[c], p_credential_hash[c], p_erase_credential[c],
+                p_webhook_endpoint[c], p_webhook_secret[c],
+                p_fence_scope[c], p_fence_key[c], p_fence_owner[c]);
+            e0 := p_event_end[c] + 1;
+            c0 := p_claim_end[c] + 1;
+        end loop;
+    exception when others then
+        v_last := null;
+    end;
+    if v_last is not null then
+        for c in 1 .. v_n loop
+            outcome := 'ok';
+            transaction_id := pg_current_xact_id_if_assigned()::text::bigint;
+            last_position := v_last[c];
+            kind := null;
+            value := null;
+            return next;
+        end loop;
+        return;
+    end if;
+    e0 := 1;
+    c0 := 1;
+    for c in 1 .. v_n loop
         outcome := 'ok';
         last_position := null;
         kind := null;
