@@ -237,3 +237,8 @@ begin
     end loop;
 end
 $$;
+
+-- The one-command append of 0004 (redefined by 0006 and 0011) has no caller any more: the
+-- append is keyledger_append_one inside keyledger_append_batch.
+drop function keyledger_append(text[], text[], text[], bigint[], text[], text[], jsonb[], jsonb[], text[],
+                               text[], text[], text[], text[], text, text, text);
