@@ -4,12 +4,13 @@
 #   POST /user_management/users, 8 connections   vs  pgbench insert -c 8
 #   GET  /user_management/users/{id}, 16 conns   vs  pgbench -S -c 16
 # Usage: bench/wrk/run.sh postgres://postgres@127.0.0.1:5432/postgres [seconds]
-# Needs wrk, pgbench and psql on PATH and `cargo build --release -p keyledger` done. Loopback only.
+# Needs wrk, pgbench and psql on PATH and `cargo build --release -p keyledger` done (or
+# KEYLEDGER_BIN naming another build, for A/B runs). Loopback only.
 set -euo pipefail
 ADMIN_URL=${1:?admin database URL}
 SECONDS_RUN=${2:-10}
 HERE=$(cd "$(dirname "$0")" && pwd)
-BIN=$HERE/../../target/release/keyledger
+BIN=${KEYLEDGER_BIN:-$HERE/../../target/release/keyledger}
 DB=kl_wrk_$$
 BASE=${ADMIN_URL%/*}
 URL=$BASE/$DB
