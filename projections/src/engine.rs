@@ -479,6 +479,8 @@ pub async fn run_live(
     let mut known: Option<Vec<LogPosition>> = None;
     // Whether `known` moved past skipped events without being saved yet.
     let mut unsaved = false;
+    // After a wake that found nothing: the next, growing, delay before reading again.
+    let mut chase: Option<Duration> = None;
     let names: Vec<&str> = ps.iter().map(|p| p.name).collect();
     let publish = |cps: &[LogPosition]| {
         for (name, cp) in names.iter().zip(cps) {
@@ -557,18 +559,27 @@ pub async fn run_live(
                 tracing::error!(error = %e, failures, "projection batch failed; will retry");
             }
         }
-        let backoff = if failures == 0 {
-            POLL
-        } else {
+        let backoff = if failures > 0 {
             Duration::from_millis(200u64 << failures.min(6))
+        } else if let Some(d) = chase {
+            // Woken by a commit but nothing visible yet: the read horizon is cluster-wide, so an
+            // older transaction anywhere (another database included) can hold this commit back,
+            // and its end sends no wake. Look again soon, then less and less often.
+            chase = (d * 2 < POLL).then_some(d * 2);
+            d
+        } else {
+            POLL
         };
         tokio::select! {
-            _ = wake.changed() => {}
+            _ = wake.changed() => chase = Some(CHASE),
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.changed() => {}
         }
     }
 }
+
+/// The first re-read after a wake that found nothing visible (doubling up to [`POLL`]).
+const CHASE: Duration = Duration::from_millis(2);
 
 /// Schema where rebuilds build fresh tables before swapping them in.
 const REBUILD_SCHEMA: &str = "keyledger_rebuild";
