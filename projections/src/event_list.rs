@@ -9,7 +9,8 @@
 //! (created_at_max, transaction_id, position, seq) is feed order, and no row before the first
 //! with `created_at_max >= range_start` has `created_at >= range_start`.
 //!
-//! [`seek`] walks each asked event type from that point in feed order and stops at a page of
+//! [`seek`] walks each asked event type (every type present, when none is asked for) from that
+//! point in feed order, merged, and stops at a page of
 //! matches; a window with fewer matches than a page, followed by many rows of the type, would
 //! make it walk on, so each walk stops after [`walk_limit`] rows and [`window`] reads the time
 //! window whole instead (few matches: a short read, by time).
@@ -39,8 +40,9 @@ pub enum EventsOutcome {
     UnknownCursor,
 }
 
-/// Past this many distinct event types, one walk filters them all instead of one walk per type.
-const MAX_WALKS: usize = 16;
+/// Past this many distinct event types, one walk filters them all instead of one walk per type
+/// (slow on a large feed; the feed has about 15 types).
+const MAX_WALKS: usize = 64;
 
 /// A row's place in the feed, with its `created_at_max`.
 #[derive(Debug, Clone, Copy, sqlx::FromRow)]
@@ -122,8 +124,8 @@ fn push_after(qb: &mut QueryBuilder<'_, Postgres>, p: &Place, descending: bool, 
         .push(")");
 }
 
-/// One walk per event type (or one over every type) in feed order from the range's start or the
-/// cursor, merged; each walk reads at most [`walk_limit`] rows. `None` when a walk stopped there
+/// One walk per event type (asked for, or present in the feed) in feed order from the range's
+/// start or the cursor, merged; each walk reads at most [`walk_limit`] rows. `None` when a walk stopped there
 /// before the page was full (a sparse window: [`window`] answers instead).
 async fn seek(
     pool: &PgPool,
@@ -134,11 +136,18 @@ async fn seek(
 ) -> Result<Option<Vec<(String, Value)>>, StorageError> {
     let want = page.limit + 1;
     let walk = walk_limit(page);
-    let names: BTreeSet<&str> = f.events.iter().map(String::as_str).collect();
-    let walks: Vec<Option<&str>> = if names.is_empty() || names.len() > MAX_WALKS {
+    let names: BTreeSet<String> = if f.events.is_empty() {
+        types_present(pool).await?
+    } else {
+        f.events.iter().cloned().collect()
+    };
+    if names.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    let walks: Vec<Option<&str>> = if names.len() > MAX_WALKS {
         vec![None]
     } else {
-        names.into_iter().map(Some).collect()
+        names.iter().map(|n| Some(n.as_str())).collect()
     };
     let order = if scan.descending {
         "created_at_max desc, transaction_id desc, position desc, seq desc"
@@ -205,8 +214,22 @@ async fn seek(
     Ok(Some(out))
 }
 
-/// The time window read whole (index-only, by `created_at`), then the page of it in feed order:
-/// the answer when the window holds few events of the asked types.
+/// The event types in the feed, by skipping along `event_feed_event_time_idx` (one index probe
+/// per type).
+async fn types_present(pool: &PgPool) -> Result<BTreeSet<String>, StorageError> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "with recursive t(event) as ((select event from event_feed order by event limit 1) \
+         union all select (select e.event from event_feed e where e.event > t.event order by e.event limit 1) \
+         from t where t.event is not null) select event from t where event is not null",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+/// The time window read whole (by type and `created_at`, index-only; every type: by
+/// `created_at`), then the page of it in feed order: the answer when the window holds few
+/// events of the asked types.
 async fn window(
     pool: &PgPool,
     f: &EventFilter,

@@ -255,13 +255,14 @@ pub struct MembershipFilter {
 }
 
 pub async fn memberships(pool: &PgPool, f: &MembershipFilter, page: &Page) -> Result<ListResult, StorageError> {
-    // The page is chosen on the membership table alone (filters, cursor, order, limit), then
-    // joined with its organizations and users: a page's worth of joins, never one per member.
-    // (Under row-level security the planner expects a handful of rows, and would join every
-    // member of the organization before sorting.)
+    // The page's ids first (filters, cursor, order, limit), from the index alone when filtered
+    // by organization (`organization_membership_view_org_idx` includes the status), then a
+    // page of rows joined with their organizations and users. Under row-level security the
+    // planner expects a handful of rows and would otherwise fetch, or join, every member of the
+    // organization before sorting.
     let scan = scan(page);
     let mut qb = QueryBuilder::new(format!(
-        "{MEMBERSHIP_COLUMNS} from (select * from organization_membership_view where true"
+        "{MEMBERSHIP_COLUMNS} from (select v.* from (select id from organization_membership_view where true"
     ));
     if let Some(o) = &f.organization_id {
         qb.push(" and organization_id = ").push_bind(o.clone());
@@ -274,7 +275,7 @@ pub async fn memberships(pool: &PgPool, f: &MembershipFilter, page: &Page) -> Re
     }
     push_page(&mut qb, page, &scan, "id");
     qb.push(format!(
-        ") m {MEMBERSHIP_JOINS} order by m.id {}",
+        ") p join organization_membership_view v using (id)) m {MEMBERSHIP_JOINS} order by m.id {}",
         if scan.descending { "desc" } else { "asc" }
     ));
     let rows = fetch_scoped(pool, &mut qb, f.organization_id.as_deref()).await?;

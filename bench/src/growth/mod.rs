@@ -178,12 +178,19 @@ async fn measure_log(b: &mut Bench, suffix: &str, sizes: Sizes) -> anyhow::Resul
     );
 
     let t = Instant::now();
+    let mut each = Vec::new();
     for p in engine::ALL {
+        let started = Instant::now();
         engine::rebuild(&pool, &p, |_, _| {})
             .await
             .with_context(|| format!("rebuilding {}", p.name))?;
+        each.push(format!("{} {:.1} s", p.name, started.elapsed().as_secs_f64()));
     }
     let rebuilt = t.elapsed();
+    b.notes.push(format!(
+        "growth, {suffix}: rebuild of each projection: {}",
+        each.join(", ")
+    ));
     eprintln!(
         "  {suffix}: rebuilt in {:.1} s; vacuum (analyze)...",
         rebuilt.as_secs_f64()
