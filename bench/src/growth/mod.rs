@@ -1,6 +1,6 @@
 //! Growth: the same figures on a small log and on a large one (default 10^6 events, 10^5
-//! users), each through a server started in this process on its own database, and the ratio of
-//! each figure between the two. Also the start-up of the server until `/health` answers, and the
+//! users), each through a server started in this process on its own database, measured in pairs
+//! (small, then large, for each request type), and the ratio of each figure between the two. Also the start-up of the server until `/health` answers, and the
 //! rebuild rate of every projection over the large log, extrapolated to 10^7 events.
 //!
 //! The log is written in bulk (`log.rs`), the projections rebuilt from it (`engine::rebuild`,
@@ -93,22 +93,85 @@ impl Probe {
     }
 }
 
-/// What one log gave.
-struct Figures {
+/// One log, written, rebuilt and served.
+struct Log {
+    shape: Shape,
+    /// When the log starts (its events spread from here to the moment it was written).
+    start: chrono::DateTime<Utc>,
+    seeded: Duration,
+    rebuilt: Duration,
+    startup: Duration,
+    running: Running,
+    pool: PgPool,
+    base: String,
+    key: String,
+}
+
+impl Log {
+    async fn stop(self) -> anyhow::Result<()> {
+        self.running.stop().await?;
+        self.pool.close().await;
+        Ok(())
+    }
+}
+
+/// Both logs are prepared and served side by side; each probe then runs on the small log and at
+/// once on the large one, so the pair shares the machine's conditions of that minute.
+pub async fn run(b: &mut Bench, small: Sizes, large: Sizes) -> anyhow::Result<()> {
+    let small = prepare(b, "growth_small", small).await.context("the small log")?;
+    let large = match prepare(b, "growth_large", large).await.context("the large log") {
+        Ok(l) => l,
+        Err(e) => {
+            small.stop().await?;
+            return Err(e);
+        }
+    };
+    let pairs = measure(b, &small, &large).await;
+    let (small_summary, large_summary) = (small.summary(), large.summary());
+    let stopped = (small.stop().await, large.stop().await);
+    let pairs = pairs?;
+    stopped.0?;
+    stopped.1?;
+    report(b, &small_summary, &large_summary, &pairs);
+    Ok(())
+}
+
+/// What the table needs of a log once its server is gone.
+struct Summary {
     shape: Shape,
     seeded: Duration,
     rebuilt: Duration,
     startup: Duration,
-    probes: Vec<(Probe, Stats)>,
 }
 
-pub async fn run(b: &mut Bench, small: Sizes, large: Sizes) -> anyhow::Result<()> {
-    let small = measure_log(b, "growth_small", small).await.context("the small log")?;
-    let large = measure_log(b, "growth_large", large).await.context("the large log")?;
-    for (probe, l) in &large.probes {
-        let Some((_, s)) = small.probes.iter().find(|(p, _)| p == probe) else {
-            continue;
-        };
+impl Log {
+    fn summary(&self) -> Summary {
+        Summary {
+            shape: self.shape,
+            seeded: self.seeded,
+            rebuilt: self.rebuilt,
+            startup: self.startup,
+        }
+    }
+}
+
+async fn measure(b: &Bench, small: &Log, large: &Log) -> anyhow::Result<Vec<(Probe, Stats, Stats)>> {
+    for log in [small, large] {
+        sanity_check(&log.base, &log.key, &log.shape, log.start).await?;
+    }
+    let mut pairs = Vec::new();
+    for probe in Probe::ALL {
+        eprintln!("    {}...", probe.describe());
+        let s = run_probe(b, probe, small).await.context("the small log")?;
+        let l = run_probe(b, probe, large).await.context("the large log")?;
+        eprintln!("      small {}; large {}", s.summary("req"), l.summary("req"));
+        pairs.push((probe, s, l));
+    }
+    Ok(pairs)
+}
+
+fn report(b: &mut Bench, small: &Summary, large: &Summary, pairs: &[(Probe, Stats, Stats)]) {
+    for (probe, s, l) in pairs {
         let by_rate = s.rate() / l.rate().max(1e-9);
         let by_p99 = l.percentile(0.99).as_secs_f64() / s.percentile(0.99).as_secs_f64().max(1e-9);
         b.rows.push(Row::slowdown(
@@ -146,18 +209,18 @@ pub async fn run(b: &mut Bench, small: Sizes, large: Sizes) -> anyhow::Result<()
         ),
         at_ten_million < REBUILD_GOAL.as_secs_f64(),
     ));
-    for (name, f) in [("small", &small), ("large", &large)] {
+    for (name, f) in [("small", small), ("large", large)] {
         b.notes.push(format!(
             "growth, {name} log: {}; written in {:.1} s",
             f.shape.describe(),
             f.seeded.as_secs_f64()
         ));
     }
-    Ok(())
 }
 
-/// Seeds one log, rebuilds its projections, starts a server on it and runs every probe.
-async fn measure_log(b: &mut Bench, suffix: &str, sizes: Sizes) -> anyhow::Result<Figures> {
+/// Writes one log, rebuilds its projections, vacuums, and starts a server on it (timed until
+/// `/health` answers).
+async fn prepare(b: &mut Bench, suffix: &str, sizes: Sizes) -> anyhow::Result<Log> {
     let shape = Shape::new(sizes.events, sizes.users)?;
     let url = b.create_database(suffix).await?;
     let pool = keyledger_api::connect(&url).await?;
@@ -167,8 +230,7 @@ async fn measure_log(b: &mut Bench, suffix: &str, sizes: Sizes) -> anyhow::Resul
         .context("creating an API key")?;
 
     eprintln!("  {suffix}: writing {} events...", shape.events);
-    let now = Utc::now();
-    let start = log::start(now);
+    let start = log::start(Utc::now());
     let t = Instant::now();
     seed(&url, &shape, start).await?;
     let seeded = t.elapsed();
@@ -205,19 +267,22 @@ async fn measure_log(b: &mut Bench, suffix: &str, sizes: Sizes) -> anyhow::Resul
     let t = Instant::now();
     let (running, pool) = start_server(&url).await?;
     let base = format!("http://{}", running.addr);
-    wait_healthy(&base).await?;
+    if let Err(e) = wait_healthy(&base).await {
+        running.stop().await?;
+        return Err(e);
+    }
     let startup = t.elapsed();
     eprintln!("  {suffix}: /health answered 200 after {}", ms(startup));
-
-    let result = probes(b, &base, &key, &shape, start).await;
-    running.stop().await?;
-    pool.close().await;
-    Ok(Figures {
+    Ok(Log {
         shape,
+        start,
         seeded,
         rebuilt,
         startup,
-        probes: result?,
+        running,
+        pool,
+        base,
+        key,
     })
 }
 
@@ -331,46 +396,32 @@ fn probe_url(probe: Probe, base: &str, shape: &Shape, start: chrono::DateTime<Ut
     }
 }
 
-async fn probes(
-    b: &Bench,
-    base: &str,
-    key: &str,
-    shape: &Shape,
-    start: chrono::DateTime<Utc>,
-) -> anyhow::Result<Vec<(Probe, Stats)>> {
-    sanity_check(base, key, shape, start).await?;
-    let mut out = Vec::new();
-    for probe in Probe::ALL {
-        eprintln!("    {}...", probe.describe());
-        let n = probe.connections();
-        let clients = http_clients(n)?;
-        let (base, key, shape) = (base.to_string(), key.to_string(), *shape);
-        let stats = closed_loop(n, b.warmup, b.window, move |w, i| {
-            let client = clients[w].clone();
-            let key = key.clone();
-            let url = probe_url(probe, &base, &shape, start, w, i);
-            async move {
-                let (req, want) = if probe == Probe::CreateUser {
-                    let email = format!("{}@growth.example.com", new_id("h").to_lowercase());
-                    (client.post(&url).json(&json!({ "email": email })), StatusCode::CREATED)
-                } else {
-                    (client.get(&url), StatusCode::OK)
-                };
-                let r = req.bearer_auth(&key).send().await.context("request")?;
-                let status = r.status();
-                let body = r.bytes().await.context("reading the response")?;
-                if status != want {
-                    bail!("{url} answered {status}: {}", String::from_utf8_lossy(&body));
-                }
-                Ok(())
+async fn run_probe(b: &Bench, probe: Probe, log: &Log) -> anyhow::Result<Stats> {
+    let n = probe.connections();
+    let clients = http_clients(n)?;
+    let (base, key, shape, start) = (log.base.clone(), log.key.clone(), log.shape, log.start);
+    closed_loop(n, b.warmup, b.window, move |w, i| {
+        let client = clients[w].clone();
+        let key = key.clone();
+        let url = probe_url(probe, &base, &shape, start, w, i);
+        async move {
+            let (req, want) = if probe == Probe::CreateUser {
+                let email = format!("{}@growth.example.com", new_id("h").to_lowercase());
+                (client.post(&url).json(&json!({ "email": email })), StatusCode::CREATED)
+            } else {
+                (client.get(&url), StatusCode::OK)
+            };
+            let r = req.bearer_auth(&key).send().await.context("request")?;
+            let status = r.status();
+            let body = r.bytes().await.context("reading the response")?;
+            if status != want {
+                bail!("{url} answered {status}: {}", String::from_utf8_lossy(&body));
             }
-        })
-        .await
-        .with_context(|| probe.describe())?;
-        eprintln!("      {}", stats.summary("req"));
-        out.push((probe, stats));
-    }
-    Ok(out)
+            Ok(())
+        }
+    })
+    .await
+    .with_context(|| probe.describe())
 }
 
 /// The filters find what the log holds: one user per email, the user's memberships, events in
