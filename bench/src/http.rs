@@ -70,7 +70,7 @@ impl Server {
 }
 
 /// One HTTP client per connection, so `n` workers hold exactly `n` keep-alive connections.
-fn http_clients(n: usize) -> anyhow::Result<Arc<Vec<reqwest::Client>>> {
+pub(crate) fn http_clients(n: usize) -> anyhow::Result<Arc<Vec<reqwest::Client>>> {
     let clients = (0..n)
         .map(|_| {
             reqwest::Client::builder()
@@ -234,7 +234,7 @@ fn push_versus(b: &mut Bench, stage: String, stats: &Stats, unit: &str, baseline
 }
 
 /// A spread-out index for worker `w`'s `i`-th request (a small multiplicative hash).
-fn pick(w: usize, i: u64, n: usize) -> usize {
+pub(crate) fn pick(w: usize, i: u64, n: usize) -> usize {
     let x = (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (w as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)) >> 17;
     usize::try_from(x % n.max(1) as u64).unwrap_or(0)
 }

@@ -9,6 +9,7 @@
 
 mod append;
 mod as_of;
+mod growth;
 mod http;
 mod load;
 mod monitor;
@@ -43,6 +44,9 @@ enum Stage {
     AsOf,
     /// Webhook commit-to-delivery latency at 200 events/s, to 1 and to 10 endpoints.
     Webhooks,
+    /// Reads, appends and list filters on a small log and on a large one (`--growth-events`),
+    /// start-up until /health answers, and the full rebuild rate.
+    Growth,
 }
 
 #[derive(Debug, Parser)]
@@ -74,6 +78,19 @@ struct Args {
     /// Events in the organization stream that the as-of stage reads at random instants.
     #[arg(long, default_value_t = 10_000)]
     as_of_events: u64,
+    /// Events in the growth stage's large log.
+    #[arg(long, default_value_t = 1_000_000)]
+    growth_events: u64,
+    /// Users in the growth stage's large log (one organization per 100 users, 1.5 memberships
+    /// per user; the rest of the events are updates and audit-log events).
+    #[arg(long, default_value_t = 100_000)]
+    growth_users: u64,
+    /// Events in the growth stage's small log, the reference.
+    #[arg(long, default_value_t = 10_000)]
+    growth_small_events: u64,
+    /// Users in the growth stage's small log.
+    #[arg(long, default_value_t = 1_000)]
+    growth_small_users: u64,
     /// Path of pgbench (default: PATH, /usr/bin, /usr/lib/postgresql/*/bin).
     #[arg(long)]
     pgbench: Option<PathBuf>,
@@ -170,6 +187,19 @@ async fn run_stages(b: &mut Bench, args: &Args, monitor: &monitor::Monitor) -> a
         let mark = stage_banner("webhooks", monitor);
         webhooks::run(b).await.context("webhooks stage")?;
         stage_end(b, "webhooks", monitor, mark);
+    }
+    if has(Stage::Growth) {
+        let mark = stage_banner("growth", monitor);
+        let small = growth::Sizes {
+            events: args.growth_small_events,
+            users: args.growth_small_users,
+        };
+        let large = growth::Sizes {
+            events: args.growth_events,
+            users: args.growth_users,
+        };
+        growth::run(b, small, large).await.context("growth stage")?;
+        stage_end(b, "growth", monitor, mark);
     }
     Ok(())
 }

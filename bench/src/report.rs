@@ -47,6 +47,25 @@ impl Row {
         }
     }
 
+    /// A figure against the same figure measured in other conditions: `slowdown` is how many
+    /// times worse it is here (higher is worse), met when at most `max`.
+    pub fn slowdown(
+        stage: impl Into<String>,
+        result: impl Into<String>,
+        baseline: impl Into<String>,
+        slowdown: f64,
+        max: f64,
+    ) -> Row {
+        Row {
+            stage: stage.into(),
+            result: result.into(),
+            baseline: baseline.into(),
+            ratio: Some(slowdown),
+            goal: format!("≤ {max}× slower"),
+            met: Some(slowdown <= max),
+        }
+    }
+
     /// A measurement against an absolute goal.
     pub fn absolute(stage: impl Into<String>, result: impl Into<String>, goal: impl Into<String>, met: bool) -> Row {
         Row {

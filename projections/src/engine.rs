@@ -351,10 +351,16 @@ impl FeedRows {
         if self.ids.is_empty() {
             return Ok(());
         }
+        // Rows come in feed order; `created_at_max` carries the latest `created_at` so far along
+        // the feed (migration 0013): this batch's running maximum and the feed's last row's.
         sqlx::query(&format!(
-            "insert into {schema}.event_feed (id, transaction_id, position, seq, event, organization_id, created_at, body) \
-             select id, t::text::xid8, p, s, ev, org, c, b from unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[], \
-             $5::text[], $6::text[], $7::timestamptz[], $8::jsonb[]) as u(id, t, p, s, ev, org, c, b)"
+            "insert into {schema}.event_feed (id, transaction_id, position, seq, event, organization_id, created_at, \
+             created_at_max, body) \
+             select id, t::text::xid8, p, s, ev, org, c, \
+             greatest(max(c) over (order by n), (select created_at_max from {schema}.event_feed \
+             order by transaction_id desc, position desc, seq desc limit 1)), b \
+             from unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[], $5::text[], $6::text[], \
+             $7::timestamptz[], $8::jsonb[]) with ordinality as u(id, t, p, s, ev, org, c, b, n)"
         ))
         .bind(&self.ids)
         .bind(&self.txids)

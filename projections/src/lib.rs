@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod engine;
+mod event_list;
 pub mod feed;
 pub mod history;
 pub mod objects;

@@ -6,6 +6,8 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use keyledger_store::StorageError;
 
+pub use crate::event_list::{events, EventFilter, EventsOutcome};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Order {
     Asc,
@@ -91,7 +93,7 @@ pub const SCOPE: &str = "select set_config('keyledger.organization_id', $1, true
 /// Runs `qb` with row-level security scoped to `tenant` (see migration 0003): inside one
 /// transaction that sets `keyledger.organization_id`, so only that organization's rows of the
 /// per-tenant read models are visible even if a filter in the query were wrong.
-async fn fetch_scoped(
+pub(crate) async fn fetch_scoped(
     pool: &PgPool,
     qb: &mut QueryBuilder<'_, Postgres>,
     tenant: Option<&str>,
@@ -117,19 +119,24 @@ async fn list(
     tenant: Option<&str>,
 ) -> Result<ListResult, StorageError> {
     let scan = scan(page);
-    if let Some(c) = &scan.cursor {
-        qb.push(if scan.descending { " and id < " } else { " and id > " });
-        qb.push_bind(c.clone());
-    }
-    qb.push(if scan.descending {
-        " order by id desc"
-    } else {
-        " order by id asc"
-    });
-    qb.push(" limit ");
-    qb.push_bind(page.limit + 1);
+    push_page(&mut qb, page, &scan, "id");
     let rows = fetch_scoped(pool, &mut qb, tenant).await?;
     Ok(finish(rows, page, &scan))
+}
+
+/// Appends the cursor condition, the order and the limit (one row more than the page) on the id
+/// column `id` to a query whose `where` clause is begun.
+fn push_page(qb: &mut QueryBuilder<'_, Postgres>, page: &Page, scan: &Scan, id: &str) {
+    if let Some(c) = &scan.cursor {
+        qb.push(format!(" and {id} {} ", if scan.descending { "<" } else { ">" }));
+        qb.push_bind(c.clone());
+    }
+    qb.push(format!(
+        " order by {id} {}",
+        if scan.descending { "desc" } else { "asc" }
+    ));
+    qb.push(" limit ");
+    qb.push_bind(page.limit + 1);
 }
 
 /// Pages rows already in memory (`(id, body)`, any order) with the same cursor, order and limit
@@ -223,18 +230,20 @@ pub async fn organization_domain(pool: &PgPool, id: &str) -> Result<Option<Value
     one(pool, "select body from organization_domain_view where id = $1", id).await
 }
 
-/// A membership with the organization's current name and its user (the SDKs expect `user`).
-const MEMBERSHIP_SELECT: &str = "select m.id, m.body \
+/// A membership `m` with the organization's current name and its user (the SDKs expect `user`).
+const MEMBERSHIP_COLUMNS: &str = "select m.id, m.body \
      || case when o.id is null then '{}'::jsonb else jsonb_build_object('organization_name', o.body ->> 'name') end \
-     || case when u.id is null then '{}'::jsonb else jsonb_build_object('user', u.body) end as body \
-     from organization_membership_view m left join organization_view o on o.id = m.organization_id \
+     || case when u.id is null then '{}'::jsonb else jsonb_build_object('user', u.body) end as body";
+const MEMBERSHIP_JOINS: &str = "left join organization_view o on o.id = m.organization_id \
      left join user_view u on u.id = m.user_id";
 
 pub async fn membership(pool: &PgPool, id: &str) -> Result<Option<Value>, StorageError> {
-    let row: Option<(String, Value)> = sqlx::query_as(&format!("{MEMBERSHIP_SELECT} where m.id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
+    let row: Option<(String, Value)> = sqlx::query_as(&format!(
+        "{MEMBERSHIP_COLUMNS} from organization_membership_view m {MEMBERSHIP_JOINS} where m.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
     Ok(row.map(|r| r.1))
 }
 
@@ -246,19 +255,31 @@ pub struct MembershipFilter {
 }
 
 pub async fn memberships(pool: &PgPool, f: &MembershipFilter, page: &Page) -> Result<ListResult, StorageError> {
-    // Filters go on the membership table's indexed columns, inside; the cursor outside.
-    let mut qb = QueryBuilder::new(format!("select * from ({MEMBERSHIP_SELECT} where true"));
+    // The page's ids first (filters, cursor, order, limit), from the index alone when filtered
+    // by organization (`organization_membership_view_org_idx` includes the status), then a
+    // page of rows joined with their organizations and users. Under row-level security the
+    // planner expects a handful of rows and would otherwise fetch, or join, every member of the
+    // organization before sorting.
+    let scan = scan(page);
+    let mut qb = QueryBuilder::new(format!(
+        "{MEMBERSHIP_COLUMNS} from (select v.* from (select id from organization_membership_view where true"
+    ));
     if let Some(o) = &f.organization_id {
-        qb.push(" and m.organization_id = ").push_bind(o.clone());
+        qb.push(" and organization_id = ").push_bind(o.clone());
     }
     if let Some(u) = &f.user_id {
-        qb.push(" and m.user_id = ").push_bind(u.clone());
+        qb.push(" and user_id = ").push_bind(u.clone());
     }
     if !f.statuses.is_empty() {
-        qb.push(" and m.status = any(").push_bind(f.statuses.clone()).push(")");
+        qb.push(" and status = any(").push_bind(f.statuses.clone()).push(")");
     }
-    qb.push(") x where true");
-    list(pool, qb, page, f.organization_id.as_deref()).await
+    push_page(&mut qb, page, &scan, "id");
+    qb.push(format!(
+        ") p join organization_membership_view v using (id)) m {MEMBERSHIP_JOINS} order by m.id {}",
+        if scan.descending { "desc" } else { "asc" }
+    ));
+    let rows = fetch_scoped(pool, &mut qb, f.organization_id.as_deref()).await?;
+    Ok(finish(rows, page, &scan))
 }
 
 /// The aggregate holding a claim (`ClaimKind` string and value), if any: the record of the set-wide
@@ -270,62 +291,4 @@ pub async fn claim_holder(pool: &PgPool, kind: &str, value: &str) -> Result<Opti
         .fetch_optional(pool)
         .await?;
     Ok(row.map(|r| r.0))
-}
-
-#[derive(Debug, Default)]
-pub struct EventFilter {
-    pub events: Vec<String>,
-    pub organization_id: Option<String>,
-    pub range_start: Option<chrono::DateTime<chrono::Utc>>,
-    pub range_end: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-pub enum EventsOutcome {
-    Page(ListResult),
-    UnknownCursor,
-}
-
-/// The public event feed in log order, paged with event-id cursors like every other list.
-pub async fn events(pool: &PgPool, f: &EventFilter, page: &Page) -> Result<EventsOutcome, StorageError> {
-    let scan = scan(page);
-    let mut qb = QueryBuilder::new("select id, body from event_feed where true");
-    if let Some(c) = &scan.cursor {
-        // Resolved outside the tenant scope, as `GET /events/stream` does: a cursor is a place
-        // in the whole feed, so an event of another organization is a valid place to resume a
-        // scoped read from (row-level security would hide it and silently empty the page).
-        let Some(at) = crate::feed::cursor_of(pool, c).await? else {
-            return Ok(EventsOutcome::UnknownCursor);
-        };
-        qb.push(if scan.descending {
-            " and (transaction_id, position, seq) < ("
-        } else {
-            " and (transaction_id, position, seq) > ("
-        });
-        qb.push_bind(at.transaction_id)
-            .push("::bigint::text::xid8, ")
-            .push_bind(at.position)
-            .push(", ")
-            .push_bind(at.seq)
-            .push(")");
-    }
-    if !f.events.is_empty() {
-        qb.push(" and event = any(").push_bind(f.events.clone()).push(")");
-    }
-    if let Some(o) = &f.organization_id {
-        qb.push(" and organization_id = ").push_bind(o.clone());
-    }
-    if let Some(s) = f.range_start {
-        qb.push(" and created_at >= ").push_bind(s);
-    }
-    if let Some(e) = f.range_end {
-        qb.push(" and created_at < ").push_bind(e);
-    }
-    qb.push(if scan.descending {
-        " order by transaction_id desc, position desc, seq desc"
-    } else {
-        " order by transaction_id, position, seq"
-    });
-    qb.push(" limit ").push_bind(page.limit + 1);
-    let rows = fetch_scoped(pool, &mut qb, f.organization_id.as_deref()).await?;
-    Ok(EventsOutcome::Page(finish(rows, page, &scan)))
 }

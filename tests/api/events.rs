@@ -444,3 +444,106 @@ async fn bad_feed_queries_return_422_and_change_nothing() {
     }
     app.stop().await;
 }
+
+/// Appends `n` `UserUpdated` events of `user` (sequences from `first_seq`), one statement, with
+/// `recorded_at` = `at(i)`: a log whose `created_at` runs out of feed order where it says so.
+async fn append_updates(app: &TestApp, user: &str, first_seq: i64, times: &[chrono::DateTime<chrono::Utc>]) {
+    let ts: Vec<String> = times
+        .iter()
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .collect();
+    sqlx::query(
+        "insert into event (id, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, \
+         metadata, recorded_at) \
+         select 'event_0' || upper(substr(replace(gen_random_uuid()::text, '-', ''), 1, 25)), 'User', $1, $2 + n - 1, \
+         'UserUpdated', '1', jsonb_build_object('UserUpdated', jsonb_build_object('at', t, 'changes', \
+         jsonb_build_object('first_name', 'Ann' || n))), jsonb_build_object('actor_id', 'system', 'occurred_at', t), \
+         t::timestamptz from unnest($3::text[]) with ordinality as u(t, n)",
+    )
+    .bind(user)
+    .bind(first_seq)
+    .bind(&ts)
+    .execute(&app.pool)
+    .await
+    .expect("append updates");
+}
+
+#[tokio::test]
+async fn a_type_and_time_range_finds_exactly_the_matching_events_however_the_times_run() {
+    let app = TestApp::spawn().await;
+    let user = id_of(&app.create_user("ann@example.com").await);
+    let other = id_of(&app.create_user("bob@example.com").await);
+    // After the two users the API created: the seek starts inside the updates.
+    let t0 = chrono::Utc::now() + chrono::Duration::days(1);
+    let t0 = chrono::DateTime::from_timestamp(t0.timestamp(), 0).expect("whole seconds");
+    let at = |s: i64| t0 + chrono::Duration::seconds(s);
+    // A quiet window (5 updates in its first seconds), then a long busy stretch an hour later:
+    // more than a walk reads before it gives up on the window.
+    let mut times: Vec<_> = (1..=5).map(at).collect();
+    times.extend((0..300).map(|i| at(3_600 + i)));
+    append_updates(&app, &user, 2, &times).await;
+    // Stragglers: committed after all of them, yet recorded inside the window and inside the
+    // busy stretch (a transaction that began earlier and committed later).
+    append_updates(&app, &user, 307, &[at(2), at(3_700)]).await;
+    append_updates(&app, &other, 2, &[at(4)]).await;
+    wait_caught_up(&app.pool).await;
+
+    let feed = app.all_events("").await;
+    let time = |e: &Value| -> chrono::DateTime<chrono::Utc> {
+        e["created_at"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .expect("created_at")
+    };
+    let q = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let cases: Vec<(&str, Option<i64>, Option<i64>)> = vec![
+        ("the quiet window, its straggler at the feed's end", Some(0), Some(10)),
+        ("from inside the busy stretch", Some(3_650), None),
+        ("a window inside the busy stretch", Some(3_650), Some(3_710)),
+        ("up to the busy stretch", None, Some(3_600)),
+        ("a window with nothing", Some(100), Some(200)),
+    ];
+    for (case, start, end) in cases {
+        let mut query = "&events=user.updated".to_string();
+        if let Some(s) = start {
+            query.push_str(&format!("&range_start={}", q(at(s))));
+        }
+        if let Some(e) = end {
+            query.push_str(&format!("&range_end={}", q(at(e))));
+        }
+        let want: Vec<Value> = feed
+            .iter()
+            .filter(|e| {
+                e["event"] == "user.updated"
+                    && start.is_none_or(|s| time(e) >= at(s))
+                    && end.is_none_or(|x| time(e) < at(x))
+            })
+            .cloned()
+            .collect();
+        assert_eq!(app.all_events(&query).await, want, "{case}: one page of 100 at a time");
+        let walked = app.all_pages(&format!("/events?limit=1&order=asc{query}")).await;
+        assert_eq!(walked, want, "{case}: a page of 1 at a time");
+        let mut backwards = app.all_pages(&format!("/events?limit=7&order=desc{query}")).await;
+        backwards.reverse();
+        assert_eq!(backwards, want, "{case}: newest first, 7 at a time");
+    }
+
+    // Every type, and two types, over a range.
+    let range = format!("&range_start={}&range_end={}", q(at(0)), q(at(3_605)));
+    let in_range = |e: &&Value| time(e) >= at(0) && time(e) < at(3_605);
+    let want: Vec<Value> = feed.iter().filter(in_range).cloned().collect();
+    assert_eq!(
+        app.all_pages(&format!("/events?limit=3&order=asc{range}")).await,
+        want,
+        "every type"
+    );
+    let want: Vec<Value> = feed
+        .iter()
+        .filter(in_range)
+        .filter(|e| e["event"] == "user.updated" || e["event"] == "user.created")
+        .cloned()
+        .collect();
+    let both = format!("/events?limit=3&order=asc&events=user.created,user.updated{range}");
+    assert_eq!(app.all_pages(&both).await, want, "two types");
+    app.stop().await;
+}
