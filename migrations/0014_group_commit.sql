@@ -138,47 +138,107 @@ create or replace function keyledger_append_batch(
     p_fence_scope text[], p_fence_key text[], p_fence_owner text[]
 ) returns table (outcome text, transaction_id bigint, last_position bigint, kind text, value text)
 language plpgsql as $$
+-- The output columns `kind` and `value` are also claim columns: in queries, names mean columns.
+#variable_conflict use_column
 declare
     e0 int := 1;
     c0 int := 1;
     v_n int := coalesce(array_length(p_event_end, 1), 0);
     v_last bigint[];
+    v_positions bigint[];
+    v_took int;
+    v_set_failed boolean := false;
     v_constraint text;
     v_state text;
     v_message text;
     v_detail text;
 begin
+    -- Set-based path, for batches whose claims are all acquisitions and whose side rows are at
+    -- most credentials and fences (creates, mostly): one insert of every event, one of every
+    -- claim, one update of every fence, in one subtransaction. Any failure (a taken claim, two
+    -- commands claiming one value, a taken sequence, a fence lost) rolls it back, and the
+    -- commands are decided one by one below.
+    if v_n > 0
+       and coalesce('acquire' = all(p_claim_ops), true)
+       and cardinality(array_remove(p_erase_credential, null)) = 0
+       and cardinality(array_remove(p_webhook_endpoint, null)) = 0 then
+        begin
+            with ins as (
+                insert into event (id, aggregate_type, aggregate_id, sequence, event_type, event_version,
+                                   payload, metadata, organization_id)
+                select * from unnest(p_ids, p_aggregate_types, p_aggregate_ids, p_sequences, p_event_types,
+                                     p_event_versions, p_payloads, p_metadata, p_organization_ids)
+                returning event.id, event.position
+            )
+            select array_agg(ins.position order by u.ord) into v_positions
+              from ins join unnest(p_ids) with ordinality as u(id, ord) on u.id = ins.id;
+            insert into claim (kind, value, aggregate_id)
+            select * from unnest(p_claim_kinds, p_claim_values, p_claim_holders)
+            on conflict (kind, value) do update set aggregate_id = excluded.aggregate_id
+            where claim.aggregate_id = excluded.aggregate_id;
+            get diagnostics v_took = row_count;
+            if v_took <> coalesce(array_length(p_claim_ops, 1), 0) then
+                raise exception using errcode = 'KL409', message = 'set-based path';
+            end if;
+            insert into credential (user_id, password_hash)
+            select u, h from unnest(p_credential_user, p_credential_hash) as c(u, h) where u is not null
+            on conflict (user_id) do update set password_hash = excluded.password_hash, updated_at = now();
+            update idempotency_key k set state = 'committed'
+              from unnest(p_fence_scope, p_fence_key, p_fence_owner) as f(s, k, o)
+             where f.k is not null and k.scope = f.s and k.key = f.k and k.owner = f.o
+               and k.state in ('running', 'committed');
+            get diagnostics v_took = row_count;
+            if v_took <> cardinality(array_remove(p_fence_key, null)) then
+                raise exception using errcode = 'KL409', message = 'set-based path';
+            end if;
+            for c in 1 .. v_n loop
+                outcome := 'ok';
+                transaction_id := pg_current_xact_id_if_assigned()::text::bigint;
+                last_position := v_positions[p_event_end[c]];
+                kind := null;
+                value := null;
+                return next;
+            end loop;
+            return;
+        exception when others then
+            v_set_failed := true;
+        end;
+    end if;
+
     -- Fast path: every command at once, in one subtransaction. Most batches have no failing
     -- command; any failure rolls the attempt back and the loop below decides command by command.
-    begin
-        for c in 1 .. v_n loop
-            v_last[c] := keyledger_append_one(
-                p_ids[e0:p_event_end[c]], p_aggregate_types[e0:p_event_end[c]],
-                p_aggregate_ids[e0:p_event_end[c]], p_sequences[e0:p_event_end[c]],
-                p_event_types[e0:p_event_end[c]], p_event_versions[e0:p_event_end[c]],
-                p_payloads[e0:p_event_end[c]], p_metadata[e0:p_event_end[c]],
-                p_organization_ids[e0:p_event_end[c]],
-                p_claim_ops[c0:p_claim_end[c]], p_claim_kinds[c0:p_claim_end[c]],
-                p_claim_values[c0:p_claim_end[c]], p_claim_holders[c0:p_claim_end[c]],
-                p_credential_user[c], p_credential_hash[c], p_erase_credential[c],
-                p_webhook_endpoint[c], p_webhook_secret[c],
-                p_fence_scope[c], p_fence_key[c], p_fence_owner[c]);
-            e0 := p_event_end[c] + 1;
-            c0 := p_claim_end[c] + 1;
-        end loop;
-    exception when others then
-        v_last := null;
-    end;
-    if v_last is not null then
-        for c in 1 .. v_n loop
-            outcome := 'ok';
-            transaction_id := pg_current_xact_id_if_assigned()::text::bigint;
-            last_position := v_last[c];
-            kind := null;
-            value := null;
-            return next;
-        end loop;
-        return;
+    -- (Skipped when the set-based attempt failed: the same failure would end it.)
+    if not v_set_failed then
+        begin
+            for c in 1 .. v_n loop
+                v_last[c] := keyledger_append_one(
+                    p_ids[e0:p_event_end[c]], p_aggregate_types[e0:p_event_end[c]],
+                    p_aggregate_ids[e0:p_event_end[c]], p_sequences[e0:p_event_end[c]],
+                    p_event_types[e0:p_event_end[c]], p_event_versions[e0:p_event_end[c]],
+                    p_payloads[e0:p_event_end[c]], p_metadata[e0:p_event_end[c]],
+                    p_organization_ids[e0:p_event_end[c]],
+                    p_claim_ops[c0:p_claim_end[c]], p_claim_kinds[c0:p_claim_end[c]],
+                    p_claim_values[c0:p_claim_end[c]], p_claim_holders[c0:p_claim_end[c]],
+                    p_credential_user[c], p_credential_hash[c], p_erase_credential[c],
+                    p_webhook_endpoint[c], p_webhook_secret[c],
+                    p_fence_scope[c], p_fence_key[c], p_fence_owner[c]);
+                e0 := p_event_end[c] + 1;
+                c0 := p_claim_end[c] + 1;
+            end loop;
+        exception when others then
+            v_last := null;
+        end;
+        if v_last is not null then
+            for c in 1 .. v_n loop
+                outcome := 'ok';
+                transaction_id := pg_current_xact_id_if_assigned()::text::bigint;
+                last_position := v_last[c];
+                kind := null;
+                value := null;
+                return next;
+            end loop;
+            return;
+        end if;
     end if;
     e0 := 1;
     c0 := 1;

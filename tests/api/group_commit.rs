@@ -253,3 +253,42 @@ fn end_of<T, E: std::error::Error>(r: Result<T, CommandError<E>>) -> End {
         Err(_) => End::Other,
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_command_of_a_shared_commit_gets_its_own_position() {
+    let url = fresh_database().await;
+    let pool = keyledger_api::connect(&url).await.expect("connect");
+    let bus = CommandBus::new(EventStore::new(pool.clone()));
+    let barrier = Arc::new(Barrier::new(40));
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let bus = bus.clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = new_id("user");
+            barrier.wait().await;
+            let done = bus
+                .execute::<User>(
+                    &id,
+                    create_user(&format!("pos{i}@gc.example")),
+                    &meta(),
+                    SideRows::default(),
+                    Mode::New,
+                )
+                .await
+                .expect("create");
+            (id, done.position.expect("a position"))
+        }));
+    }
+    for t in tasks {
+        let (id, at) = t.await.expect("task");
+        let (txid, position): (i64, i64) = sqlx::query_as(
+            "select transaction_id::text::bigint, max(position) from event where aggregate_id = $1 group by transaction_id",
+        )
+        .bind(&id)
+        .fetch_one(&pool)
+        .await
+        .expect("its event");
+        assert_eq!((at.transaction_id, at.position), (txid, position), "{id}");
+    }
+}
