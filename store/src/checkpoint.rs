@@ -10,35 +10,15 @@ use tokio::sync::watch;
 
 use crate::log::LogPosition;
 
+/// A projection's checkpoint (START when it has no row).
 pub async fn load<'e>(db: impl PgExecutor<'e>, name: &str) -> Result<LogPosition, sqlx::Error> {
-    let row: Option<(i64, i64)> =
-        sqlx::query_as("select transaction_id::text::bigint, position from projection_checkpoint where name = $1")
-            .bind(name)
-            .fetch_optional(db)
-            .await?;
-    Ok(row
-        .map(|(t, p)| LogPosition {
-            transaction_id: t,
-            position: p,
-        })
-        .unwrap_or_default())
+    Ok(load_all(db, &[name]).await?.into_iter().next().unwrap_or_default())
 }
 
 /// Locks the checkpoint row for the rest of the transaction and returns it. Every writer of a
 /// projection (worker or rebuild) takes this lock first, so they serialize without deadlocks.
 pub async fn lock<'e>(db: impl PgExecutor<'e>, name: &str) -> Result<LogPosition, sqlx::Error> {
-    let row: Option<(i64, i64)> = sqlx::query_as(
-        "select transaction_id::text::bigint, position from projection_checkpoint where name = $1 for update",
-    )
-    .bind(name)
-    .fetch_optional(db)
-    .await?;
-    Ok(row
-        .map(|(t, p)| LogPosition {
-            transaction_id: t,
-            position: p,
-        })
-        .unwrap_or_default())
+    Ok(lock_all(db, &[name]).await?.into_iter().next().unwrap_or_default())
 }
 
 pub async fn store<'e>(db: impl PgExecutor<'e>, name: &str, at: LogPosition) -> Result<(), sqlx::Error> {

@@ -8,28 +8,14 @@ use std::sync::Arc;
 
 use keyledger_domain::ids::new_id;
 use keyledger_domain::organization::{DomainState, NewDomain, Organization, OrganizationCommand};
-use keyledger_domain::user::{CreateUser, UpdateUser, User, UserCommand};
-use keyledger_domain::values::{DomainName, Email, Metadata};
+use keyledger_domain::user::{UpdateUser, User, UserCommand};
+use keyledger_domain::values::{DomainName, Metadata};
 use keyledger_store::append::{AppendError, SideRows};
 use keyledger_store::commands::{CommandBus, CommandError, Mode};
 use keyledger_store::EventStore;
 use tokio::sync::Barrier;
 
 use crate::helpers::*;
-
-fn create_user(email: &str) -> UserCommand {
-    UserCommand::Create(CreateUser {
-        email: Email::parse("email", email).expect("valid email"),
-        first_name: None,
-        last_name: None,
-        name: None,
-        email_verified: false,
-        external_id: None,
-        metadata: Metadata::new(),
-        with_password: false,
-        at: chrono::Utc::now(),
-    })
-}
 
 fn create_org(domains: &[&str]) -> OrganizationCommand {
     OrganizationCommand::Create {
@@ -81,7 +67,7 @@ async fn a_burst_of_commands_fails_exactly_those_that_conflict_and_writes_nothin
 
     bus.execute::<User>(
         &new_id("user"),
-        create_user("taken@gc.example"),
+        create_user_command("taken@gc.example"),
         &m,
         SideRows::default(),
         Mode::New,
@@ -91,7 +77,7 @@ async fn a_burst_of_commands_fails_exactly_those_that_conflict_and_writes_nothin
     let target = new_id("user");
     bus.execute::<User>(
         &target,
-        create_user("target@gc.example"),
+        create_user_command("target@gc.example"),
         &m,
         SideRows::default(),
         Mode::New,
@@ -153,7 +139,7 @@ async fn a_burst_of_commands_fails_exactly_those_that_conflict_and_writes_nothin
             barrier.wait().await;
             let end = match kind {
                 Kind::TakenEmail | Kind::FreshEmail | Kind::ContestedEmail => end_of(
-                    bus.execute::<User>(&id, create_user(&value), &m, SideRows::default(), Mode::New)
+                    bus.execute::<User>(&id, create_user_command(&value), &m, SideRows::default(), Mode::New)
                         .await,
                 ),
                 Kind::OwnedDomain => end_of(
@@ -270,7 +256,7 @@ async fn every_command_of_a_shared_commit_gets_its_own_position() {
             let done = bus
                 .execute::<User>(
                     &id,
-                    create_user(&format!("pos{i}@gc.example")),
+                    create_user_command(&format!("pos{i}@gc.example")),
                     &meta(),
                     SideRows::default(),
                     Mode::New,

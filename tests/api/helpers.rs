@@ -408,3 +408,18 @@ pub fn assert_error(status: StatusCode, body: &Value, want_status: StatusCode, w
         "{ctx}: message; body {body}"
     );
 }
+
+/// The command creating a user with `email` and nothing else (for tests that drive the bus).
+pub fn create_user_command(email: &str) -> keyledger_domain::user::UserCommand {
+    keyledger_domain::user::UserCommand::Create(keyledger_domain::user::CreateUser {
+        email: keyledger_domain::values::Email::parse("email", email).expect("valid email"),
+        first_name: None,
+        last_name: None,
+        name: None,
+        email_verified: false,
+        external_id: None,
+        metadata: keyledger_domain::values::Metadata::new(),
+        with_password: false,
+        at: chrono::Utc::now(),
+    })
+}

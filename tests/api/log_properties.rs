@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keyledger_domain::ids::new_id;
-use keyledger_domain::user::{CreateUser, User, UserCommand};
-use keyledger_domain::values::{Email, Metadata};
+use keyledger_domain::user::User;
 use keyledger_projections::engine;
 use keyledger_store::append::SideRows;
 use keyledger_store::commands::{CommandBus, Mode};
@@ -18,20 +17,6 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
-
-fn create(email: &str) -> UserCommand {
-    UserCommand::Create(CreateUser {
-        email: Email::parse("email", email).expect("valid email"),
-        first_name: None,
-        last_name: None,
-        name: None,
-        email_verified: false,
-        external_id: None,
-        metadata: Metadata::new(),
-        with_password: false,
-        at: chrono::Utc::now(),
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_concurrent_reader_sees_every_event_once_and_in_order_while_writers_append() {
@@ -82,7 +67,7 @@ async fn a_concurrent_reader_sees_every_event_once_and_in_order_while_writers_ap
                 let id = new_id("user");
                 bus.execute::<User>(
                     &id,
-                    create(&format!("w{w}-{i}@example.com")),
+                    create_user_command(&format!("w{w}-{i}@example.com")),
                     &HashMap::new(),
                     SideRows::default(),
                     Mode::Once,
@@ -662,7 +647,7 @@ async fn a_create_on_an_id_that_exists_after_all_is_refused_as_a_conflict_and_ch
     let id = new_id("user");
     bus.execute::<User>(
         &id,
-        create("first@example.com"),
+        create_user_command("first@example.com"),
         &HashMap::new(),
         SideRows::default(),
         Mode::New,
@@ -672,7 +657,7 @@ async fn a_create_on_an_id_that_exists_after_all_is_refused_as_a_conflict_and_ch
     let again = bus
         .execute::<User>(
             &id,
-            create("second@example.com"),
+            create_user_command("second@example.com"),
             &HashMap::new(),
             SideRows::default(),
             Mode::New,
