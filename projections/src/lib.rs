@@ -12,5 +12,7 @@ pub mod engine;
 pub mod feed;
 pub mod history;
 pub mod objects;
+pub mod public_event;
 pub mod queries;
+pub mod rebuild;
 pub mod webhooks;

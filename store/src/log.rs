@@ -99,6 +99,47 @@ pub async fn read_after<'e>(
     Ok(rows.into_iter().map(StoredEvent::from).collect())
 }
 
+/// Up to `limit` events of the given aggregate types after `after` and at or before `upto`, in
+/// log order (a rebuild reads only what its projections consume). Every event at or before a
+/// position [`head`] returned is final, so with `upto` from [`head`] none is ever missed.
+pub async fn read_range_of_types<'e>(
+    db: impl PgExecutor<'e>,
+    after: LogPosition,
+    upto: LogPosition,
+    aggregate_types: &[&str],
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "select {COLUMNS} from event \
+         where (transaction_id, position) > ($1::bigint::text::xid8, $2) \
+           and (transaction_id, position) <= ($3::bigint::text::xid8, $4) \
+           and aggregate_type = any($5) \
+         order by event.transaction_id, event.position limit $6"
+    );
+    let rows: Vec<Row> = sqlx::query_as(&sql)
+        .bind(after.transaction_id)
+        .bind(after.position)
+        .bind(upto.transaction_id)
+        .bind(upto.position)
+        .bind(aggregate_types)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    Ok(rows.into_iter().map(StoredEvent::from).collect())
+}
+
+/// How many events there are of each aggregate type at or before `upto`.
+pub async fn count_by_type<'e>(db: impl PgExecutor<'e>, upto: LogPosition) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "select aggregate_type, count(*) from event \
+         where (transaction_id, position) <= ($1::bigint::text::xid8, $2) group by aggregate_type",
+    )
+    .bind(upto.transaction_id)
+    .bind(upto.position)
+    .fetch_all(db)
+    .await
+}
+
 /// The events of one aggregate, in sequence order (for point-in-time reads and loading).
 pub async fn aggregate_events<'e>(
     db: impl PgExecutor<'e>,
