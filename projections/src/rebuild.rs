@@ -30,7 +30,7 @@ use crate::engine::{self, Projection};
 use crate::objects::{self, Change, Docs, Kind};
 use crate::public_event::PublicEvent;
 use keyledger_store::checkpoint;
-use keyledger_store::decode::{decode, AnyEvent};
+use keyledger_store::decode::{decode_text, AnyEvent};
 use keyledger_store::log::{self, LogPosition, StoredEvent};
 use keyledger_store::StorageError;
 
@@ -40,7 +40,7 @@ pub const SCHEMA: &str = "keyledger_rebuild";
 const TAIL_BATCH: i64 = 5_000;
 /// COPY data buffered per table before it is sent.
 const CHUNK: usize = 1 << 18;
-/// Index builds (and analyzes) running at once, each on its own connection.
+/// Index builds running at once, each on its own connection.
 const INDEX_BUILDS: usize = 2;
 
 /// How a rebuild runs.
@@ -124,6 +124,7 @@ pub async fn rebuild_with(
     }
     on_progress(0, total);
 
+    let started = std::time::Instant::now();
     let mut build = Build::new(targets, opts.clone(), options.max_docs, tables).await?;
     let (mut batches, reader) = spawn_reader(connect(&opts).await?, types, head, options.read_batch.max(1));
     let mut done: u64 = 0;
@@ -136,8 +137,11 @@ pub async fn rebuild_with(
     reader
         .await
         .map_err(|e| StorageError::Other(format!("log reader: {e}")))??;
+    tracing::debug!(elapsed = ?started.elapsed(), events = done, "rebuild: log read and folded");
     let tables = build.finish().await?;
+    tracing::debug!(elapsed = ?started.elapsed(), "rebuild: rows written");
     build_indexes(&opts, &tables).await?;
+    tracing::debug!(elapsed = ?started.elapsed(), "rebuild: indexes built");
     conn.close().await?;
 
     // Swap: catch up the last events and exchange the tables atomically.
@@ -173,6 +177,7 @@ pub async fn rebuild_with(
         checkpoint::store(&mut *tx, p.name, cp).await?;
     }
     tx.commit().await?;
+    tracing::debug!(elapsed = ?started.elapsed(), "rebuild: swapped in");
     on_progress(done, total.max(done));
     Ok(log_events)
 }
@@ -365,8 +370,9 @@ impl Index {
     }
 }
 
-/// Builds every index not built yet, then analyzes the tables (the swapped-in tables are read
-/// at once, and the planner needs their statistics).
+/// Builds every index not built yet. (The tables are not analyzed: sampling them costs as much
+/// as a third of the rebuild, the index builds give the planner their sizes, and autovacuum
+/// analyzes them soon after the swap.)
 async fn build_indexes(opts: &Arc<PgConnectOptions>, tables: &[Table]) -> Result<(), StorageError> {
     let jobs: Vec<(&str, &Index)> = tables
         .iter()
@@ -375,22 +381,13 @@ async fn build_indexes(opts: &Arc<PgConnectOptions>, tables: &[Table]) -> Result
     futures::stream::iter(jobs)
         .map(|(table, index)| async move {
             let mut conn = connect(opts).await?;
-            sqlx::query("set maintenance_work_mem = '256MB'")
+            // Builds run side by side already: no parallel workers within one.
+            sqlx::raw_sql("set maintenance_work_mem = '256MB'; set max_parallel_maintenance_workers = 0")
                 .execute(&mut conn)
                 .await?;
+            let started = std::time::Instant::now();
             index.build(&mut conn, table).await?;
-            conn.close().await?;
-            Ok::<_, StorageError>(())
-        })
-        .buffer_unordered(INDEX_BUILDS)
-        .try_collect::<Vec<()>>()
-        .await?;
-    futures::stream::iter(tables)
-        .map(|t| async move {
-            let mut conn = connect(opts).await?;
-            sqlx::query(&format!("analyze {SCHEMA}.{}", t.name))
-                .execute(&mut conn)
-                .await?;
+            tracing::debug!(table, index = index.name, elapsed = ?started.elapsed(), "rebuild: index built");
             conn.close().await?;
             Ok::<_, StorageError>(())
         })
@@ -421,14 +418,14 @@ fn spawn_reader(mut conn: PgConnection, types: Vec<&'static str>, head: LogPosit
                     break;
                 }
             };
-            let Some(last) = events.last().map(|e| e.log_position) else {
+            let Some(last) = events.last().map(|(e, _)| e.log_position) else {
                 break;
             };
             cp = last;
             let batch: Result<Batch, StorageError> = events
                 .into_iter()
                 .map(
-                    |e| match decode(&e.aggregate_type, &e.event_type, &e.event_version, &e.payload) {
+                    |(e, payload)| match decode_text(&e.aggregate_type, &e.event_type, &e.event_version, &payload) {
                         Ok(t) => Ok((e, t)),
                         Err(message) => Err(StorageError::Decode {
                             event_id: e.id.clone(),
@@ -489,7 +486,7 @@ impl CopyStream {
         if self.buf.0.is_empty() {
             return Ok(());
         }
-        let chunk = std::mem::take(&mut self.buf.0);
+        let chunk = std::mem::replace(&mut self.buf.0, Vec::with_capacity(CHUNK + CHUNK / 4));
         let sent = match &self.tx {
             Some(tx) => tx.send(chunk).await.is_ok(),
             None => false,
@@ -528,9 +525,7 @@ impl CopyBuf {
     }
 
     fn text(&mut self, s: &str) -> &mut Self {
-        self.sep();
-        escape_into(&mut self.0, s.as_bytes());
-        self
+        self.bytes(s.as_bytes())
     }
 
     fn opt(&mut self, s: Option<&str>) -> &mut Self {
@@ -545,8 +540,10 @@ impl CopyBuf {
     }
 
     fn int(&mut self, n: i64) -> &mut Self {
+        use std::io::Write;
         self.sep();
-        self.0.extend_from_slice(n.to_string().as_bytes());
+        // Writing to a Vec cannot fail.
+        let _ = write!(self.0, "{n}");
         self
     }
 
@@ -555,9 +552,25 @@ impl CopyBuf {
         self.text(&at.to_rfc3339_opts(SecondsFormat::Micros, true))
     }
 
+    /// A value as JSON, serialized in place.
     fn json(&mut self, v: &impl serde::Serialize) -> Result<&mut Self, StorageError> {
-        let s = serde_json::to_string(v).map_err(|e| StorageError::Other(format!("serializing a row: {e}")))?;
-        Ok(self.text(&s))
+        self.sep();
+        let start = self.0.len();
+        serde_json::to_writer(&mut self.0, v).map_err(|e| StorageError::Other(format!("serializing a row: {e}")))?;
+        // JSON text has no raw tab or line break; a backslash (an escape in a string) is the
+        // one byte COPY reserves that it may hold.
+        if self.0[start..].contains(&b'\\') {
+            let raw = self.0.split_off(start);
+            escape_into(&mut self.0, &raw);
+        }
+        Ok(self)
+    }
+
+    /// Unescaped bytes (UTF-8 text) as a field.
+    fn bytes(&mut self, raw: &[u8]) -> &mut Self {
+        self.sep();
+        escape_into(&mut self.0, raw);
+        self
     }
 
     /// A `text[]` literal.
@@ -624,9 +637,19 @@ struct PendingEvent {
 #[derive(Default)]
 struct Group {
     key: Option<(i64, String)>,
-    /// The documents as they were before the command.
-    before: HashMap<(Kind, String), Option<Value>>,
+    /// The documents as they were before the command (a handful: a list beats a map).
+    before: Vec<((Kind, String), Option<Value>)>,
     events: Vec<PendingEvent>,
+}
+
+impl Group {
+    fn has(&self, key: &(Kind, String)) -> bool {
+        self.before.iter().any(|(k, _)| k == key)
+    }
+
+    fn before(&self, key: &(Kind, String)) -> Option<&Value> {
+        self.before.iter().find(|(k, _)| k == key).and_then(|(_, v)| v.as_ref())
+    }
 }
 
 /// A webhook endpoint row.
@@ -652,6 +675,8 @@ struct Build {
     /// Hashes of the documents written out so far: one whose hash is not here is in no table.
     written: HashSet<u64>,
     group: Group,
+    /// A scratch document key (looked up without allocating one per public event).
+    key: (Kind, String),
     feed: Option<CopyStream>,
     audit_events: Option<CopyStream>,
     audit_schemas: Option<CopyStream>,
@@ -697,6 +722,7 @@ impl Build {
             docs: Docs::new(),
             written: HashSet::new(),
             group: Group::default(),
+            key: (Kind::User, String::new()),
             schema_keys: HashSet::new(),
             export_ids: HashSet::new(),
             endpoints: HashMap::new(),
@@ -796,9 +822,9 @@ impl Build {
             self.group.key = Some((e.log_position.transaction_id, e.aggregate_id.clone()));
         }
         for key in objects::needs(&e.aggregate_id, typed) {
-            if !self.group.before.contains_key(&key) {
+            if !self.group.has(&key) {
                 let before = self.docs.get(&key).cloned().flatten();
-                self.group.before.insert(key, before);
+                self.group.before.push((key, before));
             }
         }
         let changes = objects::apply(&e.aggregate_id, typed, &mut self.docs);
@@ -825,31 +851,36 @@ impl Build {
 
     /// Writes the public events of the command that just ended.
     fn end_group(&mut self) -> Result<(), StorageError> {
-        let group = std::mem::take(&mut self.group);
-        let Some(feed) = self.feed.as_mut() else {
-            return Ok(());
-        };
-        for (seq, p) in group.events.iter().enumerate() {
-            let key = (p.change.kind, p.change.id.clone());
-            let body = PublicEvent {
-                id: &p.id,
-                change: &p.change,
-                metadata: &p.metadata,
-                recorded_at: &p.recorded_at,
-                prior: group.before.get(&key).and_then(Option::as_ref),
-                after: self.docs.get(&key).and_then(Option::as_ref),
-            };
-            let b = &mut feed.buf;
-            b.text(&p.id)
-                .int(p.position.transaction_id)
-                .int(p.position.position)
-                .int(i64::try_from(seq).unwrap_or(i64::MAX))
-                .text(p.change.event)
-                .opt(p.organization_id.as_deref())
-                .time(&p.recorded_at)
-                .json(&body)?
-                .end();
+        let group = &mut self.group;
+        if let Some(feed) = self.feed.as_mut() {
+            let key = &mut self.key;
+            for (seq, p) in group.events.iter().enumerate() {
+                key.0 = p.change.kind;
+                key.1.clear();
+                key.1.push_str(&p.change.id);
+                let body = PublicEvent {
+                    id: &p.id,
+                    change: &p.change,
+                    metadata: &p.metadata,
+                    recorded_at: &p.recorded_at,
+                    prior: group.before(key),
+                    after: self.docs.get(key).and_then(Option::as_ref),
+                };
+                feed.buf
+                    .text(&p.id)
+                    .int(p.position.transaction_id)
+                    .int(p.position.position)
+                    .int(i64::try_from(seq).unwrap_or(i64::MAX))
+                    .text(p.change.event)
+                    .opt(p.organization_id.as_deref())
+                    .time(&p.recorded_at)
+                    .json(&body)?
+                    .end();
+            }
         }
+        group.key = None;
+        group.before.clear();
+        group.events.clear();
         Ok(())
     }
 
@@ -968,19 +999,21 @@ impl Build {
         let mut upserts: HashMap<&'static str, Rows> = HashMap::new();
         let mut deletes: HashMap<&'static str, Rows> = HashMap::new();
         let mut written = Vec::new();
+        let mut json = Vec::new();
         for ((kind, id), body) in &self.docs {
             let h = key_hash(*kind, id);
             let known = self.written.contains(&h);
             match body {
                 Some(body) => {
-                    let text = serde_json::to_string(body)
+                    json.clear();
+                    serde_json::to_writer(&mut json, body)
                         .map_err(|e| StorageError::Other(format!("serializing a document: {e}")))?;
                     for (table, with_kind) in self.targets.doc_tables(*kind) {
                         if known {
                             let r = upserts.entry(table).or_default();
                             r.0.push(kind.as_str());
                             r.1.push(id.clone());
-                            r.2.push(text.clone());
+                            r.2.push(String::from_utf8_lossy(&json).into_owned());
                             continue;
                         }
                         let s = copies.entry(table).or_insert_with(|| {
@@ -990,7 +1023,7 @@ impl Build {
                         if with_kind {
                             s.buf.text(kind.as_str());
                         }
-                        s.buf.text(id).text(&text).end();
+                        s.buf.text(id).bytes(&json).end();
                         s.send_full().await?;
                     }
                     written.push(h);
@@ -1050,7 +1083,9 @@ impl Build {
         }
         self.written.extend(written);
         if last {
-            self.docs.clear();
+            // Freeing a few hundred thousand documents takes a while: not on the way to the swap.
+            let docs = std::mem::take(&mut self.docs);
+            tokio::task::spawn_blocking(move || drop(docs));
             return Ok(());
         }
         if first {
@@ -1068,8 +1103,8 @@ impl Build {
             }
         }
         // The open command's documents stay: its public events are written with them.
-        let keep = &self.group.before;
-        self.docs.retain(|k, _| keep.contains_key(k));
+        let group = &self.group;
+        self.docs.retain(|k, _| group.has(k));
         Ok(())
     }
 
