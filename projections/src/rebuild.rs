@@ -17,7 +17,6 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use futures::{StreamExt, TryStreamExt};
 use keyledger_domain::audit_log::{AuditLogActionEvent, AuditLogExportEvent};
 use keyledger_domain::webhook::WebhookEndpointEvent;
 use serde_json::Value;
@@ -374,26 +373,47 @@ impl Index {
 /// as a third of the rebuild, the index builds give the planner their sizes, and autovacuum
 /// analyzes them soon after the swap.)
 async fn build_indexes(opts: &Arc<PgConnectOptions>, tables: &[Table]) -> Result<(), StorageError> {
-    let jobs: Vec<(&str, &Index)> = tables
+    let mut conn = connect(opts).await?;
+    // Largest tables first, so the last builds to finish are short ones.
+    let mut sized = Vec::new();
+    for t in tables {
+        let (bytes,): (i64,) = sqlx::query_as("select pg_relation_size(($1 || '.' || $2)::regclass)")
+            .bind(SCHEMA)
+            .bind(t.name)
+            .fetch_one(&mut conn)
+            .await?;
+        sized.push((bytes, t));
+    }
+    sized.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
+    let jobs: std::collections::VecDeque<(&str, &Index)> = sized
         .iter()
-        .flat_map(|t| t.indexes.iter().filter(|i| !i.built).map(move |i| (t.name, i)))
+        .flat_map(|(_, t)| t.indexes.iter().filter(|i| !i.built).map(move |i| (t.name, i)))
         .collect();
-    futures::stream::iter(jobs)
-        .map(|(table, index)| async move {
-            let mut conn = connect(opts).await?;
+    let jobs = tokio::sync::Mutex::new(jobs);
+    let mut workers = vec![conn];
+    for _ in 1..INDEX_BUILDS {
+        workers.push(connect(opts).await?);
+    }
+    futures::future::try_join_all(workers.into_iter().map(|mut conn| {
+        let jobs = &jobs;
+        async move {
             // Builds run side by side already: no parallel workers within one.
             sqlx::raw_sql("set maintenance_work_mem = '256MB'; set max_parallel_maintenance_workers = 0")
                 .execute(&mut conn)
                 .await?;
-            let started = std::time::Instant::now();
-            index.build(&mut conn, table).await?;
-            tracing::debug!(table, index = index.name, elapsed = ?started.elapsed(), "rebuild: index built");
+            loop {
+                let Some((table, index)) = jobs.lock().await.pop_front() else {
+                    break;
+                };
+                let started = std::time::Instant::now();
+                index.build(&mut conn, table).await?;
+                tracing::debug!(table, index = index.name, elapsed = ?started.elapsed(), "rebuild: index built");
+            }
             conn.close().await?;
             Ok::<_, StorageError>(())
-        })
-        .buffer_unordered(INDEX_BUILDS)
-        .try_collect::<Vec<()>>()
-        .await?;
+        }
+    }))
+    .await?;
     Ok(())
 }
 
@@ -993,6 +1013,9 @@ impl Build {
     /// and deletes (by primary key). `last`: the build is over, keep nothing.
     async fn write_docs(&mut self, last: bool) -> Result<(), StorageError> {
         let first = self.written.is_empty();
+        // All documents at once: `feed_object` is filled from the document tables, when those
+        // are rebuilt too.
+        let derive_feed = first && last && self.targets.events;
         let mut copies: HashMap<&'static str, CopyStream> = HashMap::new();
         // (kinds, ids, bodies) per table.
         type Rows = (Vec<&'static str>, Vec<String>, Vec<String>);
@@ -1009,6 +1032,9 @@ impl Build {
                     serde_json::to_writer(&mut json, body)
                         .map_err(|e| StorageError::Other(format!("serializing a document: {e}")))?;
                     for (table, with_kind) in self.targets.doc_tables(*kind) {
+                        if with_kind && derive_feed && self.targets.own_table(*kind) {
+                            continue;
+                        }
                         if known {
                             let r = upserts.entry(table).or_default();
                             r.0.push(kind.as_str());
@@ -1040,6 +1066,19 @@ impl Build {
         }
         for (_, s) in copies {
             s.finish().await?;
+        }
+        if derive_feed {
+            // The feed's copy of documents whose own table was just written: copied there on
+            // the server, without sending and parsing them again.
+            for kind in Kind::ALL.into_iter().filter(|k| self.targets.own_table(*k)) {
+                sqlx::query(&format!(
+                    "insert into {SCHEMA}.feed_object (kind, id, body) select $1, id, body from {SCHEMA}.{}",
+                    engine::doc_table(kind)
+                ))
+                .bind(kind.as_str())
+                .execute(&mut self.conn)
+                .await?;
+            }
         }
         for (table, (kinds, ids, bodies)) in upserts {
             if table == "feed_object" {
