@@ -139,7 +139,7 @@ pub async fn rebuild_with(
     tracing::debug!(elapsed = ?started.elapsed(), events = done, "rebuild: log read and folded");
     let tables = build.finish().await?;
     tracing::debug!(elapsed = ?started.elapsed(), "rebuild: rows written");
-    build_indexes(&opts, &tables).await?;
+    build_indexes(&opts, &tables, |_, _| true).await?;
     tracing::debug!(elapsed = ?started.elapsed(), "rebuild: indexes built");
     conn.close().await?;
 
@@ -372,7 +372,11 @@ impl Index {
 /// Builds every index not built yet. (The tables are not analyzed: sampling them costs as much
 /// as a third of the rebuild, the index builds give the planner their sizes, and autovacuum
 /// analyzes them soon after the swap.)
-async fn build_indexes(opts: &Arc<PgConnectOptions>, tables: &[Table]) -> Result<(), StorageError> {
+async fn build_indexes(
+    opts: &Arc<PgConnectOptions>,
+    tables: &[Table],
+    which: impl Fn(&Table, &Index) -> bool,
+) -> Result<(), StorageError> {
     let mut conn = connect(opts).await?;
     // Largest tables first, so the last builds to finish are short ones.
     let mut sized = Vec::new();
@@ -387,7 +391,12 @@ async fn build_indexes(opts: &Arc<PgConnectOptions>, tables: &[Table]) -> Result
     sized.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
     let jobs: std::collections::VecDeque<(&str, &Index)> = sized
         .iter()
-        .flat_map(|(_, t)| t.indexes.iter().filter(|i| !i.built).map(move |i| (t.name, i)))
+        .flat_map(|(_, t)| {
+            t.indexes
+                .iter()
+                .filter(|i| !i.built && which(t, i))
+                .map(move |i| (t.name, i))
+        })
         .collect();
     let jobs = tokio::sync::Mutex::new(jobs);
     let mut workers = vec![conn];
@@ -777,7 +786,10 @@ impl Build {
             s.send_full().await?;
         }
         if self.docs.len() > self.max_docs {
+            let started = std::time::Instant::now();
+            let docs = self.docs.len();
             self.write_docs(false).await?;
+            tracing::debug!(docs, elapsed = ?started.elapsed(), "rebuild: documents written out");
         }
         Ok(())
     }
@@ -1013,9 +1025,9 @@ impl Build {
     /// and deletes (by primary key). `last`: the build is over, keep nothing.
     async fn write_docs(&mut self, last: bool) -> Result<(), StorageError> {
         let first = self.written.is_empty();
-        // All documents at once: `feed_object` is filled from the document tables, when those
-        // are rebuilt too.
-        let derive_feed = first && last && self.targets.events;
+        // The first write, into empty tables: `feed_object` is filled from the document tables,
+        // when those are rebuilt too.
+        let derive_feed = first && self.targets.events;
         let mut copies: HashMap<&'static str, CopyStream> = HashMap::new();
         // (kinds, ids, bodies) per table.
         type Rows = (Vec<&'static str>, Vec<String>, Vec<String>);
@@ -1129,15 +1141,12 @@ impl Build {
         }
         if first {
             // From now on documents are loaded back and rewritten by primary key.
-            for t in self.tables.iter_mut() {
-                if !matches!(t.name, "feed_object") && !t.name.ends_with("_view") {
-                    continue;
-                }
-                for i in t.indexes.iter_mut() {
-                    if !i.built && i.constraint.as_ref().is_some_and(|c| c.1 == "p") {
-                        i.build(&mut self.conn, t.name).await?;
-                        i.built = true;
-                    }
+            let doc_table = |t: &Table| t.name == "feed_object" || t.name.ends_with("_view");
+            let primary = |i: &Index| i.constraint.as_ref().is_some_and(|c| c.1 == "p");
+            build_indexes(&self.opts, &self.tables, |t, i| doc_table(t) && primary(i)).await?;
+            for t in self.tables.iter_mut().filter(|t| doc_table(t)) {
+                for i in t.indexes.iter_mut().filter(|i| primary(i)) {
+                    i.built = true;
                 }
             }
         }
