@@ -241,7 +241,8 @@ fn print_keys(keys: &[crate::api_keys::KeyInfo]) {
 
 #[derive(Debug, Subcommand)]
 pub enum ProjectionCommand {
-    /// Replays the log into fresh read models and swaps them in (all when none are named).
+    /// Replays the log once into fresh read models of the named projections (all when none are
+    /// named) and swaps them in together.
     Rebuild { names: Vec<String> },
     /// Each projection's checkpoint against the head of the log.
     Status,
@@ -446,30 +447,33 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
                     })
                     .collect::<anyhow::Result<_>>()?
             };
-            for p in targets {
-                let bar = ProgressBar::new(0);
-                bar.set_style(
-                    ProgressStyle::with_template("{prefix:>14} [{bar:40}] {pos}/{len} events {per_sec} {eta}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar())
-                        .progress_chars("=> "),
-                );
-                bar.set_prefix(p.name);
-                let started = std::time::Instant::now();
-                let n = engine::rebuild(pool, &p, |done, total| {
-                    bar.set_length(total);
-                    bar.set_position(done);
-                })
-                .await?;
-                bar.finish();
-                let secs = started.elapsed().as_secs_f64();
-                println!(
-                    "{}: {} events in {:.2}s ({:.0} events/s)",
-                    p.name,
-                    n,
-                    secs,
-                    n as f64 / secs.max(1e-9)
-                );
-            }
+            // One read of the log feeds every projection named; their tables swap in together.
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:>14} [{bar:40}] {pos}/{len} events {per_sec} {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            let label = targets.iter().map(|p| p.name).collect::<Vec<_>>().join(", ");
+            bar.set_prefix(if targets.len() == engine::ALL.len() {
+                "all".to_string()
+            } else {
+                label.clone()
+            });
+            let started = std::time::Instant::now();
+            let n = engine::rebuild_all(pool, &targets, |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            })
+            .await?;
+            bar.finish();
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "{label}: {} events in {:.2}s ({:.0} events/s)",
+                n,
+                secs,
+                n as f64 / secs.max(1e-9)
+            );
         }
     }
     Ok(())

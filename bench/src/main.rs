@@ -28,6 +28,10 @@ use clap::{Parser, ValueEnum};
 
 use crate::support::{load_average, redact, Bench};
 
+/// The allocator of the `keyledger` binary, so in-process measurements (rebuild) match it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Stage {
     /// CommandBus appends at 1 and 8 writers vs pgbench insert and stock postgres-es.

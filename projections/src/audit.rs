@@ -27,20 +27,11 @@ pub(crate) async fn apply_batch(
     events: &[(&StoredEvent, AnyEvent)],
 ) -> Result<(), StorageError> {
     for (e, typed) in events {
+        if let Some(row) = row_of(e, typed) {
+            insert_row(&mut *conn, schema, e, row).await?;
+            continue;
+        }
         match typed {
-            AnyEvent::AuditLog(AuditLogEntryEvent::AuditLogEventCreated { event, .. }) => {
-                let row = AuditRow {
-                    id: &e.aggregate_id,
-                    organization_id: &event.organization_id,
-                    action: &event.action,
-                    actor_id: &event.actor.id,
-                    actor_name: event.actor.name.as_deref(),
-                    target_types: event.targets.iter().map(|t| t.kind.clone()).collect(),
-                    occurred_at: event.occurred_at,
-                    body: audit_event_body(&e.aggregate_id, event),
-                };
-                insert_row(&mut *conn, schema, e, row).await?;
-            }
             AnyEvent::AuditLogAction(AuditLogActionEvent::AuditLogSchemaCreated { version, schema: s, at }) => {
                 let body = schema_body(*version, s, at);
                 sqlx::query(&format!(
@@ -69,15 +60,33 @@ pub(crate) async fn apply_batch(
                 .execute(&mut *conn)
                 .await?;
             }
-            AnyEvent::Organization(OrganizationEvent::OrganizationAuditLogsRetentionChanged {
-                retention_period_in_days,
-                previous_retention_period_in_days: previous,
-                ..
-            }) => insert_retention_change(conn, schema, e, *retention_period_in_days, *previous).await?,
             _ => {}
         }
     }
     Ok(())
+}
+
+/// The `audit_log_event` row of a stored event, if it makes one: an application's audit event,
+/// or a retention change of an organization.
+pub(crate) fn row_of(e: &StoredEvent, typed: &AnyEvent) -> Option<AuditRow> {
+    match typed {
+        AnyEvent::AuditLog(AuditLogEntryEvent::AuditLogEventCreated { event, .. }) => Some(AuditRow {
+            id: e.aggregate_id.clone(),
+            organization_id: event.organization_id.clone(),
+            action: event.action.clone(),
+            actor_id: event.actor.id.clone(),
+            actor_name: event.actor.name.clone(),
+            target_types: event.targets.iter().map(|t| t.kind.clone()).collect(),
+            occurred_at: event.occurred_at,
+            body: audit_event_body(&e.aggregate_id, event),
+        }),
+        AnyEvent::Organization(OrganizationEvent::OrganizationAuditLogsRetentionChanged {
+            retention_period_in_days,
+            previous_retention_period_in_days: previous,
+            ..
+        }) => Some(retention_change(e, *retention_period_in_days, *previous)),
+        _ => None,
+    }
 }
 
 /// The action of a retention change in the trail; reserved (ingested events may not use it).
@@ -85,13 +94,7 @@ pub const RETENTION_ACTION: &str = "audit_logs_retention.updated";
 
 /// A retention change as an event of the organization's trail: its id is the stored event's
 /// (`event_...`, which ingested audit events never have), the actor is the API key that made it.
-async fn insert_retention_change(
-    conn: &mut PgConnection,
-    schema: &str,
-    e: &StoredEvent,
-    days: u32,
-    previous: Option<u32>,
-) -> Result<(), StorageError> {
+fn retention_change(e: &StoredEvent, days: u32, previous: Option<u32>) -> AuditRow {
     let s = |k: &str| e.metadata.get(k).and_then(Value::as_str).map(str::to_string);
     let actor_id = s("actor_id");
     let actor_name = s("actor_name");
@@ -114,37 +117,31 @@ async fn insert_retention_change(
         "metadata": metadata,
         "version": 1,
     });
-    let row = AuditRow {
-        id: &e.id,
-        organization_id: &e.aggregate_id,
-        action: RETENTION_ACTION,
-        actor_id: actor_id.as_deref().unwrap_or("system"),
-        actor_name: actor_name.as_deref(),
+    AuditRow {
+        id: e.id.clone(),
+        organization_id: e.aggregate_id.clone(),
+        action: RETENTION_ACTION.to_string(),
+        actor_id: actor_id.unwrap_or_else(|| "system".to_string()),
+        actor_name,
         target_types: vec!["organization".to_string()],
         occurred_at: e.recorded_at,
         body,
-    };
-    insert_row(conn, schema, e, row).await
+    }
 }
 
 /// One row of the audit trail, placed in the log at its event's position.
-struct AuditRow<'a> {
-    id: &'a str,
-    organization_id: &'a str,
-    action: &'a str,
-    actor_id: &'a str,
-    actor_name: Option<&'a str>,
-    target_types: Vec<String>,
-    occurred_at: chrono::DateTime<chrono::Utc>,
-    body: Value,
+pub(crate) struct AuditRow {
+    pub id: String,
+    pub organization_id: String,
+    pub action: String,
+    pub actor_id: String,
+    pub actor_name: Option<String>,
+    pub target_types: Vec<String>,
+    pub occurred_at: chrono::DateTime<chrono::Utc>,
+    pub body: Value,
 }
 
-async fn insert_row(
-    conn: &mut PgConnection,
-    schema: &str,
-    e: &StoredEvent,
-    row: AuditRow<'_>,
-) -> Result<(), StorageError> {
+async fn insert_row(conn: &mut PgConnection, schema: &str, e: &StoredEvent, row: AuditRow) -> Result<(), StorageError> {
     sqlx::query(&format!(
         "insert into {schema}.audit_log_event (id, organization_id, transaction_id, position, action, \
          actor_id, actor_name, target_types, occurred_at, body) \

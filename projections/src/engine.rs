@@ -1,16 +1,18 @@
 //! The projection engine: each projection consumes the ordered log in batches and writes its
 //! documents and its checkpoint in one transaction, so a crash never loses or double-applies an
-//! event. The same batch code serves live catch-up and `projections rebuild`.
+//! event. The same batch code serves live catch-up and the last events of `projections rebuild`
+//! (`rebuild.rs`, which folds the rest of the log in memory and writes it with `COPY`).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use keyledger_store::lease::{Held, Ownership};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 
 use crate::objects::{self, Docs, Kind};
+use crate::public_event::PublicEvent;
 use keyledger_store::checkpoint::{self, Progress};
 use keyledger_store::decode::{decode, AnyEvent};
 use keyledger_store::log::{self, LogPosition, StoredEvent};
@@ -80,7 +82,7 @@ pub fn names() -> Vec<&'static str> {
     ALL.iter().map(|p| p.name).collect()
 }
 
-fn doc_table(kind: Kind) -> &'static str {
+pub(crate) fn doc_table(kind: Kind) -> &'static str {
     match kind {
         Kind::User => "user_view",
         Kind::Organization => "organization_view",
@@ -101,6 +103,11 @@ impl Projection {
         } else {
             self.kinds.iter().map(|k| doc_table(*k)).collect()
         }
+    }
+
+    /// The aggregate types whose events change this projection.
+    pub fn aggregate_types(&self) -> &'static [&'static str] {
+        self.aggregate_types
     }
 
     /// True when events of this aggregate type change this projection.
@@ -271,9 +278,9 @@ impl Projection {
             if ends_group {
                 for (seq, (ev, c)) in group.drain(..).enumerate() {
                     let key = (c.kind, c.id.clone());
-                    let prior = group_before.get(&key).cloned().flatten();
-                    let after = docs.get(&key).cloned().flatten();
-                    feed.push(ev, seq, &c, prior, after);
+                    let prior = group_before.get(&key).and_then(Option::as_ref);
+                    let after = docs.get(&key).and_then(Option::as_ref);
+                    feed.push(ev, seq, &c, prior, after)?;
                 }
                 group_before.clear();
             }
@@ -303,48 +310,32 @@ struct FeedRows {
 
 impl FeedRows {
     /// One public event per stored event: `seq` orders them within their command.
-    fn push(&mut self, e: &StoredEvent, seq: usize, c: &objects::Change, prior: Option<Value>, after: Option<Value>) {
-        let object = after.clone().or_else(|| prior.clone()).unwrap_or_else(|| json!({}));
-        // An event with extra fields wraps its object (WorkOS: `{reason, organization_domain}`).
-        let data = match c.extra.as_ref().and_then(Value::as_object) {
-            Some(extra) => {
-                let mut d = extra.clone();
-                d.insert(c.kind.as_str().to_string(), object);
-                Value::Object(d)
-            }
-            None => object,
-        };
-        let meta = &e.metadata;
-        let actor_id = meta.get("actor_id").and_then(Value::as_str).unwrap_or("system");
-        let mut context = json!({
-            "actor": {
-                "id": actor_id,
-                "source": if actor_id == "system" { "system" } else { "api" },
-                "name": meta.get("actor_name").and_then(Value::as_str),
-            }
-        });
-        if c.event.ends_with(".updated") {
-            if let (Some(p), Some(a)) = (&prior, &after) {
-                context["previous_attributes"] = Value::Object(objects::previous_attributes(p, a));
-            }
-        }
-        let id = e.id.clone();
-        let created_at = objects::ts(&e.recorded_at);
-        self.bodies.push(json!({
-            "object": "event",
-            "id": id,
-            "event": c.event,
-            "data": data,
-            "created_at": created_at,
-            "context": context,
-        }));
-        self.ids.push(id);
+    fn push(
+        &mut self,
+        e: &StoredEvent,
+        seq: usize,
+        c: &objects::Change,
+        prior: Option<&Value>,
+        after: Option<&Value>,
+    ) -> Result<(), StorageError> {
+        let body = serde_json::to_value(PublicEvent {
+            id: &e.id,
+            change: c,
+            metadata: &e.metadata,
+            recorded_at: &e.recorded_at,
+            prior,
+            after,
+        })
+        .map_err(|err| StorageError::Other(format!("public event {}: {err}", e.id)))?;
+        self.bodies.push(body);
+        self.ids.push(e.id.clone());
         self.txids.push(e.log_position.transaction_id);
         self.positions.push(e.log_position.position);
         self.seqs.push(i32::try_from(seq).unwrap_or(i32::MAX));
         self.names.push(c.event.to_string());
         self.orgs.push(e.organization_id.clone());
         self.created.push(e.recorded_at);
+        Ok(())
     }
 
     async fn insert(&self, conn: &mut PgConnection, schema: &str) -> Result<(), StorageError> {
@@ -378,7 +369,7 @@ impl FeedRows {
 
 /// A full batch may end in the middle of a transaction: leave that transaction's events for the
 /// next batch (unless it is the whole batch), so one command's events are applied together.
-fn whole_transactions(mut events: Vec<StoredEvent>, limit: i64) -> Vec<StoredEvent> {
+pub(crate) fn whole_transactions(mut events: Vec<StoredEvent>, limit: i64) -> Vec<StoredEvent> {
     if (events.len() as i64) < limit {
         return events;
     }
@@ -587,162 +578,20 @@ pub async fn run_live(
 /// The first re-read after a wake that found nothing visible (doubling up to [`POLL`]).
 const CHASE: Duration = Duration::from_millis(2);
 
-/// Schema where rebuilds build fresh tables before swapping them in.
-const REBUILD_SCHEMA: &str = "keyledger_rebuild";
-const REBUILD_BATCH: i64 = 5_000;
-
 /// Replays the whole log into fresh copies of the projection's tables, then swaps them in with
-/// the checkpoint, under the checkpoint lock (live workers pause for the swap only).
-/// `on_progress(done, total)` reports events read.
-pub async fn rebuild(
+/// the checkpoint (see [`crate::rebuild`]). `on_progress(done, total)` reports events read.
+pub async fn rebuild(pool: &PgPool, p: &Projection, on_progress: impl FnMut(u64, u64)) -> Result<u64, StorageError> {
+    crate::rebuild::rebuild_all(pool, std::slice::from_ref(p), on_progress).await
+}
+
+/// Rebuilds several projections from one read of the log and swaps them in together (see
+/// [`crate::rebuild`]).
+pub async fn rebuild_all(
     pool: &PgPool,
-    p: &Projection,
-    mut on_progress: impl FnMut(u64, u64),
+    projections: &[Projection],
+    on_progress: impl FnMut(u64, u64),
 ) -> Result<u64, StorageError> {
-    let tables = p.tables();
-    let mut conn = pool.acquire().await?;
-    sqlx::query(&format!("create schema if not exists {REBUILD_SCHEMA}"))
-        .execute(&mut *conn)
-        .await?;
-    for t in &tables {
-        sqlx::query(&format!("drop table if exists {REBUILD_SCHEMA}.{t}"))
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query(&format!(
-            "create table {REBUILD_SCHEMA}.{t} (like public.{t} including all)"
-        ))
-        .execute(&mut *conn)
-        .await?;
-    }
-    let total = u64::try_from(log::count_after(&mut *conn, LogPosition::START).await?).unwrap_or(0);
-    let mut done: u64 = 0;
-    let mut cp = LogPosition::START;
-    on_progress(0, total);
-    loop {
-        let events = whole_transactions(log::read_after(&mut *conn, cp, REBUILD_BATCH).await?, REBUILD_BATCH);
-        let Some(last) = events.last().map(|e| e.log_position) else {
-            break;
-        };
-        let mut tx = pool.begin().await?;
-        p.apply_batch(&mut tx, REBUILD_SCHEMA, &events).await?;
-        tx.commit().await?;
-        cp = last;
-        done += events.len() as u64;
-        on_progress(done, total.max(done));
-    }
-    // Swap: catch up the last events and exchange the tables atomically.
-    let mut tx = pool.begin().await?;
-    checkpoint::lock(&mut *tx, p.name).await?;
-    loop {
-        let events = whole_transactions(log::read_after(&mut *tx, cp, REBUILD_BATCH).await?, REBUILD_BATCH);
-        let Some(last) = events.last().map(|e| e.log_position) else {
-            break;
-        };
-        p.apply_batch(&mut tx, REBUILD_SCHEMA, &events).await?;
-        cp = last;
-        done += events.len() as u64;
-    }
-    for t in &tables {
-        let names = index_names(&mut tx, t).await?;
-        let security = RowSecurity::read(&mut tx, t).await?;
-        sqlx::query(&format!("drop table public.{t}")).execute(&mut *tx).await?;
-        sqlx::query(&format!("alter table {REBUILD_SCHEMA}.{t} set schema public"))
-            .execute(&mut *tx)
-            .await?;
-        restore_index_names(&mut tx, t, &names).await?;
-        security.apply(&mut tx, t).await?;
-    }
-    checkpoint::store(&mut *tx, p.name, cp).await?;
-    tx.commit().await?;
-    on_progress(done, total.max(done));
-    Ok(done)
-}
-
-/// Index name by index shape (its definition after `USING`) of a table in `public`.
-async fn index_names(conn: &mut PgConnection, table: &str) -> Result<HashMap<String, String>, StorageError> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "select regexp_replace(indexdef, '^.* USING ', ''), indexname from pg_indexes \
-         where schemaname = 'public' and tablename = $1",
-    )
-    .bind(table)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(rows.into_iter().collect())
-}
-
-/// `create table ... (like ... including all)` names indexes after their columns; give the
-/// swapped-in table the names the migrations gave, so later migrations can refer to them.
-async fn restore_index_names(
-    conn: &mut PgConnection,
-    table: &str,
-    names: &HashMap<String, String>,
-) -> Result<(), StorageError> {
-    for (shape, current) in index_names(conn, table).await? {
-        if let Some(wanted) = names.get(&shape).filter(|w| **w != current) {
-            sqlx::query(&format!("alter index public.\"{current}\" rename to \"{wanted}\""))
-                .execute(&mut *conn)
-                .await?;
-        }
-    }
-    Ok(())
-}
-
-/// A table's row-level security (flags and policies), which `like ... including all` does not
-/// copy: read from the old table, re-applied to the swapped-in one.
-struct RowSecurity {
-    enabled: bool,
-    forced: bool,
-    /// (name, command, using expression)
-    policies: Vec<(String, String, Option<String>)>,
-}
-
-impl RowSecurity {
-    async fn read(conn: &mut PgConnection, table: &str) -> Result<Self, StorageError> {
-        let (enabled, forced): (bool, bool) = sqlx::query_as(
-            "select relrowsecurity, relforcerowsecurity from pg_class where oid = ('public.' || $1)::regclass",
-        )
-        .bind(table)
-        .fetch_one(&mut *conn)
-        .await?;
-        let policies = sqlx::query_as(
-            "select policyname::text, cmd, qual from pg_policies where schemaname = 'public' and tablename = $1",
-        )
-        .bind(table)
-        .fetch_all(&mut *conn)
-        .await?;
-        Ok(Self {
-            enabled,
-            forced,
-            policies,
-        })
-    }
-
-    async fn apply(&self, conn: &mut PgConnection, table: &str) -> Result<(), StorageError> {
-        if self.enabled {
-            sqlx::query(&format!("alter table public.{table} enable row level security"))
-                .execute(&mut *conn)
-                .await?;
-        }
-        if self.forced {
-            sqlx::query(&format!("alter table public.{table} force row level security"))
-                .execute(&mut *conn)
-                .await?;
-        }
-        // Grants are not copied either: the tenant reader role reads every read model.
-        sqlx::query(&format!(
-            "do $$ begin if to_regrole('keyledger_tenant_reader') is not null then \
-             grant select on public.{table} to keyledger_tenant_reader; end if; end $$"
-        ))
-        .execute(&mut *conn)
-        .await?;
-        for (name, cmd, qual) in &self.policies {
-            let using = qual.as_deref().map(|q| format!(" using ({q})")).unwrap_or_default();
-            sqlx::query(&format!("create policy \"{name}\" on public.{table} for {cmd}{using}"))
-                .execute(&mut *conn)
-                .await?;
-        }
-        Ok(())
-    }
+    crate::rebuild::rebuild_all(pool, projections, on_progress).await
 }
 
 /// A projection's checkpoint against the head of the log.

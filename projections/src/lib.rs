@@ -8,5 +8,7 @@ mod event_list;
 pub mod feed;
 pub mod history;
 pub mod objects;
+pub mod public_event;
 pub mod queries;
+pub mod rebuild;
 pub mod webhooks;

@@ -99,6 +99,86 @@ pub async fn read_after<'e>(
     Ok(rows.into_iter().map(StoredEvent::from).collect())
 }
 
+/// Up to `limit` events of the given aggregate types after `after` and at or before `upto`, in
+/// log order (a rebuild reads only what its projections consume). Every event at or before a
+/// position [`head`] returned is final, so with `upto` from [`head`] none is ever missed. Each
+/// event comes with its payload as JSON text, for [`crate::decode::decode_text`]; its `payload`
+/// field is `Null`.
+pub async fn read_range_of_types<'e>(
+    db: impl PgExecutor<'e>,
+    after: LogPosition,
+    upto: LogPosition,
+    aggregate_types: &[&str],
+    limit: i64,
+) -> Result<Vec<(StoredEvent, String)>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct TextRow {
+        position: i64,
+        transaction_id: i64,
+        id: String,
+        aggregate_type: String,
+        aggregate_id: String,
+        sequence: i64,
+        event_type: String,
+        event_version: String,
+        payload: String,
+        metadata: Value,
+        organization_id: Option<String>,
+        recorded_at: DateTime<Utc>,
+    }
+    let rows: Vec<TextRow> = sqlx::query_as(
+        "select position, transaction_id::text::bigint as transaction_id, id, aggregate_type, aggregate_id, \
+         sequence, event_type, event_version, payload::text as payload, metadata, organization_id, recorded_at \
+         from event \
+         where (transaction_id, position) > ($1::bigint::text::xid8, $2) \
+           and (transaction_id, position) <= ($3::bigint::text::xid8, $4) \
+           and aggregate_type = any($5) \
+         order by event.transaction_id, event.position limit $6",
+    )
+    .bind(after.transaction_id)
+    .bind(after.position)
+    .bind(upto.transaction_id)
+    .bind(upto.position)
+    .bind(aggregate_types)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let e = StoredEvent {
+                log_position: LogPosition {
+                    transaction_id: r.transaction_id,
+                    position: r.position,
+                },
+                id: r.id,
+                aggregate_type: r.aggregate_type,
+                aggregate_id: r.aggregate_id,
+                sequence: r.sequence,
+                event_type: r.event_type,
+                event_version: r.event_version,
+                payload: Value::Null,
+                metadata: r.metadata,
+                organization_id: r.organization_id,
+                recorded_at: r.recorded_at,
+            };
+            (e, r.payload)
+        })
+        .collect())
+}
+
+/// How many events there are of each aggregate type at or before `upto`.
+pub async fn count_by_type<'e>(db: impl PgExecutor<'e>, upto: LogPosition) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "select aggregate_type, count(*) from event \
+         where (transaction_id, position) <= ($1::bigint::text::xid8, $2) group by aggregate_type",
+    )
+    .bind(upto.transaction_id)
+    .bind(upto.position)
+    .fetch_all(db)
+    .await
+}
+
 /// The newest visible position of the log (the "head" readers can reach now).
 pub async fn head<'e>(db: impl PgExecutor<'e>) -> Result<LogPosition, sqlx::Error> {
     let row: Option<(i64, i64)> = sqlx::query_as(
