@@ -2,6 +2,13 @@
 //! LISTEN/NOTIFY wake-ups and graceful shutdown. Handlers turn requests into commands and read
 //! models into WorkOS-shaped responses; they never write SQL against the log themselves.
 
+// The workspace lint table denies these everywhere (tests may, see clippy.toml); the crate
+// states it too, so the rule is visible where the code is.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)
+)]
+
 pub mod api_keys;
 pub mod auth;
 pub mod cli;

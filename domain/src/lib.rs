@@ -2,6 +2,13 @@
 //! Pure logic only: nothing here knows HTTP or SQL. Every event carries an explicit
 //! `event_type`/`event_version` that never follows a Rust rename.
 
+// The workspace lint table denies these everywhere (tests may, see clippy.toml); the crate
+// states it too, so the rule is visible where the code is.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)
+)]
+
 pub mod audit_log;
 pub mod claims;
 pub mod ids;
