@@ -474,7 +474,8 @@ fn spawn_reader(mut conn: PgConnection, types: Vec<&'static str>, head: LogPosit
     (rx, handle)
 }
 
-/// `COPY ... from stdin` into a fresh table, on its own connection, fed in chunks.
+/// `COPY ... from stdin` into a fresh table, on its own connection, fed in chunks of whole rows
+/// (one statement per chunk).
 struct CopyStream {
     buf: CopyBuf,
     tx: Option<mpsc::Sender<Vec<u8>>>,
@@ -488,11 +489,16 @@ impl CopyStream {
         let opts = opts.clone();
         let task = tokio::spawn(async move {
             let mut conn = connect(&opts).await?;
-            let mut copy = conn.copy_in_raw(&statement).await?;
+            let mut rows = 0;
+            // One short `COPY` (one transaction) per chunk, never one for the whole build: the
+            // log's read horizon is the oldest transaction running anywhere in the cluster, so
+            // a transaction held open through the build would hide every event appended
+            // meanwhile from the live workers until it ended.
             while let Some(chunk) = rx.recv().await {
+                let mut copy = conn.copy_in_raw(&statement).await?;
                 copy.send(chunk).await?;
+                rows += copy.finish().await?;
             }
-            let rows = copy.finish().await?;
             conn.close().await?;
             Ok(rows)
         });

@@ -182,6 +182,16 @@ mod tests {
             "an unknown version"
         );
         assert!(decode_text("Nope", "UserUpdated", "1", &text).is_err());
+        // An older version goes through the upcaster, as from a value.
+        let v1 = serde_json::json!({"OrganizationAuditLogsRetentionChanged": {"retention_period_in_days": 30,
+            "previous": 7, "at": "2026-01-01T00:00:00Z"}});
+        let text = v1.to_string();
+        let from_text = decode_text("Organization", "OrganizationAuditLogsRetentionChanged", "1", &text);
+        assert!(from_text.is_ok(), "{from_text:?}");
+        assert_eq!(
+            from_text,
+            decode("Organization", "OrganizationAuditLogsRetentionChanged", "1", &v1)
+        );
     }
 
     #[test]
