@@ -31,8 +31,37 @@ pub struct Cli {
     #[arg(long, env = "KEYLEDGER_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 1000, global = true,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub db_acquire_timeout_ms: u64,
+    /// The master key sealing secrets at rest: 32 random bytes as 64 hex digits or base64url.
+    /// Default: `<data dir>/secret.key`, generated once. Back it up: without it the signing keys
+    /// are lost (docs/OPERATIONS.md).
+    #[arg(long, env = "KEYLEDGER_SECRET_KEY", hide_env_values = true, global = true)]
+    pub secret_key: Option<SecretArg>,
+    /// The SDKs' client id; default: a `client_...` id generated once and kept in the database.
+    #[arg(long, env = "KEYLEDGER_CLIENT_ID", global = true)]
+    pub client_id: Option<String>,
+    /// Lifetime of the access tokens, in seconds.
+    #[arg(long, env = "KEYLEDGER_ACCESS_TOKEN_TTL_SECONDS", default_value_t = 300, global = true,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub access_token_ttl_seconds: u64,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// A secret given on the command line or in the environment: never printed.
+#[derive(Clone)]
+pub struct SecretArg(pub String);
+
+impl std::fmt::Debug for SecretArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretArg(..)")
+    }
+}
+
+impl std::str::FromStr for SecretArg {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_string()))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,6 +127,47 @@ pub enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// Prints the SDKs' client id (generating and keeping it on first use).
+    #[command(name = "client-id")]
+    ClientId,
+    /// The access tokens' signing keys.
+    #[command(name = "signing-keys")]
+    SigningKeys {
+        #[command(subcommand)]
+        command: SigningKeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SigningKeyCommand {
+    /// Makes a new key active at once; the previous one stays published (tokens it signed keep
+    /// verifying) for the overlap, at least the access-token lifetime plus a minute.
+    Rotate {
+        #[arg(long, default_value_t = 3600)]
+        overlap_seconds: u64,
+    },
+    /// Every key: kid, state, created, retire_after (never private material).
+    List,
+}
+
+/// The overlap a rotation keeps the previous key for: as asked, but never shorter than a token
+/// signed just before the rotation lives (plus a minute of clock skew and key reload).
+pub fn rotation_overlap(asked_secs: u64, access_token_ttl_secs: u64) -> Duration {
+    Duration::from_secs(asked_secs.max(access_token_ttl_secs.saturating_add(60)))
+}
+
+/// The master key of this run (flag, else environment, else the key file), said in the log.
+fn master_key(cli: &Cli) -> anyhow::Result<crate::secrets::MasterKey> {
+    let (key, source) = crate::secrets::load(cli.secret_key.as_ref().map(|s| s.0.as_str()), &cli.data_dir)?;
+    match source {
+        crate::secrets::KeySource::Configured => tracing::info!("secret key from KEYLEDGER_SECRET_KEY / --secret-key"),
+        crate::secrets::KeySource::File(p) => tracing::info!(path = %p.display(), "secret key read"),
+        crate::secrets::KeySource::Generated(p) => tracing::warn!(
+            path = %p.display(),
+            "generated a new secret key; back it up: without it the signing keys are lost"
+        ),
+    }
+    Ok(key)
 }
 
 /// Connection timeouts and the metrics listener of `serve`.
@@ -343,7 +413,11 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
                     tracing::info!("bootstrap API key registered");
                 }
             }
+            let master_key = master_key(cli)?;
             let config = Config {
+                master_key: Some(master_key),
+                client_id: cli.client_id.clone(),
+                access_token_ttl: Duration::from_secs(cli.access_token_ttl_seconds),
                 listen: *listen,
                 dns_nameserver: *dns_nameserver,
                 read_your_writes: Duration::from_secs(5),
@@ -362,7 +436,7 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
                 ..Config::default()
             };
             let mut running = build(pool.clone(), config).await?;
-            tracing::info!(addr = %running.addr, "keyledger listening");
+            tracing::info!(addr = %running.addr, client_id = %running.tokens.client_id(), "keyledger listening");
             tokio::select! {
                 r = running.wait() => r?,
                 _ = shutdown_signal() => {
@@ -386,6 +460,37 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
             crate::api_keys::Revoked::Now(k) => println!("revoked {} ({}, {})", k.id, k.name, k.hint),
             crate::api_keys::Revoked::Already(k) => println!("{} ({}) was already {}", k.id, k.name, k.state()),
         },
+        Command::ClientId => {
+            println!("{}", crate::tokens::client_id(pool, cli.client_id.as_deref()).await?);
+        }
+        Command::SigningKeys {
+            command: SigningKeyCommand::Rotate { overlap_seconds },
+        } => {
+            let master = master_key(cli)?;
+            crate::secrets::check_against_database(pool, &master).await?;
+            let overlap = rotation_overlap(*overlap_seconds, cli.access_token_ttl_seconds);
+            let r = crate::signing_keys::rotate(pool, &master, overlap).await?;
+            println!("active: {}", r.kid);
+            if let Some((kid, until)) = r.retiring {
+                println!("retiring: {kid} until {}", until.format("%Y-%m-%d %H:%M:%S UTC"));
+            }
+        }
+        Command::SigningKeys {
+            command: SigningKeyCommand::List,
+        } => {
+            println!("{:<32} {:<9} {:<24} retire_after", "kid", "state", "created");
+            for k in crate::signing_keys::list(pool).await? {
+                println!(
+                    "{:<32} {:<9} {:<24} {}",
+                    k.kid,
+                    k.state,
+                    k.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                    k.retire_after
+                        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+        }
         Command::Events {
             command:
                 EventsCommand::Export {
@@ -529,6 +634,24 @@ mod tests {
         assert!(
             Cli::try_parse_from(["keyledger", "serve", "--idle-timeout-ms", "0"]).is_err(),
             "a zero timeout is refused"
+        );
+    }
+
+    #[test]
+    fn the_rotation_overlap_outlives_the_tokens_of_the_previous_key() {
+        assert_eq!(rotation_overlap(3600, 300), Duration::from_secs(3600));
+        assert_eq!(rotation_overlap(10, 300), Duration::from_secs(360));
+        assert_eq!(rotation_overlap(0, 86_400), Duration::from_secs(86_460));
+        let cli = Cli::try_parse_from(["keyledger", "signing-keys", "rotate", "--secret-key", "abc"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::SigningKeys {
+                command: SigningKeyCommand::Rotate { overlap_seconds: 3600 }
+            }
+        ));
+        assert!(
+            !format!("{cli:?}").contains("abc"),
+            "the secret key is printed: {cli:?}"
         );
     }
 

@@ -23,10 +23,13 @@ pub mod password;
 pub mod protocol;
 pub mod routes;
 pub mod schemas;
+pub mod secrets;
 pub mod serve;
+pub mod signing_keys;
 pub mod ssrf;
 pub mod state;
 pub mod subscribers;
+pub mod tokens;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,6 +91,16 @@ pub struct Config {
     pub http: serve::HttpTimeouts,
     /// Serve `GET /metrics` only on this address instead of beside the API (`None`).
     pub metrics_listen: Option<SocketAddr>,
+    /// The master key sealing secrets at rest (`crate::secrets`). `None`: a random one for this
+    /// process only (tests); the CLI always passes one (flag, environment or key file).
+    pub master_key: Option<secrets::MasterKey>,
+    /// The SDKs' `client_id`; `None`: the one generated once and kept in the database.
+    pub client_id: Option<String>,
+    /// Lifetime of the access tokens signed (`KEYLEDGER_ACCESS_TOKEN_TTL_SECONDS`).
+    pub access_token_ttl: Duration,
+    /// How often the signing keys are reloaded from the database (a rotation made elsewhere is
+    /// used and published within this bound).
+    pub signing_keys_refresh: Duration,
 }
 
 /// Where and how the NATS JetStream publisher publishes.
@@ -116,6 +129,10 @@ impl Default for Config {
             webhook_allow: ssrf::WebhookAllow::default(),
             http: serve::HttpTimeouts::default(),
             metrics_listen: None,
+            master_key: None,
+            client_id: None,
+            access_token_ttl: tokens::DEFAULT_TTL,
+            signing_keys_refresh: tokens::DEFAULT_REFRESH,
         }
     }
 }
@@ -232,6 +249,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Where `GET /metrics` is served when `Config::metrics_listen` is set.
     pub metrics_addr: Option<SocketAddr>,
+    /// This server's access tokens (the same as its `AppState::tokens`).
+    pub tokens: tokens::Tokens,
     /// Stops the HTTP server (first), then the workers (second): in-flight writes still wait
     /// for their projections while the server drains.
     stop_http: watch::Sender<bool>,
@@ -355,6 +374,32 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
     if let Some(nats) = &config.nats {
         nats.validate()?;
     }
+    let master_key = match &config.master_key {
+        Some(key) => {
+            secrets::check_against_database(&pool, key).await?;
+            key.clone()
+        }
+        None => {
+            tracing::warn!("no secret key configured: using a random one for this process only");
+            secrets::MasterKey::generate()?
+        }
+    };
+    let client_id = tokens::client_id(&pool, config.client_id.as_deref()).await?;
+    // Bound before the state: the tokens' issuer names the address when no public URL is set.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let tokens = tokens::Tokens::new(
+        pool.clone(),
+        master_key.clone(),
+        tokens::TokenSettings {
+            issuer: tokens::issuer(config.public_url.as_deref(), addr, &client_id),
+            client_id: client_id.clone(),
+            ttl: config.access_token_ttl,
+            refresh: config.signing_keys_refresh,
+        },
+    );
     // Created before the state: live streams end when the HTTP server stops, so it can drain.
     let (stop_http, stop_http_rx) = watch::channel(false);
     let state = AppState {
@@ -368,6 +413,9 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         public_url: config.public_url.clone(),
         webhook_allow: Arc::new(config.webhook_allow.clone()),
         streams: stream::Streams::new(config.stream_heartbeat, config.max_streams, stop_http_rx.clone()),
+        tokens: tokens.clone(),
+        secrets: master_key,
+        client_id: client_id.into(),
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let workers_pool = workers_pool(&pool);
@@ -381,6 +429,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         tokio::spawn(notify_others(workers_pool.clone(), appended_rx, shutdown_rx.clone())),
         tokio::spawn(idempotency::sweeper(workers_pool.clone(), shutdown_rx.clone())),
         tokio::spawn(metrics::upkeep(shutdown_rx.clone())),
+        tokio::spawn(tokens.clone().refresh_periodically(shutdown_rx.clone())),
     ];
     workers.extend(subscribers::spawn(&subscribers::Context {
         pool: workers_pool.clone(),
@@ -396,10 +445,6 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         wake_rx.clone(),
         shutdown_rx.clone(),
     )));
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr().context("reading the bound address")?;
     let mut app = router(state)
         .layer(middleware::from_fn_with_state(config.http.body_read, protocol::guard))
         .layer(middleware::from_fn(metrics::track));
@@ -431,6 +476,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
     Ok(Running {
         addr,
         metrics_addr,
+        tokens,
         stop_http,
         shutdown,
         http,

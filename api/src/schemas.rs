@@ -544,3 +544,37 @@ pub struct AuditLogsRetention {
     #[schema(required = true)]
     retention_period_in_days: Option<u32>,
 }
+
+tag!(JwkKeyType, "RSA");
+tag!(JwkAlgorithm, "RS256");
+tag!(JwkUse, "sig");
+
+/// One public signing key of the access tokens (`signing_keys::generate`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Jwk {
+    kty: JwkKeyType,
+    alg: JwkAlgorithm,
+    #[serde(rename = "use")]
+    #[schema(rename = "use")]
+    key_use: JwkUse,
+    /// The key id the tokens' header names (`key_...`).
+    kid: String,
+    /// RSA modulus, base64url.
+    n: String,
+    /// RSA exponent, base64url.
+    e: String,
+    /// A self-signed X.509 certificate of the key (base64 DER).
+    x5c: Vec<String>,
+    /// SHA-256 thumbprint of that certificate, base64url.
+    #[serde(rename = "x5t#S256")]
+    #[schema(rename = "x5t#S256")]
+    x5t_s256: String,
+}
+
+/// `GET /sso/jwks/{clientId}`: the keys that verify access tokens, the active one first.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Jwks {
+    keys: Vec<Jwk>,
+}

@@ -40,6 +40,12 @@ pub struct AppState {
     pub webhook_allow: Arc<crate::ssrf::WebhookAllow>,
     /// Limits and settings of `GET /events/stream`.
     pub streams: crate::routes::stream::Streams,
+    /// Access tokens: signing, verification, the JWKS (`crate::tokens`).
+    pub tokens: crate::tokens::Tokens,
+    /// The master key sealing secrets at rest (`crate::secrets`).
+    pub secrets: crate::secrets::MasterKey,
+    /// The SDKs' `client_id` of this deployment.
+    pub client_id: Arc<str>,
 }
 
 /// Who did it and from where: becomes every event's metadata.

@@ -15,6 +15,11 @@ pub fn database_url() -> String {
     std::env::var("DATABASE_URL").expect("DATABASE_URL must be set (scripts/test.sh starts a throwaway PostgreSQL)")
 }
 
+/// The master key of the test servers (`TestApp`).
+pub fn test_master_key() -> keyledger_api::secrets::MasterKey {
+    keyledger_api::secrets::MasterKey::from_bytes([0x6b; 32])
+}
+
 /// Creates an empty, migrated database and returns its URL.
 pub async fn fresh_database() -> String {
     let admin_url = database_url();
@@ -100,6 +105,8 @@ impl TestApp {
             read_your_writes: Duration::from_secs(60),
             // The SSRF guard stays on; the tests' webhook receivers live on loopback only.
             webhook_allow: keyledger_api::ssrf::WebhookAllow::loopback(),
+            // One master key for every test server: several servers on one database agree.
+            master_key: Some(test_master_key()),
             ..Config::default()
         };
         adjust(&mut config);
@@ -125,6 +132,11 @@ impl TestApp {
         if let Some(r) = self.running.take() {
             r.stop().await.expect("stop");
         }
+    }
+
+    /// This server's access tokens (`keyledger_api::tokens`).
+    pub fn tokens(&self) -> keyledger_api::tokens::Tokens {
+        self.running.as_ref().expect("server running").tokens.clone()
     }
 
     /// Where `GET /metrics` is served when `Config::metrics_listen` was set.

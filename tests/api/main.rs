@@ -34,5 +34,6 @@ mod outage;
 mod protocol;
 mod stored_versions;
 mod stream;
+mod tokens;
 mod users;
 mod webhooks;

@@ -329,7 +329,7 @@ async fn operations_document_their_real_success_statuses_and_bodies() {
 /// (where `additionalProperties` is false) and every `required` field present; arrays item by
 /// item; `$ref`s followed; `type` lists (nullability) and `enum`s honoured. Returns the
 /// mismatches, with their JSON paths.
-fn mismatches(doc: &Value, schema: &Value, value: &Value, at: &str) -> Vec<String> {
+pub(crate) fn mismatches(doc: &Value, schema: &Value, value: &Value, at: &str) -> Vec<String> {
     if let Some(r) = schema["$ref"].as_str() {
         let target = doc.pointer(r.trim_start_matches('#')).expect("reference resolves");
         return mismatches(doc, target, value, at);

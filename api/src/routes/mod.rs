@@ -4,6 +4,7 @@ pub mod audit_log_retention;
 pub mod audit_logs;
 pub mod events;
 pub mod health;
+pub mod jwks;
 pub mod memberships;
 pub mod organization_domains;
 pub mod organizations;
@@ -68,6 +69,7 @@ pub fn public() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(health::health))
         .routes(routes!(crate::openapi::document))
+        .routes(routes!(jwks::jwks))
         .merge(audit_logs::public_router())
 }
 
