@@ -44,7 +44,7 @@ use keyledger_store::commands::CommandBus;
 use keyledger_store::EventStore;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::PgPool;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -88,6 +88,11 @@ pub struct Config {
     pub http: serve::HttpTimeouts,
     /// Serve `GET /metrics` only on this address instead of beside the API (`None`).
     pub metrics_listen: Option<SocketAddr>,
+    /// Password hashes run at once (default: the available cores; `crate::password::Hashing`).
+    pub hashing_concurrency: usize,
+    /// Password hashes that may wait for a turn before new ones get 503 `server_busy`
+    /// (default: 64 per concurrent hash).
+    pub hashing_queue: usize,
 }
 
 /// Where and how the NATS JetStream publisher publishes.
@@ -116,6 +121,8 @@ impl Default for Config {
             webhook_allow: ssrf::WebhookAllow::default(),
             http: serve::HttpTimeouts::default(),
             metrics_listen: None,
+            hashing_concurrency: password::default_concurrency(),
+            hashing_queue: password::default_concurrency() * password::QUEUE_PER_PERMIT,
         }
     }
 }
@@ -363,7 +370,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         pool: pool.clone(),
         progress: progress.clone(),
         verifier,
-        hashing: Arc::new(Semaphore::new(2)),
+        hashing: password::Hashing::new(config.hashing_concurrency, config.hashing_queue),
         read_your_writes: config.read_your_writes,
         public_url: config.public_url.clone(),
         webhook_allow: Arc::new(config.webhook_allow.clone()),
