@@ -25,7 +25,8 @@ async fn credential(app: &TestApp, user_id: &str) -> Option<String> {
 }
 
 /// (password_hash_type, password_hash, password_salt_position, what is stored): hashes of `PW`
-/// computed with Python's hashlib, and a bcrypt one made with rust-bcrypt at cost 4.
+/// computed with Python's hashlib, a bcrypt one made with rust-bcrypt at cost 4, argon2 ones
+/// made with the reference implementation's CLI (Debian's `argon2`).
 fn imports() -> Vec<(&'static str, &'static str, Option<&'static str>, &'static str)> {
     vec![
         (
@@ -63,6 +64,18 @@ fn imports() -> Vec<(&'static str, &'static str, Option<&'static str>, &'static 
             "{SSHA256}4RCdQtRBvAvQSR9Gtkm3fc5bhSO2sZxjW2Uv2CPwYi0BAgMEBQYHCA==",
             Some("suffix"),
             "{SSHA256;suffix}4RCdQtRBvAvQSR9Gtkm3fc5bhSO2sZxjW2Uv2CPwYi0BAgMEBQYHCA==",
+        ),
+        (
+            "argon2",
+            "$argon2id$v=19$m=65536,t=3,p=4$a2V5bGVkZ2VyLXNhbHQxNg$zdetfLjUoA/jE/+gb0vV7rmghhgs5aHvUq02y03StHQ",
+            None,
+            "$argon2id$v=19$m=65536,t=3,p=4$a2V5bGVkZ2VyLXNhbHQxNg$zdetfLjUoA/jE/+gb0vV7rmghhgs5aHvUq02y03StHQ",
+        ),
+        (
+            "argon2",
+            "$argon2i$v=19$m=19456,t=2,p=1$a2V5bGVkZ2VyLXNhbHQxNg$QW/ODDoiW5Ek5LR0NHKOz7RZbkqZxnRRPYJ4Cb1mUGc",
+            None,
+            "$argon2i$v=19$m=19456,t=2,p=1$a2V5bGVkZ2VyLXNhbHQxNg$QW/ODDoiW5Ek5LR0NHKOz7RZbkqZxnRRPYJ4Cb1mUGc",
         ),
     ]
 }

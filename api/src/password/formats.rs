@@ -973,6 +973,16 @@ mod tests {
     }
 
     #[test]
+    fn an_argon2id_hash_from_the_reference_implementation_verifies_and_is_current() {
+        // `echo -n password | argon2 somesalt16bytes! -id -t 2 -k 19456 -p 1 -l 32 -e`
+        let h = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQxNmJ5dGVzIQ$tPXA8KRaMxUDqoVFOkz5qceiysamiMSLxBrcC5sAtmo";
+        let s = Stored::parse(h).expect("parses");
+        assert_eq!(s.matches(b"password").ok(), Some(true));
+        assert_eq!(s.matches(b"passwore").ok(), Some(false));
+        assert!(s.is_current());
+    }
+
+    #[test]
     fn only_argon2id_at_the_current_parameters_is_current() {
         let out = "c2FsdHNhbHRzYWx0c2FsdA$0Qp4Yl0Yl2CPbkHcvHDFHDDcKwBRLIafc5jqIV8M8Vw";
         let current = |s: &str| Stored::parse(s).map(|s| s.is_current()).ok();
