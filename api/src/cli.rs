@@ -190,9 +190,28 @@ pub struct ServeEdgeArgs {
     /// the API; e.g. a port reachable by the monitoring network alone.
     #[arg(long, env = "KEYLEDGER_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Password hashes (sign-ins, password changes) run at once; default: the available cores.
+    #[arg(long, env = "KEYLEDGER_HASHING_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..))]
+    pub hashing_concurrency: Option<u32>,
+    /// Password hashes that may wait for a turn; beyond, 503 `server_busy` with Retry-After.
+    /// Default: 64 per concurrent hash.
+    #[arg(long, env = "KEYLEDGER_HASHING_QUEUE")]
+    pub hashing_queue: Option<u32>,
 }
 
 impl ServeEdgeArgs {
+    fn hashing_concurrency(&self) -> usize {
+        self.hashing_concurrency
+            .map_or_else(crate::password::default_concurrency, |n| n as usize)
+    }
+
+    fn hashing_queue(&self) -> usize {
+        self.hashing_queue.map_or_else(
+            || self.hashing_concurrency() * crate::password::QUEUE_PER_PERMIT,
+            |n| n as usize,
+        )
+    }
+
     fn timeouts(&self) -> crate::serve::HttpTimeouts {
         crate::serve::HttpTimeouts {
             header_read: Duration::from_millis(self.header_read_timeout_ms),
@@ -433,6 +452,8 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
                 webhook_allow,
                 http: edge.timeouts(),
                 metrics_listen: edge.metrics_listen,
+                hashing_concurrency: edge.hashing_concurrency(),
+                hashing_queue: edge.hashing_queue(),
                 ..Config::default()
             };
             let mut running = build(pool.clone(), config).await?;

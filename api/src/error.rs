@@ -122,6 +122,20 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// 503 `server_busy` with `Retry-After`: too many password hashes already wait for a turn
+    /// (`crate::password::Hashing`). Nothing about the request was wrong; a retry may succeed.
+    pub fn server_busy(retry_after_secs: u32) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_busy",
+            "the server is busy hashing passwords; retry later",
+        );
+        e.retry_after = Some(retry_after_secs);
+        e
+    }
+}
+
 impl From<InvalidValue> for ApiError {
     fn from(v: InvalidValue) -> Self {
         Self::invalid(v.field, v.code, v.message)

@@ -47,7 +47,7 @@ use keyledger_store::commands::CommandBus;
 use keyledger_store::EventStore;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::PgPool;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -101,6 +101,11 @@ pub struct Config {
     /// How often the signing keys are reloaded from the database (a rotation made elsewhere is
     /// used and published within this bound).
     pub signing_keys_refresh: Duration,
+    /// Password hashes run at once (default: the available cores; `crate::password::Hashing`).
+    pub hashing_concurrency: usize,
+    /// Password hashes that may wait for a turn before new ones get 503 `server_busy`
+    /// (default: 64 per concurrent hash).
+    pub hashing_queue: usize,
 }
 
 /// Where and how the NATS JetStream publisher publishes.
@@ -133,6 +138,8 @@ impl Default for Config {
             client_id: None,
             access_token_ttl: tokens::DEFAULT_TTL,
             signing_keys_refresh: tokens::DEFAULT_REFRESH,
+            hashing_concurrency: password::default_concurrency(),
+            hashing_queue: password::default_concurrency() * password::QUEUE_PER_PERMIT,
         }
     }
 }
@@ -408,7 +415,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         pool: pool.clone(),
         progress: progress.clone(),
         verifier,
-        hashing: Arc::new(Semaphore::new(2)),
+        hashing: password::Hashing::new(config.hashing_concurrency, config.hashing_queue),
         read_your_writes: config.read_your_writes,
         public_url: config.public_url.clone(),
         webhook_allow: Arc::new(config.webhook_allow.clone()),

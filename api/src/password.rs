@@ -1,16 +1,30 @@
-//! Password hashing: argon2id at OWASP's parameters (m=19 MiB, t=2, p=1), on the blocking pool,
-//! with a semaphore bounding how many run at once; and the checks of imported argon2 hashes,
-//! whose cost parameters are bounded ([`ImportBounds`]) so that verifying one at sign-in cannot
-//! be made into a denial of service.
+//! Passwords: argon2id at OWASP's parameters (m=19 MiB, t=2, p=1) for new ones; imported
+//! argon2, bcrypt, PBKDF2 and salted SHA hashes (`formats`), whose costs are bounded so that
+//! verifying one at sign-in cannot be made into a denial of service; verification that upgrades
+//! them to argon2id. Every hash and verification runs on the blocking pool behind [`Hashing`]'s
+//! bounded concurrency and bounded queue, never on an async thread.
+
+mod formats;
+mod limit;
 
 use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 
+pub use formats::{import, Digest, LegacyBounds, SaltPosition, Stored};
+pub use limit::{default_concurrency, Hashing, BUSY_RETRY_AFTER_SECS, QUEUE_PER_PERMIT};
+
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// The current argon2id parameters: memory in KiB, passes, lanes (OWASP's first choice).
+pub const M_KIB: u32 = 19 * 1024;
+/// Passes.
+pub const T: u32 = 2;
+/// Lanes.
+pub const P: u32 = 1;
+
 fn argon2() -> Result<Argon2<'static>, ApiError> {
-    let params = Params::new(19 * 1024, 2, 1, None).map_err(|_| ApiError::internal())?;
+    let params = Params::new(M_KIB, T, P, None).map_err(|_| ApiError::internal())?;
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
@@ -27,20 +41,126 @@ pub fn validate(field: &str, password: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Returns the PHC string of the password's argon2id hash.
-pub async fn hash(state: &AppState, password: String) -> Result<String, ApiError> {
-    let _permit = state.hashing.acquire().await.map_err(|_| ApiError::internal())?;
+/// Runs `f` on the blocking pool once `hashing` grants a turn; the turn is held by the
+/// blocking task itself, so it is released when the work ends even if the request is dropped.
+async fn blocking<T: Send + 'static>(
+    hashing: &Hashing,
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let turn = hashing.acquire().await?;
     tokio::task::spawn_blocking(move || {
-        let mut salt = [0u8; 16];
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut salt);
-        let salt = SaltString::encode_b64(&salt).map_err(|_| ApiError::internal())?;
-        let h = argon2()?
-            .hash_password(password.as_bytes(), &salt)
-            .map_err(|_| ApiError::internal())?;
-        Ok(h.to_string())
+        let out = f();
+        drop(turn);
+        out
     })
     .await
     .map_err(|_| ApiError::internal())?
+}
+
+fn hash_now(password: &[u8]) -> Result<String, ApiError> {
+    let mut salt = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(|_| ApiError::internal())?;
+    let h = argon2()?
+        .hash_password(password, &salt)
+        .map_err(|_| ApiError::internal())?;
+    Ok(h.to_string())
+}
+
+/// Returns the PHC string of the password's argon2id hash.
+pub async fn hash(state: &AppState, password: String) -> Result<String, ApiError> {
+    hash_with(&state.hashing, password).await
+}
+
+/// [`hash`] with an explicit limiter.
+pub async fn hash_with(hashing: &Hashing, password: String) -> Result<String, ApiError> {
+    blocking(hashing, move || hash_now(password.as_bytes())).await
+}
+
+/// The outcome of checking a password against a stored hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// The password matches.
+    pub ok: bool,
+    /// The stored hash is not argon2id at the current parameters: after a successful sign-in,
+    /// replace it ([`rehash`]).
+    pub needs_rehash: bool,
+}
+
+/// Checks `candidate` against a stored hash (any form [`Stored::parse`] reads), in constant
+/// time, on the blocking pool under the same bounded concurrency as [`hash`]. A stored value
+/// that is no known hash is an internal error (logged), never a match. Under a sign-in storm
+/// this may answer 503 `server_busy` (see [`Hashing`]).
+pub async fn verify(state: &AppState, stored: &str, candidate: String) -> Result<Verified, ApiError> {
+    verify_with(&state.hashing, stored, candidate).await
+}
+
+/// [`verify`] with an explicit limiter.
+pub async fn verify_with(hashing: &Hashing, stored: &str, candidate: String) -> Result<Verified, ApiError> {
+    let stored = Stored::parse(stored).map_err(|_| {
+        tracing::error!("a stored password hash is in no known form");
+        ApiError::internal()
+    })?;
+    blocking(hashing, move || {
+        let ok = stored.matches(candidate.as_bytes())?;
+        Ok(Verified {
+            ok,
+            needs_rehash: !stored.is_current(),
+        })
+    })
+    .await
+}
+
+/// A current-parameter argon2id hash that no password matches (its output is not a hash of
+/// anything known): [`verify_unknown`] checks candidates against it.
+const NOBODY: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$0Qp4Yl0Yl2CPbkHcvHDFHDDcKwBRLIafc5jqIV8M8Vw";
+
+/// For a sign-in whose email has no password: spends what a real verification of a current
+/// argon2id hash spends (the same work, the same queue), and answers "no match", so that the
+/// timing does not tell which emails exist.
+pub async fn verify_unknown(state: &AppState, candidate: String) -> Result<Verified, ApiError> {
+    verify_unknown_with(&state.hashing, candidate).await
+}
+
+/// [`verify_unknown`] with an explicit limiter.
+pub async fn verify_unknown_with(hashing: &Hashing, candidate: String) -> Result<Verified, ApiError> {
+    let v = verify_with(hashing, NOBODY, candidate).await?;
+    Ok(Verified {
+        ok: false,
+        needs_rehash: v.needs_rehash,
+    })
+}
+
+/// After a successful sign-in whose [`Verified::needs_rehash`] was set: replaces the user's
+/// stored hash `old` by an argon2id one of `candidate` at the current parameters, unless the
+/// credential changed meanwhile (compare-and-set on `old`: a concurrent password change wins).
+/// Returns whether it replaced it. No event is appended: the password itself did not change.
+/// A failure here (e.g. 503 `server_busy`) should not fail the sign-in: log it, and the next
+/// sign-in tries again.
+pub async fn rehash(state: &AppState, user_id: &str, old: &str, candidate: String) -> Result<bool, ApiError> {
+    rehash_with(&state.pool, &state.hashing, user_id, old, candidate).await
+}
+
+/// [`rehash`] with an explicit pool and limiter.
+pub async fn rehash_with(
+    pool: &sqlx::PgPool,
+    hashing: &Hashing,
+    user_id: &str,
+    old: &str,
+    candidate: String,
+) -> Result<bool, ApiError> {
+    let new = hash_with(hashing, candidate).await?;
+    let done = sqlx::query(
+        "update credential set password_hash = $3, updated_at = now() \
+         where user_id = $1 and password_hash = $2",
+    )
+    .bind(user_id)
+    .bind(old)
+    .bind(new)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// The bounds on an imported argon2 hash's parameters (docs/API.md). They admit every common

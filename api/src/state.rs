@@ -16,7 +16,6 @@ use keyledger_store::checkpoint::{Caught, Progress};
 use keyledger_store::commands::{CommandBus, CommandError, Executed, Mode};
 use keyledger_store::LogPosition;
 use sqlx::PgPool;
-use tokio::sync::Semaphore;
 
 use crate::auth::Actor;
 use crate::dns::TxtVerifier;
@@ -30,8 +29,9 @@ pub struct AppState {
     pub verifier: TxtVerifier,
     /// Recently verified API keys (see `auth::KeyCache`).
     pub keys: crate::auth::KeyCache,
-    /// Bounds concurrent argon2 hashes so a password storm cannot starve other requests.
-    pub hashing: Arc<Semaphore>,
+    /// Bounds concurrent password hashes, and how many may wait, so a sign-in storm cannot
+    /// starve other requests (`crate::password::Hashing`).
+    pub hashing: crate::password::Hashing,
     /// How long a command's response waits for the projections (read-your-writes).
     pub read_your_writes: Duration,
     /// `Config::public_url`: the base of links the server hands out (export downloads).

@@ -31,6 +31,7 @@ mod openapi;
 mod organization_domains;
 mod organizations;
 mod outage;
+mod passwords;
 mod protocol;
 mod stored_versions;
 mod stream;

@@ -114,7 +114,8 @@ pub struct CreateBody {
     password_hash_type: Option<String>,
     #[serde(default)]
     name: Option<String>,
-    /// Only meaningful with `ssha256` hashes, which are not supported: refused when given.
+    /// Where the salt sits relative to the password in an `ssha`/`ssha256` hash's input
+    /// (`prefix` or `suffix`, the default); refused with other types.
     #[serde(default)]
     password_salt_position: Option<String>,
     /// The end user's request, on whose behalf the call is made: recorded in the event's
@@ -134,18 +135,6 @@ fn names(first: &Option<String>, last: &Option<String>, full: &Option<String>) -
         }
     }
     Ok(())
-}
-
-/// `password_salt_position` applies only to `ssha256` hashes, which keyledger does not import.
-fn salt_position(v: &Option<String>) -> Result<(), ApiError> {
-    match v {
-        None => Ok(()),
-        Some(_) => Err(ApiError::invalid(
-            "password_salt_position",
-            "unsupported_password_hash_type",
-            "password_salt_position applies only to ssha256 hashes, which are not supported; use argon2",
-        )),
-    }
 }
 
 /// The end user's request details of a create body, checked, as event metadata entries.
@@ -172,29 +161,34 @@ fn end_user(b: &CreateBody) -> Result<Vec<(&'static str, String)>, ApiError> {
     Ok(out)
 }
 
-/// Resolves `password` / `password_hash(+_type)` into the hash to store, if any.
-async fn credential(
-    state: &AppState,
+/// The password fields of a create or update body.
+struct PasswordFields {
     password: Option<String>,
     password_hash: Option<String>,
     password_hash_type: Option<String>,
-) -> Result<Option<String>, ApiError> {
-    match (password, password_hash, password_hash_type) {
+    password_salt_position: Option<String>,
+}
+
+/// Resolves `password` / `password_hash` + `password_hash_type` (+ `password_salt_position`)
+/// into the hash to store, if any: a new password is hashed with argon2id, an imported hash is
+/// checked and stored in a form that names its type (`password::import`).
+async fn credential(state: &AppState, f: PasswordFields) -> Result<Option<String>, ApiError> {
+    match (f.password, f.password_hash, f.password_hash_type) {
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(ApiError::invalid(
             "password",
             "password_and_password_hash_provided",
             "give either password or password_hash with password_hash_type, not both",
         )),
+        (_, None, None) if f.password_salt_position.is_some() => Err(ApiError::invalid(
+            "password_salt_position",
+            "unsupported_password_hash_type",
+            "password_salt_position applies only to ssha and ssha256 password hashes",
+        )),
         (Some(p), None, None) => {
             password::validate("password", &p)?;
             Ok(Some(password::hash(state, p).await?))
         }
-        (None, Some(h), Some(t)) if t == "argon2" => Ok(Some(password::imported(&h)?)),
-        (None, Some(_), Some(t)) => Err(ApiError::invalid(
-            "password_hash_type",
-            "unsupported_password_hash_type",
-            format!("password_hash_type {t} is not supported; use argon2"),
-        )),
+        (None, Some(h), Some(t)) => Ok(Some(password::import(&t, &h, f.password_salt_position.as_deref())?)),
         (None, Some(_), None) | (None, None, Some(_)) => Err(ApiError::invalid(
             "password_hash_type",
             "invalid_password_hash",
@@ -215,7 +209,6 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let email = Email::parse("email", &b.email)?;
     names(&b.first_name, &b.last_name, &b.name)?;
-    salt_position(&b.password_salt_position)?;
     let ctx = ctx.with_metadata(end_user(&b)?);
     if let Some(x) = &b.external_id {
         validate_external_id("external_id", x)?;
@@ -223,7 +216,16 @@ pub async fn create(
     let metadata = b.metadata.unwrap_or_default();
     validate_metadata("metadata", &metadata)?;
     let id = new_id("user");
-    let hash = credential(&state, b.password, b.password_hash, b.password_hash_type).await?;
+    let hash = credential(
+        &state,
+        PasswordFields {
+            password: b.password,
+            password_hash: b.password_hash,
+            password_hash_type: b.password_hash_type,
+            password_salt_position: b.password_salt_position,
+        },
+    )
+    .await?;
     let extras = SideRows {
         credential: hash.as_ref().map(|h| (id.clone(), h.clone())),
         ..Default::default()
@@ -298,7 +300,6 @@ pub async fn update(
     AppJson(b): AppJson<UpdateBody>,
 ) -> Result<Response, ApiError> {
     let email = b.email.as_deref().map(|e| Email::parse("email", e)).transpose()?;
-    salt_position(&b.password_salt_position)?;
     names(
         &b.first_name.clone().flatten(),
         &b.last_name.clone().flatten(),
@@ -317,7 +318,16 @@ pub async fn update(
     if queries::user(&state.pool, &id).await?.is_none() {
         return Err(ApiError::not_found("user"));
     }
-    let hash = credential(&state, b.password, b.password_hash, b.password_hash_type).await?;
+    let hash = credential(
+        &state,
+        PasswordFields {
+            password: b.password,
+            password_hash: b.password_hash,
+            password_hash_type: b.password_hash_type,
+            password_salt_position: b.password_salt_position,
+        },
+    )
+    .await?;
     let extras = SideRows {
         credential: hash.as_ref().map(|h| (id.clone(), h.clone())),
         ..Default::default()
