@@ -17,10 +17,12 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod json_body;
+pub mod mail;
 pub mod metrics;
 pub mod openapi;
 pub mod password;
 pub mod protocol;
+pub mod rate_limit;
 pub mod routes;
 pub mod schemas;
 pub mod serve;
@@ -88,6 +90,10 @@ pub struct Config {
     pub http: serve::HttpTimeouts,
     /// Serve `GET /metrics` only on this address instead of beside the API (`None`).
     pub metrics_listen: Option<SocketAddr>,
+    /// The authentication rate limits (`crate::rate_limit`); 0 turns one off.
+    pub rate_limits: rate_limit::Settings,
+    /// The mailer (`crate::mail`); off without an SMTP URL.
+    pub mail: mail::MailConfig,
 }
 
 /// Where and how the NATS JetStream publisher publishes.
@@ -116,6 +122,8 @@ impl Default for Config {
             webhook_allow: ssrf::WebhookAllow::default(),
             http: serve::HttpTimeouts::default(),
             metrics_listen: None,
+            rate_limits: rate_limit::Settings::default(),
+            mail: mail::MailConfig::default(),
         }
     }
 }
@@ -340,6 +348,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
     // Before anything records: counts made before the recorder exists are lost.
     metrics::handle();
     let verifier = dns::TxtVerifier::new(config.dns_nameserver).context("configuring the DNS resolver")?;
+    let mailer = mail::Mailer::new(&config.mail).context("configuring the mailer")?;
     let progress = Progress::new(&engine::names());
     // Local workers wake the moment an append commits; other processes through NOTIFY.
     let (wake, wake_rx) = watch::channel(0u64);
@@ -368,6 +377,8 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         public_url: config.public_url.clone(),
         webhook_allow: Arc::new(config.webhook_allow.clone()),
         streams: stream::Streams::new(config.stream_heartbeat, config.max_streams, stop_http_rx.clone()),
+        limits: rate_limit::RateLimits::new(pool.clone(), config.rate_limits),
+        mailer,
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let workers_pool = workers_pool(&pool);
@@ -380,6 +391,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         )),
         tokio::spawn(notify_others(workers_pool.clone(), appended_rx, shutdown_rx.clone())),
         tokio::spawn(idempotency::sweeper(workers_pool.clone(), shutdown_rx.clone())),
+        tokio::spawn(rate_limit::sweeper(workers_pool.clone(), shutdown_rx.clone())),
         tokio::spawn(metrics::upkeep(shutdown_rx.clone())),
     ];
     workers.extend(subscribers::spawn(&subscribers::Context {

@@ -40,6 +40,10 @@ pub struct AppState {
     pub webhook_allow: Arc<crate::ssrf::WebhookAllow>,
     /// Limits and settings of `GET /events/stream`.
     pub streams: crate::routes::stream::Streams,
+    /// Rate limits shared with every server on the database (`crate::rate_limit`).
+    pub limits: crate::rate_limit::RateLimits,
+    /// Authentication emails (`crate::mail`); off without an SMTP URL.
+    pub mailer: crate::mail::Mailer,
 }
 
 /// Who did it and from where: becomes every event's metadata.
