@@ -287,6 +287,7 @@ impl Mailer {
         let transport = url
             .transport(config.timeout)
             .with_context(|| format!("configuring SMTP for {url}"))?;
+        tracing::info!(server = %url, from = %from, "authentication emails are sent through this SMTP server");
         Ok(Self {
             inner: Some(Arc::new(Inner {
                 transport,

@@ -17,7 +17,7 @@
 //!
 //! # Keys
 //! Callers pass normalized keys: an email as its lookup key
-//! ([`keyledger_domain::values::Email::lookup_key`]), an IP as its canonical text. `Alice@x` and
+//! ([`keyledger_domain::values::Email::lookup_key`]), an IP through [`ip_key`]. `Alice@x` and
 //! `alice@x` are different keys here.
 //!
 //! # When the database is unavailable
@@ -195,6 +195,23 @@ fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
+/// The key of a client address: an IPv4 address as itself, an IPv6 address as its /64 (one
+/// subscriber usually holds a whole /64, and would otherwise have 2^64 keys); an IPv4-mapped
+/// IPv6 address as the IPv4 address it maps.
+pub fn ip_key(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                let prefix = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+                format!("{prefix}/64")
+            }
+        },
+    }
+}
+
 /// The stored key: SHA-256 of `<limit name>:<key>`.
 pub fn hashed_key(limit: Limit, key: &str) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -247,6 +264,17 @@ mod tests {
         ] {
             assert_eq!(retry_after_secs(wait), secs, "wait {wait}");
         }
+    }
+
+    #[test]
+    fn an_ipv6_client_is_limited_by_its_64_and_a_mapped_ipv4_as_itself() {
+        let key = |s: &str| ip_key(s.parse().unwrap());
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:bbbb::9"), key("2001:db8:1:2:aaaa::1"));
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
+        assert_eq!(key("::1"), "::/64");
     }
 
     #[test]

@@ -328,3 +328,14 @@ async fn a_closed_pool_refuses_too() {
     .await;
     assert_eq!(status, 503, "{body}");
 }
+
+#[tokio::test]
+async fn the_counts_live_in_an_unlogged_table_so_a_check_waits_for_no_disk_flush() {
+    let (_, pool, _) = limiter(Settings::default()).await;
+    let persistence: String =
+        sqlx::query_scalar("select relpersistence::text from pg_class where relname = 'rate_limit'")
+            .fetch_one(&pool)
+            .await
+            .expect("the table");
+    assert_eq!(persistence, "u");
+}
