@@ -311,3 +311,31 @@ async fn a_server_with_an_smtp_url_builds_and_serves() {
     assert_eq!(status, reqwest::StatusCode::OK);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_tls_url_never_falls_back_to_plain_text() {
+    let sink = SmtpSink::start().await;
+    for url in [
+        // STARTTLS required, and this server does not offer it.
+        format!("smtp://127.0.0.1:{}?tls=required", sink.port),
+        // TLS from the first byte, and this server speaks plain SMTP.
+        format!("smtps://127.0.0.1:{}", sink.port),
+    ] {
+        let m = mailer(&url, keyledger_api::mail::DEFAULT_FROM, Duration::from_secs(3));
+        let started = Instant::now();
+        let outcome = m
+            .deliver("a@example.com", Mail::MagicAuth { code: "424242".into() })
+            .await;
+        assert!(
+            matches!(outcome, Delivery::Failed | Delivery::TimedOut),
+            "{url}: {outcome:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{url}: {:?}",
+            started.elapsed()
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(sink.messages().is_empty(), "a mail went out in plain text");
+}
