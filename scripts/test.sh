@@ -18,6 +18,9 @@ SDK_VENV=target/sdk-venv
 SDK_PACKAGE=workos==10.6.0
 CONFORMANCE=tests/sdk/conformance.py
 OPENAPI_VENV=target/openapi-venv
+# The mail tests' SMTP server (tests/smtp_sink.py) runs on this venv's Python.
+SMTP_VENV=target/smtp-venv
+SMTP_PACKAGE=aiosmtpd==1.4.6
 OPENAPI_PACKAGES=(schemathesis==4.32.5 openapi-spec-validator==0.9.0)
 # Test cases per operation and phase (schemathesis --max-examples).
 SCHEMATHESIS_EXAMPLES=${SCHEMATHESIS_EXAMPLES:-40}
@@ -160,6 +163,28 @@ if [[ -z ${KEYLEDGER_TEST_NATS_URL:-} ]]; then
 else
 	step "NATS: using KEYLEDGER_TEST_NATS_URL from the environment"
 fi
+
+# --- SMTP sink -----------------------------------------------------------------------------------
+step "SMTP sink: Python venv $SMTP_VENV with $SMTP_PACKAGE"
+if [[ ! -x $SMTP_VENV/bin/python ]]; then
+	rm -rf "$SMTP_VENV"
+	"$PYTHON" -m venv "$SMTP_VENV" >/dev/null 2>&1 || {
+		rm -rf "$SMTP_VENV"
+		"$PYTHON" -m venv --without-pip "$SMTP_VENV" || die "could not create a Python venv (install python3-venv)"
+	}
+fi
+smtp_pip() {
+	if "$SMTP_VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+		"$SMTP_VENV/bin/python" -m pip "$@"
+	else
+		"$PYTHON" -m pip --python "$SMTP_VENV/bin/python" "$@"
+	fi
+}
+if ! "$SMTP_VENV/bin/python" -c \
+	"import importlib.metadata as m, sys; sys.exit(m.version('aiosmtpd') != '${SMTP_PACKAGE#*==}')" 2>/dev/null; then
+	smtp_pip install --quiet --disable-pip-version-check "$SMTP_PACKAGE"
+fi
+export KEYLEDGER_TEST_SMTP_PYTHON=${KEYLEDGER_TEST_SMTP_PYTHON:-$PWD/$SMTP_VENV/bin/python}
 
 # --- Rust --------------------------------------------------------------------------------------
 step "cargo fmt --all -- --check"

@@ -108,6 +108,9 @@ pub enum Command {
         webhook_block_private: bool,
         #[command(flatten)]
         edge: ServeEdgeArgs,
+        // Boxed: these flags would make `Serve` far larger than the other commands.
+        #[command(flatten)]
+        auth: Box<ServeAuthArgs>,
     },
     /// Applies migrations and exits.
     Migrate,
@@ -197,6 +200,51 @@ pub struct ServeEdgeArgs {
     /// Default: 64 per concurrent hash.
     #[arg(long, env = "KEYLEDGER_HASHING_QUEUE")]
     pub hashing_queue: Option<u32>,
+}
+
+/// Rate limits and the mailer of `serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeAuthArgs {
+    /// Password attempts per email per minute (shared by every server on the database); 0: off.
+    #[arg(long, env = "KEYLEDGER_RATE_LIMIT_PASSWORD_PER_MINUTE", default_value_t = 10)]
+    pub rate_limit_password_per_minute: u32,
+    /// Magic Auth and password reset codes per email per minute; 0: off.
+    #[arg(long, env = "KEYLEDGER_RATE_LIMIT_CODES_PER_MINUTE", default_value_t = 3)]
+    pub rate_limit_codes_per_minute: u32,
+    /// Authenticate calls per client IP per minute; 0: off.
+    #[arg(long, env = "KEYLEDGER_RATE_LIMIT_AUTHENTICATE_PER_MINUTE", default_value_t = 300)]
+    pub rate_limit_authenticate_per_minute: u32,
+    /// SMTP server for authentication emails: smtp://host:port, smtp://host:port?tls=required
+    /// (STARTTLS) or smtps://user:pass@host:465; unset: no emails are sent (the codes are only
+    /// in API responses).
+    #[arg(long, env = "KEYLEDGER_SMTP_URL")]
+    pub smtp_url: Option<crate::mail::SmtpUrl>,
+    /// The From of every email.
+    #[arg(long, env = "KEYLEDGER_EMAIL_FROM", default_value = crate::mail::DEFAULT_FROM)]
+    pub email_from: String,
+    /// Longest one email delivery may take (connection and SMTP conversation), in ms.
+    #[arg(long, env = "KEYLEDGER_SMTP_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub smtp_timeout_ms: u64,
+}
+
+impl ServeAuthArgs {
+    fn rate_limits(&self) -> crate::rate_limit::Settings {
+        crate::rate_limit::Settings {
+            password_per_email: self.rate_limit_password_per_minute,
+            codes_per_email: self.rate_limit_codes_per_minute,
+            authenticate_per_ip: self.rate_limit_authenticate_per_minute,
+            period: Duration::from_secs(60),
+        }
+    }
+
+    fn mail(&self) -> crate::mail::MailConfig {
+        crate::mail::MailConfig {
+            smtp_url: self.smtp_url.clone(),
+            from: self.email_from.clone(),
+            timeout: Duration::from_millis(self.smtp_timeout_ms),
+        }
+    }
 }
 
 impl ServeEdgeArgs {
@@ -413,6 +461,7 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
             webhook_allow,
             webhook_block_private,
             edge,
+            auth: auth_args,
         } => {
             if *webhook_block_private {
                 tracing::warn!("--webhook-block-private is deprecated: the SSRF guard is always on");
@@ -454,6 +503,8 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
                 metrics_listen: edge.metrics_listen,
                 hashing_concurrency: edge.hashing_concurrency(),
                 hashing_queue: edge.hashing_queue(),
+                rate_limits: auth_args.rate_limits(),
+                mail: auth_args.mail(),
                 ..Config::default()
             };
             let mut running = build(pool.clone(), config).await?;
@@ -674,6 +725,57 @@ mod tests {
             !format!("{cli:?}").contains("abc"),
             "the secret key is printed: {cli:?}"
         );
+    }
+
+    #[test]
+    fn rate_limits_and_the_mailer_come_from_flags_and_refuse_bad_values() {
+        let parsed = |args: &[&str]| match Cli::try_parse_from(args) {
+            Ok(Cli {
+                command: Command::Serve { auth, .. },
+                ..
+            }) => Ok((auth.rate_limits(), auth.mail())),
+            Ok(other) => panic!("{args:?} parsed as {other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        let (limits, mail) = parsed(&[
+            "keyledger",
+            "serve",
+            "--rate-limit-password-per-minute",
+            "5",
+            "--rate-limit-codes-per-minute",
+            "0",
+            "--rate-limit-authenticate-per-minute",
+            "1000",
+            "--smtp-url",
+            "smtps://user:pass@mail.example.com:465",
+            "--email-from",
+            "Acme <auth@acme.test>",
+            "--smtp-timeout-ms",
+            "2500",
+        ])
+        .expect("parses");
+        assert_eq!(
+            (
+                limits.password_per_email,
+                limits.codes_per_email,
+                limits.authenticate_per_ip
+            ),
+            (5, 0, 1000)
+        );
+        assert_eq!(limits.period, Duration::from_secs(60));
+        assert_eq!(
+            mail.smtp_url.map(|u| u.to_string()).as_deref(),
+            Some("smtps://***@mail.example.com:465")
+        );
+        assert_eq!(mail.from, "Acme <auth@acme.test>");
+        assert_eq!(mail.timeout, Duration::from_millis(2500));
+        for bad in [
+            &["keyledger", "serve", "--smtp-url", "http://mail.example.com"][..],
+            &["keyledger", "serve", "--rate-limit-password-per-minute", "-1"],
+            &["keyledger", "serve", "--smtp-timeout-ms", "0"],
+        ] {
+            assert!(parsed(bad).is_err(), "{bad:?} is refused");
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     errors: Vec<FieldError>,
-    /// Seconds for a `Retry-After` header (503s of an unavailable database).
+    /// Seconds for a `Retry-After` header (503s of an unavailable database, 429s).
     retry_after: Option<u32>,
 }
 
@@ -39,6 +39,12 @@ impl ApiError {
             errors: Vec::new(),
             retry_after: None,
         }
+    }
+
+    /// This error with a `Retry-After: <secs>` header (e.g. a 429 of `crate::rate_limit`).
+    pub fn with_retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {

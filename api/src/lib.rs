@@ -17,10 +17,12 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod json_body;
+pub mod mail;
 pub mod metrics;
 pub mod openapi;
 pub mod password;
 pub mod protocol;
+pub mod rate_limit;
 pub mod routes;
 pub mod schemas;
 pub mod secrets;
@@ -106,6 +108,10 @@ pub struct Config {
     /// Password hashes that may wait for a turn before new ones get 503 `server_busy`
     /// (default: 64 per concurrent hash).
     pub hashing_queue: usize,
+    /// The authentication rate limits (`crate::rate_limit`); 0 turns one off.
+    pub rate_limits: rate_limit::Settings,
+    /// The mailer (`crate::mail`); off without an SMTP URL.
+    pub mail: mail::MailConfig,
 }
 
 /// Where and how the NATS JetStream publisher publishes.
@@ -140,6 +146,8 @@ impl Default for Config {
             signing_keys_refresh: tokens::DEFAULT_REFRESH,
             hashing_concurrency: password::default_concurrency(),
             hashing_queue: password::default_concurrency() * password::QUEUE_PER_PERMIT,
+            rate_limits: rate_limit::Settings::default(),
+            mail: mail::MailConfig::default(),
         }
     }
 }
@@ -366,6 +374,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
     // Before anything records: counts made before the recorder exists are lost.
     metrics::handle();
     let verifier = dns::TxtVerifier::new(config.dns_nameserver).context("configuring the DNS resolver")?;
+    let mailer = mail::Mailer::new(&config.mail).context("configuring the mailer")?;
     let progress = Progress::new(&engine::names());
     // Local workers wake the moment an append commits; other processes through NOTIFY.
     let (wake, wake_rx) = watch::channel(0u64);
@@ -423,6 +432,8 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         tokens: tokens.clone(),
         secrets: master_key,
         client_id: client_id.into(),
+        limits: rate_limit::RateLimits::new(pool.clone(), config.rate_limits),
+        mailer,
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let workers_pool = workers_pool(&pool);
@@ -435,6 +446,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         )),
         tokio::spawn(notify_others(workers_pool.clone(), appended_rx, shutdown_rx.clone())),
         tokio::spawn(idempotency::sweeper(workers_pool.clone(), shutdown_rx.clone())),
+        tokio::spawn(rate_limit::sweeper(workers_pool.clone(), shutdown_rx.clone())),
         tokio::spawn(metrics::upkeep(shutdown_rx.clone())),
         tokio::spawn(tokens.clone().refresh_periodically(shutdown_rx.clone())),
     ];

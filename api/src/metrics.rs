@@ -161,6 +161,17 @@ pub fn webhook_attempt(delivered: bool) {
     metrics::counter!("keyledger_webhook_deliveries_total", "outcome" => outcome).increment(1);
 }
 
+/// One rate limit check (`crate::rate_limit`): `allowed`, `refused` or `error`.
+pub fn rate_limit_check(limit: &'static str, outcome: &'static str) {
+    metrics::counter!("keyledger_rate_limit_checks_total", "limit" => limit, "outcome" => outcome).increment(1);
+}
+
+/// One mail handed to the mailer (`crate::mail`): `sent`, `failed`, `timed_out`, `dropped`,
+/// `invalid_recipient` or `disabled`.
+pub fn mail_delivery(template: &'static str, outcome: &'static str) {
+    metrics::counter!("keyledger_mail_deliveries_total", "template" => template, "outcome" => outcome).increment(1);
+}
+
 /// `GET /metrics` alone, for the main router or a listener of its own.
 pub fn router(requests: PgPool, workers: PgPool) -> Router {
     Router::new()

@@ -46,6 +46,10 @@ pub struct AppState {
     pub secrets: crate::secrets::MasterKey,
     /// The SDKs' `client_id` of this deployment.
     pub client_id: Arc<str>,
+    /// Rate limits shared with every server on the database (`crate::rate_limit`).
+    pub limits: crate::rate_limit::RateLimits,
+    /// Authentication emails (`crate::mail`); off without an SMTP URL.
+    pub mailer: crate::mail::Mailer,
 }
 
 /// Who did it and from where: becomes every event's metadata.

@@ -11,6 +11,7 @@
 
 mod dns_server;
 mod helpers;
+mod smtp;
 
 mod api_keys;
 mod as_of;
@@ -24,6 +25,7 @@ mod events_cursor;
 mod group_commit;
 mod idempotency;
 mod log_properties;
+mod mail;
 mod memberships;
 mod metrics;
 mod nats;
@@ -33,6 +35,7 @@ mod organizations;
 mod outage;
 mod passwords;
 mod protocol;
+mod rate_limits;
 mod stored_versions;
 mod stream;
 mod tokens;
