@@ -281,7 +281,8 @@ async fn every_management_route_rejects_a_missing_or_wrong_key_with_401() {
         [
             "GET /audit_logs/exports/{auditLogExportId}/download",
             "GET /health",
-            "GET /openapi.json"
+            "GET /openapi.json",
+            "GET /sso/jwks/{clientId}"
         ],
         "only these operations are public"
     );
