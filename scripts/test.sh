@@ -256,6 +256,7 @@ DATABASE_URL=$sdk_db_url \
 	KEYLEDGER_BOOTSTRAP_API_KEY=$api_key \
 	KEYLEDGER_DATA_DIR=$SDK_DATA_DIR \
 	KEYLEDGER_WEBHOOK_ALLOW=127.0.0.1/32,::1/128 \
+	KEYLEDGER_CLIENT_ID=client_keyledger \
 	target/debug/keyledger serve --listen "127.0.0.1:$port" --dns-nameserver "127.0.0.1:$dns_port" >"$server_log" 2>&1 &
 SERVER_PID=$!
 

@@ -114,6 +114,26 @@ pub fn bearer_token(authorization: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The actor of an API key secret (`sk_...`), if it is a live key: from the cache, else the
+/// database (then cached).
+pub async fn actor_for_key(state: &AppState, secret: &str) -> Result<Option<Actor>, ApiError> {
+    let hash = hash_key(secret);
+    if let Some(actor) = state.keys.get(&hash) {
+        return Ok(Some(actor));
+    }
+    let generation = state.keys.generation();
+    let found: Option<(String, String)> =
+        sqlx::query_as("select id, name from api_key where key_hash = $1 and revoked_at is null")
+            .bind(&hash)
+            .fetch_optional(&state.pool)
+            .await?;
+    Ok(found.map(|(id, name)| {
+        let actor = Actor { id, name };
+        state.keys.put(hash, actor.clone(), generation);
+        actor
+    }))
+}
+
 pub async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let token = req
         .headers()
@@ -124,26 +144,13 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
     let Some(token) = token else {
         return ApiError::unauthorized().into_response();
     };
-    let hash = hash_key(token);
-    if let Some(actor) = state.keys.get(&hash) {
-        req.extensions_mut().insert(actor);
-        return next.run(req).await;
-    }
-    let generation = state.keys.generation();
-    let found: Result<Option<(String, String)>, sqlx::Error> =
-        sqlx::query_as("select id, name from api_key where key_hash = $1 and revoked_at is null")
-            .bind(&hash)
-            .fetch_optional(&state.pool)
-            .await;
-    match found {
-        Ok(Some((id, name))) => {
-            let actor = Actor { id, name };
-            state.keys.put(hash, actor.clone(), generation);
+    match actor_for_key(&state, token).await {
+        Ok(Some(actor)) => {
             req.extensions_mut().insert(actor);
             next.run(req).await
         }
         Ok(None) => ApiError::unauthorized().into_response(),
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 

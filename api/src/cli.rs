@@ -107,10 +107,12 @@ pub enum Command {
         #[arg(long, env = "KEYLEDGER_WEBHOOK_BLOCK_PRIVATE", hide = true)]
         webhook_block_private: bool,
         #[command(flatten)]
-        edge: ServeEdgeArgs,
+        edge: Box<ServeEdgeArgs>,
         // Boxed: these flags would make `Serve` far larger than the other commands.
         #[command(flatten)]
         auth: Box<ServeAuthArgs>,
+        #[command(flatten)]
+        sign_in: Box<SignInArgs>,
     },
     /// Applies migrations and exits.
     Migrate,
@@ -171,6 +173,45 @@ fn master_key(cli: &Cli) -> anyhow::Result<crate::secrets::MasterKey> {
         ),
     }
     Ok(key)
+}
+
+/// Sign-in and session settings of `serve`.
+#[derive(Debug, clap::Args)]
+pub struct SignInArgs {
+    /// Whether password sign-in of a user whose email is not verified answers
+    /// `email_verification_required` (WorkOS's default) instead of signing in.
+    #[arg(long, env = "KEYLEDGER_REQUIRE_EMAIL_VERIFICATION", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub require_email_verification: bool,
+    /// How long a just-rotated refresh token still returns its successor, in seconds
+    /// (concurrent refreshes from several browser tabs); 0 turns the grace window off.
+    #[arg(long, env = "KEYLEDGER_REFRESH_GRACE_SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub refresh_grace_seconds: u64,
+    /// How long a session lasts from sign-in, in seconds (refreshes do not extend it).
+    #[arg(long, env = "KEYLEDGER_SESSION_TTL_SECONDS", default_value_t = 30 * 24 * 3600,
+          value_parser = clap::value_parser!(u64).range(60..))]
+    pub session_ttl_seconds: u64,
+    /// Redirect URIs a browser may be sent to (`return_to` of logout), comma-separated.
+    #[arg(long, env = "KEYLEDGER_REDIRECT_URIS", value_delimiter = ',')]
+    pub redirect_uris: Vec<String>,
+}
+
+impl SignInArgs {
+    fn settings(&self) -> anyhow::Result<crate::state::AuthSettings> {
+        for u in &self.redirect_uris {
+            let parsed = url::Url::parse(u).with_context(|| format!("KEYLEDGER_REDIRECT_URIS: {u:?} is not a URL"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                bail!("KEYLEDGER_REDIRECT_URIS: {u:?} must be an http or https URL");
+            }
+        }
+        Ok(crate::state::AuthSettings {
+            require_email_verification: self.require_email_verification,
+            refresh_grace: Duration::from_secs(self.refresh_grace_seconds),
+            session_ttl: Duration::from_secs(self.session_ttl_seconds),
+            redirect_uris: self.redirect_uris.clone(),
+        })
+    }
 }
 
 /// Connection timeouts and the metrics listener of `serve`.
@@ -462,6 +503,7 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
             webhook_block_private,
             edge,
             auth: auth_args,
+            sign_in,
         } => {
             if *webhook_block_private {
                 tracing::warn!("--webhook-block-private is deprecated: the SSRF guard is always on");
@@ -505,6 +547,7 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
                 hashing_queue: edge.hashing_queue(),
                 rate_limits: auth_args.rate_limits(),
                 mail: auth_args.mail(),
+                auth: sign_in.settings()?,
                 ..Config::default()
             };
             let mut running = build(pool.clone(), config).await?;

@@ -27,6 +27,7 @@ pub mod routes;
 pub mod schemas;
 pub mod secrets;
 pub mod serve;
+pub mod sessions;
 pub mod signing_keys;
 pub mod ssrf;
 pub mod state;
@@ -112,6 +113,8 @@ pub struct Config {
     pub rate_limits: rate_limit::Settings,
     /// The mailer (`crate::mail`); off without an SMTP URL.
     pub mail: mail::MailConfig,
+    /// Sign-in and session settings.
+    pub auth: state::AuthSettings,
 }
 
 /// Where and how the NATS JetStream publisher publishes.
@@ -148,6 +151,7 @@ impl Default for Config {
             hashing_queue: password::default_concurrency() * password::QUEUE_PER_PERMIT,
             rate_limits: rate_limit::Settings::default(),
             mail: mail::MailConfig::default(),
+            auth: state::AuthSettings::default(),
         }
     }
 }
@@ -434,6 +438,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         client_id: client_id.into(),
         limits: rate_limit::RateLimits::new(pool.clone(), config.rate_limits),
         mailer,
+        auth: Arc::new(config.auth.clone()),
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let workers_pool = workers_pool(&pool);

@@ -66,6 +66,7 @@ macro_rules! list_of {
 }
 
 list_of!(UserList, User);
+list_of!(SessionList, Session);
 list_of!(OrganizationList, Organization);
 list_of!(OrganizationMembershipList, OrganizationMembership);
 list_of!(EventList, Event);
@@ -87,6 +88,7 @@ macro_rules! tag {
 }
 
 tag!(UserTag, "user");
+tag!(SessionTag, "session");
 tag!(OrganizationTag, "organization");
 tag!(OrganizationDomainTag, "organization_domain");
 tag!(OrganizationMembershipTag, "organization_membership");
@@ -577,4 +579,68 @@ pub struct Jwk {
 #[serde(deny_unknown_fields)]
 pub struct Jwks {
     keys: Vec<Jwk>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    Active,
+    Expired,
+    Revoked,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionAuthMethod {
+    Password,
+    MagicCode,
+    Sso,
+}
+
+/// `session` (`objects::apply_session`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Session {
+    object: SessionTag,
+    id: String,
+    user_id: String,
+    /// The organization the session is signed in to, if any.
+    #[schema(required = true)]
+    organization_id: Option<String>,
+    #[schema(required = true)]
+    ip_address: Option<String>,
+    #[schema(required = true)]
+    user_agent: Option<String>,
+    auth_method: SessionAuthMethod,
+    status: SessionStatus,
+    #[schema(format = DateTime)]
+    expires_at: String,
+    #[schema(required = true, format = DateTime)]
+    ended_at: Option<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub enum AuthenticationMethod {
+    Password,
+    MagicAuth,
+    #[serde(rename = "SSO")]
+    Sso,
+}
+
+/// The answer of `POST /user_management/authenticate` (WorkOS's `AuthenticateResponse`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthenticateResponse {
+    user: User,
+    /// The organization the session is signed in to (absent when none).
+    organization_id: Option<String>,
+    /// RS256 JWT; verify it with `GET /sso/jwks/{client_id}`.
+    access_token: String,
+    /// Opaque, single use: each refresh returns the next one.
+    refresh_token: String,
+    authentication_method: AuthenticationMethod,
 }

@@ -160,7 +160,7 @@ fn parse_key_bytes(text: &str) -> Result<[u8; KEY_LEN], InvalidKey> {
     bytes.try_into().map_err(|_| InvalidKey)
 }
 
-fn random_bytes<const N: usize>() -> Result<[u8; N], SecretError> {
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], SecretError> {
     let mut b = [0u8; N];
     SystemRandom::new().fill(&mut b).map_err(|_| SecretError::Random)?;
     Ok(b)

@@ -50,6 +50,34 @@ pub struct AppState {
     pub limits: crate::rate_limit::RateLimits,
     /// Authentication emails (`crate::mail`); off without an SMTP URL.
     pub mailer: crate::mail::Mailer,
+    /// Sign-in and session settings.
+    pub auth: Arc<AuthSettings>,
+}
+
+/// Sign-in and session settings (`Config::auth`).
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// `KEYLEDGER_REQUIRE_EMAIL_VERIFICATION`: password sign-in of an unverified email answers
+    /// `email_verification_required` (WorkOS's default).
+    pub require_email_verification: bool,
+    /// `KEYLEDGER_REFRESH_GRACE_SECONDS`: how long a just-spent refresh token still returns its
+    /// successor (concurrent refreshes from several tabs).
+    pub refresh_grace: Duration,
+    /// `KEYLEDGER_SESSION_TTL_SECONDS`: a session's lifetime from sign-in.
+    pub session_ttl: Duration,
+    /// `KEYLEDGER_REDIRECT_URIS`: where `return_to` (logout) may send a browser.
+    pub redirect_uris: Vec<String>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            require_email_verification: true,
+            refresh_grace: Duration::from_secs(5),
+            session_ttl: Duration::from_secs(30 * 24 * 3600),
+            redirect_uris: Vec::new(),
+        }
+    }
 }
 
 /// Who did it and from where: becomes every event's metadata.
@@ -128,6 +156,39 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
     }
 }
 
+/// The request's context on an operation without an API key (the end user's browser, or a call
+/// that authenticates by its body): becomes a [`RequestContext`] once the caller is known.
+#[derive(Debug, Clone)]
+pub struct PublicContext(RequestContext);
+
+impl PublicContext {
+    pub fn with_actor(self, actor: Actor) -> RequestContext {
+        RequestContext { actor, ..self.0 }
+    }
+
+    /// The end user, unauthenticated (e.g. logging out of their own session by its id).
+    pub fn anonymous(self) -> RequestContext {
+        self.with_actor(Actor {
+            id: "end_user".into(),
+            name: "end user".into(),
+        })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for PublicContext {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if parts.extensions.get::<Actor>().is_none() {
+            parts.extensions.insert(Actor {
+                id: "end_user".into(),
+                name: "end user".into(),
+            });
+        }
+        RequestContext::from_request_parts(parts, state).await.map(Self)
+    }
+}
+
 impl AppState {
     /// Runs a command and waits (bounded) until the projections that consume `A`'s events have
     /// applied it.
@@ -193,7 +254,7 @@ impl AppState {
     /// became unavailable meanwhile fails the request: a create renders its answer from its own
     /// events (`routes::created`), and an answer of 503 would make a client without an
     /// Idempotency-Key repeat a write that landed.
-    async fn settle(&self, types: &[&str], at: LogPosition) {
+    pub(crate) async fn settle(&self, types: &[&str], at: LogPosition) {
         let affected: Vec<&str> = engine::ALL
             .iter()
             .filter(|p| types.iter().any(|t| p.consumes(t)))

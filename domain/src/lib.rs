@@ -10,10 +10,12 @@
 )]
 
 pub mod audit_log;
+pub mod authentication;
 pub mod claims;
 pub mod ids;
 pub mod membership;
 pub mod organization;
+pub mod session;
 pub mod user;
 pub mod values;
 pub mod webhook;

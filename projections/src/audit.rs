@@ -302,6 +302,12 @@ fn change_targets(event: &str, data: &Value) -> Vec<Value> {
             target(s(data, "user_id"), "user", data.get("user").and_then(|u| s(u, "email"))),
             target(s(data, "organization_id"), "organization", s(data, "organization_name")),
         ]
+    } else if event.starts_with("session.") {
+        vec![
+            target(s(data, "id"), "session", None),
+            target(s(data, "user_id"), "user", None),
+            target(s(data, "organization_id"), "organization", None),
+        ]
     } else if event.starts_with("organization_domain.") {
         let d = data.get("organization_domain").unwrap_or(data);
         vec![
@@ -317,6 +323,7 @@ fn change_targets(event: &str, data: &Value) -> Vec<Value> {
 /// The target types of a change event in SQL (see [`change_targets`]).
 const CHANGE_TARGET_TYPES: &str = "case when starts_with(event, 'organization_membership.') \
      then array['organization_membership', 'user', 'organization'] \
+     when starts_with(event, 'session.') then array['session', 'user', 'organization'] \
      when starts_with(event, 'organization_domain.') then array['organization_domain', 'organization'] \
      else array['organization'] end";
 

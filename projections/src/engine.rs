@@ -49,8 +49,22 @@ pub const MEMBERSHIPS: Projection = Projection {
 pub const EVENTS: Projection = Projection {
     name: "events",
     kinds: &Kind::ALL,
-    aggregate_types: &["User", "Organization", "OrganizationMembership"],
+    aggregate_types: &[
+        "User",
+        "Organization",
+        "OrganizationMembership",
+        "Session",
+        "Authentication",
+    ],
     feed: true,
+};
+
+/// Sessions (`session_view`): a user's sessions and their status.
+pub const SESSIONS: Projection = Projection {
+    name: "sessions",
+    kinds: &[Kind::Session],
+    aggregate_types: &["Session"],
+    feed: false,
 };
 
 /// The audit trail's own rows (`audit.rs`): audit events, schemas, exports, and the audit log
@@ -72,7 +86,15 @@ pub const WEBHOOKS: Projection = Projection {
 };
 
 /// Every projection, in the order they are started and listed.
-pub const ALL: [Projection; 6] = [USERS, ORGANIZATIONS, MEMBERSHIPS, EVENTS, AUDIT_LOGS, WEBHOOKS];
+pub const ALL: [Projection; 7] = [
+    USERS,
+    ORGANIZATIONS,
+    MEMBERSHIPS,
+    EVENTS,
+    AUDIT_LOGS,
+    WEBHOOKS,
+    SESSIONS,
+];
 
 pub fn by_name(name: &str) -> Option<Projection> {
     ALL.into_iter().find(|p| p.name == name)
@@ -88,6 +110,10 @@ pub(crate) fn doc_table(kind: Kind) -> &'static str {
         Kind::Organization => "organization_view",
         Kind::OrganizationDomain => "organization_domain_view",
         Kind::Membership => "organization_membership_view",
+        Kind::Session => "session_view",
+        // Only the feed keeps sign-in attempts (no projection owns this kind, so no table of
+        // its own is ever read or written: every caller asks only for kinds its projection owns).
+        Kind::Authentication => "authentication_view",
     }
 }
 

@@ -5,8 +5,10 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use keyledger_domain::authentication::AuthenticationEvent;
 use keyledger_domain::membership::MembershipEvent;
 use keyledger_domain::organization::{OrganizationEvent, VERIFICATION_PREFIX};
+use keyledger_domain::session::SessionEvent;
 use keyledger_domain::user::UserEvent;
 use serde_json::{json, Map, Value};
 
@@ -19,14 +21,19 @@ pub enum Kind {
     Organization,
     OrganizationDomain,
     Membership,
+    Session,
+    /// The data of an `authentication.*` event (a sign-in attempt); kept only by the event feed.
+    Authentication,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 6] = [
         Kind::User,
         Kind::Organization,
         Kind::OrganizationDomain,
         Kind::Membership,
+        Kind::Session,
+        Kind::Authentication,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +42,8 @@ impl Kind {
             Kind::Organization => "organization",
             Kind::OrganizationDomain => "organization_domain",
             Kind::Membership => "organization_membership",
+            Kind::Session => "session",
+            Kind::Authentication => "authentication",
         }
     }
 }
@@ -73,6 +82,14 @@ pub const PUBLIC_EVENT_NAMES: &[&str] = &[
     "organization_membership.created",
     "organization_membership.updated",
     "organization_membership.deleted",
+    "session.created",
+    "session.revoked",
+    "authentication.password_succeeded",
+    "authentication.password_failed",
+    "authentication.magic_auth_succeeded",
+    "authentication.magic_auth_failed",
+    "authentication.email_verification_succeeded",
+    "authentication.email_verification_failed",
 ];
 
 /// The documents an event reads; the engine loads them before [`apply`].
@@ -81,6 +98,8 @@ pub fn needs(aggregate_id: &str, event: &AnyEvent) -> Vec<(Kind, String)> {
         AnyEvent::User(_) => vec![(Kind::User, aggregate_id.to_string())],
         AnyEvent::Membership(_) => vec![(Kind::Membership, aggregate_id.to_string())],
         AnyEvent::WebhookEndpoint(_) => Vec::new(),
+        AnyEvent::Session(_) => vec![(Kind::Session, aggregate_id.to_string())],
+        AnyEvent::Authentication(_) => Vec::new(),
         AnyEvent::Organization(e) => {
             let mut v = vec![(Kind::Organization, aggregate_id.to_string())];
             if let Some(d) = domain_id(e) {
@@ -122,7 +141,115 @@ pub fn apply(aggregate_id: &str, event: &AnyEvent, docs: &mut Docs) -> Vec<Chang
         AnyEvent::AuditLog(_) | AnyEvent::AuditLogAction(_) | AnyEvent::AuditLogExport(_) => Vec::new(),
         // Webhook endpoints are configuration, not public objects: no public event.
         AnyEvent::WebhookEndpoint(_) => Vec::new(),
+        AnyEvent::Session(e) => apply_session(aggregate_id, e, docs),
+        AnyEvent::Authentication(e) => apply_authentication(aggregate_id, e, docs),
     }
+}
+
+/// The `authentication.<type>_<status>` event name of a grant type, from the catalog.
+fn authentication_event(event_type: &str, succeeded: bool) -> Option<&'static str> {
+    let name = format!(
+        "authentication.{event_type}_{}",
+        if succeeded { "succeeded" } else { "failed" }
+    );
+    PUBLIC_EVENT_NAMES.iter().copied().find(|n| *n == name)
+}
+
+fn apply_session(id: &str, e: &SessionEvent, docs: &mut Docs) -> Vec<Change> {
+    match e {
+        SessionEvent::SessionCreated {
+            user_id,
+            organization_id,
+            auth_method,
+            ip_address,
+            user_agent,
+            expires_at,
+            at,
+            ..
+        } => {
+            docs.insert(
+                (Kind::Session, id.to_string()),
+                Some(json!({
+                    "object": "session",
+                    "id": id,
+                    "user_id": user_id,
+                    "organization_id": organization_id,
+                    "ip_address": ip_address,
+                    "user_agent": user_agent,
+                    "auth_method": auth_method.as_str(),
+                    "status": "active",
+                    "expires_at": ts(expires_at),
+                    "ended_at": null,
+                    "created_at": ts(at),
+                    "updated_at": ts(at),
+                })),
+            );
+            change("session.created", Kind::Session, id)
+        }
+        SessionEvent::SessionOrganizationSwitched {
+            organization_id, at, ..
+        } => {
+            patch(docs, Kind::Session, id, at, |d| {
+                set(d, "organization_id", json!(organization_id))
+            });
+            Vec::new()
+        }
+        SessionEvent::SessionRevoked { at, .. } => {
+            if patch(docs, Kind::Session, id, at, |d| {
+                set(d, "status", json!("revoked"));
+                set(d, "ended_at", json!(ts(at)));
+            }) {
+                change("session.revoked", Kind::Session, id)
+            } else {
+                Vec::new()
+            }
+        }
+    }
+}
+
+fn apply_authentication(id: &str, e: &AuthenticationEvent, docs: &mut Docs) -> Vec<Change> {
+    let a = match e {
+        AuthenticationEvent::AuthenticationSucceeded(a) => {
+            let Some(event_type) = a.grant.event_type() else {
+                return Vec::new();
+            };
+            let Some(name) = authentication_event(event_type, true) else {
+                return Vec::new();
+            };
+            docs.insert(
+                (Kind::Authentication, id.to_string()),
+                Some(json!({
+                    "type": event_type,
+                    "status": "succeeded",
+                    "ip_address": a.ip_address,
+                    "user_agent": a.user_agent,
+                    "email": a.email,
+                    "user_id": a.user_id,
+                })),
+            );
+            return change(name, Kind::Authentication, id);
+        }
+        AuthenticationEvent::AuthenticationFailed(a) => a,
+    };
+    let Some(event_type) = a.grant.event_type() else {
+        return Vec::new();
+    };
+    let Some(name) = authentication_event(event_type, false) else {
+        return Vec::new();
+    };
+    docs.insert(
+        (Kind::Authentication, id.to_string()),
+        Some(json!({
+            "type": event_type,
+            "status": "failed",
+            "ip_address": a.ip_address,
+            "user_agent": a.user_agent,
+            "email": a.email,
+            "user_id": a.user_id,
+            "error": { "code": a.error_code, "message": a.error_message },
+        })),
+    );
+    change(name, Kind::Authentication, id)
 }
 
 fn change(event: &'static str, kind: Kind, id: &str) -> Vec<Change> {
@@ -174,6 +301,35 @@ fn apply_user(id: &str, e: &UserEvent, docs: &mut Docs) -> Vec<Change> {
                     "profile_picture_url": null,
                     "external_id": external_id,
                     "metadata": metadata,
+                    "last_sign_in_at": null,
+                    "locale": null,
+                    "created_at": ts(at),
+                    "updated_at": ts(at),
+                })),
+            );
+            change("user.created", Kind::User, id)
+        }
+        UserEvent::UserSignedUp {
+            email,
+            first_name,
+            last_name,
+            email_verified,
+            at,
+            ..
+        } => {
+            docs.insert(
+                key,
+                Some(json!({
+                    "object": "user",
+                    "id": id,
+                    "email": email.as_str(),
+                    "first_name": first_name,
+                    "last_name": last_name,
+                    "name": null,
+                    "email_verified": email_verified,
+                    "profile_picture_url": null,
+                    "external_id": null,
+                    "metadata": {},
                     "last_sign_in_at": null,
                     "locale": null,
                     "created_at": ts(at),

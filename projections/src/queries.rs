@@ -188,6 +188,26 @@ pub async fn users(pool: &PgPool, f: &UserFilter, page: &Page) -> Result<ListRes
     list(pool, qb, page, None).await
 }
 
+/// The status a session document shows: `expired` once past `expires_at` (no event marks it).
+const SESSION_BODY: &str = "case when body ->> 'status' = 'active' and (body ->> 'expires_at')::timestamptz <= now() \
+     then jsonb_set(body, '{status}', '\"expired\"') else body end";
+
+/// A user's sessions (every status), newest first by default.
+pub async fn sessions(pool: &PgPool, user_id: &str, page: &Page) -> Result<ListResult, StorageError> {
+    let mut qb = QueryBuilder::new(format!("select id, {SESSION_BODY} from session_view where user_id = "));
+    qb.push_bind(user_id.to_string());
+    list(pool, qb, page, None).await
+}
+
+pub async fn session(pool: &PgPool, id: &str) -> Result<Option<Value>, StorageError> {
+    one(
+        pool,
+        &format!("select {SESSION_BODY} from session_view where id = $1"),
+        id,
+    )
+    .await
+}
+
 pub async fn organization(pool: &PgPool, id: &str) -> Result<Option<Value>, StorageError> {
     one(pool, "select body from organization_view where id = $1", id).await
 }

@@ -200,6 +200,7 @@ struct Targets {
     events: bool,
     audit: bool,
     webhooks: bool,
+    sessions: bool,
 }
 
 impl Targets {
@@ -212,6 +213,7 @@ impl Targets {
             events: has(engine::EVENTS),
             audit: has(engine::AUDIT_LOGS),
             webhooks: has(engine::WEBHOOKS),
+            sessions: has(engine::SESSIONS),
         }
     }
 
@@ -223,6 +225,7 @@ impl Targets {
             self.events,
             self.audit,
             self.webhooks,
+            self.sessions,
         ];
         engine::ALL
             .into_iter()
@@ -249,6 +252,8 @@ impl Targets {
             Kind::User => self.users,
             Kind::Organization | Kind::OrganizationDomain => self.organizations,
             Kind::Membership => self.memberships,
+            Kind::Session => self.sessions,
+            Kind::Authentication => false,
         }
     }
 
@@ -258,6 +263,8 @@ impl Targets {
             "User" => Kind::User,
             "Organization" => Kind::Organization,
             "OrganizationMembership" => Kind::Membership,
+            "Session" => Kind::Session,
+            "Authentication" => return self.events,
             _ => return false,
         };
         self.events || self.own_table(kind)
@@ -799,7 +806,18 @@ impl Build {
         if self.docs.len() > self.max_docs {
             let started = std::time::Instant::now();
             let docs = self.docs.len();
+            // The command still open (its public events are written when it ends, with the
+            // documents as they are then) keeps its documents in memory: one it changed but did
+            // not read (an `authentication` attempt's) would not be loaded back.
+            let open: Vec<((Kind, String), Option<Value>)> = self
+                .group
+                .events
+                .iter()
+                .map(|p| (p.change.kind, p.change.id.clone()))
+                .filter_map(|k| self.docs.get(&k).cloned().map(|v| (k, v)))
+                .collect();
             self.write_docs(false).await?;
+            self.docs.extend(open);
             tracing::debug!(docs, elapsed = ?started.elapsed(), "rebuild: documents written out");
         }
         Ok(())

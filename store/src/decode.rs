@@ -5,8 +5,10 @@
 use keyledger_domain::audit_log::{
     AuditLogAction, AuditLogActionEvent, AuditLogEntry, AuditLogEntryEvent, AuditLogExport, AuditLogExportEvent,
 };
+use keyledger_domain::authentication::{Authentication, AuthenticationEvent};
 use keyledger_domain::membership::{MembershipEvent, OrganizationMembership};
 use keyledger_domain::organization::{Organization, OrganizationEvent};
+use keyledger_domain::session::{Session, SessionEvent};
 use keyledger_domain::user::{User, UserEvent};
 use keyledger_domain::webhook::{WebhookEndpoint, WebhookEndpointEvent};
 use serde_json::Value;
@@ -24,6 +26,8 @@ pub enum AnyEvent {
     AuditLogAction(AuditLogActionEvent),
     AuditLogExport(AuditLogExportEvent),
     WebhookEndpoint(WebhookEndpointEvent),
+    Session(SessionEvent),
+    Authentication(AuthenticationEvent),
 }
 
 /// The version of `event_type` this build writes (its `DomainEvent::event_version`); stored
@@ -114,6 +118,8 @@ pub fn decode(
         AuditLogAction::TYPE => decode_as(t, v, p).map(AnyEvent::AuditLogAction).map_err(err),
         AuditLogExport::TYPE => decode_as(t, v, p).map(AnyEvent::AuditLogExport).map_err(err),
         WebhookEndpoint::TYPE => decode_as(t, v, p).map(AnyEvent::WebhookEndpoint).map_err(err),
+        Session::TYPE => decode_as(t, v, p).map(AnyEvent::Session).map_err(err),
+        Authentication::TYPE => decode_as(t, v, p).map(AnyEvent::Authentication).map_err(err),
         other => Err(format!("unknown aggregate type {other}")),
     }
 }
@@ -156,6 +162,8 @@ pub fn decode_text(
         AuditLogAction::TYPE => typed(t, p).map(AnyEvent::AuditLogAction).map_err(err),
         AuditLogExport::TYPE => typed(t, p).map(AnyEvent::AuditLogExport).map_err(err),
         WebhookEndpoint::TYPE => typed(t, p).map(AnyEvent::WebhookEndpoint).map_err(err),
+        Session::TYPE => typed(t, p).map(AnyEvent::Session).map_err(err),
+        Authentication::TYPE => typed(t, p).map(AnyEvent::Authentication).map_err(err),
         other => Err(format!("unknown aggregate type {other}")),
     }
 }

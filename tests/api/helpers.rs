@@ -139,6 +139,41 @@ impl TestApp {
         self.running.as_ref().expect("server running").tokens.clone()
     }
 
+    /// This environment's client id (the SDKs' `client_id`).
+    pub fn client_id(&self) -> String {
+        self.tokens().client_id().to_string()
+    }
+
+    /// The claims of an access token, verified as a relying party does: the key from
+    /// `GET /sso/jwks/{client_id}` by the token's `kid`, RS256 only, the issuer checked.
+    pub async fn verify_access_token(&self, token: &str) -> Result<Value, String> {
+        use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+        let (s, jwks) = self
+            .request_with_key(Method::GET, &format!("/sso/jwks/{}", self.client_id()), None, None)
+            .await;
+        if s != StatusCode::OK {
+            return Err(format!("GET jwks: {s} {jwks}"));
+        }
+        let kid = jsonwebtoken::decode_header(token)
+            .map_err(|e| e.to_string())?
+            .kid
+            .ok_or("no kid")?;
+        let jwk = jwks["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|k| k["kid"] == kid.as_str())
+            .ok_or_else(|| format!("kid {kid} not in the JWKS"))?;
+        let key = DecodingKey::from_rsa_components(jwk["n"].as_str().unwrap_or(""), jwk["e"].as_str().unwrap_or(""))
+            .map_err(|e| e.to_string())?;
+        let mut v = Validation::new(Algorithm::RS256);
+        v.validate_aud = false;
+        v.set_issuer(&[self.tokens().issuer()]);
+        jsonwebtoken::decode::<Value>(token, &key, &v)
+            .map(|d| d.claims)
+            .map_err(|e| e.to_string())
+    }
+
     /// Where `GET /metrics` is served when `Config::metrics_listen` was set.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.running.as_ref().and_then(|r| r.metrics_addr)

@@ -277,6 +277,44 @@ async fn a_rebuild_equals_the_incrementally_built_read_models_row_for_row() {
         ))
         .await;
     assert_eq!(s, StatusCode::OK);
+    // The sessions projection and the feed's authentication events: a sign-in into the
+    // organization, one that fails, a refresh that switches nothing, a revocation.
+    let (s, signer) = app
+        .post(
+            "/user_management/users",
+            json!({ "email": "rb-signin@example.com", "password": "rebuild password", "email_verified": true }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{signer}");
+    app.create_membership(signer["id"].as_str().expect("id"), org_id, Some("admin"))
+        .await;
+    let grant = |password: &str| {
+        json!({ "grant_type": "password", "client_id": app.client_id(), "client_secret": app.key,
+                "email": "rb-signin@example.com", "password": password })
+    };
+    for password in ["rebuild password", "wrong password", "rebuild password"] {
+        app.request_with_key(
+            reqwest::Method::POST,
+            "/user_management/authenticate",
+            Some(grant(password)),
+            None,
+        )
+        .await;
+    }
+    let sessions = app
+        .all_pages(&format!(
+            "/user_management/users/{}/sessions?limit=100",
+            signer["id"].as_str().expect("id")
+        ))
+        .await;
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    let (s, _) = app
+        .post(
+            "/user_management/sessions/revoke",
+            json!({ "session_id": sessions[0]["id"] }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
     // The audit_logs projection: a schema, an audit event and an export.
     let (s, _) = app
         .post(

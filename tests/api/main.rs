@@ -16,6 +16,7 @@ mod smtp;
 mod api_keys;
 mod as_of;
 mod audit_logs;
+mod authenticate;
 mod bad_input;
 mod binary;
 mod cascade;

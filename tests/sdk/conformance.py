@@ -1396,6 +1396,69 @@ class _Receiver:
         self.server.server_close()
 
 
+def test_sign_in(c: WorkOSClient) -> None:
+    """Password sign-in, the access token checked offline against the JWKS with PyJWT's
+    PyJWKClient, the SDK's sealed-session helpers (authenticate, refresh), sessions, revocation."""
+    section("sign-in and sessions")
+    import jwt as pyjwt
+    from workos.session import seal_session_from_auth_response
+    from cryptography.fernet import Fernet
+
+    um = c.user_management
+    addr = email(f"signin-{RUN}")
+    password = f"pw-{RUN}-long enough"
+    user = call("sign-in: create user with a password", um.create_user, email=addr,
+                password=PasswordPlaintext(password=password), email_verified=True)
+    auth = call("sign-in: authenticate_with_password", um.authenticate_with_password,
+                email=addr, password=password, ip_address="203.0.113.5", user_agent="conformance")
+    check_eq("sign-in: the response names the user", auth.user.id, user.id)
+    check_eq("sign-in: authentication_method", str(getattr(auth.authentication_method, "value",
+                                                          auth.authentication_method)), "Password")
+    jwks = pyjwt.PyJWKClient(um.get_jwks_url())
+    key = jwks.get_signing_key_from_jwt(auth.access_token)
+    claims = pyjwt.decode(auth.access_token, key.key, algorithms=["RS256"], options={"verify_aud": False})
+    check_eq("sign-in: access token sub is the user (verified by PyJWKClient)", claims.get("sub"), user.id)
+    sid = claims.get("sid", "")
+    check("sign-in: access token carries the session id", sid.startswith("session_"), claims)
+    check("sign-in: access token expires within 5 minutes",
+          0 < claims["exp"] - claims["iat"] <= 300, claims)
+    expect_error("sign-in: wrong password", BadRequestError, um.authenticate_with_password,
+                 email=addr, password="wrong password!", code="invalid_credentials")
+    expect_error("sign-in: unknown email (same answer)", BadRequestError, um.authenticate_with_password,
+                 email=email(f"nobody-{RUN}"), password=password, code="invalid_credentials")
+
+    cookie_password = Fernet.generate_key().decode()
+    sealed = seal_session_from_auth_response(access_token=auth.access_token, refresh_token=auth.refresh_token,
+                                             user=auth.user.to_dict(), cookie_password=cookie_password)
+    session = um.load_sealed_session(session_data=sealed, cookie_password=cookie_password)
+    got = session.authenticate()
+    check("sign-in: load_sealed_session().authenticate() accepts the token", got.authenticated, got)
+    check_eq("sign-in: the session helper reads the session id", got.session_id, sid)
+    refreshed = session.refresh()
+    check("sign-in: Session.refresh() rotates the refresh token", refreshed.authenticated, refreshed)
+    check_eq("sign-in: the refreshed session is the same session", refreshed.session_id, sid)
+    again = call("sign-in: authenticate_with_refresh_token (the previous token, in its grace window)",
+                 um.authenticate_with_refresh_token, refresh_token=auth.refresh_token)
+    check("sign-in: a grace-window refresh returns a refresh token", bool(again.refresh_token), again)
+
+    sessions = call("sign-in: list_sessions", um.list_sessions, user.id)
+    listed = {s.id: s for s in sessions.data}
+    check("sign-in: the session is listed", sid in listed, list(listed))
+    check_eq("sign-in: the listed session is active", str(getattr(listed[sid].status, "value", listed[sid].status)),
+             "active")
+    check("sign-in: logout URL points at keyledger",
+          um.get_logout_url(session_id=sid).startswith(BASE_URL.rstrip("/") + "/user_management/sessions/logout"))
+    call("sign-in: revoke_session", um.revoke_session, session_id=sid)
+    expect_error("sign-in: a revoked session's refresh token", BadRequestError,
+                 um.authenticate_with_refresh_token, refresh_token=again.refresh_token, code="invalid_grant")
+    denied = um.load_sealed_session(session_data=refreshed.sealed_session, cookie_password=cookie_password).refresh()
+    check("sign-in: Session.refresh() of a revoked session is refused", not denied.authenticated, denied)
+
+    expect_error("sign-in: wrong client id", AuthenticationError, WorkOSClient(
+        api_key=API_KEY, client_id="client_someone_else", base_url=BASE_URL, max_retries=0
+    ).user_management.authenticate_with_password, email=addr, password=password, code="invalid_client")
+
+
 def test_webhooks(c: WorkOSClient) -> None:
     section("webhooks")
     rx = _Receiver()
@@ -1495,6 +1558,7 @@ def main() -> int:
         test_events(client)
         test_audit_logs(client)
         test_contract(client)
+        test_sign_in(client)
         test_webhooks(client)
     except CheckFailed as e:
         failed = True

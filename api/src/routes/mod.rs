@@ -2,12 +2,14 @@
 
 pub mod audit_log_retention;
 pub mod audit_logs;
+pub mod authenticate;
 pub mod events;
 pub mod health;
 pub mod jwks;
 pub mod memberships;
 pub mod organization_domains;
 pub mod organizations;
+pub mod sessions;
 pub mod stream;
 pub mod users;
 pub mod webhooks;
@@ -44,6 +46,8 @@ pub fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(users::list, users::create))
         .routes(routes!(users::get, users::update, users::delete))
         .routes(routes!(users::get_by_external_id))
+        .routes(routes!(sessions::list))
+        .routes(routes!(sessions::revoke))
         .routes(routes!(organizations::list, organizations::create))
         .routes(routes!(
             organizations::get,
@@ -70,6 +74,8 @@ pub fn public() -> OpenApiRouter<AppState> {
         .routes(routes!(health::health))
         .routes(routes!(crate::openapi::document))
         .routes(routes!(jwks::jwks))
+        .routes(routes!(authenticate::authenticate))
+        .routes(routes!(sessions::logout))
         .merge(audit_logs::public_router())
 }
 

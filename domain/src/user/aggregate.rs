@@ -89,6 +89,20 @@ impl Aggregate for User {
                 };
                 sink.write(event, self).await;
             }
+            UserCommand::SignUp(c) => {
+                if self.created_at.is_some() {
+                    return Err(UserError::AlreadyExists);
+                }
+                let event = UserEvent::UserSignedUp {
+                    email: c.email,
+                    first_name: c.first_name,
+                    last_name: c.last_name,
+                    email_verified: c.email_verified,
+                    method: c.method,
+                    at: c.at,
+                };
+                sink.write(event, self).await;
+            }
             UserCommand::Update(u) => {
                 if !self.exists() {
                     return Err(UserError::NotFound);
@@ -137,6 +151,24 @@ impl Aggregate for User {
                     created_at: Some(at),
                     updated_at: Some(at),
                     deleted: false,
+                };
+            }
+            UserEvent::UserSignedUp {
+                email,
+                first_name,
+                last_name,
+                email_verified,
+                at,
+                ..
+            } => {
+                *self = User {
+                    email: Some(email),
+                    first_name,
+                    last_name,
+                    email_verified,
+                    created_at: Some(at),
+                    updated_at: Some(at),
+                    ..User::default()
                 };
             }
             UserEvent::UserUpdated { changes, at } => {

@@ -6,8 +6,12 @@ use crate::values::{Email, Metadata};
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserCommand {
     Create(CreateUser),
+    /// A sign-in flow creates the user it signs in (`UserSignedUp`).
+    SignUp(SignUpUser),
     Update(UpdateUser),
-    Delete { at: DateTime<Utc> },
+    Delete {
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -36,5 +40,15 @@ pub struct UpdateUser {
     pub metadata: Option<Metadata>,
     pub locale: Option<Option<String>>,
     pub password_changed: bool,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignUpUser {
+    pub email: Email,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub email_verified: bool,
+    pub method: super::SignUpMethod,
     pub at: DateTime<Utc>,
 }

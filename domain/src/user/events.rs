@@ -25,6 +25,17 @@ pub enum UserEvent {
         has_password: bool,
         at: DateTime<Utc>,
     },
+    /// A user who signed themselves up through a sign-in flow (Magic Auth to a new email, an
+    /// accepted invitation, SSO), published as WorkOS's `user.created`.
+    #[serde(rename = "UserSignedUp")]
+    UserSignedUp {
+        email: Email,
+        first_name: Option<String>,
+        last_name: Option<String>,
+        email_verified: bool,
+        method: SignUpMethod,
+        at: DateTime<Utc>,
+    },
     #[serde(rename = "UserUpdated")]
     UserUpdated { changes: UserChanges, at: DateTime<Utc> },
     /// The user's password was set or changed; the hash lives in the credential table, never here.
@@ -32,6 +43,15 @@ pub enum UserEvent {
     UserPasswordChanged { at: DateTime<Utc> },
     #[serde(rename = "UserDeleted")]
     UserDeleted { at: DateTime<Utc> },
+}
+
+/// How a user signed up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignUpMethod {
+    MagicAuth,
+    Invitation,
+    Sso,
 }
 
 /// The fields an update changed, with their new values; absent fields did not change.
@@ -65,6 +85,7 @@ impl DomainEvent for UserEvent {
     fn event_type(&self) -> String {
         match self {
             Self::UserCreated { .. } => "UserCreated",
+            Self::UserSignedUp { .. } => "UserSignedUp",
             Self::UserUpdated { .. } => "UserUpdated",
             Self::UserPasswordChanged { .. } => "UserPasswordChanged",
             Self::UserDeleted { .. } => "UserDeleted",
@@ -81,6 +102,15 @@ impl Claims for UserEvent {
     fn claims(&self) -> Vec<Claim> {
         let release = |kind| Claim::Release { kind, value: None };
         match self {
+            Self::UserSignedUp { email, .. } => vec![
+                Claim::AcquireOwn {
+                    kind: ClaimKind::LiveUser,
+                },
+                Claim::Acquire {
+                    kind: ClaimKind::UserEmail,
+                    value: email.key(),
+                },
+            ],
             Self::UserCreated { email, external_id, .. } => {
                 let mut c = vec![
                     Claim::AcquireOwn {

@@ -5,5 +5,5 @@ mod commands;
 mod events;
 
 pub use aggregate::{User, UserError};
-pub use commands::{CreateUser, UpdateUser, UserCommand};
-pub use events::{UserChanges, UserEvent};
+pub use commands::{CreateUser, SignUpUser, UpdateUser, UserCommand};
+pub use events::{SignUpMethod, UserChanges, UserEvent};

@@ -1,0 +1,698 @@
+//! `POST /user_management/authenticate`: sign-in by password, refresh token, pending
+//! authentication (organization selection, email verification) — WorkOS's grants — ending in a
+//! session (an event in the log), a refresh token and an RS256 access token.
+//!
+//! The request is authenticated by its body (`client_id` must be this environment's, and
+//! `client_secret` an API key), not by the management API's `Authorization` header, as WorkOS.
+
+use std::net::IpAddr;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use cqrs_es::Aggregate;
+use keyledger_domain::authentication::{Authentication, AuthenticationCommand, FailedAttempt, SucceededAttempt};
+use keyledger_domain::ids::new_id;
+use keyledger_domain::session::{AuthMethod, Grant, RevokeReason, Session, SessionCommand, SessionError, StartSession};
+use keyledger_domain::values::{validate_text, Email};
+use keyledger_domain::ClaimKind;
+use keyledger_projections::queries::{self, MembershipFilter, Page};
+use keyledger_store::append::SideRows;
+use keyledger_store::commands::Mode;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use crate::auth::Actor;
+use crate::error::{command_error, ApiError};
+use crate::extract::AppJson;
+use crate::rate_limit::{self, Limit};
+use crate::schemas;
+use crate::sessions::{self, Pending, RefreshToken};
+use crate::state::{AppState, RequestContext};
+
+/// The grant types of WorkOS's authenticate endpoint that keyledger serves.
+pub const PASSWORD: &str = "password";
+pub const REFRESH_TOKEN: &str = "refresh_token";
+pub const MAGIC_AUTH: &str = "urn:workos:oauth:grant-type:magic-auth:code";
+pub const EMAIL_VERIFICATION: &str = "urn:workos:oauth:grant-type:email-verification:code";
+pub const ORGANIZATION_SELECTION: &str = "urn:workos:oauth:grant-type:organization-selection";
+
+/// Every field any served grant takes; which are required depends on `grant_type`. Unknown
+/// fields are ignored: the SDKs add optional ones (`signals_id`, `radar_auth_attempt_id`, ...)
+/// from release to release.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = AuthenticateRequest)]
+pub struct AuthenticateBody {
+    /// `password`, `refresh_token`, `urn:workos:oauth:grant-type:magic-auth:code`,
+    /// `urn:workos:oauth:grant-type:email-verification:code` or
+    /// `urn:workos:oauth:grant-type:organization-selection`.
+    grant_type: String,
+    /// This environment's client id (`keyledger client-id`).
+    #[serde(default)]
+    client_id: Option<String>,
+    /// An API key (`sk_...`).
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    #[expect(dead_code, reason = "read by the invitation half of issue 9, being built")]
+    invitation_token: Option<String>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    organization_id: Option<String>,
+    /// A one-time code (Magic Auth, email verification).
+    #[serde(default)]
+    #[expect(
+        dead_code,
+        reason = "read by the Magic Auth and email verification grants, being built"
+    )]
+    code: Option<String>,
+    #[serde(default)]
+    pending_authentication_token: Option<String>,
+    /// The end user's IP address and user agent, recorded on the session and its events.
+    #[serde(default)]
+    ip_address: Option<String>,
+    #[serde(default)]
+    user_agent: Option<String>,
+    #[serde(default)]
+    device_id: Option<String>,
+}
+
+fn required(field: &str, v: &Option<String>) -> Result<String, ApiError> {
+    match v.as_deref().map(str::trim) {
+        Some(s) if !s.is_empty() => Ok(v.clone().unwrap_or_default()),
+        _ => Err(ApiError::invalid(field, "required", format!("{field} is required"))),
+    }
+}
+
+fn invalid_grant(message: &str) -> ApiError {
+    ApiError::bad_request("invalid_grant", message)
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::bad_request("invalid_credentials", "Invalid credentials.")
+}
+
+/// The end user's request details, checked: from the body when the application sends them (it
+/// calls on the user's behalf), else from this request.
+struct EndUser {
+    ip_address: Option<String>,
+    user_agent: Option<String>,
+}
+
+fn end_user(b: &AuthenticateBody, ctx: &RequestContext) -> Result<EndUser, ApiError> {
+    let ip_address = match &b.ip_address {
+        Some(ip) => Some(
+            ip.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| {
+                    ApiError::invalid(
+                        "ip_address",
+                        "invalid_ip_address",
+                        "ip_address must be an IPv4 or IPv6 address",
+                    )
+                })?
+                .to_string(),
+        ),
+        None => ctx.ip.clone(),
+    };
+    if let Some(ua) = &b.user_agent {
+        validate_text("user_agent", ua, 1024)?;
+    }
+    if let Some(d) = &b.device_id {
+        validate_text("device_id", d, 256)?;
+    }
+    Ok(EndUser {
+        ip_address,
+        user_agent: b.user_agent.clone().or_else(|| ctx.user_agent.clone()),
+    })
+}
+
+/// Checks `client_id` and `client_secret`; the API key becomes the actor of the events.
+async fn client(state: &AppState, b: &AuthenticateBody, headers: &HeaderMap) -> Result<Actor, ApiError> {
+    let invalid_client = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Invalid client ID or client secret.",
+        )
+    };
+    match b.client_id.as_deref() {
+        Some(id) if id == state.tokens.client_id() => {}
+        _ => return Err(invalid_client()),
+    }
+    let secret = b.client_secret.clone().or_else(|| {
+        headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::auth::bearer_token)
+            .map(str::to_string)
+    });
+    let Some(secret) = secret.filter(|s| s.starts_with("sk_")) else {
+        return Err(invalid_client());
+    };
+    crate::auth::actor_for_key(state, &secret)
+        .await?
+        .ok_or_else(invalid_client)
+}
+
+#[utoipa::path(post, path = "/user_management/authenticate", tag = "user_management",
+    operation_id = "authenticate",
+    summary = "Authenticate (password, refresh token, Magic Auth, email verification, organization selection)",
+    request_body = AuthenticateBody,
+    responses((status = 200, description = "The user, the session's tokens", body = schemas::AuthenticateResponse),
+        (status = 400, description = "Invalid credentials, code or token", body = schemas::ErrorBody),
+        (status = 401, description = "Invalid client id or secret", body = schemas::ErrorBody),
+        (status = 403, description = "One more step: email verification or organization selection", body = schemas::ErrorBody),
+        (status = 422, description = "Invalid request", body = schemas::ErrorBody),
+        (status = 429, description = "Rate limited", body = schemas::ErrorBody)))]
+pub async fn authenticate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ctx: crate::state::PublicContext,
+    AppJson(b): AppJson<AuthenticateBody>,
+) -> Result<Response, ApiError> {
+    let actor = client(&state, &b, &headers).await?;
+    let ctx = ctx.with_actor(actor);
+    let who = end_user(&b, &ctx)?;
+    // Per end user's address: the application calls on its users' behalf and says whose
+    // (`ip_address`); without it, the caller's own address counts.
+    if let Some(ip) = who.ip_address.as_deref().and_then(|ip| ip.parse().ok()) {
+        state
+            .limits
+            .check(Limit::AuthenticatePerIp, &rate_limit::ip_key(ip))
+            .await?;
+    }
+    match b.grant_type.as_str() {
+        PASSWORD => password(&state, &ctx, &b, &who).await,
+        REFRESH_TOKEN => refresh(&state, &ctx, &b, &who).await,
+        ORGANIZATION_SELECTION => organization_selection(&state, &ctx, &b, &who).await,
+        MAGIC_AUTH | EMAIL_VERIFICATION => Err(ApiError::bad_request(
+            "unsupported_grant_type",
+            format!("grant_type {} is not enabled on this server yet", b.grant_type),
+        )),
+        other => Err(ApiError::invalid(
+            "grant_type",
+            "unsupported_grant_type",
+            format!("grant_type {other:?} is not supported"),
+        )),
+    }
+}
+
+/// Records a failed attempt in the log (`authentication.*_failed`); a failure to record it is
+/// logged, not turned into another answer.
+async fn record_failure(
+    state: &AppState,
+    ctx: &RequestContext,
+    grant: Grant,
+    email: Option<String>,
+    user_id: Option<String>,
+    error: &ApiError,
+    who: &EndUser,
+) {
+    let attempt = FailedAttempt {
+        grant,
+        email,
+        user_id,
+        error_code: error.code().to_string(),
+        error_message: error.message().to_string(),
+        ip_address: who.ip_address.clone(),
+        user_agent: who.user_agent.clone(),
+        at: Utc::now(),
+    };
+    let id = new_id("authn");
+    if let Err(e) = state
+        .execute::<Authentication>(
+            ctx,
+            &id,
+            AuthenticationCommand::Fail(attempt),
+            SideRows::default(),
+            Mode::New,
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "recording a failed sign-in attempt failed");
+    }
+}
+
+/// The stored password hash of the user holding `email`, if any.
+async fn credential_of(state: &AppState, email: &Email) -> Result<(Option<String>, Option<String>), ApiError> {
+    let row: Option<(String, Option<String>)> = sqlx::query_as(
+        "select c.aggregate_id, k.password_hash from claim c left join credential k on k.user_id = c.aggregate_id \
+         where c.kind = $1 and c.value = $2",
+    )
+    .bind(ClaimKind::UserEmail.as_str())
+    .bind(email.key())
+    .fetch_optional(&state.pool)
+    .await?;
+    Ok(match row {
+        Some((user, hash)) => (Some(user), hash),
+        None => (None, None),
+    })
+}
+
+async fn password(
+    state: &AppState,
+    ctx: &RequestContext,
+    b: &AuthenticateBody,
+    who: &EndUser,
+) -> Result<Response, ApiError> {
+    let email = Email::parse("email", &required("email", &b.email)?)?;
+    let candidate = required("password", &b.password)?;
+    if candidate.chars().count() > 1024 {
+        return Err(ApiError::invalid(
+            "password",
+            "invalid_password",
+            "password is too long",
+        ));
+    }
+    let (user_id, stored) = credential_of(state, &email).await?;
+    state.limits.check(Limit::PasswordPerEmail, &email.key()).await?;
+    let verified = match &stored {
+        Some(hash) => crate::password::verify(state, hash, candidate.clone()).await?,
+        // Unknown email or no password: the same work and the same answer as a wrong password.
+        None => crate::password::verify_unknown(state, candidate.clone()).await?,
+    };
+    let (Some(user_id), Some(stored), true) = (user_id.clone(), stored, verified.ok) else {
+        let e = invalid_credentials();
+        record_failure(state, ctx, Grant::Password, Some(email.key()), user_id, &e, who).await;
+        return Err(e);
+    };
+    if verified.needs_rehash {
+        // An imported or outdated hash becomes today's argon2id; a failure (say, the hashing
+        // queue is full) leaves the old one, which still verifies.
+        if let Err(e) = crate::password::rehash(state, &user_id, &stored, candidate).await {
+            tracing::warn!(code = e.code(), "rehashing a password failed; the old hash stays");
+        }
+    }
+    let user = queries::user(&state.pool, &user_id)
+        .await?
+        .ok_or_else(invalid_credentials)?;
+    complete(state, ctx, user, AuthMethod::Password, Grant::Password, None, who).await
+}
+
+/// The user's active memberships: (organization id, organization name, role slug).
+async fn active_memberships(state: &AppState, user_id: &str) -> Result<Vec<(String, String, String)>, ApiError> {
+    let filter = MembershipFilter {
+        user_id: Some(user_id.to_string()),
+        statuses: vec!["active".into()],
+        ..Default::default()
+    };
+    let page = Page {
+        limit: 100,
+        before: None,
+        after: None,
+        order: Default::default(),
+    };
+    let list = queries::memberships(&state.pool, &filter, &page).await?;
+    Ok(list
+        .data
+        .iter()
+        .filter_map(|m| {
+            let s = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
+            let role = m.get("role").and_then(|r| r.get("slug")).and_then(Value::as_str)?;
+            Some((
+                s("organization_id")?,
+                s("organization_name").unwrap_or_default(),
+                role.to_string(),
+            ))
+        })
+        .collect())
+}
+
+/// The role of the user in the organization, if an active member.
+async fn role_in(state: &AppState, user_id: &str, organization_id: &str) -> Result<Option<String>, ApiError> {
+    let row: Option<(Option<String>,)> = sqlx::query_as(
+        "select body -> 'role' ->> 'slug' from organization_membership_view \
+         where organization_id = $1 and user_id = $2 and status = 'active'",
+    )
+    .bind(organization_id)
+    .bind(user_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    Ok(row.and_then(|r| r.0))
+}
+
+fn flow_error(code: &str, message: &str, fields: Value) -> Response {
+    let mut body = json!({ "code": code, "message": message });
+    if let (Some(b), Some(f)) = (body.as_object_mut(), fields.as_object()) {
+        for (k, v) in f {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    (StatusCode::FORBIDDEN, Json(body)).into_response()
+}
+
+/// The user proved who they are: verify the email if required, pick the organization, then
+/// start the session.
+async fn complete(
+    state: &AppState,
+    ctx: &RequestContext,
+    user: Value,
+    method: AuthMethod,
+    grant: Grant,
+    organization: Option<String>,
+    who: &EndUser,
+) -> Result<Response, ApiError> {
+    let user_id = user.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+    let verified = user.get("email_verified").and_then(Value::as_bool).unwrap_or(false);
+    if state.auth.require_email_verification && !verified && method == AuthMethod::Password {
+        let pending = Pending {
+            user_id: user_id.clone(),
+            auth_method: method.as_str().to_string(),
+            grant_type: grant.as_str().to_string(),
+            email_verification_id: None,
+            organization_id: organization,
+        };
+        let token = sessions::pend(&state.pool, &pending).await?;
+        return Ok(flow_error(
+            "email_verification_required",
+            "Email ownership must be verified before authentication.",
+            json!({
+                "pending_authentication_token": token,
+                "email": user.get("email"),
+                "email_verification_id": null,
+                "user": user,
+            }),
+        ));
+    }
+    let organization = match organization {
+        Some(o) => Some(o),
+        None => {
+            let orgs = active_memberships(state, &user_id).await?;
+            match orgs.as_slice() {
+                [] => None,
+                [(id, _, _)] => Some(id.clone()),
+                many => {
+                    let pending = Pending {
+                        user_id: user_id.clone(),
+                        auth_method: method.as_str().to_string(),
+                        grant_type: grant.as_str().to_string(),
+                        email_verification_id: None,
+                        organization_id: None,
+                    };
+                    let token = sessions::pend(&state.pool, &pending).await?;
+                    let organizations: Vec<Value> = many
+                        .iter()
+                        .map(|(id, name, _)| json!({ "id": id, "name": name }))
+                        .collect();
+                    return Ok(flow_error(
+                        "organization_selection_required",
+                        "The user must choose an organization to sign in to.",
+                        json!({
+                            "pending_authentication_token": token,
+                            "organizations": organizations,
+                            "user": user,
+                        }),
+                    ));
+                }
+            }
+        }
+    };
+    start_session(state, ctx, user, method, grant, None, organization, who).await
+}
+
+/// Starts the session (`SessionCreated`), its refresh token and its first access token.
+/// `pending_grant`: the grant of the step a pending authentication continues.
+#[allow(clippy::too_many_arguments, reason = "one sign-in's facts, passed once")]
+async fn start_session(
+    state: &AppState,
+    ctx: &RequestContext,
+    user: Value,
+    method: AuthMethod,
+    grant: Grant,
+    pending_grant: Option<Grant>,
+    organization: Option<String>,
+    who: &EndUser,
+) -> Result<Response, ApiError> {
+    let user_id = user.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+    let role = match &organization {
+        Some(o) => Some(role_in(state, &user_id, o).await?.ok_or_else(|| {
+            ApiError::bad_request(
+                "organization_membership_not_found",
+                "The user is not a member of that organization.",
+            )
+        })?),
+        None => None,
+    };
+    let now = Utc::now();
+    let expires_at =
+        now + chrono::Duration::from_std(state.auth.session_ttl).unwrap_or_else(|_| chrono::Duration::days(30));
+    let session_id = new_id("session");
+    let start = StartSession {
+        user_id: user_id.clone(),
+        email: user
+            .get("email")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        organization_id: organization.clone(),
+        auth_method: method,
+        grant,
+        ip_address: who.ip_address.clone(),
+        user_agent: who.user_agent.clone(),
+        expires_at,
+        at: now,
+    };
+    // The attempt (`authentication.*_succeeded`) and the session it starts, in one append.
+    let meta = ctx.metadata();
+    let mut events = Vec::new();
+    // After an organization selection, the credential was proved by the step before it.
+    let proved_by = match (grant, pending_grant) {
+        (Grant::OrganizationSelection, Some(g)) => g,
+        _ => grant,
+    };
+    if proved_by.event_type().is_some() {
+        let attempt = SucceededAttempt {
+            grant: proved_by,
+            email: start.email.clone(),
+            user_id: user_id.clone(),
+            session_id: session_id.clone(),
+            ip_address: who.ip_address.clone(),
+            user_agent: who.user_agent.clone(),
+            at: now,
+        };
+        let decided = state
+            .bus
+            .decide::<Authentication>(
+                &new_id("authn"),
+                AuthenticationCommand::Succeed(attempt),
+                &meta,
+                Mode::New,
+            )
+            .await
+            .map_err(|e| command_error(e, |e| ApiError::conflict(e.to_string())))?;
+        events.extend(decided.new_events);
+    }
+    let decided = state
+        .bus
+        .decide::<Session>(&session_id, SessionCommand::Start(start), &meta, Mode::New)
+        .await
+        .map_err(|e| command_error(e, session_error))?;
+    events.extend(decided.new_events);
+    let at = state
+        .bus
+        .store()
+        .append(events, SideRows::default())
+        .await
+        .map_err(|e| command_error(keyledger_store::commands::append_error(e), session_error))?;
+    state.settle(&[Session::TYPE, Authentication::TYPE], at).await;
+    let refresh_token = sessions::start(
+        &state.pool,
+        &state.secrets,
+        &session_id,
+        &user_id,
+        organization.as_deref(),
+        expires_at,
+    )
+    .await?;
+    let access_token = state
+        .tokens
+        .sign(&user_id, &session_id, organization.as_deref().zip(role.as_deref()), &[])
+        .await?;
+    Ok(tokens_response(user, organization, access_token, refresh_token, method))
+}
+
+fn tokens_response(
+    user: Value,
+    organization: Option<String>,
+    access_token: String,
+    refresh_token: String,
+    method: AuthMethod,
+) -> Response {
+    let mut body = json!({
+        "user": user,
+        "access_token": access_token,
+        "refresh_token": refresh_token,
+        "authentication_method": method.response_name(),
+    });
+    if let (Some(o), Some(b)) = (organization, body.as_object_mut()) {
+        b.insert("organization_id".into(), json!(o));
+    }
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+pub fn session_error(e: SessionError) -> ApiError {
+    match e {
+        SessionError::NotFound => ApiError::not_found("session"),
+        SessionError::AlreadyExists => ApiError::conflict("the session already exists"),
+        SessionError::Ended => invalid_grant("The session has ended."),
+    }
+}
+
+async fn organization_selection(
+    state: &AppState,
+    ctx: &RequestContext,
+    b: &AuthenticateBody,
+    who: &EndUser,
+) -> Result<Response, ApiError> {
+    let token = required("pending_authentication_token", &b.pending_authentication_token)?;
+    let organization_id = required("organization_id", &b.organization_id)?;
+    let pending = sessions::take_pending(&state.pool, &token).await?.ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_pending_authentication_token",
+            "The pending authentication token is invalid or expired.",
+        )
+    })?;
+    if role_in(state, &pending.user_id, &organization_id).await?.is_none() {
+        return Err(ApiError::bad_request(
+            "organization_membership_not_found",
+            "The user is not a member of that organization.",
+        ));
+    }
+    let user = queries::user(&state.pool, &pending.user_id)
+        .await?
+        .ok_or_else(|| ApiError::bad_request("invalid_pending_authentication_token", "The user no longer exists."))?;
+    let method = match pending.auth_method.as_str() {
+        "magic_code" => AuthMethod::MagicCode,
+        "sso" => AuthMethod::Sso,
+        _ => AuthMethod::Password,
+    };
+    let pending_grant = match pending.grant_type.as_str() {
+        "magic_auth" => Grant::MagicAuth,
+        "email_verification" => Grant::EmailVerification,
+        "authorization_code" => Grant::AuthorizationCode,
+        _ => Grant::Password,
+    };
+    start_session(
+        state,
+        ctx,
+        user,
+        method,
+        Grant::OrganizationSelection,
+        Some(pending_grant),
+        Some(organization_id),
+        who,
+    )
+    .await
+}
+
+async fn refresh(
+    state: &AppState,
+    ctx: &RequestContext,
+    b: &AuthenticateBody,
+    _who: &EndUser,
+) -> Result<Response, ApiError> {
+    let presented = required("refresh_token", &b.refresh_token)?;
+    let invalid = || invalid_grant("The refresh token is invalid, expired or revoked.");
+    let token = RefreshToken::parse(presented.trim()).ok_or_else(invalid)?;
+    let row = sessions::load(&state.pool, &token.session_id)
+        .await?
+        .ok_or_else(invalid)?;
+    if !token.authentic(&state.secrets, &row.salt) {
+        return Err(invalid());
+    }
+    let now = Utc::now();
+    if !row.live(now) {
+        return Err(invalid());
+    }
+    if let Some(org) = &b.organization_id {
+        if row.organization_id.as_deref() != Some(org.as_str()) && role_in(state, &row.user_id, org).await?.is_none() {
+            return Err(ApiError::bad_request(
+                "organization_membership_not_found",
+                "The user is not a member of that organization.",
+            ));
+        }
+    }
+    let switch_to = b
+        .organization_id
+        .clone()
+        .filter(|o| row.organization_id.as_deref() != Some(o.as_str()));
+    let (generation, organization) = if token.generation == row.generation {
+        if sessions::rotate(&state.pool, &row.session_id, row.generation, switch_to.as_deref()).await? {
+            (row.generation + 1, switch_to.clone().or(row.organization_id.clone()))
+        } else {
+            // Another refresh of this token won the race: it is now the previous generation.
+            let again = sessions::load(&state.pool, &token.session_id)
+                .await?
+                .ok_or_else(invalid)?;
+            if again.live(now) && sessions::in_grace(&again, token.generation, state.auth.refresh_grace, now) {
+                (again.generation, again.organization_id.clone())
+            } else {
+                return Err(invalid());
+            }
+        }
+    } else if sessions::in_grace(&row, token.generation, state.auth.refresh_grace, now) {
+        (row.generation, row.organization_id.clone())
+    } else if token.generation < row.generation {
+        // A spent token after its grace window: the family may be stolen; end the session.
+        sessions::revoke(&state.pool, &row.session_id).await?;
+        let revoke = SessionCommand::Revoke {
+            reason: RevokeReason::RefreshTokenReused,
+            at: now,
+        };
+        if let Err(e) = state
+            .execute::<Session>(ctx, &row.session_id, revoke, SideRows::default(), Mode::Retry)
+            .await
+        {
+            tracing::warn!(error = %e, session = %row.session_id, "recording a refresh-token reuse revocation failed");
+        }
+        return Err(invalid());
+    } else {
+        // A generation from the future: not a token this server made.
+        return Err(invalid());
+    };
+    if let Some(org) = &switch_to {
+        if organization.as_deref() == Some(org.as_str()) {
+            let switch = SessionCommand::SwitchOrganization {
+                organization_id: org.clone(),
+                at: now,
+            };
+            state
+                .execute::<Session>(ctx, &row.session_id, switch, SideRows::default(), Mode::Retry)
+                .await
+                .map_err(|e| command_error(e, session_error))?;
+        }
+    }
+    let user = queries::user(&state.pool, &row.user_id).await?.ok_or_else(invalid)?;
+    let role = match &organization {
+        Some(o) => role_in(state, &row.user_id, o).await?,
+        None => None,
+    };
+    // A member who left the organization keeps the session but no organization claims.
+    let org_claims = organization.as_deref().zip(role.as_deref());
+    let access_token = state
+        .tokens
+        .sign(&row.user_id, &row.session_id, org_claims, &[])
+        .await?;
+    let refresh_token = RefreshToken::make(&state.secrets, &row.salt, &row.session_id, generation);
+    let method = match row.auth_method.as_deref() {
+        Some("magic_code") => AuthMethod::MagicCode,
+        Some("sso") => AuthMethod::Sso,
+        _ => AuthMethod::Password,
+    };
+    Ok(tokens_response(
+        user,
+        org_claims.map(|(o, _)| o.to_string()),
+        access_token,
+        refresh_token,
+        method,
+    ))
+}
