@@ -251,7 +251,7 @@ mod tests {
     #[test]
     fn tokens_parse_back_and_reject_other_shapes() {
         let key = MasterKey::generate().unwrap();
-        let t = RefreshToken::make(&key, b"salt", "session_01HXYZ123456789ABCDEFGHJK", 3);
+        let t = RefreshToken::make(&key, b"salt", "session_01HXYZ123456789ABCDEFGHJKM", 3);
         let p = RefreshToken::parse(&t).unwrap();
         assert_eq!(p.generation, 3);
         assert!(p.authentic(&key, b"salt"));

@@ -282,7 +282,9 @@ async fn every_management_route_rejects_a_missing_or_wrong_key_with_401() {
             "GET /audit_logs/exports/{auditLogExportId}/download",
             "GET /health",
             "GET /openapi.json",
-            "GET /sso/jwks/{clientId}"
+            "GET /sso/jwks/{clientId}",
+            "POST /user_management/authenticate",
+            "GET /user_management/sessions/logout"
         ],
         "only these operations are public"
     );
