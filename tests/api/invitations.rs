@@ -107,6 +107,14 @@ async fn an_invitation_is_created_read_listed_and_found_by_its_token() {
     let (s, got) = app.get(&format!("/user_management/invitations/{id}")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(got, inv);
+    // The answer is exactly the documented `Invitation` schema, field for field.
+    let doc = crate::openapi::fetch_document(&app).await;
+    let schema = json!({ "$ref": "#/components/schemas/Invitation" });
+    let wrong = crate::openapi::mismatches(&doc, &schema, &inv, "invitation");
+    assert!(wrong.is_empty(), "{wrong:?}");
+    let mut extra = inv.clone();
+    extra["surprise"] = json!(1);
+    assert!(!crate::openapi::mismatches(&doc, &schema, &extra, "extra").is_empty());
     let (s, by_token) = app.get(&format!("/user_management/invitations/by_token/{token}")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(by_token, inv);
