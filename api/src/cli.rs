@@ -195,6 +195,10 @@ pub struct SignInArgs {
     /// Redirect URIs a browser may be sent to (`return_to` of logout), comma-separated.
     #[arg(long, env = "KEYLEDGER_REDIRECT_URIS", value_delimiter = ',')]
     pub redirect_uris: Vec<String>,
+    /// The application's page that accepts invitations (`accept_invitation_url` is it with
+    /// `invitation_token=<token>` added); default: `<public URL>/invite`.
+    #[arg(long, env = "KEYLEDGER_INVITATION_URL")]
+    pub invitation_url: Option<String>,
 }
 
 impl SignInArgs {
@@ -205,11 +209,18 @@ impl SignInArgs {
                 bail!("KEYLEDGER_REDIRECT_URIS: {u:?} must be an http or https URL");
             }
         }
+        if let Some(u) = &self.invitation_url {
+            let parsed = url::Url::parse(u).with_context(|| format!("KEYLEDGER_INVITATION_URL: {u:?} is not a URL"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                bail!("KEYLEDGER_INVITATION_URL: {u:?} must be an http or https URL");
+            }
+        }
         Ok(crate::state::AuthSettings {
             require_email_verification: self.require_email_verification,
             refresh_grace: Duration::from_secs(self.refresh_grace_seconds),
             session_ttl: Duration::from_secs(self.session_ttl_seconds),
             redirect_uris: self.redirect_uris.clone(),
+            invitation_url: self.invitation_url.clone(),
         })
     }
 }

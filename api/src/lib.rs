@@ -16,6 +16,7 @@ pub mod dns;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod invitations;
 pub mod json_body;
 pub mod mail;
 pub mod metrics;

@@ -67,6 +67,7 @@ macro_rules! list_of {
 
 list_of!(UserList, User);
 list_of!(SessionList, Session);
+list_of!(InvitationList, Invitation);
 list_of!(OrganizationList, Organization);
 list_of!(OrganizationMembershipList, OrganizationMembership);
 list_of!(EventList, Event);
@@ -89,6 +90,7 @@ macro_rules! tag {
 
 tag!(UserTag, "user");
 tag!(SessionTag, "session");
+tag!(InvitationTag, "invitation");
 tag!(OrganizationTag, "organization");
 tag!(OrganizationDomainTag, "organization_domain");
 tag!(OrganizationMembershipTag, "organization_membership");
@@ -643,4 +645,47 @@ pub struct AuthenticateResponse {
     /// Opaque, single use: each refresh returns the next one.
     refresh_token: String,
     authentication_method: AuthenticationMethod,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InvitationState {
+    Pending,
+    Accepted,
+    Expired,
+    Revoked,
+}
+
+/// `invitation` (WorkOS's `UserlandUserInvite`; `objects::apply_invitation` plus the token).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Invitation {
+    object: InvitationTag,
+    id: String,
+    email: String,
+    state: InvitationState,
+    #[schema(required = true, format = DateTime)]
+    accepted_at: Option<String>,
+    #[schema(required = true, format = DateTime)]
+    revoked_at: Option<String>,
+    #[schema(format = DateTime)]
+    expires_at: String,
+    /// The organization the recipient joins on acceptance.
+    #[schema(required = true)]
+    organization_id: Option<String>,
+    #[schema(required = true)]
+    inviter_user_id: Option<String>,
+    #[schema(required = true)]
+    accepted_user_id: Option<String>,
+    /// The role of the membership made on acceptance (`null` without an organization).
+    #[schema(required = true)]
+    role_slug: Option<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+    /// The secret that accepts the invitation (`invitation_token` of the sign-in).
+    token: String,
+    /// `KEYLEDGER_INVITATION_URL` with `?invitation_token=<token>`.
+    accept_invitation_url: String,
 }

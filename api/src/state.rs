@@ -67,6 +67,8 @@ pub struct AuthSettings {
     pub session_ttl: Duration,
     /// `KEYLEDGER_REDIRECT_URIS`: where `return_to` (logout) may send a browser.
     pub redirect_uris: Vec<String>,
+    /// `KEYLEDGER_INVITATION_URL`: the application's page that accepts invitations.
+    pub invitation_url: Option<String>,
 }
 
 impl Default for AuthSettings {
@@ -76,6 +78,7 @@ impl Default for AuthSettings {
             refresh_grace: Duration::from_secs(5),
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             redirect_uris: Vec::new(),
+            invitation_url: None,
         }
     }
 }

@@ -22,6 +22,8 @@ pub enum ClaimKind {
     LiveUser,
     /// An organization that exists, keyed by its own id (as [`ClaimKind::LiveUser`]).
     LiveOrganization,
+    /// One pending invitation per organization (or none) and email: `<organization_id>:<email key>`.
+    PendingInvitation,
 }
 
 impl ClaimKind {
@@ -36,6 +38,7 @@ impl ClaimKind {
             Self::WebhookEndpointUrl => "webhook_endpoint_url",
             Self::LiveUser => "live_user",
             Self::LiveOrganization => "live_organization",
+            Self::PendingInvitation => "pending_invitation",
         }
     }
 
@@ -50,6 +53,7 @@ impl ClaimKind {
             Self::WebhookEndpointUrl,
             Self::LiveUser,
             Self::LiveOrganization,
+            Self::PendingInvitation,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -13,6 +13,7 @@ pub mod audit_log;
 pub mod authentication;
 pub mod claims;
 pub mod ids;
+pub mod invitation;
 pub mod membership;
 pub mod organization;
 pub mod session;

@@ -55,8 +55,17 @@ pub const EVENTS: Projection = Projection {
         "OrganizationMembership",
         "Session",
         "Authentication",
+        "Invitation",
     ],
     feed: true,
+};
+
+/// Invitations (`invitation_view`): listed by organization and email.
+pub const INVITATIONS: Projection = Projection {
+    name: "invitations",
+    kinds: &[Kind::Invitation],
+    aggregate_types: &["Invitation"],
+    feed: false,
 };
 
 /// Sessions (`session_view`): a user's sessions and their status.
@@ -86,7 +95,7 @@ pub const WEBHOOKS: Projection = Projection {
 };
 
 /// Every projection, in the order they are started and listed.
-pub const ALL: [Projection; 7] = [
+pub const ALL: [Projection; 8] = [
     USERS,
     ORGANIZATIONS,
     MEMBERSHIPS,
@@ -94,6 +103,7 @@ pub const ALL: [Projection; 7] = [
     AUDIT_LOGS,
     WEBHOOKS,
     SESSIONS,
+    INVITATIONS,
 ];
 
 pub fn by_name(name: &str) -> Option<Projection> {
@@ -114,6 +124,7 @@ pub(crate) fn doc_table(kind: Kind) -> &'static str {
         // Only the feed keeps sign-in attempts (no projection owns this kind, so no table of
         // its own is ever read or written: every caller asks only for kinds its projection owns).
         Kind::Authentication => "authentication_view",
+        Kind::Invitation => "invitation_view",
     }
 }
 

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use keyledger_domain::authentication::AuthenticationEvent;
+use keyledger_domain::invitation::InvitationEvent;
 use keyledger_domain::membership::MembershipEvent;
 use keyledger_domain::organization::{OrganizationEvent, VERIFICATION_PREFIX};
 use keyledger_domain::session::SessionEvent;
@@ -24,16 +25,18 @@ pub enum Kind {
     Session,
     /// The data of an `authentication.*` event (a sign-in attempt); kept only by the event feed.
     Authentication,
+    Invitation,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::User,
         Kind::Organization,
         Kind::OrganizationDomain,
         Kind::Membership,
         Kind::Session,
         Kind::Authentication,
+        Kind::Invitation,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +47,7 @@ impl Kind {
             Kind::Membership => "organization_membership",
             Kind::Session => "session",
             Kind::Authentication => "authentication",
+            Kind::Invitation => "invitation",
         }
     }
 }
@@ -90,6 +94,10 @@ pub const PUBLIC_EVENT_NAMES: &[&str] = &[
     "authentication.magic_auth_failed",
     "authentication.email_verification_succeeded",
     "authentication.email_verification_failed",
+    "invitation.created",
+    "invitation.accepted",
+    "invitation.revoked",
+    "invitation.resent",
 ];
 
 /// The documents an event reads; the engine loads them before [`apply`].
@@ -100,6 +108,7 @@ pub fn needs(aggregate_id: &str, event: &AnyEvent) -> Vec<(Kind, String)> {
         AnyEvent::WebhookEndpoint(_) => Vec::new(),
         AnyEvent::Session(_) => vec![(Kind::Session, aggregate_id.to_string())],
         AnyEvent::Authentication(_) => Vec::new(),
+        AnyEvent::Invitation(_) => vec![(Kind::Invitation, aggregate_id.to_string())],
         AnyEvent::Organization(e) => {
             let mut v = vec![(Kind::Organization, aggregate_id.to_string())];
             if let Some(d) = domain_id(e) {
@@ -143,6 +152,78 @@ pub fn apply(aggregate_id: &str, event: &AnyEvent, docs: &mut Docs) -> Vec<Chang
         AnyEvent::WebhookEndpoint(_) => Vec::new(),
         AnyEvent::Session(e) => apply_session(aggregate_id, e, docs),
         AnyEvent::Authentication(e) => apply_authentication(aggregate_id, e, docs),
+        AnyEvent::Invitation(e) => apply_invitation(aggregate_id, e, docs),
+    }
+}
+
+/// The invitation object without its token and link (those are secrets: the API adds them to
+/// its own answers from `invitation_token`, never to events). `state` is as of the event; reads
+/// show `expired` once `expires_at` has passed (`queries::INVITATION_BODY`).
+fn apply_invitation(id: &str, e: &InvitationEvent, docs: &mut Docs) -> Vec<Change> {
+    match e {
+        InvitationEvent::InvitationCreated {
+            email,
+            organization_id,
+            role,
+            inviter_user_id,
+            expires_at,
+            at,
+        } => {
+            docs.insert(
+                (Kind::Invitation, id.to_string()),
+                Some(json!({
+                    "object": "invitation",
+                    "id": id,
+                    "email": email.as_str(),
+                    "state": "pending",
+                    "accepted_at": null,
+                    "revoked_at": null,
+                    "expires_at": ts(expires_at),
+                    "organization_id": organization_id,
+                    "inviter_user_id": inviter_user_id,
+                    "accepted_user_id": null,
+                    "role_slug": role.as_ref().map(|r| r.as_str()),
+                    "created_at": ts(at),
+                    "updated_at": ts(at),
+                })),
+            );
+            change("invitation.created", Kind::Invitation, id)
+        }
+        InvitationEvent::InvitationAccepted { user_id, at } => {
+            let ok = patch(docs, Kind::Invitation, id, at, |d| {
+                set(d, "state", json!("accepted"));
+                set(d, "accepted_at", json!(ts(at)));
+                set(d, "accepted_user_id", json!(user_id));
+            });
+            if ok {
+                change("invitation.accepted", Kind::Invitation, id)
+            } else {
+                Vec::new()
+            }
+        }
+        InvitationEvent::InvitationRevoked { at } => {
+            let ok = patch(docs, Kind::Invitation, id, at, |d| {
+                set(d, "state", json!("revoked"));
+                set(d, "revoked_at", json!(ts(at)));
+            });
+            if ok {
+                change("invitation.revoked", Kind::Invitation, id)
+            } else {
+                Vec::new()
+            }
+        }
+        InvitationEvent::InvitationResent { at } => {
+            if patch(docs, Kind::Invitation, id, at, |_| {}) {
+                change("invitation.resent", Kind::Invitation, id)
+            } else {
+                Vec::new()
+            }
+        }
+        // Replaced by a new invitation: no public event (WorkOS's catalog has none).
+        InvitationEvent::InvitationExpired { at } => {
+            patch(docs, Kind::Invitation, id, at, |d| set(d, "state", json!("expired")));
+            Vec::new()
+        }
     }
 }
 

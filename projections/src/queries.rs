@@ -208,6 +208,40 @@ pub async fn session(pool: &PgPool, id: &str) -> Result<Option<Value>, StorageEr
     .await
 }
 
+/// The state an invitation document shows: `expired` once a pending one is past `expires_at`
+/// (no event marks it).
+pub const INVITATION_BODY: &str =
+    "case when body ->> 'state' = 'pending' and (body ->> 'expires_at')::timestamptz <= now() \
+     then jsonb_set(body, '{state}', '\"expired\"') else body end";
+
+#[derive(Debug, Default)]
+pub struct InvitationFilter {
+    pub organization_id: Option<String>,
+    /// Compared case-insensitively (`Email::lookup_key`).
+    pub email: Option<String>,
+}
+
+/// Invitations (every state), newest first by default.
+pub async fn invitations(pool: &PgPool, f: &InvitationFilter, page: &Page) -> Result<ListResult, StorageError> {
+    let mut qb = QueryBuilder::new(format!("select id, {INVITATION_BODY} from invitation_view where true"));
+    if let Some(o) = &f.organization_id {
+        qb.push(" and organization_id = ").push_bind(o.clone());
+    }
+    if let Some(e) = &f.email {
+        qb.push(" and email = ").push_bind(e.clone());
+    }
+    list(pool, qb, page, None).await
+}
+
+pub async fn invitation(pool: &PgPool, id: &str) -> Result<Option<Value>, StorageError> {
+    one(
+        pool,
+        &format!("select {INVITATION_BODY} from invitation_view where id = $1"),
+        id,
+    )
+    .await
+}
+
 pub async fn organization(pool: &PgPool, id: &str) -> Result<Option<Value>, StorageError> {
     one(pool, "select body from organization_view where id = $1", id).await
 }

@@ -201,6 +201,7 @@ struct Targets {
     audit: bool,
     webhooks: bool,
     sessions: bool,
+    invitations: bool,
 }
 
 impl Targets {
@@ -214,6 +215,7 @@ impl Targets {
             audit: has(engine::AUDIT_LOGS),
             webhooks: has(engine::WEBHOOKS),
             sessions: has(engine::SESSIONS),
+            invitations: has(engine::INVITATIONS),
         }
     }
 
@@ -226,6 +228,7 @@ impl Targets {
             self.audit,
             self.webhooks,
             self.sessions,
+            self.invitations,
         ];
         engine::ALL
             .into_iter()
@@ -254,6 +257,7 @@ impl Targets {
             Kind::Membership => self.memberships,
             Kind::Session => self.sessions,
             Kind::Authentication => false,
+            Kind::Invitation => self.invitations,
         }
     }
 
@@ -265,6 +269,7 @@ impl Targets {
             "OrganizationMembership" => Kind::Membership,
             "Session" => Kind::Session,
             "Authentication" => return self.events,
+            "Invitation" => Kind::Invitation,
             _ => return false,
         };
         self.events || self.own_table(kind)

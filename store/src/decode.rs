@@ -6,6 +6,7 @@ use keyledger_domain::audit_log::{
     AuditLogAction, AuditLogActionEvent, AuditLogEntry, AuditLogEntryEvent, AuditLogExport, AuditLogExportEvent,
 };
 use keyledger_domain::authentication::{Authentication, AuthenticationEvent};
+use keyledger_domain::invitation::{Invitation, InvitationEvent};
 use keyledger_domain::membership::{MembershipEvent, OrganizationMembership};
 use keyledger_domain::organization::{Organization, OrganizationEvent};
 use keyledger_domain::session::{Session, SessionEvent};
@@ -28,6 +29,7 @@ pub enum AnyEvent {
     WebhookEndpoint(WebhookEndpointEvent),
     Session(SessionEvent),
     Authentication(AuthenticationEvent),
+    Invitation(InvitationEvent),
 }
 
 /// The version of `event_type` this build writes (its `DomainEvent::event_version`); stored
@@ -120,6 +122,7 @@ pub fn decode(
         WebhookEndpoint::TYPE => decode_as(t, v, p).map(AnyEvent::WebhookEndpoint).map_err(err),
         Session::TYPE => decode_as(t, v, p).map(AnyEvent::Session).map_err(err),
         Authentication::TYPE => decode_as(t, v, p).map(AnyEvent::Authentication).map_err(err),
+        Invitation::TYPE => decode_as(t, v, p).map(AnyEvent::Invitation).map_err(err),
         other => Err(format!("unknown aggregate type {other}")),
     }
 }
@@ -164,6 +167,7 @@ pub fn decode_text(
         WebhookEndpoint::TYPE => typed(t, p).map(AnyEvent::WebhookEndpoint).map_err(err),
         Session::TYPE => typed(t, p).map(AnyEvent::Session).map_err(err),
         Authentication::TYPE => typed(t, p).map(AnyEvent::Authentication).map_err(err),
+        Invitation::TYPE => typed(t, p).map(AnyEvent::Invitation).map_err(err),
         other => Err(format!("unknown aggregate type {other}")),
     }
 }

@@ -315,6 +315,24 @@ async fn a_rebuild_equals_the_incrementally_built_read_models_row_for_row() {
         )
         .await;
     assert_eq!(s, StatusCode::OK);
+    // The invitations projection: one accepted (with its membership), one revoked, one resent.
+    let mut invitations = Vec::new();
+    for email in ["rb-inv-1@example.com", "rb-inv-2@example.com", "rb-inv-3@example.com"] {
+        let (s, inv) = app
+            .post(
+                "/user_management/invitations",
+                json!({ "email": email, "organization_id": org_id, "role_slug": "admin" }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{inv}");
+        invitations.push(inv["id"].as_str().expect("id").to_string());
+    }
+    for (id, op) in invitations.iter().zip(["accept", "revoke", "resend"]) {
+        let (s, b) = app
+            .post(&format!("/user_management/invitations/{id}/{op}"), json!({}))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{op}: {b}");
+    }
     // The audit_logs projection: a schema, an audit event and an export.
     let (s, _) = app
         .post(

@@ -25,6 +25,7 @@ mod events;
 mod events_cursor;
 mod group_commit;
 mod idempotency;
+mod invitations;
 mod log_properties;
 mod mail;
 mod memberships;

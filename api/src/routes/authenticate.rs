@@ -60,8 +60,8 @@ pub struct AuthenticateBody {
     email: Option<String>,
     #[serde(default)]
     password: Option<String>,
+    /// An invitation to accept with this sign-in (it lands in the invitation's organization).
     #[serde(default)]
-    #[expect(dead_code, reason = "read by the invitation half of issue 9, being built")]
     invitation_token: Option<String>,
     #[serde(default)]
     refresh_token: Option<String>,
@@ -292,10 +292,28 @@ async fn password(
             tracing::warn!(code = e.code(), "rehashing a password failed; the old hash stays");
         }
     }
+    // An invitation accepted with the sign-in: its membership, and the sign-in lands in it.
+    let organization = match b.invitation_token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        Some(t) => {
+            crate::invitations::accept_for_sign_in(state, ctx, t, &email)
+                .await?
+                .organization_id
+        }
+        None => None,
+    };
     let user = queries::user(&state.pool, &user_id)
         .await?
         .ok_or_else(invalid_credentials)?;
-    complete(state, ctx, user, AuthMethod::Password, Grant::Password, None, who).await
+    complete(
+        state,
+        ctx,
+        user,
+        AuthMethod::Password,
+        Grant::Password,
+        organization,
+        who,
+    )
+    .await
 }
 
 /// The user's active memberships: (organization id, organization name, role slug).

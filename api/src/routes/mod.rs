@@ -5,6 +5,7 @@ pub mod audit_logs;
 pub mod authenticate;
 pub mod events;
 pub mod health;
+pub mod invitations;
 pub mod jwks;
 pub mod memberships;
 pub mod organization_domains;
@@ -63,6 +64,12 @@ pub fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(memberships::deactivate))
         .routes(routes!(memberships::reactivate))
         .routes(routes!(events::list))
+        .routes(routes!(invitations::list, invitations::create))
+        .routes(routes!(invitations::get))
+        .routes(routes!(invitations::get_by_token))
+        .routes(routes!(invitations::accept))
+        .routes(routes!(invitations::revoke))
+        .routes(routes!(invitations::resend))
         .merge(audit_logs::router())
         .merge(webhooks::router())
         .merge(stream::router())
