@@ -16,6 +16,7 @@ mod monitor;
 mod pgbench;
 mod rebuild;
 mod report;
+mod signin;
 mod subscribe;
 mod support;
 mod webhooks;
@@ -51,6 +52,9 @@ enum Stage {
     /// Reads, appends and list filters on a small log and on a large one (`--growth-events`),
     /// start-up until /health answers, and the full rebuild rate.
     Growth,
+    /// Password sign-ins vs the argon2 CLI, reads during a sign-in storm, refresh-token grants,
+    /// the JWKS vs pgbench -S.
+    Signin,
 }
 
 #[derive(Debug, Parser)]
@@ -191,6 +195,11 @@ async fn run_stages(b: &mut Bench, args: &Args, monitor: &monitor::Monitor) -> a
         let mark = stage_banner("webhooks", monitor);
         webhooks::run(b).await.context("webhooks stage")?;
         stage_end(b, "webhooks", monitor, mark);
+    }
+    if has(Stage::Signin) {
+        let mark = stage_banner("signin", monitor);
+        signin::run(b).await.context("signin stage")?;
+        stage_end(b, "signin", monitor, mark);
     }
     if has(Stage::Growth) {
         let mark = stage_banner("growth", monitor);

@@ -516,3 +516,58 @@ async fn a_revoked_session_cannot_refresh_and_logout_redirects_only_to_registere
 fn urlencode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
+
+#[tokio::test]
+async fn password_attempts_per_email_and_calls_per_ip_are_rate_limited_across_servers() {
+    let db = crate::helpers::fresh_database().await;
+    let limited = |c: &mut keyledger_api::Config| {
+        c.rate_limits.password_per_email = 3;
+        c.rate_limits.authenticate_per_ip = 6;
+    };
+    let one = TestApp::spawn_on_with(db.clone(), limited).await;
+    let two = TestApp::spawn_on_with(db, limited).await;
+    user_with_password(&one, "ann@example.com", true).await;
+    let wrong = |app: &TestApp, ip: &str| {
+        let mut b = password_grant(app, "ann@example.com", "wrong password");
+        b["ip_address"] = json!(ip);
+        b
+    };
+    // Three attempts for the email, spread over two servers, then the fourth is refused, even
+    // with the right password and from another address.
+    for (app, ip) in [(&one, "198.51.100.1"), (&two, "198.51.100.2"), (&one, "198.51.100.3")] {
+        let (s, body) = authenticate(app, wrong(app, ip)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    }
+    let mut right = password_grant(&two, "ann@example.com", PASSWORD);
+    right["ip_address"] = json!("198.51.100.4");
+    let r = reqwest::Client::new()
+        .post(format!("{}/user_management/authenticate", two.base))
+        .json(&right)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "rate_limit_exceeded");
+    // Another email is not limited by that one; one address is limited across emails.
+    user_with_password(&one, "bob@example.com", true).await;
+    let mut bob = password_grant(&one, "bob@example.com", PASSWORD);
+    bob["ip_address"] = json!("203.0.113.50");
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let app = if i % 2 == 0 { &one } else { &two };
+        let mut b = bob.clone();
+        b["email"] = json!(format!("nobody{i}@example.com"));
+        statuses.push(authenticate(app, b).await.0);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count(),
+        2,
+        "{statuses:?}"
+    );
+    // A refused call records no attempt.
+    let failed = one.all_events("&events=authentication.password_failed").await;
+    assert_eq!(failed.len(), 3 + 6, "{failed:?}");
+}
