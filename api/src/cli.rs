@@ -195,6 +195,10 @@ pub struct SignInArgs {
     /// Redirect URIs a browser may be sent to (`return_to` of logout), comma-separated.
     #[arg(long, env = "KEYLEDGER_REDIRECT_URIS", value_delimiter = ',')]
     pub redirect_uris: Vec<String>,
+    /// The application's page that resets a password: a reset's `password_reset_url` is this
+    /// URL with `token=<token>` added to its query.
+    #[arg(long, env = "KEYLEDGER_PASSWORD_RESET_URL", default_value = crate::state::DEFAULT_PASSWORD_RESET_URL)]
+    pub password_reset_url: String,
 }
 
 impl SignInArgs {
@@ -210,6 +214,18 @@ impl SignInArgs {
             refresh_grace: Duration::from_secs(self.refresh_grace_seconds),
             session_ttl: Duration::from_secs(self.session_ttl_seconds),
             redirect_uris: self.redirect_uris.clone(),
+            password_reset_url: {
+                let parsed = url::Url::parse(&self.password_reset_url).with_context(|| {
+                    format!(
+                        "KEYLEDGER_PASSWORD_RESET_URL: {:?} is not a URL",
+                        self.password_reset_url
+                    )
+                })?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    bail!("KEYLEDGER_PASSWORD_RESET_URL must be an http or https URL");
+                }
+                self.password_reset_url.clone()
+            },
         })
     }
 }

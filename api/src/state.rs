@@ -67,7 +67,12 @@ pub struct AuthSettings {
     pub session_ttl: Duration,
     /// `KEYLEDGER_REDIRECT_URIS`: where `return_to` (logout) may send a browser.
     pub redirect_uris: Vec<String>,
+    /// `KEYLEDGER_PASSWORD_RESET_URL`: the application's page a reset link opens.
+    pub password_reset_url: String,
 }
+
+/// The default `KEYLEDGER_PASSWORD_RESET_URL`.
+pub const DEFAULT_PASSWORD_RESET_URL: &str = "http://127.0.0.1:8080/reset-password";
 
 impl Default for AuthSettings {
     fn default() -> Self {
@@ -76,6 +81,7 @@ impl Default for AuthSettings {
             refresh_grace: Duration::from_secs(5),
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             redirect_uris: Vec::new(),
+            password_reset_url: DEFAULT_PASSWORD_RESET_URL.to_string(),
         }
     }
 }

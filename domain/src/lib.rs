@@ -14,6 +14,7 @@ pub mod authentication;
 pub mod claims;
 pub mod ids;
 pub mod membership;
+pub mod one_time_code;
 pub mod organization;
 pub mod session;
 pub mod user;

@@ -55,6 +55,7 @@ pub const EVENTS: Projection = Projection {
         "OrganizationMembership",
         "Session",
         "Authentication",
+        "OneTimeCode",
     ],
     feed: true,
 };
@@ -114,6 +115,8 @@ pub(crate) fn doc_table(kind: Kind) -> &'static str {
         // Only the feed keeps sign-in attempts (no projection owns this kind, so no table of
         // its own is ever read or written: every caller asks only for kinds its projection owns).
         Kind::Authentication => "authentication_view",
+        // Like sign-in attempts: the data of a code's public events, kept only by the feed.
+        Kind::OneTimeCode => "one_time_code_view",
     }
 }
 

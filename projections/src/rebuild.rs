@@ -253,7 +253,7 @@ impl Targets {
             Kind::Organization | Kind::OrganizationDomain => self.organizations,
             Kind::Membership => self.memberships,
             Kind::Session => self.sessions,
-            Kind::Authentication => false,
+            Kind::Authentication | Kind::OneTimeCode => false,
         }
     }
 
@@ -264,7 +264,7 @@ impl Targets {
             "Organization" => Kind::Organization,
             "OrganizationMembership" => Kind::Membership,
             "Session" => Kind::Session,
-            "Authentication" => return self.events,
+            "Authentication" | "OneTimeCode" => return self.events,
             _ => return false,
         };
         self.events || self.own_table(kind)

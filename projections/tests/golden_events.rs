@@ -23,6 +23,7 @@ use keyledger_domain::audit_log::{
 };
 use keyledger_domain::authentication::{Authentication, AuthenticationEvent};
 use keyledger_domain::membership::{MembershipEvent, OrganizationMembership};
+use keyledger_domain::one_time_code::{OneTimeCode, OneTimeCodeEvent};
 use keyledger_domain::organization::{Organization, OrganizationEvent};
 use keyledger_domain::session::{Session, SessionEvent};
 use keyledger_domain::user::{User, UserEvent};
@@ -149,7 +150,7 @@ type Variants = fn() -> &'static [&'static str];
 /// by hand (there is no way to enumerate `AnyEvent`), but `aggregate_of` below matches `AnyEvent`
 /// exhaustively, so adding an aggregate to `AnyEvent` does not compile until it is handled there;
 /// add its row here at the same time. The variants of each enum come from the code.
-const AGGREGATES: [(&str, Variants); 9] = [
+const AGGREGATES: [(&str, Variants); 10] = [
     (User::TYPE, variant_names::<UserEvent>),
     (Organization::TYPE, variant_names::<OrganizationEvent>),
     (OrganizationMembership::TYPE, variant_names::<MembershipEvent>),
@@ -159,6 +160,7 @@ const AGGREGATES: [(&str, Variants); 9] = [
     (WebhookEndpoint::TYPE, variant_names::<WebhookEndpointEvent>),
     (Session::TYPE, variant_names::<SessionEvent>),
     (Authentication::TYPE, variant_names::<AuthenticationEvent>),
+    (OneTimeCode::TYPE, variant_names::<OneTimeCodeEvent>),
 ];
 
 /// The aggregate type, event type and version a decoded event is stored under.
@@ -176,6 +178,7 @@ fn aggregate_of(event: &AnyEvent) -> (&'static str, String, String) {
         AnyEvent::WebhookEndpoint(e) => parts::<WebhookEndpoint>(e),
         AnyEvent::Session(e) => parts::<Session>(e),
         AnyEvent::Authentication(e) => parts::<Authentication>(e),
+        AnyEvent::OneTimeCode(e) => parts::<OneTimeCode>(e),
     }
 }
 
@@ -191,6 +194,7 @@ fn reserialize(event: &AnyEvent) -> serde_json::Result<Value> {
         AnyEvent::WebhookEndpoint(e) => serde_json::to_value(e),
         AnyEvent::Session(e) => serde_json::to_value(e),
         AnyEvent::Authentication(e) => serde_json::to_value(e),
+        AnyEvent::OneTimeCode(e) => serde_json::to_value(e),
     }
 }
 

@@ -7,6 +7,7 @@ use keyledger_domain::audit_log::{
 };
 use keyledger_domain::authentication::{Authentication, AuthenticationEvent};
 use keyledger_domain::membership::{MembershipEvent, OrganizationMembership};
+use keyledger_domain::one_time_code::{OneTimeCode, OneTimeCodeEvent};
 use keyledger_domain::organization::{Organization, OrganizationEvent};
 use keyledger_domain::session::{Session, SessionEvent};
 use keyledger_domain::user::{User, UserEvent};
@@ -28,6 +29,7 @@ pub enum AnyEvent {
     WebhookEndpoint(WebhookEndpointEvent),
     Session(SessionEvent),
     Authentication(AuthenticationEvent),
+    OneTimeCode(OneTimeCodeEvent),
 }
 
 /// The version of `event_type` this build writes (its `DomainEvent::event_version`); stored
@@ -120,6 +122,7 @@ pub fn decode(
         WebhookEndpoint::TYPE => decode_as(t, v, p).map(AnyEvent::WebhookEndpoint).map_err(err),
         Session::TYPE => decode_as(t, v, p).map(AnyEvent::Session).map_err(err),
         Authentication::TYPE => decode_as(t, v, p).map(AnyEvent::Authentication).map_err(err),
+        OneTimeCode::TYPE => decode_as(t, v, p).map(AnyEvent::OneTimeCode).map_err(err),
         other => Err(format!("unknown aggregate type {other}")),
     }
 }
@@ -164,6 +167,7 @@ pub fn decode_text(
         WebhookEndpoint::TYPE => typed(t, p).map(AnyEvent::WebhookEndpoint).map_err(err),
         Session::TYPE => typed(t, p).map(AnyEvent::Session).map_err(err),
         Authentication::TYPE => typed(t, p).map(AnyEvent::Authentication).map_err(err),
+        OneTimeCode::TYPE => typed(t, p).map(AnyEvent::OneTimeCode).map_err(err),
         other => Err(format!("unknown aggregate type {other}")),
     }
 }
