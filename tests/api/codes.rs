@@ -825,6 +825,59 @@ async fn a_password_reset_sets_the_new_password_once() {
 }
 
 #[tokio::test]
+async fn a_password_reset_ends_the_users_sessions() {
+    let app = TestApp::spawn().await;
+    let user = user_with_password(&app, "ann@example.com", true).await;
+    let other = user_with_password(&app, "bob@example.com", true).await;
+    let sign_in = |email: &'static str| {
+        let app = &app;
+        async move {
+            let (s, b) = authenticate(
+                app,
+                grant(app, "password", json!({ "email": email, "password": PASSWORD })),
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+            b
+        }
+    };
+    let ann = sign_in("ann@example.com").await;
+    let bob = sign_in("bob@example.com").await;
+    let (_, reset) = app
+        .post("/user_management/password_reset", json!({ "email": "ann@example.com" }))
+        .await;
+    let (s, b) = app
+        .post(
+            "/user_management/password_reset/confirm",
+            json!({ "token": reset["password_reset_token"], "new_password": "a brand new passphrase" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let refresh = |token: Value| {
+        let app = &app;
+        async move { authenticate(app, grant(app, "refresh_token", json!({ "refresh_token": token }))).await }
+    };
+    let (s, e) = refresh(ann["refresh_token"].clone()).await;
+    assert_error(s, &e, StatusCode::BAD_REQUEST, "invalid_grant", "ann's old session");
+    let (s, b) = refresh(bob["refresh_token"].clone()).await;
+    assert_eq!(s, StatusCode::OK, "bob's session is not ann's: {b}");
+    let (_, sessions) = app
+        .get(&format!(
+            "/user_management/users/{}/sessions",
+            user["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(sessions["data"][0]["status"], "revoked", "{sessions}");
+    let (_, sessions) = app
+        .get(&format!(
+            "/user_management/users/{}/sessions",
+            other["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(sessions["data"][0]["status"], "active", "{sessions}");
+}
+
+#[tokio::test]
 async fn an_expired_reset_token_is_refused() {
     let app = TestApp::spawn().await;
     user_with_password(&app, "ann@example.com", true).await;

@@ -9,6 +9,7 @@ use axum::response::Response;
 use chrono::Utc;
 use cqrs_es::Aggregate;
 use keyledger_domain::one_time_code::{OneTimeCode, OneTimeCodeCommand, Purpose};
+use keyledger_domain::session::RevokeReason;
 use keyledger_domain::user::{SignUpMethod, SignUpUser, UpdateUser, User, UserCommand, UserError};
 use keyledger_domain::values::Email;
 use keyledger_domain::ClaimKind;
@@ -452,6 +453,18 @@ pub async fn confirm_password_reset(
         .await
         .map_err(|e| command_error(keyledger_store::commands::append_error(e), user_error))?;
     state.settle(&[User::TYPE, OneTimeCode::TYPE], at).await;
+    // A reset is what a user does when the old password may be known to someone else: the
+    // sessions signed in with it end (each its own `SessionRevoked`, reason `password_reset`).
+    let live: Vec<(String,)> =
+        sqlx::query_as("select session_id from session_token where user_id = $1 and revoked_at is null")
+            .bind(&issued.user_id)
+            .fetch_all(&state.pool)
+            .await?;
+    for (session_id,) in live {
+        if let Err(e) = super::sessions::end(&state, &ctx, &session_id, RevokeReason::PasswordReset).await {
+            tracing::warn!(code = e.code(), session = %session_id, "ending a session after a password reset failed");
+        }
+    }
     let user = user_doc(&state, &issued.user_id).await?;
     Ok(object(StatusCode::OK, json!({ "user": user })))
 }
