@@ -199,6 +199,10 @@ pub struct SignInArgs {
     /// `invitation_token=<token>` added); default: `<public URL>/invite`.
     #[arg(long, env = "KEYLEDGER_INVITATION_URL")]
     pub invitation_url: Option<String>,
+    /// The application's page that resets a password: a reset's `password_reset_url` is this
+    /// URL with `token=<token>` added to its query.
+    #[arg(long, env = "KEYLEDGER_PASSWORD_RESET_URL", default_value = crate::state::DEFAULT_PASSWORD_RESET_URL)]
+    pub password_reset_url: String,
 }
 
 impl SignInArgs {
@@ -221,6 +225,18 @@ impl SignInArgs {
             session_ttl: Duration::from_secs(self.session_ttl_seconds),
             redirect_uris: self.redirect_uris.clone(),
             invitation_url: self.invitation_url.clone(),
+            password_reset_url: {
+                let parsed = url::Url::parse(&self.password_reset_url).with_context(|| {
+                    format!(
+                        "KEYLEDGER_PASSWORD_RESET_URL: {:?} is not a URL",
+                        self.password_reset_url
+                    )
+                })?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    bail!("KEYLEDGER_PASSWORD_RESET_URL must be an http or https URL");
+                }
+                self.password_reset_url.clone()
+            },
         })
     }
 }

@@ -95,7 +95,8 @@ impl ApiError {
         Self::field_error(status, code, field, code, message)
     }
 
-    fn field_error(
+    /// One invalid field under the top-level `top` code (e.g. `password_reset_error`).
+    pub fn field_error(
         status: StatusCode,
         top: &'static str,
         field: &str,

@@ -689,3 +689,79 @@ pub struct Invitation {
     /// `KEYLEDGER_INVITATION_URL` with `?invitation_token=<token>`.
     accept_invitation_url: String,
 }
+
+tag!(MagicAuthTag, "magic_auth");
+tag!(EmailVerificationTag, "email_verification");
+tag!(PasswordResetTag, "password_reset");
+tag!(EmailChangeTag, "email_change");
+tag!(EmailChangeConfirmationTag, "email_change_confirmation");
+
+/// A one-time code as WorkOS shows it (`magic_auth`, `email_verification`), with the code.
+macro_rules! code_object {
+    ($name:ident, $tag:ty) => {
+        #[derive(Serialize, ToSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            object: $tag,
+            id: String,
+            /// For a Magic Auth code to an email nobody holds yet: the id the user it signs up gets.
+            user_id: String,
+            email: String,
+            /// Six digits.
+            code: String,
+            #[schema(format = DateTime)]
+            expires_at: String,
+            #[schema(format = DateTime)]
+            created_at: String,
+            #[schema(format = DateTime)]
+            updated_at: String,
+        }
+    };
+}
+
+code_object!(MagicAuth, MagicAuthTag);
+code_object!(EmailVerification, EmailVerificationTag);
+
+/// `password_reset`: the token and the link that carries it.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordReset {
+    object: PasswordResetTag,
+    id: String,
+    user_id: String,
+    email: String,
+    password_reset_token: String,
+    /// `KEYLEDGER_PASSWORD_RESET_URL` with `token=<password_reset_token>` added.
+    password_reset_url: String,
+    #[schema(format = DateTime)]
+    expires_at: String,
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+/// `email_change`: a code sent to `new_email`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailChange {
+    object: EmailChangeTag,
+    user: User,
+    new_email: String,
+    #[schema(format = DateTime)]
+    expires_at: String,
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+/// The user after a code or token flow (`{"user": ...}`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserResponse {
+    user: User,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailChangeConfirmation {
+    object: EmailChangeConfirmationTag,
+    user: User,
+}

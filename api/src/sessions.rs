@@ -244,6 +244,19 @@ pub async fn take_pending(pool: &PgPool, token: &str) -> Result<Option<Pending>,
     .await?)
 }
 
+/// Reads a pending authentication without taking it: `None` when unknown, expired or used. A
+/// step that can fail and be retried (a mistyped email verification code) reads it first and
+/// takes it only once the step succeeded.
+pub async fn peek_pending(pool: &PgPool, token: &str) -> Result<Option<Pending>, ApiError> {
+    Ok(sqlx::query_as(
+        "select user_id, auth_method, grant_type, email_verification_id, organization_id \
+         from pending_authentication where token_hash = $1 and used_at is null and expires_at > now()",
+    )
+    .bind(token_hash(token))
+    .fetch_optional(pool)
+    .await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,7 +69,12 @@ pub struct AuthSettings {
     pub redirect_uris: Vec<String>,
     /// `KEYLEDGER_INVITATION_URL`: the application's page that accepts invitations.
     pub invitation_url: Option<String>,
+    /// `KEYLEDGER_PASSWORD_RESET_URL`: the application's page a reset link opens.
+    pub password_reset_url: String,
 }
+
+/// The default `KEYLEDGER_PASSWORD_RESET_URL`.
+pub const DEFAULT_PASSWORD_RESET_URL: &str = "http://127.0.0.1:8080/reset-password";
 
 impl Default for AuthSettings {
     fn default() -> Self {
@@ -79,6 +84,7 @@ impl Default for AuthSettings {
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             redirect_uris: Vec::new(),
             invitation_url: None,
+            password_reset_url: DEFAULT_PASSWORD_RESET_URL.to_string(),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod claims;
 pub mod ids;
 pub mod invitation;
 pub mod membership;
+pub mod one_time_code;
 pub mod organization;
 pub mod session;
 pub mod user;

@@ -56,6 +56,7 @@ pub const EVENTS: Projection = Projection {
         "Session",
         "Authentication",
         "Invitation",
+        "OneTimeCode",
     ],
     feed: true,
 };
@@ -125,6 +126,8 @@ pub(crate) fn doc_table(kind: Kind) -> &'static str {
         // its own is ever read or written: every caller asks only for kinds its projection owns).
         Kind::Authentication => "authentication_view",
         Kind::Invitation => "invitation_view",
+        // Like sign-in attempts: the data of a code's public events, kept only by the feed.
+        Kind::OneTimeCode => "one_time_code_view",
     }
 }
 

@@ -8,6 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use keyledger_domain::authentication::AuthenticationEvent;
 use keyledger_domain::invitation::InvitationEvent;
 use keyledger_domain::membership::MembershipEvent;
+use keyledger_domain::one_time_code::OneTimeCodeEvent;
 use keyledger_domain::organization::{OrganizationEvent, VERIFICATION_PREFIX};
 use keyledger_domain::session::SessionEvent;
 use keyledger_domain::user::UserEvent;
@@ -26,10 +27,13 @@ pub enum Kind {
     /// The data of an `authentication.*` event (a sign-in attempt); kept only by the event feed.
     Authentication,
     Invitation,
+    /// The data of a code's public event (`magic_auth.created`, `password_reset.succeeded`, ...),
+    /// never the code; kept only by the event feed.
+    OneTimeCode,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::User,
         Kind::Organization,
         Kind::OrganizationDomain,
@@ -37,6 +41,7 @@ impl Kind {
         Kind::Session,
         Kind::Authentication,
         Kind::Invitation,
+        Kind::OneTimeCode,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +53,7 @@ impl Kind {
             Kind::Session => "session",
             Kind::Authentication => "authentication",
             Kind::Invitation => "invitation",
+            Kind::OneTimeCode => "one_time_code",
         }
     }
 }
@@ -98,6 +104,10 @@ pub const PUBLIC_EVENT_NAMES: &[&str] = &[
     "invitation.accepted",
     "invitation.revoked",
     "invitation.resent",
+    "magic_auth.created",
+    "email_verification.created",
+    "password_reset.created",
+    "password_reset.succeeded",
 ];
 
 /// The documents an event reads; the engine loads them before [`apply`].
@@ -109,6 +119,8 @@ pub fn needs(aggregate_id: &str, event: &AnyEvent) -> Vec<(Kind, String)> {
         AnyEvent::Session(_) => vec![(Kind::Session, aggregate_id.to_string())],
         AnyEvent::Authentication(_) => Vec::new(),
         AnyEvent::Invitation(_) => vec![(Kind::Invitation, aggregate_id.to_string())],
+        // Each event carries its object's facts: nothing to read.
+        AnyEvent::OneTimeCode(_) => Vec::new(),
         AnyEvent::Organization(e) => {
             let mut v = vec![(Kind::Organization, aggregate_id.to_string())];
             if let Some(d) = domain_id(e) {
@@ -152,6 +164,7 @@ pub fn apply(aggregate_id: &str, event: &AnyEvent, docs: &mut Docs) -> Vec<Chang
         AnyEvent::WebhookEndpoint(_) => Vec::new(),
         AnyEvent::Session(e) => apply_session(aggregate_id, e, docs),
         AnyEvent::Authentication(e) => apply_authentication(aggregate_id, e, docs),
+        AnyEvent::OneTimeCode(e) => apply_one_time_code(aggregate_id, e, docs),
         AnyEvent::Invitation(e) => apply_invitation(aggregate_id, e, docs),
     }
 }
@@ -225,6 +238,54 @@ fn apply_invitation(id: &str, e: &InvitationEvent, docs: &mut Docs) -> Vec<Chang
             Vec::new()
         }
     }
+}
+
+/// A code's public object as WorkOS's events show it: never the code or token. An email change
+/// has no public event.
+fn apply_one_time_code(id: &str, e: &OneTimeCodeEvent, docs: &mut Docs) -> Vec<Change> {
+    let (name, user_id, email, expires_at, created_at, updated_at) = match e {
+        OneTimeCodeEvent::MagicAuthCreated {
+            user_id,
+            email,
+            expires_at,
+            at,
+            ..
+        } => ("magic_auth.created", user_id, email, expires_at, at, at),
+        OneTimeCodeEvent::EmailVerificationCreated {
+            user_id,
+            email,
+            expires_at,
+            at,
+        } => ("email_verification.created", user_id, email, expires_at, at, at),
+        OneTimeCodeEvent::PasswordResetCreated {
+            user_id,
+            email,
+            expires_at,
+            at,
+        } => ("password_reset.created", user_id, email, expires_at, at, at),
+        OneTimeCodeEvent::PasswordResetSucceeded {
+            user_id,
+            email,
+            expires_at,
+            created_at,
+            at,
+        } => ("password_reset.succeeded", user_id, email, expires_at, created_at, at),
+        OneTimeCodeEvent::EmailChangeCreated { .. } => return Vec::new(),
+    };
+    let mut doc = json!({
+        "object": e.purpose().as_str(),
+        "id": id,
+        "user_id": user_id,
+        "email": email.as_str(),
+        "expires_at": ts(expires_at),
+        "created_at": ts(created_at),
+    });
+    // WorkOS's password reset object has no `updated_at`; the others do.
+    if e.purpose() != keyledger_domain::one_time_code::Purpose::PasswordReset {
+        set(&mut doc, "updated_at", json!(ts(updated_at)));
+    }
+    docs.insert((Kind::OneTimeCode, id.to_string()), Some(doc));
+    change(name, Kind::OneTimeCode, id)
 }
 
 /// The `authentication.<type>_<status>` event name of a grant type, from the catalog.

@@ -256,7 +256,7 @@ impl Targets {
             Kind::Organization | Kind::OrganizationDomain => self.organizations,
             Kind::Membership => self.memberships,
             Kind::Session => self.sessions,
-            Kind::Authentication => false,
+            Kind::Authentication | Kind::OneTimeCode => false,
             Kind::Invitation => self.invitations,
         }
     }
@@ -268,7 +268,7 @@ impl Targets {
             "Organization" => Kind::Organization,
             "OrganizationMembership" => Kind::Membership,
             "Session" => Kind::Session,
-            "Authentication" => return self.events,
+            "Authentication" | "OneTimeCode" => return self.events,
             "Invitation" => Kind::Invitation,
             _ => return false,
         };

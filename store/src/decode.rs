@@ -8,6 +8,7 @@ use keyledger_domain::audit_log::{
 use keyledger_domain::authentication::{Authentication, AuthenticationEvent};
 use keyledger_domain::invitation::{Invitation, InvitationEvent};
 use keyledger_domain::membership::{MembershipEvent, OrganizationMembership};
+use keyledger_domain::one_time_code::{OneTimeCode, OneTimeCodeEvent};
 use keyledger_domain::organization::{Organization, OrganizationEvent};
 use keyledger_domain::session::{Session, SessionEvent};
 use keyledger_domain::user::{User, UserEvent};
@@ -30,6 +31,7 @@ pub enum AnyEvent {
     Session(SessionEvent),
     Authentication(AuthenticationEvent),
     Invitation(InvitationEvent),
+    OneTimeCode(OneTimeCodeEvent),
 }
 
 /// The version of `event_type` this build writes (its `DomainEvent::event_version`); stored
@@ -123,6 +125,7 @@ pub fn decode(
         Session::TYPE => decode_as(t, v, p).map(AnyEvent::Session).map_err(err),
         Authentication::TYPE => decode_as(t, v, p).map(AnyEvent::Authentication).map_err(err),
         Invitation::TYPE => decode_as(t, v, p).map(AnyEvent::Invitation).map_err(err),
+        OneTimeCode::TYPE => decode_as(t, v, p).map(AnyEvent::OneTimeCode).map_err(err),
         other => Err(format!("unknown aggregate type {other}")),
     }
 }
@@ -168,6 +171,7 @@ pub fn decode_text(
         Session::TYPE => typed(t, p).map(AnyEvent::Session).map_err(err),
         Authentication::TYPE => typed(t, p).map(AnyEvent::Authentication).map_err(err),
         Invitation::TYPE => typed(t, p).map(AnyEvent::Invitation).map_err(err),
+        OneTimeCode::TYPE => typed(t, p).map(AnyEvent::OneTimeCode).map_err(err),
         other => Err(format!("unknown aggregate type {other}")),
     }
 }

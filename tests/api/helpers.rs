@@ -393,6 +393,7 @@ const WRITTEN_WITH_EVENTS: &[&str] = &[
     "credential",
     "webhook_endpoint",
     "webhook_endpoint_secret",
+    "one_time_code",
 ];
 
 /// The log, the claims, the other tables written with events and every read model, as sorted

@@ -20,6 +20,7 @@ mod authenticate;
 mod bad_input;
 mod binary;
 mod cascade;
+mod codes;
 mod contract;
 mod events;
 mod events_cursor;

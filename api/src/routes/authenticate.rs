@@ -15,6 +15,7 @@ use chrono::Utc;
 use cqrs_es::Aggregate;
 use keyledger_domain::authentication::{Authentication, AuthenticationCommand, FailedAttempt, SucceededAttempt};
 use keyledger_domain::ids::new_id;
+use keyledger_domain::one_time_code::Purpose;
 use keyledger_domain::session::{AuthMethod, Grant, RevokeReason, Session, SessionCommand, SessionError, StartSession};
 use keyledger_domain::values::{validate_text, Email};
 use keyledger_domain::ClaimKind;
@@ -26,6 +27,7 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use crate::auth::Actor;
+use crate::codes::{self, Refusal};
 use crate::error::{command_error, ApiError};
 use crate::extract::AppJson;
 use crate::rate_limit::{self, Limit};
@@ -69,10 +71,6 @@ pub struct AuthenticateBody {
     organization_id: Option<String>,
     /// A one-time code (Magic Auth, email verification).
     #[serde(default)]
-    #[expect(
-        dead_code,
-        reason = "read by the Magic Auth and email verification grants, being built"
-    )]
     code: Option<String>,
     #[serde(default)]
     pending_authentication_token: Option<String>,
@@ -194,10 +192,8 @@ pub async fn authenticate(
         PASSWORD => password(&state, &ctx, &b, &who).await,
         REFRESH_TOKEN => refresh(&state, &ctx, &b, &who).await,
         ORGANIZATION_SELECTION => organization_selection(&state, &ctx, &b, &who).await,
-        MAGIC_AUTH | EMAIL_VERIFICATION => Err(ApiError::bad_request(
-            "unsupported_grant_type",
-            format!("grant_type {} is not enabled on this server yet", b.grant_type),
-        )),
+        MAGIC_AUTH => magic_auth(&state, &ctx, &b, &who).await,
+        EMAIL_VERIFICATION => email_verification(&state, &ctx, &b, &who).await,
         other => Err(ApiError::invalid(
             "grant_type",
             "unsupported_grant_type",
@@ -382,11 +378,14 @@ async fn complete(
     let user_id = user.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
     let verified = user.get("email_verified").and_then(Value::as_bool).unwrap_or(false);
     if state.auth.require_email_verification && !verified && method == AuthMethod::Password {
+        // The code the user must enter, sent to them (WorkOS's default flow).
+        let email = Email::parse("email", user.get("email").and_then(Value::as_str).unwrap_or_default())?;
+        let verification = crate::routes::codes::send_verification(state, ctx, &user_id, email).await?;
         let pending = Pending {
             user_id: user_id.clone(),
             auth_method: method.as_str().to_string(),
             grant_type: grant.as_str().to_string(),
-            email_verification_id: None,
+            email_verification_id: Some(verification.id.clone()),
             organization_id: organization,
         };
         let token = sessions::pend(&state.pool, &pending).await?;
@@ -396,7 +395,7 @@ async fn complete(
             json!({
                 "pending_authentication_token": token,
                 "email": user.get("email"),
-                "email_verification_id": null,
+                "email_verification_id": verification.id,
                 "user": user,
             }),
         ));
@@ -607,6 +606,114 @@ async fn organization_selection(
         Grant::OrganizationSelection,
         Some(pending_grant),
         Some(organization_id),
+        who,
+    )
+    .await
+}
+
+/// The answer to a refused one-time code on `authenticate` (WorkOS's codes).
+fn code_refused(r: Refusal) -> ApiError {
+    match r {
+        Refusal::Incorrect => ApiError::bad_request("invalid_one_time_code", "The code is incorrect."),
+        Refusal::Expired => ApiError::bad_request("one_time_code_expired", "The code has expired."),
+        Refusal::Used => ApiError::bad_request("one_time_code_previously_used", "The code was already used."),
+        Refusal::TooManyAttempts => ApiError::bad_request(
+            "one_time_code_too_many_attempts",
+            "Too many attempts: the code no longer works; request a new one.",
+        ),
+    }
+}
+
+/// Magic Auth: the newest code sent to the email. A code for an email nobody holds signs up
+/// the user (`UserSignedUp`, email verified) under the id reserved when the code was issued.
+async fn magic_auth(
+    state: &AppState,
+    ctx: &RequestContext,
+    b: &AuthenticateBody,
+    who: &EndUser,
+) -> Result<Response, ApiError> {
+    let email = Email::parse("email", &required("email", &b.email)?)?;
+    let code = required("code", &b.code)?;
+    let (user_id, _) = credential_of(state, &email).await?;
+    let outcome = match codes::latest_for_email(&state.pool, Purpose::MagicAuth, &email.key()).await? {
+        Some(id) => codes::redeem(state, &id, &code).await?,
+        None => Err(Refusal::Incorrect),
+    };
+    let issued = match outcome {
+        Ok(i) => i,
+        Err(r) => {
+            let e = code_refused(r);
+            record_failure(state, ctx, Grant::MagicAuth, Some(email.key()), user_id, &e, who).await;
+            return Err(e);
+        }
+    };
+    let user = crate::routes::codes::signed_in_by_code(state, ctx, user_id, &issued, email).await?;
+    complete(state, ctx, user, AuthMethod::MagicCode, Grant::MagicAuth, None, who).await
+}
+
+/// Email verification: the code of the verification the pending sign-in sent; a wrong code
+/// leaves the pending authentication usable for another try.
+async fn email_verification(
+    state: &AppState,
+    ctx: &RequestContext,
+    b: &AuthenticateBody,
+    who: &EndUser,
+) -> Result<Response, ApiError> {
+    let token = required("pending_authentication_token", &b.pending_authentication_token)?;
+    let code = required("code", &b.code)?;
+    let invalid_pending = || {
+        ApiError::bad_request(
+            "invalid_pending_authentication_token",
+            "The pending authentication token is invalid or expired.",
+        )
+    };
+    let pending = sessions::peek_pending(&state.pool, &token)
+        .await?
+        .ok_or_else(invalid_pending)?;
+    let verification = match &pending.email_verification_id {
+        Some(id) => Some(id.clone()),
+        None => codes::latest_for_user(&state.pool, Purpose::EmailVerification, &pending.user_id).await?,
+    };
+    let outcome = match verification {
+        Some(id) => codes::redeem(state, &id, &code).await?,
+        None => Err(Refusal::Incorrect),
+    };
+    if let Err(r) = outcome {
+        let e = code_refused(r);
+        let user = queries::user(&state.pool, &pending.user_id).await?;
+        let email = user
+            .as_ref()
+            .and_then(|u| u.get("email"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        record_failure(
+            state,
+            ctx,
+            Grant::EmailVerification,
+            email,
+            Some(pending.user_id.clone()),
+            &e,
+            who,
+        )
+        .await;
+        return Err(e);
+    }
+    let pending = sessions::take_pending(&state.pool, &token)
+        .await?
+        .ok_or_else(invalid_pending)?;
+    let user = crate::routes::codes::mark_verified(state, ctx, &pending.user_id).await?;
+    let method = match pending.auth_method.as_str() {
+        "magic_code" => AuthMethod::MagicCode,
+        "sso" => AuthMethod::Sso,
+        _ => AuthMethod::Password,
+    };
+    complete(
+        state,
+        ctx,
+        user,
+        method,
+        Grant::EmailVerification,
+        pending.organization_id,
         who,
     )
     .await

@@ -3,6 +3,7 @@
 pub mod audit_log_retention;
 pub mod audit_logs;
 pub mod authenticate;
+pub mod codes;
 pub mod events;
 pub mod health;
 pub mod invitations;
@@ -48,6 +49,16 @@ pub fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(users::get, users::update, users::delete))
         .routes(routes!(users::get_by_external_id))
         .routes(routes!(sessions::list))
+        .routes(routes!(codes::create_magic_auth))
+        .routes(routes!(codes::get_magic_auth))
+        .routes(routes!(codes::get_email_verification))
+        .routes(routes!(codes::send_email_verification))
+        .routes(routes!(codes::confirm_email_verification))
+        .routes(routes!(codes::create_password_reset))
+        .routes(routes!(codes::get_password_reset))
+        .routes(routes!(codes::confirm_password_reset))
+        .routes(routes!(codes::send_email_change))
+        .routes(routes!(codes::confirm_email_change))
         .routes(routes!(sessions::revoke))
         .routes(routes!(organizations::list, organizations::create))
         .routes(routes!(

@@ -80,6 +80,8 @@ pub enum RevokeReason {
     RefreshTokenReused,
     /// The user was deleted.
     UserDeleted,
+    /// The user's password was reset: whoever knew the old one loses their sessions.
+    PasswordReset,
 }
 
 /// Events of the [`super::Session`] aggregate, stored under the names in `#[serde(rename)]`.
