@@ -195,6 +195,11 @@ pub struct SignInArgs {
     /// Redirect URIs a browser may be sent to (`return_to` of logout), comma-separated.
     #[arg(long, env = "KEYLEDGER_REDIRECT_URIS", value_delimiter = ',')]
     pub redirect_uris: Vec<String>,
+    /// The membership role (slug) whose access tokens may read their organization through the
+    /// management API (docs/API.md, "Reading an organization with a user's access token").
+    #[arg(long, env = "KEYLEDGER_TENANT_READER_ROLE", default_value = "admin",
+          value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub tenant_reader_role: String,
 }
 
 impl SignInArgs {
@@ -210,6 +215,7 @@ impl SignInArgs {
             refresh_grace: Duration::from_secs(self.refresh_grace_seconds),
             session_ttl: Duration::from_secs(self.session_ttl_seconds),
             redirect_uris: self.redirect_uris.clone(),
+            tenant_reader_role: self.tenant_reader_role.clone(),
         })
     }
 }

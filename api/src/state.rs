@@ -67,6 +67,9 @@ pub struct AuthSettings {
     pub session_ttl: Duration,
     /// `KEYLEDGER_REDIRECT_URIS`: where `return_to` (logout) may send a browser.
     pub redirect_uris: Vec<String>,
+    /// `KEYLEDGER_TENANT_READER_ROLE`: the membership role whose access tokens may read their
+    /// organization through the management API (`crate::tenant`).
+    pub tenant_reader_role: String,
 }
 
 impl Default for AuthSettings {
@@ -76,6 +79,7 @@ impl Default for AuthSettings {
             refresh_grace: Duration::from_secs(5),
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             redirect_uris: Vec::new(),
+            tenant_reader_role: "admin".to_string(),
         }
     }
 }

@@ -39,6 +39,7 @@ mod protocol;
 mod rate_limits;
 mod stored_versions;
 mod stream;
+mod tenant_tokens;
 mod tokens;
 mod users;
 mod webhooks;
