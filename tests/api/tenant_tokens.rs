@@ -568,6 +568,10 @@ async fn row_level_security_confines_a_query_that_forgot_its_filter_to_the_scope
             "{table}: {theirs:?}"
         );
     }
-    assert!(visible(pool, &w.b, "user_view", "id").await == vec![Some(w.cid.clone())]);
+    assert_eq!(
+        visible(pool, &w.b, "user_view", "id").await,
+        vec![Some(w.cid.clone())],
+        "only B's member for B"
+    );
     w.app.stop().await;
 }
