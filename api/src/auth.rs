@@ -140,11 +140,27 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token)
-        .filter(|t| t.starts_with("sk_"));
+        .map(str::to_string);
     let Some(token) = token else {
         return ApiError::unauthorized().into_response();
     };
-    match actor_for_key(&state, token).await {
+    if !token.starts_with("sk_") {
+        // An organization admin's access token: the allowed reads of its organization only
+        // (`crate::tenant`).
+        if !crate::tenant::looks_like_jwt(&token) {
+            return ApiError::unauthorized().into_response();
+        }
+        let path = crate::tenant::route_template(&req);
+        let method = req.method().clone();
+        return match crate::tenant::authorize(&state, &token, &method, path.as_deref()).await {
+            Ok(reader) => {
+                req.extensions_mut().insert(reader);
+                next.run(req).await
+            }
+            Err(e) => e.into_response(),
+        };
+    }
+    match actor_for_key(&state, &token).await {
         Ok(Some(actor)) => {
             req.extensions_mut().insert(actor);
             next.run(req).await

@@ -203,6 +203,11 @@ pub struct SignInArgs {
     /// URL with `token=<token>` added to its query.
     #[arg(long, env = "KEYLEDGER_PASSWORD_RESET_URL", default_value = crate::state::DEFAULT_PASSWORD_RESET_URL)]
     pub password_reset_url: String,
+    /// The membership role (slug) whose access tokens may read their organization through the
+    /// management API (docs/API.md, "Reading an organization with a user's access token").
+    #[arg(long, env = "KEYLEDGER_TENANT_READER_ROLE", default_value = "admin",
+          value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub tenant_reader_role: String,
 }
 
 impl SignInArgs {
@@ -237,6 +242,7 @@ impl SignInArgs {
                 }
                 self.password_reset_url.clone()
             },
+            tenant_reader_role: self.tenant_reader_role.clone(),
         })
     }
 }

@@ -34,6 +34,7 @@ pub mod signing_keys;
 pub mod ssrf;
 pub mod state;
 pub mod subscribers;
+pub mod tenant;
 pub mod tokens;
 
 use std::net::SocketAddr;

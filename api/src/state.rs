@@ -71,6 +71,9 @@ pub struct AuthSettings {
     pub invitation_url: Option<String>,
     /// `KEYLEDGER_PASSWORD_RESET_URL`: the application's page a reset link opens.
     pub password_reset_url: String,
+    /// `KEYLEDGER_TENANT_READER_ROLE`: the membership role whose access tokens may read their
+    /// organization through the management API (`crate::tenant`).
+    pub tenant_reader_role: String,
 }
 
 /// The default `KEYLEDGER_PASSWORD_RESET_URL`.
@@ -85,6 +88,7 @@ impl Default for AuthSettings {
             redirect_uris: Vec::new(),
             invitation_url: None,
             password_reset_url: DEFAULT_PASSWORD_RESET_URL.to_string(),
+            tenant_reader_role: "admin".to_string(),
         }
     }
 }

@@ -18,4 +18,5 @@ pub mod objects;
 pub mod public_event;
 pub mod queries;
 pub mod rebuild;
+pub mod tenant_reads;
 pub mod webhooks;

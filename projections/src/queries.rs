@@ -285,10 +285,10 @@ pub async fn organization_domain(pool: &PgPool, id: &str) -> Result<Option<Value
 }
 
 /// A membership `m` with the organization's current name and its user (the SDKs expect `user`).
-const MEMBERSHIP_COLUMNS: &str = "select m.id, m.body \
+pub(crate) const MEMBERSHIP_COLUMNS: &str = "select m.id, m.body \
      || case when o.id is null then '{}'::jsonb else jsonb_build_object('organization_name', o.body ->> 'name') end \
      || case when u.id is null then '{}'::jsonb else jsonb_build_object('user', u.body) end as body";
-const MEMBERSHIP_JOINS: &str = "left join organization_view o on o.id = m.organization_id \
+pub(crate) const MEMBERSHIP_JOINS: &str = "left join organization_view o on o.id = m.organization_id \
      left join user_view u on u.id = m.user_id";
 
 pub async fn membership(pool: &PgPool, id: &str) -> Result<Option<Value>, StorageError> {

@@ -41,6 +41,7 @@ mod protocol;
 mod rate_limits;
 mod stored_versions;
 mod stream;
+mod tenant_tokens;
 mod tokens;
 mod users;
 mod webhooks;

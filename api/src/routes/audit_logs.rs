@@ -31,6 +31,7 @@ use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::schemas;
 use crate::state::{AppState, RequestContext};
+use crate::tenant::Tenant;
 
 /// How long a download link works.
 const LINK_TTL: chrono::Duration = chrono::Duration::minutes(10);
@@ -332,10 +333,10 @@ pub struct TrailFilters {
     responses((status = 200, description = "A page of the trail", body = schemas::AuditLogEventList),
         (status = 400, description = "organization_id missing", body = schemas::ErrorBody),
         (status = 422, description = "Invalid filter or cursor", body = schemas::ErrorBody)))]
-pub async fn list_events(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
+pub async fn list_events(State(state): State<AppState>, tenant: Tenant, q: QueryPairs) -> Result<Response, ApiError> {
     let page = page(&q)?;
-    let organization_id = q
-        .one("organization_id")?
+    let organization_id = tenant
+        .list_filter(q.one("organization_id")?)?
         .ok_or_else(|| ApiError::bad_request("missing_filter", "organization_id is required"))?;
     let (range_start, range_end) = time_range(&q)?;
     let filter = TrailFilter {

@@ -11,6 +11,7 @@ use crate::error::ApiError;
 use crate::extract::QueryPairs;
 use crate::schemas;
 use crate::state::AppState;
+use crate::tenant::Tenant;
 
 /// The feed's filters (besides [`ListParams`]; cursors are event ids).
 #[derive(IntoParams)]
@@ -32,7 +33,7 @@ pub struct ListFilters {
     summary = "List events from the log", params(ListParams, ListFilters),
     responses((status = 200, description = "A page of events, oldest first by default", body = schemas::EventList),
         (status = 422, description = "Invalid filter, or a cursor that is no event id", body = schemas::ErrorBody)))]
-pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
+pub async fn list(State(state): State<AppState>, tenant: Tenant, q: QueryPairs) -> Result<Response, ApiError> {
     let mut page = id_page(&q, "event")?;
     if q.one("order")?.is_none() {
         page.order = Order::Asc;
@@ -40,7 +41,8 @@ pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Respon
     let (range_start, range_end) = time_range(&q)?;
     let filter = EventFilter {
         events: q.many("events"),
-        organization_id: q.one("organization_id")?,
+        // With an access token: only the token's organization's events (403 for another).
+        organization_id: tenant.list_filter(q.one("organization_id")?)?,
         range_start,
         range_end,
     };

@@ -9,6 +9,7 @@ use keyledger_domain::values::RoleSlug;
 use keyledger_domain::ClaimKind;
 use keyledger_projections::history::History;
 use keyledger_projections::queries::{self, MembershipFilter};
+use keyledger_projections::tenant_reads;
 use keyledger_store::append::SideRows;
 use serde::Deserialize;
 use serde_json::Value;
@@ -19,6 +20,7 @@ use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::schemas;
 use crate::state::{AppState, RequestContext};
+use crate::tenant::Tenant;
 use keyledger_projections::objects::Kind;
 use keyledger_store::commands::{CommandError, Mode};
 use keyledger_store::decode::AnyEvent;
@@ -67,7 +69,7 @@ const ID: &str = "The membership's id (`om_...`).";
     params(ListParams, ListFilters),
     responses((status = 200, description = "A page of memberships", body = schemas::OrganizationMembershipList),
         (status = 400, description = "Neither organization_id nor user_id", body = schemas::ErrorBody)))]
-pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Response, ApiError> {
+pub async fn list(State(state): State<AppState>, tenant: Tenant, q: QueryPairs) -> Result<Response, ApiError> {
     let page = id_page(&q, "om")?;
     let mut statuses = q.many("statuses");
     if let Some(bad) = statuses.iter().find(|s| !STATUSES.contains(&s.as_str())) {
@@ -82,11 +84,13 @@ pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Respon
         statuses.push("active".to_string());
     }
     let filter = MembershipFilter {
-        organization_id: q.one("organization_id")?,
+        // With an access token: the token's organization, whatever the query says (403 if another).
+        organization_id: tenant.list_filter(q.one("organization_id")?)?,
         user_id: q.one("user_id")?,
         statuses,
     };
     if let Some(at) = as_of(&q)? {
+        tenant.refuse_as_of()?;
         let Some(org) = filter.organization_id.clone() else {
             return Err(ApiError::invalid(
                 "organization_id",
@@ -120,7 +124,21 @@ async fn find(state: &AppState, id: &str) -> Result<Value, ApiError> {
     params(("id" = String, Path, description = ID), AsOfParams),
     responses((status = 200, description = "The membership", body = schemas::OrganizationMembership),
         (status = 404, description = "No such membership", body = schemas::ErrorBody)))]
-pub async fn get(State(state): State<AppState>, PathParam(id): PathParam, q: QueryPairs) -> Result<Response, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    PathParam(id): PathParam,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    if let Some(own) = tenant.organization_id() {
+        if as_of(&q)?.is_some() {
+            tenant.refuse_as_of()?;
+        }
+        let m = tenant_reads::membership(&state.pool, own, &id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("organization membership"))?;
+        return Ok(object(StatusCode::OK, m));
+    }
     if let Some(at) = as_of(&q)? {
         let m = History::default()
             .membership(&state.pool, &id, at)

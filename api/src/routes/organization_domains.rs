@@ -10,6 +10,7 @@ use keyledger_domain::organization::{
 use keyledger_domain::values::DomainName;
 use keyledger_projections::history::History;
 use keyledger_projections::queries;
+use keyledger_projections::tenant_reads;
 use keyledger_store::append::SideRows;
 use serde::Deserialize;
 use serde_json::Value;
@@ -22,6 +23,7 @@ use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::schemas;
 use crate::state::{AppState, RequestContext};
+use crate::tenant::Tenant;
 use keyledger_projections::objects::Kind;
 use keyledger_store::commands::Mode;
 use keyledger_store::decode::AnyEvent;
@@ -99,7 +101,21 @@ fn field<'a>(v: &'a Value, k: &str) -> &'a str {
     params(("id" = String, Path, description = ID), AsOfParams),
     responses((status = 200, description = "The domain", body = schemas::OrganizationDomain),
         (status = 404, description = "No such domain", body = schemas::ErrorBody)))]
-pub async fn get(State(state): State<AppState>, PathParam(id): PathParam, q: QueryPairs) -> Result<Response, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    PathParam(id): PathParam,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    if let Some(own) = tenant.organization_id() {
+        if as_of(&q)?.is_some() {
+            tenant.refuse_as_of()?;
+        }
+        let d = tenant_reads::organization_domain(&state.pool, own, &id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("organization domain"))?;
+        return Ok(object(StatusCode::OK, d));
+    }
     if let Some(at) = as_of(&q)? {
         let d = History::default()
             .organization_domain(&state.pool, &id, at)

@@ -10,6 +10,7 @@ use keyledger_domain::organization::{
 use keyledger_domain::values::{validate_external_id, validate_metadata, validate_text, DomainName, Metadata};
 use keyledger_projections::history::History;
 use keyledger_projections::queries::{self, OrganizationFilter};
+use keyledger_projections::tenant_reads;
 use keyledger_store::append::SideRows;
 use keyledger_store::cascade::Parent;
 use serde::Deserialize;
@@ -20,6 +21,7 @@ use crate::error::{command_error, ApiError};
 use crate::extract::{AppJson, PathParam, QueryPairs};
 use crate::schemas;
 use crate::state::{AppState, RequestContext};
+use crate::tenant::Tenant;
 use keyledger_projections::objects::Kind;
 use keyledger_store::commands::Mode;
 use keyledger_store::decode::AnyEvent;
@@ -78,7 +80,23 @@ pub async fn list(State(state): State<AppState>, q: QueryPairs) -> Result<Respon
     summary = "Get an organization", params(("id" = String, Path, description = ID), AsOfParams),
     responses((status = 200, description = "The organization", body = schemas::Organization),
         (status = 404, description = "No such organization", body = schemas::ErrorBody)))]
-pub async fn get(State(state): State<AppState>, PathParam(id): PathParam, q: QueryPairs) -> Result<Response, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    PathParam(id): PathParam,
+    q: QueryPairs,
+) -> Result<Response, ApiError> {
+    if let Some(own) = tenant.organization_id() {
+        // Another organization's id is 404 whether or not it exists.
+        let at = as_of(&q)?;
+        if at.is_some() {
+            tenant.refuse_as_of()?;
+        }
+        let org = tenant_reads::organization(&state.pool, own, &id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("organization"))?;
+        return Ok(object(StatusCode::OK, org));
+    }
     let org = match as_of(&q)? {
         Some(at) => History::default().organization(&state.pool, &id, at).await?,
         None => queries::organization(&state.pool, &id).await?,
