@@ -31,6 +31,7 @@ fn password_grant(app: &TestApp, email: &str, password: &str) -> Value {
         "password": password,
         "ip_address": "203.0.113.9",
         "user_agent": "tests/1.0",
+        "device_id": "device-1",
     })
 }
 
@@ -92,6 +93,11 @@ async fn a_password_sign_in_returns_the_user_and_tokens_that_verify_and_records_
     assert_eq!(sessions[0]["auth_method"], "password");
     assert_eq!(sessions[0]["ip_address"], "203.0.113.9");
     assert_eq!(sessions[0]["user_agent"], "tests/1.0");
+    let (stored,): (Value,) = sqlx::query_as("select payload from event where event_type = 'SessionCreated'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored["SessionCreated"]["device_id"], "device-1", "{stored}");
 
     let events = app
         .all_events("&events=authentication.password_succeeded,session.created")

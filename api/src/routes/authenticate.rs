@@ -103,6 +103,7 @@ fn invalid_credentials() -> ApiError {
 struct EndUser {
     ip_address: Option<String>,
     user_agent: Option<String>,
+    device_id: Option<String>,
 }
 
 fn end_user(b: &AuthenticateBody, ctx: &RequestContext) -> Result<EndUser, ApiError> {
@@ -130,6 +131,7 @@ fn end_user(b: &AuthenticateBody, ctx: &RequestContext) -> Result<EndUser, ApiEr
     Ok(EndUser {
         ip_address,
         user_agent: b.user_agent.clone().or_else(|| ctx.user_agent.clone()),
+        device_id: b.device_id.clone(),
     })
 }
 
@@ -475,6 +477,7 @@ async fn start_session(
         grant,
         ip_address: who.ip_address.clone(),
         user_agent: who.user_agent.clone(),
+        device_id: who.device_id.clone(),
         expires_at,
         at: now,
     };

@@ -27,6 +27,7 @@ pub struct StartSession {
     pub grant: Grant,
     pub ip_address: Option<String>,
     pub user_agent: Option<String>,
+    pub device_id: Option<String>,
     pub expires_at: DateTime<Utc>,
     pub at: DateTime<Utc>,
 }
@@ -93,6 +94,7 @@ impl Aggregate for Session {
                     grant: s.grant,
                     ip_address: s.ip_address,
                     user_agent: s.user_agent,
+                    device_id: s.device_id,
                     expires_at: s.expires_at,
                     at: s.at,
                 };
@@ -173,6 +175,7 @@ mod tests {
             grant: Grant::Password,
             ip_address: Some("127.0.0.1".into()),
             user_agent: None,
+            device_id: None,
             expires_at: at(),
             at: at(),
         }

@@ -97,6 +97,9 @@ pub enum SessionEvent {
         grant: Grant,
         ip_address: Option<String>,
         user_agent: Option<String>,
+        /// The application's id for the end user's device, when it sent one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device_id: Option<String>,
         expires_at: DateTime<Utc>,
         at: DateTime<Utc>,
     },
