@@ -134,40 +134,62 @@ pub async fn actor_for_key(state: &AppState, secret: &str) -> Result<Option<Acto
     }))
 }
 
-pub async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+/// The management API's gate: an API key (`sk_...`) puts its [`Actor`] on the request; an
+/// organization admin's access token is let through to its organization's reads only.
+///
+/// A refusal is answered before the request body is read. Such a response says
+/// `Connection: close` when a body was coming: the server cannot reuse a connection whose unread
+/// body is still in flight, and without the header a client would send its next request on a
+/// connection the server is closing (seen with the Python SDK: "Server disconnected").
+pub async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let has_body = request_has_body(&req);
+    match admit(&state, req).await {
+        Ok(req) => next.run(req).await,
+        Err(e) => {
+            let mut response = e.into_response();
+            if has_body {
+                response.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
+            response
+        }
+    }
+}
+
+/// True when a body follows the request head (a non-zero `Content-Length`, or chunked).
+fn request_has_body(req: &Request) -> bool {
+    let headers = req.headers();
+    let length = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .map(|v| v.to_str().map_or("", str::trim));
+    headers.contains_key(axum::http::header::TRANSFER_ENCODING) || length.is_some_and(|l| l != "0")
+}
+
+async fn admit(state: &AppState, mut req: Request) -> Result<Request, ApiError> {
     let token = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token)
-        .map(str::to_string);
-    let Some(token) = token else {
-        return ApiError::unauthorized().into_response();
-    };
+        .map(str::to_string)
+        .ok_or_else(ApiError::unauthorized)?;
     if !token.starts_with("sk_") {
         // An organization admin's access token: the allowed reads of its organization only
         // (`crate::tenant`).
         if !crate::tenant::looks_like_jwt(&token) {
-            return ApiError::unauthorized().into_response();
+            return Err(ApiError::unauthorized());
         }
         let path = crate::tenant::route_template(&req);
         let method = req.method().clone();
-        return match crate::tenant::authorize(&state, &token, &method, path.as_deref()).await {
-            Ok(reader) => {
-                req.extensions_mut().insert(reader);
-                next.run(req).await
-            }
-            Err(e) => e.into_response(),
-        };
+        let reader = crate::tenant::authorize(state, &token, &method, path.as_deref()).await?;
+        req.extensions_mut().insert(reader);
+        return Ok(req);
     }
-    match actor_for_key(&state, &token).await {
-        Ok(Some(actor)) => {
-            req.extensions_mut().insert(actor);
-            next.run(req).await
-        }
-        Ok(None) => ApiError::unauthorized().into_response(),
-        Err(e) => e.into_response(),
-    }
+    let actor = actor_for_key(state, &token).await?.ok_or_else(ApiError::unauthorized)?;
+    req.extensions_mut().insert(actor);
+    Ok(req)
 }
 
 #[cfg(test)]

@@ -393,3 +393,32 @@ async fn a_request_without_a_key_is_refused_without_waiting_for_its_body() {
     );
     app.stop().await;
 }
+
+/// A request refused by the key check is answered before its body is read: when a body was
+/// coming, the answer says `Connection: close`, so a client never sends its next request on the
+/// connection the server is closing. Without a body the connection stays usable.
+#[tokio::test]
+async fn an_early_401_closes_the_connection_only_when_a_body_was_coming() {
+    let app = TestApp::spawn().await;
+    let body = br#"{"name":"x"}"#;
+    let with_body = format!(
+        "POST /organizations HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer sk_wrong\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut s = TcpStream::connect(app.addr).await.expect("connect");
+    s.write_all(with_body.as_bytes()).await.expect("write");
+    let r = read_response(&mut s).await;
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+    assert_eq!(r.body["code"], "unauthorized");
+
+    // Two body-less requests with a wrong key on one connection: both answered.
+    let get = "GET /organizations HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer sk_wrong\r\n\r\n";
+    let mut s = TcpStream::connect(app.addr).await.expect("connect");
+    for _ in 0..2 {
+        s.write_all(get.as_bytes()).await.expect("write");
+        let r = read_response(&mut s).await;
+        assert_eq!(r.status, 401, "{r:?}");
+        assert_ne!(r.header("connection"), Some("close"), "{r:?}");
+    }
+}

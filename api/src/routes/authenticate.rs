@@ -650,8 +650,26 @@ async fn magic_auth(
             return Err(e);
         }
     };
-    let user = crate::routes::codes::signed_in_by_code(state, ctx, user_id, &issued, email).await?;
-    complete(state, ctx, user, AuthMethod::MagicCode, Grant::MagicAuth, None, who).await
+    let user = crate::routes::codes::signed_in_by_code(state, ctx, user_id, &issued, email.clone()).await?;
+    // An invitation accepted with the sign-in, as with a password: the sign-in lands in it.
+    let organization = match b.invitation_token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        Some(t) => {
+            crate::invitations::accept_for_sign_in(state, ctx, t, &email)
+                .await?
+                .organization_id
+        }
+        None => None,
+    };
+    complete(
+        state,
+        ctx,
+        user,
+        AuthMethod::MagicCode,
+        Grant::MagicAuth,
+        organization,
+        who,
+    )
+    .await
 }
 
 /// Email verification: the code of the verification the pending sign-in sent; a wrong code

@@ -149,9 +149,10 @@ pub(crate) async fn send_verification(
 pub struct MagicAuthBody {
     #[schema(format = Email, max_length = 254)]
     email: String,
-    /// Accepted for the SDKs; invitations are tied in by the invitation flow.
+    /// Accepted for the SDKs; the invitation is accepted when the code signs in with
+    /// `invitation_token` on `POST /user_management/authenticate`.
     #[serde(default)]
-    #[allow(dead_code, reason = "read by the invitation flow, built apart")]
+    #[allow(dead_code, reason = "the sign-in, not the code, accepts the invitation")]
     invitation_token: Option<String>,
 }
 
