@@ -6,7 +6,11 @@ Drives a running keyledger server through the official WorkOS Python SDK
 that every supported endpoint behaves as the SDK (and the WorkOS OpenAPI spec)
 expects: users, organizations, organization domains, organization memberships,
 events, audit logs and webhooks (endpoints through the SDK, a delivery to a receiver this
-script runs, verified with the SDK's own signature check), including the failure paths the SDK surfaces as exceptions.
+script runs, verified with the SDK's own signature check), password sign-in and sessions, Magic
+Auth, email verification (the 403 email_verification_required flow and verify_email), password
+reset, invitations and organization selection, including the failure paths the SDK surfaces as
+exceptions. The server must run with its default sign-in settings (email verification required,
+the default per-email rate limits: every check uses a fresh email).
 
 Configuration (environment):
     KEYLEDGER_BASE_URL           e.g. http://127.0.0.1:8080            (required)
@@ -56,7 +60,12 @@ try:
         UnprocessableEntityError,
         WorkOSClient,
     )
-    from workos._errors import APIError
+    from workos._errors import (
+        APIError,
+        AuthorizationError,
+        EmailVerificationRequiredError,
+        OrganizationSelectionRequiredError,
+    )
     from workos.audit_logs import (
         RetentionPeriod,
         RetentionPeriodInDays,
@@ -1459,6 +1468,386 @@ def test_sign_in(c: WorkOSClient) -> None:
     ).user_management.authenticate_with_password, email=addr, password=password, code="invalid_client")
 
 
+def enum_str(x: Any) -> str:
+    return str(getattr(x, "value", x))
+
+
+def check_code_object(label: str, obj: Any, kind: str, addr: str, user_id: Optional[str]) -> None:
+    """The shape shared by magic_auth and email_verification objects (a 6-digit code)."""
+    check(f"{label}: id has the {kind}_ prefix", isinstance(obj.id, str) and obj.id.startswith(f"{kind}_"), obj.id)
+    check_eq(f"{label}: object", obj.object, kind)
+    check_eq(f"{label}: email", obj.email, addr)
+    if user_id is not None:
+        check_eq(f"{label}: user_id", obj.user_id, user_id)
+    else:
+        check(f"{label}: user_id has the user_ prefix", str(obj.user_id).startswith("user_"), obj.user_id)
+    check(f"{label}: the code is 6 digits", isinstance(obj.code, str) and len(obj.code) == 6 and obj.code.isdigit(),
+          obj.code)
+    check(f"{label}: timestamps are timezone-aware, expires_at after created_at",
+          tz_aware(obj.created_at) and tz_aware(obj.expires_at) and obj.expires_at > obj.created_at,
+          (obj.created_at, obj.expires_at))
+
+
+def wrong_code(code: str) -> str:
+    """A 6-digit code that differs from `code`."""
+    return f"{(int(code) + 1) % 1000000:06d}"
+
+
+def token_claims(token: str) -> Dict[str, Any]:
+    """The claims of an access token (its signature is checked in the sign-in section)."""
+    import jwt as pyjwt
+
+    return dict(pyjwt.decode(token, options={"verify_signature": False}))
+
+
+def check_signed_in(label: str, auth: Any, user_id: str, method: str) -> None:
+    check_eq(f"{label}: the response names the user", auth.user.id, user_id)
+    check_eq(f"{label}: authentication_method", enum_str(auth.authentication_method), method)
+    check(f"{label}: access and refresh tokens", bool(auth.access_token) and bool(auth.refresh_token), auth)
+    check_eq(f"{label}: the access token's sub", token_claims(auth.access_token).get("sub"), user_id)
+
+
+def verified_user(c: WorkOSClient, label: str, addr: str, password: Optional[str] = None,
+                  verified: bool = True) -> Any:
+    kwargs: Dict[str, Any] = {"email": addr, "email_verified": verified}
+    if password is not None:
+        kwargs["password"] = PasswordPlaintext(password=password)
+    u = call(label, c.user_management.create_user, **kwargs)
+    CREATED["user"].append(u.id)
+    return u
+
+
+def test_magic_auth(c: WorkOSClient) -> None:
+    """Magic Auth: a code for a new email signs the user up (verified); one for an existing user
+    signs them in; wrong, replayed and unknown codes are refused with WorkOS's codes."""
+    section("magic auth")
+    um = c.user_management
+    new_addr = email("magic-new")
+    m = call("magic auth: create_magic_auth (new email)", um.create_magic_auth, email=new_addr)
+    check_code_object("magic auth: create response", m, "magic_auth", new_addr, None)
+    got = call("magic auth: get_magic_auth", um.get_magic_auth, m.id)
+    check_eq("magic auth: get_magic_auth returns the same id, code and user_id", (got.id, got.code, got.user_id),
+             (m.id, m.code, m.user_id))
+    check_code_object("magic auth: get response", got, "magic_auth", new_addr, m.user_id)
+    not_found("magic auth: get_magic_auth of an unknown id", um.get_magic_auth,
+              "magic_auth_01JZZZZZZZZZZZZZZZZZZZZZZZ")
+    expect_error("magic auth: wrong code", BadRequestError,
+                 lambda: um.authenticate_with_magic_auth(code=wrong_code(m.code), email=new_addr),
+                 code="invalid_one_time_code")
+    expect_error("magic auth: the code of another email", BadRequestError,
+                 lambda: um.authenticate_with_magic_auth(code=m.code, email=email("magic-other")),
+                 code="invalid_one_time_code")
+    auth = call("magic auth: authenticate_with_magic_auth signs up the new email",
+                um.authenticate_with_magic_auth, code=m.code, email=new_addr)
+    CREATED["user"].append(auth.user.id)
+    check_signed_in("magic auth (new email)", auth, m.user_id, "MagicAuth")
+    check_eq("magic auth: the new user's email", auth.user.email, new_addr)
+    check("magic auth: the new user's email is verified", auth.user.email_verified is True, auth.user)
+    stored = call("magic auth: get_user of the new user", um.get_user, m.user_id)
+    check_eq("magic auth: the new user exists, verified", (stored.email, stored.email_verified), (new_addr, True))
+    expect_error("magic auth: a used code", BadRequestError,
+                 lambda: um.authenticate_with_magic_auth(code=m.code, email=new_addr),
+                 code="one_time_code_previously_used")
+
+    old_addr = email("magic-old")
+    old = verified_user(c, "magic auth: create an existing, unverified user", old_addr, verified=False)
+    m2 = call("magic auth: create_magic_auth (existing user)", um.create_magic_auth, email=old_addr)
+    check_code_object("magic auth: create response (existing user)", m2, "magic_auth", old_addr, old.id)
+    code2 = call("magic auth: get_magic_auth (existing user)", um.get_magic_auth, m2.id).code
+    auth2 = call("magic auth: authenticate_with_magic_auth signs in the existing user",
+                 um.authenticate_with_magic_auth, code=code2, email=old_addr)
+    check_signed_in("magic auth (existing user)", auth2, old.id, "MagicAuth")
+    check("magic auth: the code verified the existing user's email", auth2.user.email_verified is True, auth2.user)
+
+    invalid("magic auth: create_magic_auth with an invalid email", um.create_magic_auth, email="not an email",
+            field_code="invalid_email")
+
+
+def test_email_verification(c: WorkOSClient) -> None:
+    """A password sign-in of an unverified user is held with email_verification_required until
+    the code is given; send_verification_email / verify_email verify another user."""
+    section("email verification")
+    um = c.user_management
+    addr = email("verify-signin")
+    password = f"pw-{RUN}-verify-signin"
+    user = verified_user(c, "email verification: create an unverified user with a password", addr,
+                         password=password, verified=False)
+    e = expect_error("email verification: authenticate_with_password of an unverified user",
+                     EmailVerificationRequiredError, um.authenticate_with_password, email=addr, password=password,
+                     code="email_verification_required")
+    check_eq("email verification: the 403 status", e.status_code, 403)
+    body = e.response_json or {}
+    pending = body.get("pending_authentication_token")
+    ev_id = body.get("email_verification_id")
+    check("email verification: the body carries pending_authentication_token",
+          isinstance(pending, str) and bool(pending), body)
+    check("email verification: the body carries email_verification_id",
+          isinstance(ev_id, str) and ev_id.startswith("email_verification_"), body)
+    check_eq("email verification: the SDK reads the token and the id",
+             (e.pending_authentication_token, e.email_verification_id, e.email),  # type: ignore[attr-defined]
+             (pending, ev_id, addr))
+    ev = call("email verification: get_email_verification", um.get_email_verification, ev_id)
+    check_code_object("email verification: get response", ev, "email_verification", addr, user.id)
+    not_found("email verification: get_email_verification of an unknown id", um.get_email_verification,
+              "email_verification_01JZZZZZZZZZZZZZZZZZZZZZZZ")
+    expect_error("email verification: wrong code", BadRequestError,
+                 lambda: um.authenticate_with_email_verification(code=wrong_code(ev.code),
+                                                                 pending_authentication_token=pending),
+                 code="invalid_one_time_code")
+    expect_error("email verification: an unknown pending token", BadRequestError,
+                 lambda: um.authenticate_with_email_verification(code=ev.code,
+                                                                 pending_authentication_token=f"nope-{RUN}"),
+                 code="invalid_pending_authentication_token")
+    auth = call("email verification: authenticate_with_email_verification (after a wrong code)",
+                um.authenticate_with_email_verification, code=ev.code, pending_authentication_token=pending)
+    check_signed_in("email verification", auth, user.id, "Password")
+    check("email verification: the user is now verified", auth.user.email_verified is True, auth.user)
+    expect_error("email verification: the pending token works once", BadRequestError,
+                 lambda: um.authenticate_with_email_verification(code=ev.code, pending_authentication_token=pending),
+                 code="invalid_pending_authentication_token")
+    again = call("email verification: the next password sign-in needs no code", um.authenticate_with_password,
+                 email=addr, password=password)
+    check_eq("email verification: signed in directly", again.user.id, user.id)
+
+    addr2 = email("verify-api")
+    password2 = f"pw-{RUN}-verify-api"
+    other = verified_user(c, "email verification: create another unverified user", addr2, password=password2,
+                          verified=False)
+    sent = call("email verification: send_verification_email", um.send_verification_email, other.id)
+    check_eq("email verification: send_verification_email returns the user", sent.user.id, other.id)
+    check("email verification: still unverified after sending", sent.user.email_verified is False, sent.user)
+    not_found("email verification: send_verification_email to an unknown user", um.send_verification_email,
+              UNKNOWN["user"])
+    # The API answers the code only through get_email_verification; a sign-in names the newest one.
+    e2 = expect_error("email verification: the other user's sign-in is held", EmailVerificationRequiredError,
+                      um.authenticate_with_password, email=addr2, password=password2,
+                      code="email_verification_required")
+    code2 = call("email verification: get_email_verification (other user)", um.get_email_verification,
+                 e2.email_verification_id).code  # type: ignore[attr-defined]
+    expect_error("email verification: verify_email with a wrong code", BadRequestError,
+                 lambda: um.verify_email(other.id, code=wrong_code(code2)), code="email_verification_code_incorrect")
+    not_found("email verification: verify_email of an unknown user",
+              lambda: um.verify_email(UNKNOWN["user"], code=code2))
+    verified = call("email verification: verify_email", um.verify_email, other.id, code=code2)
+    check_eq("email verification: verify_email returns the user", verified.user.id, other.id)
+    check("email verification: verify_email verified the email", verified.user.email_verified is True,
+          verified.user)
+    expect_error("email verification: verify_email of a verified email", BadRequestError,
+                 lambda: um.verify_email(other.id, code=code2), code="email_previously_verified")
+    check("email verification: get_user agrees", call("email verification: get_user", um.get_user,
+                                                      other.id).email_verified is True)
+    signed = call("email verification: the verified user signs in with the password", um.authenticate_with_password,
+                  email=addr2, password=password2)
+    check_eq("email verification: signed in", signed.user.id, other.id)
+
+
+def test_password_reset(c: WorkOSClient) -> None:
+    """Password reset: the SDK's reset_password(email) creates the token, get_password_reset
+    reads it, confirm_password_reset(token, new_password) sets the password once."""
+    section("password reset")
+    um = c.user_management
+    addr = email("reset")
+    old_pw = f"pw-{RUN}-before reset"
+    new_pw = f"pw-{RUN}-after reset"
+    user = verified_user(c, "password reset: create a user with a password", addr, password=old_pw)
+    pr = call("password reset: reset_password (create the token)", um.reset_password, email=addr)
+    check("password reset: id has the password_reset_ prefix", str(pr.id).startswith("password_reset_"), pr.id)
+    check_eq("password reset: object/user_id/email", (pr.object, pr.user_id, pr.email),
+             ("password_reset", user.id, addr))
+    check("password reset: a token and a URL carrying it",
+          bool(pr.password_reset_token) and pr.password_reset_token in pr.password_reset_url, pr)
+    check("password reset: expires_at after created_at, timezone-aware",
+          tz_aware(pr.created_at) and tz_aware(pr.expires_at) and pr.expires_at > pr.created_at, pr)
+    got = call("password reset: get_password_reset", um.get_password_reset, pr.id)
+    check_eq("password reset: get_password_reset returns the same reset", (got.id, got.user_id, got.email,
+             got.password_reset_token), (pr.id, user.id, addr, pr.password_reset_token))
+    not_found("password reset: get_password_reset of an unknown id", um.get_password_reset,
+              "password_reset_01JZZZZZZZZZZZZZZZZZZZZZZZ")
+    not_found("password reset: reset_password of an unknown email", um.reset_password, email=email("reset-nobody"))
+    expect_error("password reset: a wrong token", BadRequestError, um.confirm_password_reset,
+                 token=f"wrong-{RUN}", new_password=new_pw, code="password_reset_error",
+                 field_code="password_reset_token_invalid")
+    invalid("password reset: a too short new password", um.confirm_password_reset,
+            token=pr.password_reset_token, new_password="short", field_code="password_strength_error")
+    done = call("password reset: confirm_password_reset", um.confirm_password_reset,
+                token=pr.password_reset_token, new_password=new_pw)
+    check_eq("password reset: the response names the user", done.user.id, user.id)
+    auth = call("password reset: the new password signs in", um.authenticate_with_password, email=addr,
+                password=new_pw)
+    check_eq("password reset: signed in with the new password", auth.user.id, user.id)
+    expect_error("password reset: the old password fails", BadRequestError, um.authenticate_with_password,
+                 email=addr, password=old_pw, code="invalid_credentials")
+    expect_error("password reset: the token works once", BadRequestError, um.confirm_password_reset,
+                 token=pr.password_reset_token, new_password=f"{new_pw} again", code="password_reset_error",
+                 field_code="password_reset_token_previously_used")
+
+
+def check_invitation(label: str, inv: Any, addr: str, org_id: str, role: Optional[str], state: str) -> None:
+    check(f"{label}: id has the invitation_ prefix", str(inv.id).startswith("invitation_"), inv.id)
+    check_eq(f"{label}: object/email/organization_id/role_slug/state",
+             (inv.object, inv.email, inv.organization_id, inv.role_slug, enum_str(inv.state)),
+             ("invitation", addr, org_id, role, state))
+    check(f"{label}: a token and an accept URL carrying it",
+          bool(inv.token) and inv.token in inv.accept_invitation_url, (inv.token, inv.accept_invitation_url))
+    check(f"{label}: timestamps are timezone-aware, expires_at after created_at",
+          tz_aware(inv.created_at) and tz_aware(inv.updated_at) and tz_aware(inv.expires_at)
+          and inv.expires_at > inv.created_at, inv)
+
+
+def test_invitations(c: WorkOSClient) -> None:
+    """Invitations through the SDK: send, get, find by token, list, resend, revoke, and
+    acceptance by a password sign-in with the invitation token and by accept_invitation."""
+    section("invitations")
+    um = c.user_management
+    oms = c.organization_membership
+    org = call("invitations: create an organization", c.organizations.create_organization, name=f"kl-{RUN}-invites")
+    CREATED["org"].append(org.id)
+    inviter = verified_user(c, "invitations: create the inviter", email("inviter"))
+
+    addr1 = email("invitee-1")
+    inv1 = call("invitations: send_invitation (role admin, inviter)", um.send_invitation, email=addr1,
+                organization_id=org.id, role_slug="admin", inviter_user_id=inviter.id)
+    check_invitation("invitations: sent", inv1, addr1, org.id, "admin", "pending")
+    check_eq("invitations: inviter_user_id; not accepted nor revoked",
+             (inv1.inviter_user_id, inv1.accepted_at, inv1.revoked_at, inv1.accepted_user_id),
+             (inviter.id, None, None, None))
+    days = (inv1.expires_at - inv1.created_at).total_seconds() / 86400
+    check("invitations: expires in 7 days by default", 6.99 < days < 7.01, days)
+    got = call("invitations: get_invitation", um.get_invitation, inv1.id)
+    check_invitation("invitations: get", got, addr1, org.id, "admin", "pending")
+    check_eq("invitations: get_invitation returns the same token", got.token, inv1.token)
+    found = call("invitations: find_invitation_by_token", um.find_invitation_by_token, inv1.token)
+    check_eq("invitations: find_invitation_by_token finds it", found.id, inv1.id)
+    not_found("invitations: get_invitation of an unknown id", um.get_invitation,
+              "invitation_01JZZZZZZZZZZZZZZZZZZZZZZZ")
+    not_found("invitations: find_invitation_by_token of an unknown token", um.find_invitation_by_token,
+              f"nosuchtoken{RUN}")
+    expect_error("invitations: the same email to the same organization again", BadRequestError,
+                 um.send_invitation, email=addr1, organization_id=org.id, code="email_already_invited_to_organization")
+    not_found("invitations: send_invitation to an unknown organization", um.send_invitation, email=email("invitee-x"),
+              organization_id=UNKNOWN["org"])
+    invalid("invitations: send_invitation with an invalid email", um.send_invitation, email="not an email",
+            organization_id=org.id, field_code="invalid_email")
+
+    addr2 = email("invitee-2")
+    inv2 = call("invitations: send_invitation (default role)", um.send_invitation, email=addr2, organization_id=org.id)
+    addr3 = email("invitee-3")
+    inv3 = call("invitations: send_invitation (to revoke)", um.send_invitation, email=addr3, organization_id=org.id)
+    eventually("invitations: list_invitations(organization_id=...) lists the three",
+               lambda: um.list_invitations(organization_id=org.id, limit=100),
+               lambda p: None if {inv1.id, inv2.id, inv3.id} <= set(ids(p.data)) else f"listed {ids(p.data)}")
+    by_email = call("invitations: list_invitations(email=...)", um.list_invitations, email=addr2)
+    check_eq("invitations: the email filter", ids(by_email.data), [inv2.id])
+
+    resent = call("invitations: resend_invitation", um.resend_invitation, inv1.id)
+    check_eq("invitations: resend keeps the invitation pending", (resent.id, enum_str(resent.state)),
+             (inv1.id, "pending"))
+
+    revoked = call("invitations: revoke_invitation", um.revoke_invitation, inv3.id)
+    check_eq("invitations: revoked state", (revoked.id, enum_str(revoked.state)), (inv3.id, "revoked"))
+    check("invitations: revoked_at is set", tz_aware(revoked.revoked_at), revoked)
+    expect_error("invitations: resend a revoked invitation", BadRequestError, um.resend_invitation, inv3.id,
+                 code="invite_revoked")
+    expect_error("invitations: accept a revoked invitation", BadRequestError, um.accept_invitation, inv3.id,
+                 code="invite_not_pending")
+    expect_error("invitations: revoke twice", BadRequestError, um.revoke_invitation, inv3.id,
+                 code="invite_not_pending")
+    not_found("invitations: revoke an unknown invitation", um.revoke_invitation,
+              "invitation_01JZZZZZZZZZZZZZZZZZZZZZZZ")
+
+    # Accepted by a password sign-in that carries the invitation token.
+    pw1 = f"pw-{RUN}-invitee-1"
+    u1 = verified_user(c, "invitations: the first invitee signs up", addr1, password=pw1)
+    auth = call("invitations: authenticate_with_password(invitation_token=...)", um.authenticate_with_password,
+                email=addr1, password=pw1, invitation_token=inv1.token)
+    check_eq("invitations: the sign-in is in the invitation's organization", auth.organization_id, org.id)
+    check_eq("invitations: the access token's org_id", token_claims(auth.access_token).get("org_id"), org.id)
+    acc = call("invitations: get_invitation after the sign-in", um.get_invitation, inv1.id)
+    check_eq("invitations: accepted by the user", (enum_str(acc.state), acc.accepted_user_id), ("accepted", u1.id))
+    check("invitations: accepted_at is set", tz_aware(acc.accepted_at), acc)
+    ms = call("invitations: list_organization_memberships of the first invitee",
+              oms.list_organization_memberships, user_id=u1.id, organization_id=org.id)
+    check_eq("invitations: an active membership with the invitation's role",
+             [(enum_str(m.status), m.role.slug) for m in ms.data], [("active", "admin")])
+    for m in ms.data:
+        CREATED["om"].append(m.id)
+    expect_error("invitations: revoke an accepted invitation", BadRequestError, um.revoke_invitation, inv1.id,
+                 code="invite_not_pending")
+    expect_error("invitations: resend an accepted invitation", BadRequestError, um.resend_invitation, inv1.id,
+                 code="invite_accepted")
+
+    # Accepted through accept_invitation by an existing user.
+    u2 = verified_user(c, "invitations: the second invitee exists", addr2)
+    acc2 = call("invitations: accept_invitation", um.accept_invitation, inv2.id)
+    check_eq("invitations: accept_invitation answers the accepted invitation",
+             (acc2.id, enum_str(acc2.state), acc2.accepted_user_id), (inv2.id, "accepted", u2.id))
+    ms2 = call("invitations: list_organization_memberships of the second invitee",
+               oms.list_organization_memberships, user_id=u2.id, organization_id=org.id)
+    check_eq("invitations: an active membership with the default role",
+             [(enum_str(m.status), m.role.slug) for m in ms2.data], [("active", "member")])
+    for m in ms2.data:
+        CREATED["om"].append(m.id)
+    expect_error("invitations: accept twice", BadRequestError, um.accept_invitation, inv2.id,
+                 code="invite_not_pending")
+
+
+def test_organization_selection(c: WorkOSClient) -> None:
+    """A user in two organizations: the password sign-in answers organization_selection_required,
+    authenticate_with_organization_selection finishes it in the chosen one."""
+    section("organization selection")
+    um = c.user_management
+    oms = c.organization_membership
+    addr = email("two-orgs")
+    password = f"pw-{RUN}-two orgs"
+    user = verified_user(c, "org selection: create a user with a password", addr, password=password)
+    orgs = []
+    for tag in ("x", "y"):
+        o = call(f"org selection: create organization {tag}", c.organizations.create_organization,
+                 name=f"kl-{RUN}-select-{tag}")
+        CREATED["org"].append(o.id)
+        m = call(f"org selection: membership in {tag}", oms.create_organization_membership, user_id=user.id,
+                 organization_id=o.id)
+        CREATED["om"].append(m.id)
+        orgs.append(o)
+    x, y = orgs
+    outsider = call("org selection: an organization the user is not in", c.organizations.create_organization,
+                    name=f"kl-{RUN}-select-z")
+    CREATED["org"].append(outsider.id)
+
+    e = expect_error("org selection: authenticate_with_password", OrganizationSelectionRequiredError,
+                     um.authenticate_with_password, email=addr, password=password,
+                     code="organization_selection_required")
+    check_eq("org selection: the 403 status", e.status_code, 403)
+    pending = e.pending_authentication_token  # type: ignore[attr-defined]
+    check("org selection: the body carries pending_authentication_token",
+          isinstance(pending, str) and bool(pending) and pending == (e.response_json or {}).get(
+              "pending_authentication_token"), e.response_json)
+    listed = {o.get("id"): o.get("name") for o in (e.organizations or [])}  # type: ignore[attr-defined]
+    check_eq("org selection: the body lists both organizations with their names", listed,
+             {x.id: x.name, y.id: y.name})
+    check_eq("org selection: the body names the user", (e.user or {}).get("id"), user.id)  # type: ignore[attr-defined]
+    auth = call("org selection: authenticate_with_organization_selection", um.authenticate_with_organization_selection,
+                pending_authentication_token=pending, organization_id=y.id)
+    check_eq("org selection: signed in to the chosen organization", (auth.user.id, auth.organization_id),
+             (user.id, y.id))
+    check_eq("org selection: the access token's org_id", token_claims(auth.access_token).get("org_id"), y.id)
+    check_eq("org selection: authentication_method", enum_str(auth.authentication_method), "Password")
+    expect_error("org selection: the pending token works once", BadRequestError,
+                 um.authenticate_with_organization_selection, pending_authentication_token=pending,
+                 organization_id=x.id, code="invalid_pending_authentication_token")
+
+    e2 = expect_error("org selection: sign in again", OrganizationSelectionRequiredError,
+                      um.authenticate_with_password, email=addr, password=password,
+                      code="organization_selection_required")
+    expect_error("org selection: an organization the user is not in", BadRequestError,
+                 um.authenticate_with_organization_selection,
+                 pending_authentication_token=e2.pending_authentication_token,  # type: ignore[attr-defined]
+                 organization_id=outsider.id, code="organization_membership_not_found")
+    expect_error("org selection: an unknown pending token", BadRequestError,
+                 um.authenticate_with_organization_selection, pending_authentication_token=f"nope-{RUN}",
+                 organization_id=x.id, code="invalid_pending_authentication_token")
+
+
 def test_webhooks(c: WorkOSClient) -> None:
     section("webhooks")
     rx = _Receiver()
@@ -1559,6 +1948,11 @@ def main() -> int:
         test_audit_logs(client)
         test_contract(client)
         test_sign_in(client)
+        test_magic_auth(client)
+        test_email_verification(client)
+        test_password_reset(client)
+        test_invitations(client)
+        test_organization_selection(client)
         test_webhooks(client)
     except CheckFailed as e:
         failed = True
