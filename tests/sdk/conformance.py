@@ -1790,6 +1790,22 @@ def test_invitations(c: WorkOSClient) -> None:
     expect_error("invitations: accept twice", BadRequestError, um.accept_invitation, inv2.id,
                  code="invite_not_pending")
 
+    # Accepted through a Magic Auth sign-in of a new email with the invitation token.
+    addr4 = email(f"invitee4-{RUN}")
+    inv4 = call("invitations: send_invitation (for Magic Auth)", um.send_invitation, email=addr4,
+                organization_id=org.id, role_slug="admin")
+    m = call("invitations: create_magic_auth with the invitation token", um.create_magic_auth, email=addr4,
+             invitation_token=inv4.token)
+    code = call("invitations: get_magic_auth", um.get_magic_auth, m.id).code
+    auth4 = call("invitations: authenticate_with_magic_auth with the invitation token",
+                 um.authenticate_with_magic_auth, code=code, email=addr4, invitation_token=inv4.token)
+    check_eq("invitations: the Magic Auth sign-in lands in the invitation's organization",
+             auth4.organization_id, org.id)
+    check_eq("invitations: with the invited role", token_claims(auth4.access_token).get("role"), "admin")
+    check_eq("invitations: the invitation is accepted",
+             enum_str(call("invitations: get (accepted by Magic Auth)", um.get_invitation, inv4.id).state),
+             "accepted")
+
 
 def test_organization_selection(c: WorkOSClient) -> None:
     """A user in two organizations: the password sign-in answers organization_selection_required,
