@@ -332,18 +332,8 @@ pub async fn sweep(pool: &PgPool) -> Result<u64, sqlx::Error> {
 
 /// Sweeps expired keys now and every [`SWEEP_EVERY`] until shutdown (any number of processes
 /// may sweep at once).
-pub async fn sweeper(pool: PgPool, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        match sweep(&pool).await {
-            Ok(n) if n > 0 => tracing::debug!(deleted = n, "expired idempotency keys deleted"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "sweeping idempotency keys"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(SWEEP_EVERY) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
+pub async fn sweeper(pool: PgPool, shutdown: watch::Receiver<bool>) {
+    crate::sweep::every("idempotency keys", SWEEP_EVERY, shutdown, || sweep(&pool)).await;
 }
 
 #[cfg(test)]

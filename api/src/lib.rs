@@ -34,6 +34,7 @@ pub mod signing_keys;
 pub mod ssrf;
 pub mod state;
 pub mod subscribers;
+pub mod sweep;
 pub mod tenant;
 pub mod tokens;
 
@@ -455,6 +456,18 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         tokio::spawn(notify_others(workers_pool.clone(), appended_rx, shutdown_rx.clone())),
         tokio::spawn(idempotency::sweeper(workers_pool.clone(), shutdown_rx.clone())),
         tokio::spawn(rate_limit::sweeper(workers_pool.clone(), shutdown_rx.clone())),
+        tokio::spawn({
+            let pool = workers_pool.clone();
+            sweep::every(
+                "one-time codes and pending authentications",
+                Duration::from_secs(600),
+                shutdown_rx.clone(),
+                move || {
+                    let pool = pool.clone();
+                    async move { sweep::sign_in_leftovers(&pool).await }
+                },
+            )
+        }),
         tokio::spawn(metrics::upkeep(shutdown_rx.clone())),
         tokio::spawn(tokens.clone().refresh_periodically(shutdown_rx.clone())),
     ];

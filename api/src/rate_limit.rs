@@ -232,18 +232,8 @@ pub async fn sweep(pool: &PgPool) -> Result<u64, sqlx::Error> {
 }
 
 /// Sweeps now and every [`SWEEP_EVERY`] until shutdown (any number of processes may sweep).
-pub async fn sweeper(pool: PgPool, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        match sweep(&pool).await {
-            Ok(n) if n > 0 => tracing::debug!(deleted = n, "expired rate limit rows deleted"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "sweeping rate limit rows"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(SWEEP_EVERY) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
+pub async fn sweeper(pool: PgPool, shutdown: watch::Receiver<bool>) {
+    crate::sweep::every("rate limit rows", SWEEP_EVERY, shutdown, || sweep(&pool)).await;
 }
 
 #[cfg(test)]

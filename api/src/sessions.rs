@@ -222,13 +222,6 @@ pub async fn pend(pool: &PgPool, p: &Pending) -> Result<String, ApiError> {
     .bind(expires)
     .execute(pool)
     .await?;
-    // Expired ones are of no use to anybody: a cheap sweep on the write path keeps the table small.
-    sqlx::query(
-        "delete from pending_authentication where token_hash in \
-         (select token_hash from pending_authentication where expires_at < now() - interval '1 hour' limit 100)",
-    )
-    .execute(pool)
-    .await?;
     Ok(token)
 }
 

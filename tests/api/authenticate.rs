@@ -577,3 +577,43 @@ async fn password_attempts_per_email_and_calls_per_ip_are_rate_limited_across_se
     let failed = one.all_events("&events=authentication.password_failed").await;
     assert_eq!(failed.len(), 3 + 6, "{failed:?}");
 }
+
+#[tokio::test]
+async fn expired_codes_and_pending_authentications_are_swept_and_fresh_ones_kept() {
+    let app = TestApp::spawn().await;
+    user_with_password(&app, "ann@example.com", false).await;
+    for _ in 0..2 {
+        let (s, _) = authenticate(&app, password_grant(&app, "ann@example.com", PASSWORD)).await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+    }
+    let count = |table: &'static str| {
+        let pool = app.pool.clone();
+        async move {
+            let (n,): (i64,) = sqlx::query_as(&format!("select count(*) from {table}"))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            n
+        }
+    };
+    assert_eq!(
+        (count("pending_authentication").await, count("one_time_code").await),
+        (2, 2)
+    );
+    // One of each long expired; the other fresh.
+    sqlx::query("update pending_authentication set expires_at = now() - interval '2 hours' where ctid = (select min(ctid) from pending_authentication)")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("update one_time_code set expires_at = now() - interval '2 days' where ctid = (select min(ctid) from one_time_code)")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let deleted = keyledger_api::sweep::sign_in_leftovers(&app.pool).await.unwrap();
+    assert_eq!(deleted, 2);
+    assert_eq!(
+        (count("pending_authentication").await, count("one_time_code").await),
+        (1, 1)
+    );
+    assert_eq!(keyledger_api::sweep::sign_in_leftovers(&app.pool).await.unwrap(), 0);
+}
