@@ -291,14 +291,7 @@ async fn password(
         }
     }
     // An invitation accepted with the sign-in: its membership, and the sign-in lands in it.
-    let organization = match b.invitation_token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-        Some(t) => {
-            crate::invitations::accept_for_sign_in(state, ctx, t, &email)
-                .await?
-                .organization_id
-        }
-        None => None,
-    };
+    let organization = invited_organization(state, ctx, b, &email).await?;
     let user = queries::user(&state.pool, &user_id)
         .await?
         .ok_or_else(invalid_credentials)?;
@@ -590,17 +583,8 @@ async fn organization_selection(
     let user = queries::user(&state.pool, &pending.user_id)
         .await?
         .ok_or_else(|| ApiError::bad_request("invalid_pending_authentication_token", "The user no longer exists."))?;
-    let method = match pending.auth_method.as_str() {
-        "magic_code" => AuthMethod::MagicCode,
-        "sso" => AuthMethod::Sso,
-        _ => AuthMethod::Password,
-    };
-    let pending_grant = match pending.grant_type.as_str() {
-        "magic_auth" => Grant::MagicAuth,
-        "email_verification" => Grant::EmailVerification,
-        "authorization_code" => Grant::AuthorizationCode,
-        _ => Grant::Password,
-    };
+    let method = AuthMethod::from_stored(&pending.auth_method);
+    let pending_grant = Grant::from_stored(&pending.grant_type);
     start_session(
         state,
         ctx,
@@ -624,6 +608,22 @@ fn code_refused(r: Refusal) -> ApiError {
             "one_time_code_too_many_attempts",
             "Too many attempts: the code no longer works; request a new one.",
         ),
+    }
+}
+
+/// The invitation a sign-in brings (`invitation_token`), accepted for `email`: the organization
+/// the sign-in then lands in.
+async fn invited_organization(
+    state: &AppState,
+    ctx: &RequestContext,
+    b: &AuthenticateBody,
+    email: &Email,
+) -> Result<Option<String>, ApiError> {
+    match b.invitation_token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        Some(t) => Ok(crate::invitations::accept_for_sign_in(state, ctx, t, email)
+            .await?
+            .organization_id),
+        None => Ok(None),
     }
 }
 
@@ -652,14 +652,7 @@ async fn magic_auth(
     };
     let user = crate::routes::codes::signed_in_by_code(state, ctx, user_id, &issued, email.clone()).await?;
     // An invitation accepted with the sign-in, as with a password: the sign-in lands in it.
-    let organization = match b.invitation_token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-        Some(t) => {
-            crate::invitations::accept_for_sign_in(state, ctx, t, &email)
-                .await?
-                .organization_id
-        }
-        None => None,
-    };
+    let organization = invited_organization(state, ctx, b, &email).await?;
     complete(
         state,
         ctx,
@@ -723,11 +716,7 @@ async fn email_verification(
         .await?
         .ok_or_else(invalid_pending)?;
     let user = crate::routes::codes::mark_verified(state, ctx, &pending.user_id).await?;
-    let method = match pending.auth_method.as_str() {
-        "magic_code" => AuthMethod::MagicCode,
-        "sso" => AuthMethod::Sso,
-        _ => AuthMethod::Password,
-    };
+    let method = AuthMethod::from_stored(&pending.auth_method);
     complete(
         state,
         ctx,
@@ -829,11 +818,7 @@ async fn refresh(
         .sign(&row.user_id, &row.session_id, org_claims, &[])
         .await?;
     let refresh_token = RefreshToken::make(&state.secrets, &row.salt, &row.session_id, generation);
-    let method = match row.auth_method.as_deref() {
-        Some("magic_code") => AuthMethod::MagicCode,
-        Some("sso") => AuthMethod::Sso,
-        _ => AuthMethod::Password,
-    };
+    let method = AuthMethod::from_stored(row.auth_method.as_deref().unwrap_or_default());
     Ok(tokens_response(
         user,
         org_claims.map(|(o, _)| o.to_string()),

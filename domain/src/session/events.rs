@@ -23,6 +23,16 @@ impl AuthMethod {
         }
     }
 
+    /// The method stored as [`AuthMethod::as_str`]; anything else (an older or unknown value)
+    /// reads as a password sign-in.
+    pub fn from_stored(s: &str) -> Self {
+        match s {
+            "magic_code" => Self::MagicCode,
+            "sso" => Self::Sso,
+            _ => Self::Password,
+        }
+    }
+
     /// The authenticate response's `authentication_method`.
     pub fn response_name(self) -> &'static str {
         match self {
@@ -53,6 +63,17 @@ impl Grant {
             Self::EmailVerification => "email_verification",
             Self::OrganizationSelection => "organization_selection",
             Self::AuthorizationCode => "authorization_code",
+        }
+    }
+
+    /// The grant stored as [`Grant::as_str`]; anything else reads as a password grant.
+    pub fn from_stored(s: &str) -> Self {
+        match s {
+            "magic_auth" => Self::MagicAuth,
+            "email_verification" => Self::EmailVerification,
+            "organization_selection" => Self::OrganizationSelection,
+            "authorization_code" => Self::AuthorizationCode,
+            _ => Self::Password,
         }
     }
 
