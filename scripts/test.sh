@@ -186,6 +186,19 @@ if ! "$SMTP_VENV/bin/python" -c \
 fi
 export KEYLEDGER_TEST_SMTP_PYTHON=${KEYLEDGER_TEST_SMTP_PYTHON:-$PWD/$SMTP_VENV/bin/python}
 
+# --- OIDC identity provider (npm oidc-provider) ----------------------------------------------------
+# The SSO tests start tests/idp/oidc/idp.js on a loopback port (KEYLEDGER_TEST_OIDC_IDP); its
+# packages come from the npm registry, pinned by its package-lock.json.
+OIDC_IDP_DIR=tests/idp/oidc
+step "OIDC provider: npm ci in $OIDC_IDP_DIR"
+command -v node >/dev/null 2>&1 || die "Node.js is needed for the SSO tests' identity provider (install nodejs and npm)"
+if [[ ! -d $OIDC_IDP_DIR/node_modules/oidc-provider ]] ||
+	! cmp -s "$OIDC_IDP_DIR/package-lock.json" "$OIDC_IDP_DIR/node_modules/.installed-lock.json" 2>/dev/null; then
+	(cd "$OIDC_IDP_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null &&
+		cp package-lock.json node_modules/.installed-lock.json)
+fi
+export KEYLEDGER_TEST_OIDC_IDP=${KEYLEDGER_TEST_OIDC_IDP:-$PWD/$OIDC_IDP_DIR/idp.js}
+
 # --- Rust --------------------------------------------------------------------------------------
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
