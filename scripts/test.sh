@@ -186,6 +186,27 @@ if ! "$SMTP_VENV/bin/python" -c \
 fi
 export KEYLEDGER_TEST_SMTP_PYTHON=${KEYLEDGER_TEST_SMTP_PYTHON:-$PWD/$SMTP_VENV/bin/python}
 
+# --- Debian packages the SSO tests need ------------------------------------------------------------
+# xmlsec1 checks SAML signatures (the server runs it; so do its unit tests); openssl makes the test
+# SAML IdP's key pairs. Installed when missing and we are root; else say what to install.
+debian_install() {
+	local missing=()
+	local pkg bin
+	for pkg in "$@"; do
+		bin=${pkg%%:*}
+		command -v "$bin" >/dev/null 2>&1 || missing+=("${pkg#*:}")
+	done
+	((${#missing[@]})) || return 0
+	if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+		step "installing Debian packages: ${missing[*]}"
+		apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2 ||
+			die "apt-get install ${missing[*]} failed"
+	else
+		die "missing programs: install the Debian packages ${missing[*]}"
+	fi
+}
+debian_install xmlsec1:xmlsec1 openssl:openssl
+
 # --- OIDC identity provider (npm oidc-provider) ----------------------------------------------------
 # The SSO tests start tests/idp/oidc/idp.js on a loopback port (KEYLEDGER_TEST_OIDC_IDP); its
 # packages come from the npm registry, pinned by its package-lock.json.

@@ -26,6 +26,7 @@ pub mod password;
 pub mod protocol;
 pub mod rate_limit;
 pub mod routes;
+pub mod saml;
 pub mod schemas;
 pub mod secrets;
 pub mod serve;
