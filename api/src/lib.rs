@@ -11,6 +11,7 @@
 
 pub mod api_keys;
 pub mod auth;
+pub mod authorization_codes;
 pub mod cli;
 pub mod codes;
 pub mod dns;
@@ -35,6 +36,7 @@ pub mod ssrf;
 pub mod state;
 pub mod subscribers;
 pub mod sweep;
+pub mod redirect_uris;
 pub mod tenant;
 pub mod tokens;
 
