@@ -36,8 +36,7 @@ pub fn s256(verifier: &str) -> String {
 /// A PKCE verifier or challenge as RFC 7636 shapes them: 43 to 128 of `A-Z a-z 0-9 - . _ ~`.
 pub fn pkce_shaped(v: &str) -> bool {
     (43..=128).contains(&v.len())
-        && v
-            .bytes()
+        && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 

@@ -121,11 +121,10 @@ pub async fn list(
     page: &keyledger_projections::queries::Page,
 ) -> Result<keyledger_projections::queries::ListResult, ApiError> {
     use keyledger_projections::queries::Order;
-    let mut rows: Vec<Row> = sqlx::query_as(
-        "select id, uri, is_default, created_at, updated_at from redirect_uri order by id limit 10000",
-    )
-    .fetch_all(&state.pool)
-    .await?;
+    let mut rows: Vec<Row> =
+        sqlx::query_as("select id, uri, is_default, created_at, updated_at from redirect_uri order by id limit 10000")
+            .fetch_all(&state.pool)
+            .await?;
     if page.order != Order::Asc {
         rows.reverse();
     }

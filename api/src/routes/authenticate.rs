@@ -171,7 +171,11 @@ impl Proof {
     }
 
     pub(crate) fn user_id(&self) -> String {
-        self.user.get("id").and_then(Value::as_str).unwrap_or_default().to_string()
+        self.user
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
@@ -836,7 +840,15 @@ pub(crate) async fn email_verification(
         .ok_or_else(invalid_pending)?;
     let user = crate::routes::codes::mark_verified(state, ctx, &pending.user_id).await?;
     let method = AuthMethod::from_stored(&pending.auth_method);
-    complete(state, ctx, user, method, Grant::EmailVerification, pending.organization_id).await
+    complete(
+        state,
+        ctx,
+        user,
+        method,
+        Grant::EmailVerification,
+        pending.organization_id,
+    )
+    .await
 }
 
 async fn refresh(

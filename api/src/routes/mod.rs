@@ -96,6 +96,7 @@ pub fn public() -> OpenApiRouter<AppState> {
         .routes(routes!(jwks::jwks))
         .routes(routes!(authenticate::authenticate))
         .routes(routes!(sessions::logout))
+        .merge(crate::hosted::router())
         .merge(audit_logs::public_router())
 }
 
