@@ -146,27 +146,40 @@ fn field<'a>(f: &'a HashMap<String, String>, name: &str) -> &'a str {
     f.get(name).map(|s| s.trim()).unwrap_or_default()
 }
 
-/// The flow of a posted form, its CSRF token checked; a 403 page otherwise.
-fn checked(state: &AppState, headers: &HeaderMap, f: &HashMap<String, String>) -> Result<Flow, Response> {
-    let flow = flow::cookie_value(headers)
-        .and_then(|v| Flow::open(&state.secrets, &v))
-        .ok_or_else(|| expired(state))?;
-    if !flow.csrf_ok(&state.secrets, field(f, "csrf_token")) {
-        return Err(error_page(
+/// Why a form or link of the pages was refused (both 403 pages).
+enum Refused {
+    /// No flow cookie, or one that is expired, forged or from another key.
+    Expired,
+    /// The form's CSRF token is missing or not this flow's.
+    Csrf,
+}
+
+fn refused_page(state: &AppState, r: Refused) -> Response {
+    match r {
+        Refused::Expired => expired(state),
+        Refused::Csrf => error_page(
             state,
             StatusCode::FORBIDDEN,
             "Request refused",
             "This form was not sent from this sign-in page (its security token is missing or wrong).",
-        ));
+        ),
+    }
+}
+
+/// The flow of a posted form, its CSRF token checked.
+fn checked(state: &AppState, headers: &HeaderMap, f: &HashMap<String, String>) -> Result<Flow, Refused> {
+    let flow = current(state, headers)?;
+    if !flow.csrf_ok(&state.secrets, field(f, "csrf_token")) {
+        return Err(Refused::Csrf);
     }
     Ok(flow)
 }
 
-/// The flow of a page link (no form): its cookie, or a page saying to start again.
-fn current(state: &AppState, headers: &HeaderMap) -> Result<Flow, Response> {
+/// The flow of a page link (no form): its cookie.
+fn current(state: &AppState, headers: &HeaderMap) -> Result<Flow, Refused> {
     flow::cookie_value(headers)
         .and_then(|v| Flow::open(&state.secrets, &v))
-        .ok_or_else(|| expired(state))
+        .ok_or(Refused::Expired)
 }
 
 /// Where a step leaves the browser: the redirect URI with a code, or the next page.
@@ -404,7 +417,7 @@ pub async fn authorize(State(state): State<AppState>, RawQuery(raw): RawQuery) -
 pub async fn sign_in_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match current(&state, &headers) {
         Ok(flow) => sign_in_with(&state, &flow, None, None),
-        Err(r) => r,
+        Err(r) => refused_page(&state, r),
     }
 }
 
@@ -421,7 +434,7 @@ pub async fn sign_up_page(State(state): State<AppState>, headers: HeaderMap) -> 
             };
             sign_up_with(&state, &flow, &v, None)
         }
-        Err(r) => r,
+        Err(r) => refused_page(&state, r),
     }
 }
 
@@ -453,7 +466,7 @@ pub async fn password(State(state): State<AppState>, ctx: PublicContext, headers
     let f = form(&body);
     let flow = match checked(&state, &headers, &f) {
         Ok(flow) => flow,
-        Err(r) => return r,
+        Err(r) => return refused_page(&state, r),
     };
     let email = field(&f, "email");
     let refused = |e: ApiError| {
@@ -496,7 +509,7 @@ pub async fn sign_up(State(state): State<AppState>, ctx: PublicContext, headers:
     let f = form(&body);
     let flow = match checked(&state, &headers, &f) {
         Ok(flow) => flow,
-        Err(r) => return r,
+        Err(r) => return refused_page(&state, r),
     };
     let optional = |name: &str| Some(field(&f, name).to_string()).filter(|s| !s.is_empty());
     let values = SignUpValues {
@@ -555,7 +568,7 @@ pub async fn magic_auth(
     let f = form(&body);
     let mut flow = match checked(&state, &headers, &f) {
         Ok(flow) => flow,
-        Err(r) => return r,
+        Err(r) => return refused_page(&state, r),
     };
     let raw = field(&f, "magic_email");
     let refused = |flow: &Flow, e: ApiError| {
@@ -608,7 +621,7 @@ pub async fn magic_auth_code(
     let f = form(&body);
     let flow = match checked(&state, &headers, &f) {
         Ok(flow) => flow,
-        Err(r) => return r,
+        Err(r) => return refused_page(&state, r),
     };
     let Some(email) = flow.magic_email.clone() else {
         return sign_in_with(&state, &flow, None, None);
@@ -653,7 +666,7 @@ pub async fn email_verification(
     let f = form(&body);
     let flow = match checked(&state, &headers, &f) {
         Ok(flow) => flow,
-        Err(r) => return r,
+        Err(r) => return refused_page(&state, r),
     };
     let (Some(pending), Some(email)) = (flow.pending.clone(), flow.verify_email.clone()) else {
         return sign_in_with(&state, &flow, None, None);
@@ -696,7 +709,7 @@ pub async fn organization(State(state): State<AppState>, headers: HeaderMap, bod
     let f = form(&body);
     let flow = match checked(&state, &headers, &f) {
         Ok(flow) => flow,
-        Err(r) => return r,
+        Err(r) => return refused_page(&state, r),
     };
     let Some(pending) = flow.pending.clone() else {
         return sign_in_with(&state, &flow, None, None);
