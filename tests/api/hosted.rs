@@ -804,3 +804,62 @@ async fn a_uri_from_keyledger_redirect_uris_is_allowed_without_registration() {
     let page = browser.get(&authorize_url(&app, &[])).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
 }
+
+#[tokio::test]
+async fn an_invitation_token_of_the_authorize_request_is_accepted_with_the_sign_in() {
+    let app = TestApp::spawn().await;
+    register(&app, CALLBACK).await;
+    user_with_password(&app, "inv@example.com", true).await;
+    let org = app.create_organization("Inviting", json!([])).await;
+    let org_id = org["id"].as_str().unwrap();
+    let (s, inv) = app
+        .post(
+            "/user_management/invitations",
+            json!({ "email": "inv@example.com", "organization_id": org_id }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{inv}");
+    let token = inv["token"].as_str().unwrap();
+
+    // An unknown invitation: the sign-in page again, with the error, and no code.
+    let mut browser = Browser::new(&app);
+    let page = browser.get(&authorize_url(&app, &[("invitation_token", "nope")])).await;
+    let refused = browser
+        .post(
+            "/user_management/authorize/password",
+            &[
+                ("csrf_token", &page.csrf()),
+                ("email", "inv@example.com"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert!(refused.status.is_client_error(), "{}", refused.body);
+    assert!(refused.location().is_none());
+    assert!(
+        refused.body.contains(r#"id="form-error" role="alert""#),
+        "{}",
+        refused.body
+    );
+
+    let mut browser = Browser::new(&app);
+    let page = browser.get(&authorize_url(&app, &[("invitation_token", token)])).await;
+    let (code, _) = browser
+        .post(
+            "/user_management/authorize/password",
+            &[
+                ("csrf_token", &page.csrf()),
+                ("email", "inv@example.com"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await
+        .code();
+    let (s, body) = exchange(&app, code_grant(&app, &code)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["organization_id"], org_id);
+    let (_, inv) = app
+        .get(&format!("/user_management/invitations/{}", inv["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(inv["state"], "accepted", "{inv}");
+}

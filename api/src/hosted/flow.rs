@@ -46,6 +46,9 @@ pub struct Flow {
     /// The email shown on the verification page.
     #[serde(default)]
     pub verify_email: Option<String>,
+    /// An invitation to accept with the sign-in (`invitation_token` of the authorize request).
+    #[serde(default)]
+    pub invitation_token: Option<String>,
     /// The organizations offered on the selection page: (id, name).
     #[serde(default)]
     pub choices: Vec<(String, String)>,
@@ -72,6 +75,7 @@ impl Flow {
             pending: None,
             magic_email: None,
             verify_email: None,
+            invitation_token: None,
             choices: Vec::new(),
         })
     }

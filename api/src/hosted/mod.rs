@@ -125,6 +125,11 @@ fn field_error(e: &ApiError, fields: &[&str], fallback: &str) -> FieldError {
         _ if e.status().is_server_error() => "Something went wrong on our side; please try again.".to_string(),
         _ => e.message().to_string(),
     };
+    // A wrong password is about the password; anything else about its field, or the form.
+    let fallback = match e.code() {
+        "invalid_credentials" => "password",
+        _ => fallback,
+    };
     let field = e.field().filter(|f| fields.contains(f)).unwrap_or(fallback).to_string();
     FieldError { field, message }
 }
@@ -328,6 +333,10 @@ async fn start(state: &AppState, q: &HashMap<String, String>) -> Result<(Flow, O
     if state_param.as_ref().is_some_and(|s| s.len() > 1024) {
         return Err(bad("state is too long (at most 1024 characters)."));
     }
+    let invitation_token = get("invitation_token").map(str::to_string);
+    if invitation_token.as_ref().is_some_and(|s| s.len() > 256) {
+        return Err(bad("invitation_token is too long."));
+    }
     let login_hint = get("login_hint").map(str::to_string);
     if login_hint.as_ref().is_some_and(|s| s.len() > 254) {
         return Err(bad("login_hint is too long."));
@@ -343,7 +352,7 @@ async fn start(state: &AppState, q: &HashMap<String, String>) -> Result<(Flow, O
         (None, None, None | Some("authkit")) => None,
         (None, None, Some(p)) => Some(SsoTarget::Provider(p.to_string())),
     };
-    let flow = Flow::start(
+    let mut flow = Flow::start(
         state.tokens.client_id().to_string(),
         redirect_uri.to_string(),
         state_param,
@@ -358,6 +367,7 @@ async fn start(state: &AppState, q: &HashMap<String, String>) -> Result<(Flow, O
             "Please try again.",
         )
     })?;
+    flow.invitation_token = invitation_token;
     Ok((flow, target, sign_up))
 }
 
@@ -374,10 +384,12 @@ async fn start(state: &AppState, q: &HashMap<String, String>) -> Result<(Flow, O
         ("connection_id" = Option<String>, Query, description = "Sign in with this SSO connection"),
         ("organization_id" = Option<String>, Query, description = "Sign in with this organization's SSO"),
         ("login_hint" = Option<String>, Query, description = "Prefills the email"),
+        ("invitation_token" = Option<String>, Query, description = "An invitation accepted with the sign-in"),
         ("screen_hint" = Option<String>, Query, description = "`sign-in` (default) or `sign-up`")),
     responses((status = 200, description = "The sign-in (or sign-up) page", content_type = "text/html", body = String),
         (status = 303, description = "To the identity provider (SSO)"),
-        (status = 400, description = "An error page (never a redirect): unregistered redirect URI, wrong client, bad PKCE", content_type = "text/html", body = String)))]
+        (status = 400, description = "An error page (never a redirect): unregistered redirect URI, wrong client, bad PKCE", content_type = "text/html", body = String),
+        (status = 503, description = "An error page (the database is unavailable)", content_type = "text/html", body = String)))]
 pub async fn authorize(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
     let q = match query(raw.as_deref()) {
         Ok(q) => q,
@@ -461,7 +473,11 @@ async fn end_user(state: &AppState, ctx: PublicContext) -> Result<(RequestContex
     responses((status = 303, description = "To the redirect URI with code and state"),
         (status = 200, description = "The next step's page (email verification, organization selection)", content_type = "text/html", body = String),
         (status = 400, description = "The sign-in page with the error", content_type = "text/html", body = String),
-        (status = 403, description = "Missing or wrong CSRF token, or no sign-in under way", content_type = "text/html", body = String)))]
+        (status = 403, description = "Missing or wrong CSRF token, or no sign-in under way", content_type = "text/html", body = String),
+        (status = 422, description = "The page again with the error (an invalid field)", content_type = "text/html", body = String),
+        (status = 429, description = "The page again with the error (rate limited)", content_type = "text/html", body = String),
+        (status = 503, description = "An error page (the database is unavailable)", content_type = "text/html", body = String),
+        (status = 404, description = "The page again with the error (an unknown invitation)", content_type = "text/html", body = String)))]
 pub async fn password(State(state): State<AppState>, ctx: PublicContext, headers: HeaderMap, body: Bytes) -> Response {
     let f = form(&body);
     let flow = match checked(&state, &headers, &f) {
@@ -475,7 +491,7 @@ pub async fn password(State(state): State<AppState>, ctx: PublicContext, headers
             &state,
             &flow,
             Some(email),
-            Some((status, field_error(&e, &["email", "password"], "password"))),
+            Some((status, field_error(&e, &["email", "password"], "form"))),
         )
     };
     if email.is_empty() {
@@ -492,7 +508,7 @@ pub async fn password(State(state): State<AppState>, ctx: PublicContext, headers
         Ok(x) => x,
         Err(e) => return refused(e),
     };
-    match authenticate::password(&state, &ctx, email, candidate, None, &who).await {
+    match authenticate::password(&state, &ctx, email, candidate, flow.invitation_token.as_deref(), &who).await {
         Ok(step) => finish(&state, flow, step).await,
         Err(e) => refused(e),
     }
@@ -504,7 +520,11 @@ pub async fn password(State(state): State<AppState>, ctx: PublicContext, headers
     responses((status = 200, description = "The next step's page (email verification)", content_type = "text/html", body = String),
         (status = 303, description = "To the redirect URI with code and state"),
         (status = 422, description = "The sign-up page with the error", content_type = "text/html", body = String),
-        (status = 403, description = "Missing or wrong CSRF token, or no sign-in under way", content_type = "text/html", body = String)))]
+        (status = 403, description = "Missing or wrong CSRF token, or no sign-in under way", content_type = "text/html", body = String),
+        (status = 400, description = "The page again with the error (a refused step)", content_type = "text/html", body = String),
+        (status = 409, description = "The page with the error (a concurrent change)", content_type = "text/html", body = String),
+        (status = 429, description = "The page again with the error (rate limited)", content_type = "text/html", body = String),
+        (status = 503, description = "An error page (the database is unavailable)", content_type = "text/html", body = String)))]
 pub async fn sign_up(State(state): State<AppState>, ctx: PublicContext, headers: HeaderMap, body: Bytes) -> Response {
     let f = form(&body);
     let flow = match checked(&state, &headers, &f) {
@@ -558,7 +578,10 @@ pub async fn sign_up(State(state): State<AppState>, ctx: PublicContext, headers:
     request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "csrf_token, magic_email"),
     responses((status = 200, description = "The code entry page", content_type = "text/html", body = String),
         (status = 422, description = "The sign-in page with the error", content_type = "text/html", body = String),
-        (status = 403, description = "Missing or wrong CSRF token, or no sign-in under way", content_type = "text/html", body = String)))]
+        (status = 403, description = "Missing or wrong CSRF token, or no sign-in under way", content_type = "text/html", body = String),
+        (status = 400, description = "The page again with the error (a refused step)", content_type = "text/html", body = String),
+        (status = 429, description = "The page again with the error (rate limited)", content_type = "text/html", body = String),
+        (status = 503, description = "An error page (the database is unavailable)", content_type = "text/html", body = String)))]
 pub async fn magic_auth(
     State(state): State<AppState>,
     ctx: PublicContext,
@@ -611,7 +634,12 @@ pub async fn magic_auth(
     responses((status = 303, description = "To the redirect URI with code and state"),
         (status = 200, description = "The next step's page (organization selection)", content_type = "text/html", body = String),
         (status = 400, description = "The code page with the error", content_type = "text/html", body = String),
-        (status = 403, description = "Missing or wrong CSRF token, or no sign-in under way", content_type = "text/html", body = String)))]
+        (status = 403, description = "Missing or wrong CSRF token, or no sign-in under way", content_type = "text/html", body = String),
+        (status = 409, description = "The page with the error (a concurrent change)", content_type = "text/html", body = String),
+        (status = 422, description = "The page again with the error (an invalid field)", content_type = "text/html", body = String),
+        (status = 429, description = "The page again with the error (rate limited)", content_type = "text/html", body = String),
+        (status = 503, description = "An error page (the database is unavailable)", content_type = "text/html", body = String),
+        (status = 404, description = "The page again with the error (an unknown invitation)", content_type = "text/html", body = String)))]
 pub async fn magic_auth_code(
     State(state): State<AppState>,
     ctx: PublicContext,
@@ -644,7 +672,7 @@ pub async fn magic_auth_code(
         Ok(x) => x,
         Err(e) => return refused(e),
     };
-    match authenticate::magic_auth(&state, &ctx, &email, code, None, &who).await {
+    match authenticate::magic_auth(&state, &ctx, &email, code, flow.invitation_token.as_deref(), &who).await {
         Ok(step) => finish(&state, flow.clone(), step).await,
         Err(e) => refused(e),
     }
@@ -656,7 +684,11 @@ pub async fn magic_auth_code(
     responses((status = 303, description = "To the redirect URI with code and state"),
         (status = 200, description = "The next step's page (organization selection)", content_type = "text/html", body = String),
         (status = 400, description = "The code page with the error", content_type = "text/html", body = String),
-        (status = 403, description = "Missing or wrong CSRF token, or no sign-in under way", content_type = "text/html", body = String)))]
+        (status = 403, description = "Missing or wrong CSRF token, or no sign-in under way", content_type = "text/html", body = String),
+        (status = 409, description = "The page with the error (a concurrent change)", content_type = "text/html", body = String),
+        (status = 422, description = "The page again with the error (an invalid field)", content_type = "text/html", body = String),
+        (status = 429, description = "The page again with the error (rate limited)", content_type = "text/html", body = String),
+        (status = 503, description = "An error page (the database is unavailable)", content_type = "text/html", body = String)))]
 pub async fn email_verification(
     State(state): State<AppState>,
     ctx: PublicContext,
@@ -704,7 +736,9 @@ pub async fn email_verification(
     request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "csrf_token, organization_id"),
     responses((status = 303, description = "To the redirect URI with code and state"),
         (status = 400, description = "The selection page with the error", content_type = "text/html", body = String),
-        (status = 403, description = "Missing or wrong CSRF token, or no sign-in under way", content_type = "text/html", body = String)))]
+        (status = 403, description = "Missing or wrong CSRF token, or no sign-in under way", content_type = "text/html", body = String),
+        (status = 409, description = "The page with the error (a concurrent change)", content_type = "text/html", body = String),
+        (status = 503, description = "An error page (the database is unavailable)", content_type = "text/html", body = String)))]
 pub async fn organization(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let f = form(&body);
     let flow = match checked(&state, &headers, &f) {
