@@ -863,3 +863,29 @@ async fn an_invitation_token_of_the_authorize_request_is_accepted_with_the_sign_
         .await;
     assert_eq!(inv["state"], "accepted", "{inv}");
 }
+
+#[tokio::test]
+async fn two_concurrent_exchanges_of_one_code_start_exactly_one_session() {
+    let app = TestApp::spawn().await;
+    register(&app, CALLBACK).await;
+    let user = user_with_password(&app, "race@example.com", true).await;
+    let mut browser = Browser::new(&app);
+    let page = browser.get(&authorize_url(&app, &[])).await;
+    let (code, _) = browser
+        .post(
+            "/user_management/authorize/password",
+            &[
+                ("csrf_token", &page.csrf()),
+                ("email", "race@example.com"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await
+        .code();
+    let grant = code_grant(&app, &code);
+    let (one, two) = tokio::join!(exchange(&app, grant.clone()), exchange(&app, grant));
+    let mut statuses = [one.0, two.0];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::BAD_REQUEST], "{one:?} {two:?}");
+    assert_eq!(sessions_of(&app, user["id"].as_str().unwrap()).await.len(), 1);
+}
