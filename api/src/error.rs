@@ -57,6 +57,16 @@ impl ApiError {
         &self.message
     }
 
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The first invalid field, if the error names one.
+    pub fn field(&self) -> Option<&str> {
+        self.errors.first().map(|e| e.field.as_str())
+    }
+
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }

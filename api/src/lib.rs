@@ -11,11 +11,13 @@
 
 pub mod api_keys;
 pub mod auth;
+pub mod authorization_codes;
 pub mod cli;
 pub mod codes;
 pub mod dns;
 pub mod error;
 pub mod extract;
+pub mod hosted;
 pub mod idempotency;
 pub mod invitations;
 pub mod json_body;
@@ -25,6 +27,7 @@ pub mod openapi;
 pub mod password;
 pub mod protocol;
 pub mod rate_limit;
+pub mod redirect_uris;
 pub mod routes;
 pub mod saml;
 pub mod schemas;

@@ -76,6 +76,7 @@ list_of!(AuditLogActionList, AuditLogAction);
 list_of!(AuditLogSchemaList, AuditLogSchema);
 list_of!(WebhookEndpointList, WebhookEndpoint);
 list_of!(WebhookDeliveryList, WebhookDelivery);
+list_of!(RedirectUriList, RedirectUri);
 
 /// Declares a one-value string enum: the `object` tag of a WorkOS object.
 macro_rules! tag {
@@ -90,6 +91,7 @@ macro_rules! tag {
 
 tag!(UserTag, "user");
 tag!(SessionTag, "session");
+tag!(RedirectUriTag, "redirect_uri");
 tag!(InvitationTag, "invitation");
 tag!(OrganizationTag, "organization");
 tag!(OrganizationDomainTag, "organization_domain");
@@ -764,4 +766,20 @@ pub struct UserResponse {
 pub struct EmailChangeConfirmation {
     object: EmailChangeConfirmationTag,
     user: User,
+}
+
+/// `redirect_uri` (`crate::redirect_uris`): where the hosted sign-in may send a browser.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectUri {
+    object: RedirectUriTag,
+    /// `redirect_uri_...`
+    id: String,
+    uri: String,
+    /// The first URI registered.
+    default: bool,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
 }

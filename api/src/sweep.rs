@@ -1,5 +1,5 @@
 //! Periodic deletes of rows that no longer mean anything (expired Idempotency-Keys, rate-limit
-//! rows past their time, used or expired one-time codes and pending authentications): one loop
+//! rows past their time, used or expired one-time codes, pending authentications and authorization codes): one loop
 //! shape for all of them. Any number of processes may sweep at once; each delete is idempotent.
 
 use std::future::Future;
@@ -31,8 +31,8 @@ where
 /// it as expired) before it is deleted.
 const CODES_KEPT: &str = "1 day";
 
-/// Deletes one-time codes expired more than [`CODES_KEPT`] ago and pending authentications
-/// expired more than an hour ago; returns how many rows went.
+/// Deletes one-time codes expired more than [`CODES_KEPT`] ago, and pending authentications
+/// and authorization codes expired more than an hour ago; returns how many rows went.
 pub async fn sign_in_leftovers(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let codes = sqlx::query(&format!(
         "delete from one_time_code where expires_at < now() - interval '{CODES_KEPT}'"
@@ -42,5 +42,8 @@ pub async fn sign_in_leftovers(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let pending = sqlx::query("delete from pending_authentication where expires_at < now() - interval '1 hour'")
         .execute(pool)
         .await?;
-    Ok(codes.rows_affected() + pending.rows_affected())
+    let authorization = sqlx::query("delete from authorization_code where expires_at < now() - interval '1 hour'")
+        .execute(pool)
+        .await?;
+    Ok(codes.rows_affected() + pending.rows_affected() + authorization.rows_affected())
 }

@@ -284,6 +284,17 @@ async fn every_management_route_rejects_a_missing_or_wrong_key_with_401() {
             "GET /openapi.json",
             "GET /sso/jwks/{clientId}",
             "POST /user_management/authenticate",
+            // The hosted sign-in: the end user's browser (CSRF-checked forms, no key).
+            "GET /user_management/authorize",
+            "POST /user_management/authorize/email_verification",
+            "GET /user_management/authorize/hosted.css",
+            "POST /user_management/authorize/magic_auth",
+            "POST /user_management/authorize/magic_auth/code",
+            "POST /user_management/authorize/organization",
+            "POST /user_management/authorize/password",
+            "GET /user_management/authorize/sign_in",
+            "GET /user_management/authorize/sign_up",
+            "POST /user_management/authorize/sign_up",
             "GET /user_management/sessions/logout"
         ],
         "only these operations are public"

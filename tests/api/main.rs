@@ -25,6 +25,7 @@ mod contract;
 mod events;
 mod events_cursor;
 mod group_commit;
+mod hosted;
 mod idempotency;
 mod invitations;
 mod log_properties;

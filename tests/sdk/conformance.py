@@ -1949,6 +1949,129 @@ def cleanup(c: Optional[WorkOSClient]) -> None:
     print("# cleanup: deleted what this run left behind (best effort)", flush=True)
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """The hosted pages' browser reads a redirect instead of following it (the callback is not
+    a server of this run)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        return None
+
+
+class HostedBrowser:
+    """A browser without JavaScript for the hosted pages: one cookie jar, plain form posts, no
+    redirects followed. The standard library's urllib (with http.cookiejar) stands in for
+    `requests`, which the SDK does not bring (it uses httpx), so the venv stays workos only."""
+
+    def __init__(self) -> None:
+        import http.cookiejar
+
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), _NoRedirect())
+
+    def _send(self, req: urllib.request.Request) -> Tuple[int, Dict[str, str], str]:
+        import urllib.error
+
+        try:
+            with self.opener.open(req, timeout=30) as r:
+                return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read().decode()
+
+    def get(self, url: str) -> Tuple[int, Dict[str, str], str]:
+        return self._send(urllib.request.Request(url))
+
+    def post(self, path: str, fields: Dict[str, str]) -> Tuple[int, Dict[str, str], str]:
+        import urllib.parse
+
+        data = urllib.parse.urlencode(fields).encode()
+        req = urllib.request.Request(BASE_URL.rstrip("/") + path, data=data, method="POST",
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+        return self._send(req)
+
+
+def csrf_of(page: str) -> str:
+    marker = 'name="csrf_token" value="'
+    at = page.find(marker)
+    if at < 0:
+        raise CheckFailed(f"hosted sign-in: no CSRF token in the page: {page[:300]!r}")
+    rest = page[at + len(marker):]
+    return rest[:rest.index('"')]
+
+
+def hosted_sign_in(label: str, url: str, addr: str, password: str) -> Dict[str, List[str]]:
+    """Drives the sign-in page with an email and password; returns the callback's query."""
+    import urllib.parse
+
+    browser = HostedBrowser()
+    status, headers, page = browser.get(url)
+    check_eq(f"{label}: the sign-in page", status, 200)
+    check(f"{label}: the page sets a strict CSP and X-Frame-Options",
+          "default-src 'none'" in headers.get("content-security-policy", "")
+          and headers.get("x-frame-options") == "DENY", headers)
+    status, headers, body = browser.post("/user_management/authorize/password",
+                                         {"csrf_token": csrf_of(page), "email": addr, "password": password})
+    check_eq(f"{label}: the form redirects (303)", status, 303)
+    location = headers.get("location", "")
+    check(f"{label}: to the registered redirect URI", location.startswith(HOSTED_CALLBACK), location)
+    return urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)
+
+
+HOSTED_CALLBACK = "http://127.0.0.1:9/callback"
+
+
+def test_hosted_sign_in(c: WorkOSClient) -> None:
+    """Hosted sign-in: create_redirect_uri, get_authorization_url (and its PKCE variant), the
+    pages driven like a browser, then authenticate_with_code (and authenticate_with_code_pkce)."""
+    section("hosted sign-in")
+    um = c.user_management
+    callback = f"{HOSTED_CALLBACK}/{RUN}"
+    created = call("hosted: create_redirect_uri", um.create_redirect_uri, uri=callback)
+    check_eq("hosted: the redirect URI object", (created.uri, created.id.startswith("redirect_uri_")),
+             (callback, True))
+    expect_error("hosted: the same redirect URI again", UnprocessableEntityError, um.create_redirect_uri,
+                 uri=callback, code=INVALID, field_code="redirect_uri_already_exists")
+    expect_error("hosted: a plain-http redirect URI on a public host", UnprocessableEntityError,
+                 um.create_redirect_uri, uri="http://app.example.com/callback", code=INVALID,
+                 field_code="invalid_redirect_uri")
+    listed = call("hosted: list_redirect_uris", um.list_redirect_uris, limit=100)
+    check("hosted: the redirect URI is listed", callback in [u.uri for u in listed.data], listed)
+
+    addr = email(f"hosted-{RUN}")
+    password = f"pw-{RUN}-hosted pages"
+    user = verified_user(c, "hosted: create a user with a password", addr, password=password)
+
+    url = um.get_authorization_url(redirect_uri=callback, state=f"st-{RUN}", login_hint=addr)
+    check("hosted: get_authorization_url points at keyledger",
+          url.startswith(BASE_URL.rstrip("/") + "/user_management/authorize?"), url)
+    query = hosted_sign_in("hosted: password via the pages", url, addr, password)
+    check_eq("hosted: the state comes back", query.get("state"), [f"st-{RUN}"])
+    code = (query.get("code") or [""])[0]
+    auth = call("hosted: authenticate_with_code", um.authenticate_with_code, code=code,
+                ip_address="203.0.113.7", user_agent="conformance")
+    check_signed_in("hosted: authenticate_with_code", auth, user.id, "Password")
+    replayed = code
+    expect_error("hosted: the code again", BadRequestError, lambda: um.authenticate_with_code(code=replayed),
+                 code="invalid_grant")
+
+    pkce = um.get_authorization_url_with_pkce(redirect_uri=callback)
+    query = hosted_sign_in("hosted: PKCE via the pages", pkce["url"], addr, password)
+    check_eq("hosted: the PKCE state comes back", query.get("state"), [pkce["state"]])
+    code = (query.get("code") or [""])[0]
+    spent = code
+    expect_error("hosted: a wrong code_verifier", BadRequestError,
+                 lambda: um.authenticate_with_code_pkce(code=spent, code_verifier="x" * 43), code="invalid_grant")
+    query = hosted_sign_in("hosted: PKCE via the pages again", pkce["url"], addr, password)
+    code = (query.get("code") or [""])[0]
+    auth = call("hosted: authenticate_with_code_pkce", um.authenticate_with_code_pkce, code=code,
+                code_verifier=pkce["code_verifier"])
+    check_signed_in("hosted: authenticate_with_code_pkce", auth, user.id, "Password")
+
+    status, headers, page = HostedBrowser().get(
+        um.get_authorization_url(redirect_uri="https://evil.example.com/callback"))
+    check("hosted: an unregistered redirect_uri gets an error page, not a redirect",
+          status == 400 and "location" not in headers and "<html" in page, (status, headers))
+
+
 def main() -> int:
     client: Optional[WorkOSClient] = None
     failed = False
@@ -1969,6 +2092,7 @@ def main() -> int:
         test_password_reset(client)
         test_invitations(client)
         test_organization_selection(client)
+        test_hosted_sign_in(client)
         test_webhooks(client)
     except CheckFailed as e:
         failed = True

@@ -41,6 +41,7 @@ pub const REFRESH_TOKEN: &str = "refresh_token";
 pub const MAGIC_AUTH: &str = "urn:workos:oauth:grant-type:magic-auth:code";
 pub const EMAIL_VERIFICATION: &str = "urn:workos:oauth:grant-type:email-verification:code";
 pub const ORGANIZATION_SELECTION: &str = "urn:workos:oauth:grant-type:organization-selection";
+pub const AUTHORIZATION_CODE: &str = "authorization_code";
 
 /// Every field any served grant takes; which are required depends on `grant_type`. Unknown
 /// fields are ignored: the SDKs add optional ones (`signals_id`, `radar_auth_attempt_id`, ...)
@@ -48,7 +49,7 @@ pub const ORGANIZATION_SELECTION: &str = "urn:workos:oauth:grant-type:organizati
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(as = AuthenticateRequest)]
 pub struct AuthenticateBody {
-    /// `password`, `refresh_token`, `urn:workos:oauth:grant-type:magic-auth:code`,
+    /// `password`, `refresh_token`, `authorization_code`, `urn:workos:oauth:grant-type:magic-auth:code`,
     /// `urn:workos:oauth:grant-type:email-verification:code` or
     /// `urn:workos:oauth:grant-type:organization-selection`.
     grant_type: String,
@@ -81,6 +82,10 @@ pub struct AuthenticateBody {
     user_agent: Option<String>,
     #[serde(default)]
     device_id: Option<String>,
+    /// PKCE: the verifier of the `code_challenge` the authorization began with
+    /// (`authorization_code` of a public client, instead of `client_secret`).
+    #[serde(default)]
+    code_verifier: Option<String>,
 }
 
 fn required(field: &str, v: &Option<String>) -> Result<String, ApiError> {
@@ -100,10 +105,130 @@ fn invalid_credentials() -> ApiError {
 
 /// The end user's request details, checked: from the body when the application sends them (it
 /// calls on the user's behalf), else from this request.
-struct EndUser {
-    ip_address: Option<String>,
-    user_agent: Option<String>,
-    device_id: Option<String>,
+pub(crate) struct EndUser {
+    pub(crate) ip_address: Option<String>,
+    pub(crate) user_agent: Option<String>,
+    pub(crate) device_id: Option<String>,
+}
+
+impl EndUser {
+    /// The browser of this request itself (the hosted pages).
+    pub(crate) fn of_request(ctx: &RequestContext) -> Self {
+        Self {
+            ip_address: ctx.ip.clone(),
+            user_agent: ctx.user_agent.clone(),
+            device_id: None,
+        }
+    }
+}
+
+/// The per-address limit of sign-in attempts (`Limit::AuthenticatePerIp`).
+pub(crate) async fn limit_end_user(state: &AppState, who: &EndUser) -> Result<(), ApiError> {
+    if let Some(ip) = who.ip_address.as_deref().and_then(|ip| ip.parse().ok()) {
+        state
+            .limits
+            .check(Limit::AuthenticatePerIp, &rate_limit::ip_key(ip))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Where a sign-in step left the user: proved who they are, or one more step to take.
+pub(crate) enum Step {
+    /// Signed in: what the session (or an authorization code) is made of.
+    Proved(Proof),
+    /// The email must be verified first: a code was sent (`email_verification_id`).
+    EmailVerification {
+        pending_token: String,
+        email_verification_id: String,
+        user: Value,
+    },
+    /// The user belongs to several organizations and must pick one: (id, name) each.
+    OrganizationSelection {
+        pending_token: String,
+        organizations: Vec<(String, String)>,
+        user: Value,
+    },
+}
+
+/// A finished sign-in, before its session starts.
+pub(crate) struct Proof {
+    pub(crate) user: Value,
+    pub(crate) method: AuthMethod,
+    pub(crate) grant: Grant,
+    /// The grant of the step a pending authentication continues (organization selection).
+    pub(crate) pending_grant: Option<Grant>,
+    pub(crate) organization: Option<String>,
+}
+
+impl Proof {
+    /// The grant that proved the credential (the step before an organization selection).
+    pub(crate) fn proved_by(&self) -> Grant {
+        match (self.grant, self.pending_grant) {
+            (Grant::OrganizationSelection, Some(g)) => g,
+            _ => self.grant,
+        }
+    }
+
+    pub(crate) fn user_id(&self) -> String {
+        self.user
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// The JSON answer of a step: the session's tokens, or WorkOS's 403 of the next step.
+async fn respond(state: &AppState, ctx: &RequestContext, step: Step, who: &EndUser) -> Result<Response, ApiError> {
+    match step {
+        Step::Proved(p) => {
+            start_session(
+                state,
+                ctx,
+                p.user,
+                p.method,
+                p.grant,
+                p.pending_grant,
+                p.organization,
+                who,
+            )
+            .await
+        }
+        Step::EmailVerification {
+            pending_token,
+            email_verification_id,
+            user,
+        } => Ok(flow_error(
+            "email_verification_required",
+            "Email ownership must be verified before authentication.",
+            json!({
+                "pending_authentication_token": pending_token,
+                "email": user.get("email"),
+                "email_verification_id": email_verification_id,
+                "user": user,
+            }),
+        )),
+        Step::OrganizationSelection {
+            pending_token,
+            organizations,
+            user,
+        } => {
+            let organizations: Vec<Value> = organizations
+                .iter()
+                .map(|(id, name)| json!({ "id": id, "name": name }))
+                .collect();
+            Ok(flow_error(
+                "organization_selection_required",
+                "The user must choose an organization to sign in to.",
+                json!({
+                    "pending_authentication_token": pending_token,
+                    "organizations": organizations,
+                    "user": user,
+                }),
+            ))
+        }
+    }
 }
 
 fn end_user(b: &AuthenticateBody, ctx: &RequestContext) -> Result<EndUser, ApiError> {
@@ -165,7 +290,7 @@ async fn client(state: &AppState, b: &AuthenticateBody, headers: &HeaderMap) -> 
 
 #[utoipa::path(post, path = "/user_management/authenticate", tag = "user_management",
     operation_id = "authenticate",
-    summary = "Authenticate (password, refresh token, Magic Auth, email verification, organization selection)",
+    summary = "Authenticate (password, refresh token, authorization code, Magic Auth, email verification, organization selection)",
     request_body = AuthenticateBody,
     responses((status = 200, description = "The user, the session's tokens", body = schemas::AuthenticateResponse),
         (status = 400, description = "Invalid credentials, code or token", body = schemas::ErrorBody),
@@ -179,29 +304,56 @@ pub async fn authenticate(
     ctx: crate::state::PublicContext,
     AppJson(b): AppJson<AuthenticateBody>,
 ) -> Result<Response, ApiError> {
-    let actor = client(&state, &b, &headers).await?;
+    let actor = if b.grant_type == AUTHORIZATION_CODE {
+        crate::authorization_codes::client(&state, b.client_id.as_deref(), b.client_secret.as_deref()).await?
+    } else {
+        client(&state, &b, &headers).await?
+    };
     let ctx = ctx.with_actor(actor);
     let who = end_user(&b, &ctx)?;
     // Per end user's address: the application calls on its users' behalf and says whose
     // (`ip_address`); without it, the caller's own address counts.
-    if let Some(ip) = who.ip_address.as_deref().and_then(|ip| ip.parse().ok()) {
-        state
-            .limits
-            .check(Limit::AuthenticatePerIp, &rate_limit::ip_key(ip))
+    limit_end_user(&state, &who).await?;
+    let step = match b.grant_type.as_str() {
+        PASSWORD => {
+            let email = required("email", &b.email)?;
+            let candidate = required("password", &b.password)?;
+            password(&state, &ctx, &email, candidate, b.invitation_token.as_deref(), &who).await?
+        }
+        REFRESH_TOKEN => return refresh(&state, &ctx, &b, &who).await,
+        ORGANIZATION_SELECTION => {
+            let token = required("pending_authentication_token", &b.pending_authentication_token)?;
+            let organization_id = required("organization_id", &b.organization_id)?;
+            organization_selection(&state, &token, &organization_id).await?
+        }
+        MAGIC_AUTH => {
+            let email = required("email", &b.email)?;
+            let code = required("code", &b.code)?;
+            magic_auth(&state, &ctx, &email, &code, b.invitation_token.as_deref(), &who).await?
+        }
+        EMAIL_VERIFICATION => {
+            let token = required("pending_authentication_token", &b.pending_authentication_token)?;
+            let code = required("code", &b.code)?;
+            email_verification(&state, &ctx, &token, &code, &who).await?
+        }
+        AUTHORIZATION_CODE => {
+            let code = required("code", &b.code)?;
+            let proof = crate::authorization_codes::redeem(
+                &state,
+                &code,
+                b.client_secret.is_some(),
+                b.code_verifier.as_deref(),
+            )
             .await?;
-    }
-    match b.grant_type.as_str() {
-        PASSWORD => password(&state, &ctx, &b, &who).await,
-        REFRESH_TOKEN => refresh(&state, &ctx, &b, &who).await,
-        ORGANIZATION_SELECTION => organization_selection(&state, &ctx, &b, &who).await,
-        MAGIC_AUTH => magic_auth(&state, &ctx, &b, &who).await,
-        EMAIL_VERIFICATION => email_verification(&state, &ctx, &b, &who).await,
+            Step::Proved(proof)
+        }
         other => Err(ApiError::invalid(
             "grant_type",
             "unsupported_grant_type",
             format!("grant_type {other:?} is not supported"),
-        )),
-    }
+        ))?,
+    };
+    respond(&state, &ctx, step, &who).await
 }
 
 /// Records a failed attempt in the log (`authentication.*_failed`); a failure to record it is
@@ -256,14 +408,17 @@ async fn credential_of(state: &AppState, email: &Email) -> Result<(Option<String
     })
 }
 
-async fn password(
+/// Password sign-in: the email's password checked (rate limited, the same work for an unknown
+/// email), an invitation accepted with it, then [`complete`].
+pub(crate) async fn password(
     state: &AppState,
     ctx: &RequestContext,
-    b: &AuthenticateBody,
+    email: &str,
+    candidate: String,
+    invitation_token: Option<&str>,
     who: &EndUser,
-) -> Result<Response, ApiError> {
-    let email = Email::parse("email", &required("email", &b.email)?)?;
-    let candidate = required("password", &b.password)?;
+) -> Result<Step, ApiError> {
+    let email = Email::parse("email", email)?;
     if candidate.chars().count() > 1024 {
         return Err(ApiError::invalid(
             "password",
@@ -291,20 +446,11 @@ async fn password(
         }
     }
     // An invitation accepted with the sign-in: its membership, and the sign-in lands in it.
-    let organization = invited_organization(state, ctx, b, &email).await?;
+    let organization = invited_organization(state, ctx, invitation_token, &email).await?;
     let user = queries::user(&state.pool, &user_id)
         .await?
         .ok_or_else(invalid_credentials)?;
-    complete(
-        state,
-        ctx,
-        user,
-        AuthMethod::Password,
-        Grant::Password,
-        organization,
-        who,
-    )
-    .await
+    complete(state, ctx, user, AuthMethod::Password, Grant::Password, organization).await
 }
 
 /// The user's active memberships: (organization id, organization name, role slug).
@@ -359,17 +505,16 @@ fn flow_error(code: &str, message: &str, fields: Value) -> Response {
     (StatusCode::FORBIDDEN, Json(body)).into_response()
 }
 
-/// The user proved who they are: verify the email if required, pick the organization, then
-/// start the session.
-async fn complete(
+/// The user proved who they are: verify the email if required, pick the organization; what
+/// is left is the session ([`Step::Proved`]).
+pub(crate) async fn complete(
     state: &AppState,
     ctx: &RequestContext,
     user: Value,
     method: AuthMethod,
     grant: Grant,
     organization: Option<String>,
-    who: &EndUser,
-) -> Result<Response, ApiError> {
+) -> Result<Step, ApiError> {
     let user_id = user.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
     let verified = user.get("email_verified").and_then(Value::as_bool).unwrap_or(false);
     if state.auth.require_email_verification && !verified && method == AuthMethod::Password {
@@ -384,16 +529,11 @@ async fn complete(
             organization_id: organization,
         };
         let token = sessions::pend(&state.pool, &pending).await?;
-        return Ok(flow_error(
-            "email_verification_required",
-            "Email ownership must be verified before authentication.",
-            json!({
-                "pending_authentication_token": token,
-                "email": user.get("email"),
-                "email_verification_id": verification.id,
-                "user": user,
-            }),
-        ));
+        return Ok(Step::EmailVerification {
+            pending_token: token,
+            email_verification_id: verification.id,
+            user,
+        });
     }
     let organization = match organization {
         Some(o) => Some(o),
@@ -411,24 +551,22 @@ async fn complete(
                         organization_id: None,
                     };
                     let token = sessions::pend(&state.pool, &pending).await?;
-                    let organizations: Vec<Value> = many
-                        .iter()
-                        .map(|(id, name, _)| json!({ "id": id, "name": name }))
-                        .collect();
-                    return Ok(flow_error(
-                        "organization_selection_required",
-                        "The user must choose an organization to sign in to.",
-                        json!({
-                            "pending_authentication_token": token,
-                            "organizations": organizations,
-                            "user": user,
-                        }),
-                    ));
+                    return Ok(Step::OrganizationSelection {
+                        pending_token: token,
+                        organizations: many.iter().map(|(id, name, _)| (id.clone(), name.clone())).collect(),
+                        user,
+                    });
                 }
             }
         }
     };
-    start_session(state, ctx, user, method, grant, None, organization, who).await
+    Ok(Step::Proved(Proof {
+        user,
+        method,
+        grant,
+        pending_grant: None,
+        organization,
+    }))
 }
 
 /// Starts the session (`SessionCreated`), its refresh token and its first access token.
@@ -477,9 +615,10 @@ async fn start_session(
     // The attempt (`authentication.*_succeeded`) and the session it starts, in one append.
     let meta = ctx.metadata();
     let mut events = Vec::new();
-    // After an organization selection, the credential was proved by the step before it.
+    // After an organization selection or an authorization code, the credential was proved by
+    // the step before it.
     let proved_by = match (grant, pending_grant) {
-        (Grant::OrganizationSelection, Some(g)) => g,
+        (Grant::OrganizationSelection | Grant::AuthorizationCode, Some(g)) => g,
         _ => grant,
     };
     if proved_by.event_type().is_some() {
@@ -560,21 +699,20 @@ pub fn session_error(e: SessionError) -> ApiError {
     }
 }
 
-async fn organization_selection(
+/// Organization selection: the pending authentication taken (single use) for an organization
+/// the user is an active member of.
+pub(crate) async fn organization_selection(
     state: &AppState,
-    ctx: &RequestContext,
-    b: &AuthenticateBody,
-    who: &EndUser,
-) -> Result<Response, ApiError> {
-    let token = required("pending_authentication_token", &b.pending_authentication_token)?;
-    let organization_id = required("organization_id", &b.organization_id)?;
-    let pending = sessions::take_pending(&state.pool, &token).await?.ok_or_else(|| {
+    token: &str,
+    organization_id: &str,
+) -> Result<Step, ApiError> {
+    let pending = sessions::take_pending(&state.pool, token).await?.ok_or_else(|| {
         ApiError::bad_request(
             "invalid_pending_authentication_token",
             "The pending authentication token is invalid or expired.",
         )
     })?;
-    if role_in(state, &pending.user_id, &organization_id).await?.is_none() {
+    if role_in(state, &pending.user_id, organization_id).await?.is_none() {
         return Err(ApiError::bad_request(
             "organization_membership_not_found",
             "The user is not a member of that organization.",
@@ -583,19 +721,13 @@ async fn organization_selection(
     let user = queries::user(&state.pool, &pending.user_id)
         .await?
         .ok_or_else(|| ApiError::bad_request("invalid_pending_authentication_token", "The user no longer exists."))?;
-    let method = AuthMethod::from_stored(&pending.auth_method);
-    let pending_grant = Grant::from_stored(&pending.grant_type);
-    start_session(
-        state,
-        ctx,
+    Ok(Step::Proved(Proof {
         user,
-        method,
-        Grant::OrganizationSelection,
-        Some(pending_grant),
-        Some(organization_id),
-        who,
-    )
-    .await
+        method: AuthMethod::from_stored(&pending.auth_method),
+        grant: Grant::OrganizationSelection,
+        pending_grant: Some(Grant::from_stored(&pending.grant_type)),
+        organization: Some(organization_id.to_string()),
+    }))
 }
 
 /// The answer to a refused one-time code on `authenticate` (WorkOS's codes).
@@ -616,10 +748,10 @@ fn code_refused(r: Refusal) -> ApiError {
 async fn invited_organization(
     state: &AppState,
     ctx: &RequestContext,
-    b: &AuthenticateBody,
+    invitation_token: Option<&str>,
     email: &Email,
 ) -> Result<Option<String>, ApiError> {
-    match b.invitation_token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+    match invitation_token.map(str::trim).filter(|t| !t.is_empty()) {
         Some(t) => Ok(crate::invitations::accept_for_sign_in(state, ctx, t, email)
             .await?
             .organization_id),
@@ -629,17 +761,18 @@ async fn invited_organization(
 
 /// Magic Auth: the newest code sent to the email. A code for an email nobody holds signs up
 /// the user (`UserSignedUp`, email verified) under the id reserved when the code was issued.
-async fn magic_auth(
+pub(crate) async fn magic_auth(
     state: &AppState,
     ctx: &RequestContext,
-    b: &AuthenticateBody,
+    email: &str,
+    code: &str,
+    invitation_token: Option<&str>,
     who: &EndUser,
-) -> Result<Response, ApiError> {
-    let email = Email::parse("email", &required("email", &b.email)?)?;
-    let code = required("code", &b.code)?;
+) -> Result<Step, ApiError> {
+    let email = Email::parse("email", email)?;
     let (user_id, _) = credential_of(state, &email).await?;
     let outcome = match codes::latest_for_email(&state.pool, Purpose::MagicAuth, &email.key()).await? {
-        Some(id) => codes::redeem(state, &id, &code).await?,
+        Some(id) => codes::redeem(state, &id, code).await?,
         None => Err(Refusal::Incorrect),
     };
     let issued = match outcome {
@@ -652,36 +785,26 @@ async fn magic_auth(
     };
     let user = crate::routes::codes::signed_in_by_code(state, ctx, user_id, &issued, email.clone()).await?;
     // An invitation accepted with the sign-in, as with a password: the sign-in lands in it.
-    let organization = invited_organization(state, ctx, b, &email).await?;
-    complete(
-        state,
-        ctx,
-        user,
-        AuthMethod::MagicCode,
-        Grant::MagicAuth,
-        organization,
-        who,
-    )
-    .await
+    let organization = invited_organization(state, ctx, invitation_token, &email).await?;
+    complete(state, ctx, user, AuthMethod::MagicCode, Grant::MagicAuth, organization).await
 }
 
 /// Email verification: the code of the verification the pending sign-in sent; a wrong code
 /// leaves the pending authentication usable for another try.
-async fn email_verification(
+pub(crate) async fn email_verification(
     state: &AppState,
     ctx: &RequestContext,
-    b: &AuthenticateBody,
+    token: &str,
+    code: &str,
     who: &EndUser,
-) -> Result<Response, ApiError> {
-    let token = required("pending_authentication_token", &b.pending_authentication_token)?;
-    let code = required("code", &b.code)?;
+) -> Result<Step, ApiError> {
     let invalid_pending = || {
         ApiError::bad_request(
             "invalid_pending_authentication_token",
             "The pending authentication token is invalid or expired.",
         )
     };
-    let pending = sessions::peek_pending(&state.pool, &token)
+    let pending = sessions::peek_pending(&state.pool, token)
         .await?
         .ok_or_else(invalid_pending)?;
     let verification = match &pending.email_verification_id {
@@ -689,7 +812,7 @@ async fn email_verification(
         None => codes::latest_for_user(&state.pool, Purpose::EmailVerification, &pending.user_id).await?,
     };
     let outcome = match verification {
-        Some(id) => codes::redeem(state, &id, &code).await?,
+        Some(id) => codes::redeem(state, &id, code).await?,
         None => Err(Refusal::Incorrect),
     };
     if let Err(r) = outcome {
@@ -712,7 +835,7 @@ async fn email_verification(
         .await;
         return Err(e);
     }
-    let pending = sessions::take_pending(&state.pool, &token)
+    let pending = sessions::take_pending(&state.pool, token)
         .await?
         .ok_or_else(invalid_pending)?;
     let user = crate::routes::codes::mark_verified(state, ctx, &pending.user_id).await?;
@@ -724,7 +847,6 @@ async fn email_verification(
         method,
         Grant::EmailVerification,
         pending.organization_id,
-        who,
     )
     .await
 }

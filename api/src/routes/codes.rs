@@ -168,13 +168,28 @@ pub async fn create_magic_auth(
     AppJson(b): AppJson<MagicAuthBody>,
 ) -> Result<Response, ApiError> {
     let email = Email::parse("email", &b.email)?;
+    let issued = send_magic_auth(&state, &ctx, email).await?;
+    Ok(object(
+        StatusCode::CREATED,
+        issued.object(&state.auth.password_reset_url),
+    ))
+}
+
+/// Issues a Magic Auth code for an email (rate limited per email) and mails it: the API's
+/// create and the hosted pages' "email me a code". An email nobody holds reserves a user id
+/// (the code signs that user up).
+pub(crate) async fn send_magic_auth(
+    state: &AppState,
+    ctx: &RequestContext,
+    email: Email,
+) -> Result<codes::Issued, ApiError> {
     state.limits.check(Limit::CodesPerEmail, &email.key()).await?;
-    let holder = holder_of(&state, &email).await?;
+    let holder = holder_of(state, &email).await?;
     let new_user = holder.is_none();
     let user_id = holder.unwrap_or_else(|| keyledger_domain::ids::new_id("user"));
     let issued = codes::issue(
-        &state,
-        &ctx,
+        state,
+        ctx,
         Request {
             purpose: Purpose::MagicAuth,
             user_id,
@@ -193,10 +208,7 @@ pub async fn create_magic_auth(
             },
         )
         .await;
-    Ok(object(
-        StatusCode::CREATED,
-        issued.object(&state.auth.password_reset_url),
-    ))
+    Ok(issued)
 }
 
 async fn get_code(state: &AppState, purpose: Purpose, id: &str, what: &str) -> Result<Response, ApiError> {

@@ -11,6 +11,7 @@ pub mod jwks;
 pub mod memberships;
 pub mod organization_domains;
 pub mod organizations;
+pub mod redirect_uris;
 pub mod sessions;
 pub mod stream;
 pub mod users;
@@ -60,6 +61,7 @@ pub fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(codes::send_email_change))
         .routes(routes!(codes::confirm_email_change))
         .routes(routes!(sessions::revoke))
+        .routes(routes!(redirect_uris::list, redirect_uris::create))
         .routes(routes!(organizations::list, organizations::create))
         .routes(routes!(
             organizations::get,
@@ -94,6 +96,7 @@ pub fn public() -> OpenApiRouter<AppState> {
         .routes(routes!(jwks::jwks))
         .routes(routes!(authenticate::authenticate))
         .routes(routes!(sessions::logout))
+        .merge(crate::hosted::router())
         .merge(audit_logs::public_router())
 }
 

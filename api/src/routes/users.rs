@@ -11,6 +11,7 @@ use keyledger_projections::queries::{self, UserFilter};
 use keyledger_store::append::SideRows;
 use keyledger_store::cascade::Parent;
 use serde::Deserialize;
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{as_of, created_new, id_page, list_response, now, nullable, object, AsOfParams, ListParams};
@@ -207,6 +208,40 @@ pub async fn create(
     ctx: RequestContext,
     AppJson(b): AppJson<CreateBody>,
 ) -> Result<Response, ApiError> {
+    let user = create_user(&state, ctx, b).await?;
+    Ok(object(StatusCode::CREATED, user))
+}
+
+impl CreateBody {
+    /// The body of a sign-up on the hosted pages: an email, a password, optional names.
+    pub(crate) fn sign_up(
+        email: String,
+        password: String,
+        first_name: Option<String>,
+        last_name: Option<String>,
+    ) -> Self {
+        Self {
+            email,
+            first_name,
+            last_name,
+            email_verified: None,
+            external_id: None,
+            metadata: None,
+            password: Some(password),
+            password_hash: None,
+            password_hash_type: None,
+            name: None,
+            password_salt_position: None,
+            ip_address: None,
+            user_agent: None,
+            signals_id: None,
+        }
+    }
+}
+
+/// Creates a user (`UserCreated`, with its credential): the API's create and the hosted
+/// sign-up. Returns the new user object.
+pub(crate) async fn create_user(state: &AppState, ctx: RequestContext, b: CreateBody) -> Result<Value, ApiError> {
     let email = Email::parse("email", &b.email)?;
     names(&b.first_name, &b.last_name, &b.name)?;
     let ctx = ctx.with_metadata(end_user(&b)?);
@@ -217,7 +252,7 @@ pub async fn create(
     validate_metadata("metadata", &metadata)?;
     let id = new_id("user");
     let hash = credential(
-        &state,
+        state,
         PasswordFields {
             password: b.password,
             password_hash: b.password_hash,
@@ -246,8 +281,7 @@ pub async fn create(
         .await
         .map_err(|e| command_error(e, user_error))?;
     let events: Vec<AnyEvent> = done.events.into_iter().map(AnyEvent::User).collect();
-    let user = created_new(&id, &events, Kind::User, &id)?;
-    Ok(object(StatusCode::CREATED, user))
+    created_new(&id, &events, Kind::User, &id)
 }
 
 /// `null` clears a nullable field; `metadata: null` means `{}`.
