@@ -689,6 +689,7 @@ fn apply_membership(id: &str, e: &MembershipEvent, docs: &mut Docs) -> Vec<Chang
             organization_name,
             role,
             at,
+            ..
         } => {
             docs.insert(
                 (Kind::Membership, id.to_string()),
