@@ -290,6 +290,9 @@ async fn password(
             tracing::warn!(code = e.code(), "rehashing a password failed; the old hash stays");
         }
     }
+    if let Some(refused) = sso_gate(state, &email, Some(&user_id), AuthMethod::Password, Grant::Password).await? {
+        return Ok(refused);
+    }
     // An invitation accepted with the sign-in: its membership, and the sign-in lands in it.
     let organization = invited_organization(state, ctx, b, &email).await?;
     let user = queries::user(&state.pool, &user_id)
@@ -359,6 +362,55 @@ fn flow_error(code: &str, message: &str, fields: Value) -> Response {
     (StatusCode::FORBIDDEN, Json(body)).into_response()
 }
 
+/// `sso_required` (WorkOS's flow error; the SDKs raise `SsoRequiredError`): the email is at a
+/// verified domain of an organization whose policy requires SSO, so password and Magic Auth
+/// sign-in stop here. The pending authentication names the user (if any) and the organization;
+/// it continues only by SSO: every grant that continues a pending authentication of a password
+/// or Magic Auth sign-in checks again.
+async fn sso_gate(
+    state: &AppState,
+    email: &Email,
+    user_id: Option<&str>,
+    method: AuthMethod,
+    grant: Grant,
+) -> Result<Option<Response>, ApiError> {
+    if !matches!(method, AuthMethod::Password | AuthMethod::MagicCode) {
+        return Ok(None);
+    }
+    let Some((organization_id, connection_ids)) = crate::policy::sso_required_for(state, email).await? else {
+        return Ok(None);
+    };
+    let token = match user_id {
+        Some(u) => Some(
+            sessions::pend(
+                &state.pool,
+                &Pending {
+                    user_id: u.to_string(),
+                    auth_method: method.as_str().to_string(),
+                    grant_type: grant.as_str().to_string(),
+                    email_verification_id: None,
+                    organization_id: Some(organization_id.clone()),
+                },
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let description = "The organization of this email requires signing in with SSO.";
+    Ok(Some(flow_error(
+        "sso_required",
+        description,
+        json!({
+            "error": "sso_required",
+            "error_description": description,
+            "email": email.as_str(),
+            "connection_ids": connection_ids,
+            "organization_id": organization_id,
+            "pending_authentication_token": token,
+        }),
+    )))
+}
+
 /// The user proved who they are: verify the email if required, pick the organization, then
 /// start the session.
 async fn complete(
@@ -372,9 +424,16 @@ async fn complete(
 ) -> Result<Response, ApiError> {
     let user_id = user.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
     let verified = user.get("email_verified").and_then(Value::as_bool).unwrap_or(false);
+    let email = Email::parse("email", user.get("email").and_then(Value::as_str).unwrap_or_default())?;
+    if let Some(refused) = sso_gate(state, &email, Some(&user_id), method, grant).await? {
+        return Ok(refused);
+    }
+    if verified {
+        // A verified email at an `auto` domain joins before the organization is picked.
+        crate::jit::join_after(state, ctx, &user_id).await;
+    }
     if state.auth.require_email_verification && !verified && method == AuthMethod::Password {
         // The code the user must enter, sent to them (WorkOS's default flow).
-        let email = Email::parse("email", user.get("email").and_then(Value::as_str).unwrap_or_default())?;
         let verification = crate::routes::codes::send_verification(state, ctx, &user_id, email).await?;
         let pending = Pending {
             user_id: user_id.clone(),
@@ -585,6 +644,10 @@ async fn organization_selection(
         .ok_or_else(|| ApiError::bad_request("invalid_pending_authentication_token", "The user no longer exists."))?;
     let method = AuthMethod::from_stored(&pending.auth_method);
     let pending_grant = Grant::from_stored(&pending.grant_type);
+    let email = Email::parse("email", user.get("email").and_then(Value::as_str).unwrap_or_default())?;
+    if let Some(refused) = sso_gate(state, &email, Some(&pending.user_id), method, pending_grant).await? {
+        return Ok(refused);
+    }
     start_session(
         state,
         ctx,
@@ -650,6 +713,18 @@ async fn magic_auth(
             return Err(e);
         }
     };
+    // Before a new email is signed up: SSO is the only way in.
+    if let Some(refused) = sso_gate(
+        state,
+        &email,
+        user_id.as_deref(),
+        AuthMethod::MagicCode,
+        Grant::MagicAuth,
+    )
+    .await?
+    {
+        return Ok(refused);
+    }
     let user = crate::routes::codes::signed_in_by_code(state, ctx, user_id, &issued, email.clone()).await?;
     // An invitation accepted with the sign-in, as with a password: the sign-in lands in it.
     let organization = invited_organization(state, ctx, b, &email).await?;

@@ -168,6 +168,23 @@ pub async fn create_magic_auth(
     AppJson(b): AppJson<MagicAuthBody>,
 ) -> Result<Response, ApiError> {
     let email = Email::parse("email", &b.email)?;
+    // A code would not sign this email in (`sso_required` on authenticate): none is sent.
+    if let Some((organization_id, connection_ids)) = crate::policy::sso_required_for(&state, &email).await? {
+        let description = "The organization of this email requires signing in with SSO.";
+        return Ok(object(
+            StatusCode::FORBIDDEN,
+            json!({
+                "code": "sso_required",
+                "message": description,
+                "error": "sso_required",
+                "error_description": description,
+                "email": email.as_str(),
+                "connection_ids": connection_ids,
+                "organization_id": organization_id,
+                "pending_authentication_token": null,
+            }),
+        ));
+    }
     state.limits.check(Limit::CodesPerEmail, &email.key()).await?;
     let holder = holder_of(&state, &email).await?;
     let new_user = holder.is_none();
@@ -313,7 +330,10 @@ pub async fn confirm_email_verification(
             ),
         });
     }
-    let user = mark_verified(&state, &ctx, &id).await?;
+    mark_verified(&state, &ctx, &id).await?;
+    // Now verified: a user at an `auto` domain joins it.
+    crate::jit::join_after(&state, &ctx, &id).await;
+    let user = user_doc(&state, &id).await?;
     Ok(object(StatusCode::OK, json!({ "user": user })))
 }
 
@@ -596,13 +616,12 @@ pub async fn confirm_email_change(
         at: Utc::now(),
         ..Default::default()
     };
-    state
-        .execute::<User>(&ctx, &id, UserCommand::Update(update), SideRows::default(), Mode::Retry)
-        .await
-        .map_err(|e| match e {
-            keyledger_store::commands::CommandError::Claim(_) => email_not_available(),
-            e => command_error(e, user_error),
-        })?;
+    // Leaving a domain deactivates what it alone gave, in the same append (`crate::jit`).
+    crate::jit::update_user(&state, &ctx, &id, update, SideRows::default(), |e| match e {
+        keyledger_store::commands::CommandError::Claim(_) => email_not_available(),
+        e => command_error(e, user_error),
+    })
+    .await?;
     let user = user_doc(&state, &id).await?;
     Ok(object(
         StatusCode::OK,
