@@ -16,3 +16,11 @@ alter table organization_policy_view force row level security;
 create policy tenant_wall on organization_policy_view
     using (coalesce(current_setting('keyledger.organization_id', true), '') = ''
            or id = current_setting('keyledger.organization_id', true));
+
+do $$
+begin
+    if to_regrole('keyledger_tenant_reader') is not null then
+        grant select on organization_policy_view to keyledger_tenant_reader;
+    end if;
+end
+$$;

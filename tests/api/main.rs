@@ -37,6 +37,7 @@ mod organization_domains;
 mod organizations;
 mod outage;
 mod passwords;
+mod policy;
 mod protocol;
 mod rate_limits;
 mod stored_versions;
