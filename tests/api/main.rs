@@ -27,6 +27,7 @@ mod events_cursor;
 mod group_commit;
 mod idempotency;
 mod invitations;
+mod jit;
 mod log_properties;
 mod mail;
 mod memberships;
