@@ -435,3 +435,72 @@ async fn the_policy_check_for_the_hosted_pages_names_the_organization_only_for_s
         );
     }
 }
+
+#[tokio::test]
+async fn confirming_the_email_verification_code_joins() {
+    let app = TestApp::spawn().await;
+    let org = org_with_policy(&app, "acme.example", "verified", auto("member")).await;
+    let ann = user(&app, "ann@acme.example", false).await;
+    let (s, sent) = app
+        .post(
+            &format!("/user_management/users/{ann}/email_verification/send"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{sent}");
+    let (code_id,): (String,) = sqlx::query_as("select id from one_time_code where user_id = $1")
+        .bind(&ann)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let code = app
+        .get(&format!("/user_management/email_verification/{code_id}"))
+        .await
+        .1["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(memberships(&app, &ann).await.is_empty());
+    let (s, b) = app
+        .post(
+            &format!("/user_management/users/{ann}/email_verification/confirm"),
+            json!({ "code": code }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        roles(&memberships(&app, &ann).await),
+        vec![(org, "member".into(), "active".into())]
+    );
+}
+
+#[tokio::test]
+async fn a_confirmed_email_change_to_another_domain_deactivates_the_domains_membership() {
+    let app = TestApp::spawn().await;
+    let org = org_with_policy(&app, "acme.example", "verified", auto("member")).await;
+    let ann = user(&app, "ann@acme.example", true).await;
+    let (s, b) = app
+        .post(
+            &format!("/user_management/users/{ann}/email_change/send"),
+            json!({ "new_email": "ann@elsewhere.example" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (code_id, sealed): (String, Vec<u8>) =
+        sqlx::query_as("select id, sealed from one_time_code where purpose = 'email_change'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let code = String::from_utf8(test_master_key().open(code_id.as_bytes(), &sealed).unwrap()).unwrap();
+    let (s, b) = app
+        .post(
+            &format!("/user_management/users/{ann}/email_change/confirm"),
+            json!({ "code": code }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        roles(&memberships(&app, &ann).await),
+        vec![(org, "member".into(), "inactive".into())]
+    );
+}
