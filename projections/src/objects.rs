@@ -878,6 +878,40 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_change_writes_the_policy_document_and_the_organizations_deletion_removes_it() {
+        use keyledger_domain::organization::{AuthenticationPolicy, MembershipPolicy};
+        use keyledger_domain::values::RoleSlug;
+        let mut docs = Docs::new();
+        let changed = AnyEvent::Organization(OrganizationEvent::OrganizationPolicyChanged {
+            membership: MembershipPolicy::Auto,
+            default_role: RoleSlug::member(),
+            authentication: AuthenticationPolicy::SsoRequired,
+            previous_membership: None,
+            previous_default_role: None,
+            previous_authentication: None,
+            at: at(),
+        });
+        assert!(needs("org_1", &changed).contains(&(Kind::OrganizationPolicy, "org_1".to_string())));
+        let c = apply("org_1", &changed, &mut docs);
+        assert_eq!(
+            (c[0].event, c[0].kind),
+            ("organization.policy_updated", Kind::OrganizationPolicy)
+        );
+        assert!(PUBLIC_EVENT_NAMES.contains(&c[0].event));
+        assert_eq!(
+            get_doc(&docs, Kind::OrganizationPolicy, "org_1").unwrap(),
+            policy_doc("org_1", "auto", "member", "sso_required", Some(&at()))
+        );
+        assert_eq!(default_policy_doc("org_2")["membership"], "invite_only");
+        apply(
+            "org_1",
+            &AnyEvent::Organization(OrganizationEvent::OrganizationDeleted { at: at() }),
+            &mut docs,
+        );
+        assert_eq!(docs.get(&(Kind::OrganizationPolicy, "org_1".to_string())), Some(&None));
+    }
+
+    #[test]
     fn an_update_of_a_missing_document_changes_nothing() {
         let mut docs = Docs::new();
         let e = AnyEvent::User(UserEvent::UserPasswordChanged { at: at() });
