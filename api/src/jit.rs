@@ -132,6 +132,11 @@ pub async fn leave_domain_events(
     new_email: &Email,
 ) -> Result<Vec<NewEvent>, ApiError> {
     let new_domain = policy::email_domain(new_email);
+    // A new address at another verified domain of the same organization still gives it.
+    let new_owner = match &new_domain {
+        Some(d) => policy::domain_owner(state, d).await?,
+        None => None,
+    };
     let memberships: Vec<(String,)> =
         sqlx::query_as("select aggregate_id from claim where kind = $1 and split_part(value, ':', 2) = $2")
             .bind(ClaimKind::Membership.as_str())
@@ -145,7 +150,8 @@ pub async fn leave_domain_events(
             .load::<OrganizationMembership>(&id)
             .await
             .map_err(membership_failure)?;
-        let left = m.from_domain.as_ref().is_some_and(|d| Some(d) != new_domain.as_ref());
+        let left = m.from_domain.as_ref().is_some_and(|d| Some(d) != new_domain.as_ref())
+            && new_owner.as_deref() != Some(m.organization_id.as_str());
         if !left {
             continue;
         }
@@ -160,10 +166,10 @@ pub async fn leave_domain_events(
     Ok(events)
 }
 
-/// Updates a user, and, when the update moves the email to another domain, deactivates the
-/// memberships that came only from the old one in the same append (re-decided on a lost race).
-/// Then, when the update left the user verified with a changed email or a newly verified one,
-/// joins by the (new) domain ([`join_after`]). `user_failure` maps the user command's refusals.
+/// Updates a user, and in the same append (re-decided on a lost race): when the update moves
+/// the email out of a domain, deactivates the memberships that came only from it; when it leaves
+/// the user verified with a changed or newly verified email, the membership the (new) domain
+/// gives ([`memberships_for`]). `user_failure` maps the user command's refusals.
 pub async fn update_user(
     state: &AppState,
     ctx: &RequestContext,
@@ -195,16 +201,24 @@ pub async fn update_user(
         if let Some(e) = &new_email {
             events.extend(leave_domain_events(state, &meta, user_id, e).await?);
         }
+        // Verified at a (new) domain: the membership it gives joins the same append.
+        let joins = match &decided.state.email {
+            Some(email) if decided.state.email_verified && (new_email.is_some() || newly_verified) => {
+                memberships_for(state, &meta, user_id, email, true).await?
+            }
+            _ => Vec::new(),
+        };
+        let joining = !joins.is_empty();
+        events.extend(joins);
         match state.bus.store().append(events, extras.clone()).await {
             Ok(at) => {
                 state.settle(&[User::TYPE, OrganizationMembership::TYPE], at).await;
-                if decided.state.email_verified && (new_email.is_some() || newly_verified) {
-                    join_after(state, ctx, user_id).await;
-                }
                 return Ok(());
             }
-            // The user or one of the memberships moved on: decide again.
+            // The user or one of the memberships moved on, or a concurrent sign-in made the
+            // membership first: decide again (the next decision joins nothing).
             Err(AppendError::Conflict) => continue,
+            Err(AppendError::ClaimTaken(c)) if joining && c.kind == ClaimKind::Membership.as_str() => continue,
             Err(e) => return Err(user_failure(append_error(e))),
         }
     }

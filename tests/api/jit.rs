@@ -142,6 +142,20 @@ async fn an_update_that_verifies_the_email_joins_and_one_that_changes_nothing_el
         roles(&memberships(&app, &ann).await),
         vec![(org, "member".into(), "active".into())]
     );
+    let txs: Vec<(String,)> = sqlx::query_as(
+        "select distinct transaction_id::text from event where event_type in ('UserUpdated', 'MembershipCreated') \
+         and (aggregate_id = $1 or payload -> 'MembershipCreated' ->> 'user_id' = $1) \
+         and (event_type = 'MembershipCreated' or payload -> 'UserUpdated' -> 'changes' ? 'email_verified')",
+    )
+    .bind(&ann)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        txs.len(),
+        1,
+        "the verification and the membership in one append: {txs:?}"
+    );
 }
 
 #[tokio::test]
@@ -279,6 +293,32 @@ async fn an_email_leaving_the_domain_deactivates_only_what_the_domain_alone_gave
         .map(|m| m["status"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(acme_status, vec!["inactive".to_string()]);
+}
+
+#[tokio::test]
+async fn moving_to_another_verified_domain_of_the_same_organization_keeps_the_membership() {
+    let app = TestApp::spawn().await;
+    let org = id_of(
+        &app.create_organization(
+            "Acme",
+            json!([{ "domain": "acme.example", "state": "verified" }, { "domain": "acme.io", "state": "verified" }]),
+        )
+        .await,
+    );
+    let (s, _) = app.put(&format!("/organizations/{org}/policy"), auto("member")).await;
+    assert_eq!(s, StatusCode::OK);
+    let ann = user(&app, "ann@acme.example", true).await;
+    let (s, b) = app
+        .put(
+            &format!("/user_management/users/{ann}"),
+            json!({ "email": "ann@acme.io" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        roles(&memberships(&app, &ann).await),
+        vec![(org, "member".into(), "active".into())]
+    );
 }
 
 #[tokio::test]

@@ -66,16 +66,11 @@ pub(crate) async fn mark_verified(state: &AppState, ctx: &RequestContext, user_i
         at: Utc::now(),
         ..Default::default()
     };
-    state
-        .execute::<User>(
-            ctx,
-            user_id,
-            UserCommand::Update(update),
-            SideRows::default(),
-            Mode::Retry,
-        )
-        .await
-        .map_err(|e| command_error(e, user_error))?;
+    // A user now verified at an `auto` domain joins it in the same append (`crate::jit`).
+    crate::jit::update_user(state, ctx, user_id, update, SideRows::default(), |e| {
+        command_error(e, user_error)
+    })
+    .await?;
     user_doc(state, user_id).await
 }
 
@@ -330,10 +325,7 @@ pub async fn confirm_email_verification(
             ),
         });
     }
-    mark_verified(&state, &ctx, &id).await?;
-    // Now verified: a user at an `auto` domain joins it.
-    crate::jit::join_after(&state, &ctx, &id).await;
-    let user = user_doc(&state, &id).await?;
+    let user = mark_verified(&state, &ctx, &id).await?;
     Ok(object(StatusCode::OK, json!({ "user": user })))
 }
 
