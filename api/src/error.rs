@@ -127,6 +127,12 @@ impl ApiError {
         }
     }
 
+    /// This error with the field errors of `other` added (several invalid fields at once).
+    pub fn also(mut self, other: ApiError) -> Self {
+        self.errors.extend(other.errors);
+        self
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -20,11 +20,13 @@ pub mod extract;
 pub mod hosted;
 pub mod idempotency;
 pub mod invitations;
+pub mod jit;
 pub mod json_body;
 pub mod mail;
 pub mod metrics;
 pub mod openapi;
 pub mod password;
+pub mod policy;
 pub mod protocol;
 pub mod rate_limit;
 pub mod redirect_uris;
@@ -278,6 +280,9 @@ pub struct Running {
     pub metrics_addr: Option<SocketAddr>,
     /// This server's access tokens (the same as its `AppState::tokens`).
     pub tokens: tokens::Tokens,
+    /// The server's state, for callers of its library functions beside HTTP (tests, the
+    /// hosted pages' checks such as `policy::sso_required_for`).
+    pub state: AppState,
     /// Stops the HTTP server (first), then the workers (second): in-flight writes still wait
     /// for their projections while the server drains.
     stop_http: watch::Sender<bool>,
@@ -489,6 +494,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         wake_rx.clone(),
         shutdown_rx.clone(),
     )));
+    let app_state = state.clone();
     let mut app = router(state)
         .layer(middleware::from_fn_with_state(config.http.body_read, protocol::guard))
         .layer(middleware::from_fn(metrics::track));
@@ -521,6 +527,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         addr,
         metrics_addr,
         tokens,
+        state: app_state,
         stop_http,
         shutdown,
         http,

@@ -532,6 +532,26 @@ pub struct CreateAuditLogSchema {
     metadata: Option<BTreeMap<String, Value>>,
 }
 
+tag!(OrganizationPolicyTag, "organization_policy");
+
+/// `GET`/`PUT /organizations/{id}/policy` (keyledger's extension): the policy for the users of
+/// the organization's verified domains.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationPolicy {
+    object: OrganizationPolicyTag,
+    organization_id: String,
+    /// `auto` or `invite_only` (default).
+    membership: String,
+    /// The role of members who join by domain (default `member`).
+    default_role: String,
+    /// `any` (default) or `sso_required`.
+    authentication: String,
+    /// When the policy was last changed; `null` while never set.
+    #[schema(required = true)]
+    updated_at: Option<String>,
+}
+
 /// `GET /organizations/{id}/audit_log_configuration`.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -22,6 +22,7 @@ pub struct TenantReader {
 /// handler to the token's organization (the `Tenant` parameter). Anything else is 403.
 const READS: &[&str] = &[
     "/organizations/{id}",
+    "/organizations/{id}/policy",
     "/organization_domains/{id}",
     "/user_management/organization_memberships",
     "/user_management/organization_memberships/{id}",

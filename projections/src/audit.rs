@@ -85,6 +85,26 @@ pub(crate) fn row_of(e: &StoredEvent, typed: &AnyEvent) -> Option<AuditRow> {
             previous_retention_period_in_days: previous,
             ..
         }) => Some(retention_change(e, *retention_period_in_days, *previous)),
+        AnyEvent::Organization(OrganizationEvent::OrganizationPolicyChanged {
+            membership,
+            default_role,
+            authentication,
+            previous_membership,
+            previous_default_role,
+            previous_authentication,
+            ..
+        }) => Some(configuration_change(
+            e,
+            POLICY_ACTION,
+            json!({
+                "membership": membership.as_str(),
+                "default_role": default_role.as_str(),
+                "authentication": authentication.as_str(),
+                "previous_membership": previous_membership.map(|m| m.as_str()),
+                "previous_default_role": previous_default_role.as_ref().map(|r| r.as_str()),
+                "previous_authentication": previous_authentication.map(|a| a.as_str()),
+            }),
+        )),
         _ => None,
     }
 }
@@ -92,20 +112,32 @@ pub(crate) fn row_of(e: &StoredEvent, typed: &AnyEvent) -> Option<AuditRow> {
 /// The action of a retention change in the trail; reserved (ingested events may not use it).
 pub const RETENTION_ACTION: &str = "audit_logs_retention.updated";
 
+/// The action of an organization policy change in the trail; reserved like [`RETENTION_ACTION`].
+pub const POLICY_ACTION: &str = "organization_policy.updated";
+
 /// A retention change as an event of the organization's trail: its id is the stored event's
 /// (`event_...`, which ingested audit events never have), the actor is the API key that made it.
 fn retention_change(e: &StoredEvent, days: u32, previous: Option<u32>) -> AuditRow {
+    configuration_change(
+        e,
+        RETENTION_ACTION,
+        json!({ "retention_period_in_days": days, "previous_retention_period_in_days": previous }),
+    )
+}
+
+/// A configuration change of an organization as an event of its trail (see
+/// [`retention_change`]), with the new and previous values in `metadata`.
+fn configuration_change(e: &StoredEvent, action: &str, mut metadata: Value) -> AuditRow {
     let s = |k: &str| e.metadata.get(k).and_then(Value::as_str).map(str::to_string);
     let actor_id = s("actor_id");
     let actor_name = s("actor_name");
-    let mut metadata = json!({ "retention_period_in_days": days, "previous_retention_period_in_days": previous });
     if let Some(r) = s("request_id") {
         metadata["request_id"] = json!(r);
     }
     let body = json!({
         "object": "audit_log_event",
         "id": e.id,
-        "action": RETENTION_ACTION,
+        "action": action,
         "occurred_at": ts(&e.recorded_at),
         "actor": {
             "id": actor_id.as_deref().unwrap_or("system"),
@@ -120,7 +152,7 @@ fn retention_change(e: &StoredEvent, days: u32, previous: Option<u32>) -> AuditR
     AuditRow {
         id: e.id.clone(),
         organization_id: e.aggregate_id.clone(),
-        action: RETENTION_ACTION.to_string(),
+        action: action.to_string(),
         actor_id: actor_id.unwrap_or_else(|| "system".to_string()),
         actor_name,
         target_types: vec!["organization".to_string()],

@@ -36,7 +36,7 @@ pub const USERS: Projection = Projection {
 };
 pub const ORGANIZATIONS: Projection = Projection {
     name: "organizations",
-    kinds: &[Kind::Organization, Kind::OrganizationDomain],
+    kinds: &[Kind::Organization, Kind::OrganizationDomain, Kind::OrganizationPolicy],
     aggregate_types: &["Organization"],
     feed: false,
 };
@@ -128,6 +128,7 @@ pub(crate) fn doc_table(kind: Kind) -> &'static str {
         Kind::Invitation => "invitation_view",
         // Like sign-in attempts: the data of a code's public events, kept only by the feed.
         Kind::OneTimeCode => "one_time_code_view",
+        Kind::OrganizationPolicy => "organization_policy_view",
     }
 }
 

@@ -23,7 +23,8 @@ use keyledger_store::StorageError;
 /// does to a document (or the encoding below changes): snapshots of another format are ignored,
 /// so old ones can never leak an outdated rendering (docs/OPERATIONS.md).
 /// Format 2: users carry `name`, and `stripe_customer_id` is absent while unset (issue 7).
-pub const SNAPSHOT_FORMAT: i32 = 2;
+/// Format 3: organizations' streams hold their policy document (issue 10).
+pub const SNAPSHOT_FORMAT: i32 = 3;
 
 /// By default a fold writes a snapshot at every multiple of this many events of a stream.
 pub const SNAPSHOT_EVERY: i64 = 100;
@@ -217,6 +218,22 @@ impl History {
         at: DateTime<Utc>,
     ) -> Result<Option<Value>, StorageError> {
         self.one(pool, Organization::TYPE, id, Kind::Organization, id, at).await
+    }
+
+    /// The organization and its policy as of `at` (one fold of its stream): None when the
+    /// organization did not exist then; the policy is None while it was never set.
+    pub async fn organization_policy(
+        &self,
+        pool: &PgPool,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<(Value, Option<Value>)>, StorageError> {
+        let mut docs = self.docs_at(pool, Organization::TYPE, id, at).await?;
+        let policy = docs.remove(&(Kind::OrganizationPolicy, id.to_string())).flatten();
+        Ok(docs
+            .remove(&(Kind::Organization, id.to_string()))
+            .flatten()
+            .map(|org| (org, policy)))
     }
 
     /// A domain is found through the event that created it (index `event_domain_created_idx`),

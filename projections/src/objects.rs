@@ -30,10 +30,13 @@ pub enum Kind {
     /// The data of a code's public event (`magic_auth.created`, `password_reset.succeeded`, ...),
     /// never the code; kept only by the event feed.
     OneTimeCode,
+    /// An organization's policy for the users of its verified domains (keyledger's extension),
+    /// keyed by the organization's id.
+    OrganizationPolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::User,
         Kind::Organization,
         Kind::OrganizationDomain,
@@ -42,6 +45,7 @@ impl Kind {
         Kind::Authentication,
         Kind::Invitation,
         Kind::OneTimeCode,
+        Kind::OrganizationPolicy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +58,7 @@ impl Kind {
             Kind::Authentication => "authentication",
             Kind::Invitation => "invitation",
             Kind::OneTimeCode => "one_time_code",
+            Kind::OrganizationPolicy => "organization_policy",
         }
     }
 }
@@ -85,6 +90,7 @@ pub const PUBLIC_EVENT_NAMES: &[&str] = &[
     "organization.created",
     "organization.updated",
     "organization.deleted",
+    "organization.policy_updated",
     "organization_domain.created",
     "organization_domain.verified",
     "organization_domain.verification_failed",
@@ -125,6 +131,12 @@ pub fn needs(aggregate_id: &str, event: &AnyEvent) -> Vec<(Kind, String)> {
             let mut v = vec![(Kind::Organization, aggregate_id.to_string())];
             if let Some(d) = domain_id(e) {
                 v.push((Kind::OrganizationDomain, d.to_string()));
+            }
+            if matches!(
+                e,
+                OrganizationEvent::OrganizationPolicyChanged { .. } | OrganizationEvent::OrganizationDeleted { .. }
+            ) {
+                v.push((Kind::OrganizationPolicy, aggregate_id.to_string()));
             }
             v
         }
@@ -635,6 +647,7 @@ fn apply_organization(id: &str, e: &OrganizationEvent, docs: &mut Docs) -> Vec<C
             for d in domain_ids {
                 docs.insert((Kind::OrganizationDomain, d), None);
             }
+            docs.insert((Kind::OrganizationPolicy, id.to_string()), None);
             docs.insert((Kind::Organization, id.to_string()), None);
             change("organization.deleted", Kind::Organization, id)
         }
@@ -678,7 +691,57 @@ fn apply_organization(id: &str, e: &OrganizationEvent, docs: &mut Docs) -> Vec<C
         }
         // Configuration outside the WorkOS object: no public event (the audit trail shows it).
         OrganizationEvent::OrganizationAuditLogsRetentionChanged { .. } => Vec::new(),
+        OrganizationEvent::OrganizationPolicyChanged {
+            membership,
+            default_role,
+            authentication,
+            at,
+            ..
+        } => {
+            docs.insert(
+                (Kind::OrganizationPolicy, id.to_string()),
+                Some(policy_doc(
+                    id,
+                    membership.as_str(),
+                    default_role.as_str(),
+                    authentication.as_str(),
+                    Some(at),
+                )),
+            );
+            change("organization.policy_updated", Kind::OrganizationPolicy, id)
+        }
     }
+}
+
+/// The `organization_policy` object (keyledger's extension, docs/API.md). `updated_at` is null
+/// while the policy was never set (the defaults apply).
+pub fn policy_doc(
+    organization_id: &str,
+    membership: &str,
+    default_role: &str,
+    authentication: &str,
+    at: Option<&DateTime<Utc>>,
+) -> Value {
+    json!({
+        "object": "organization_policy",
+        "organization_id": organization_id,
+        "membership": membership,
+        "default_role": default_role,
+        "authentication": authentication,
+        "updated_at": at.map(ts),
+    })
+}
+
+/// The policy object of an organization that never set one.
+pub fn default_policy_doc(organization_id: &str) -> Value {
+    let p = keyledger_domain::organization::OrganizationPolicy::default();
+    policy_doc(
+        organization_id,
+        p.membership.as_str(),
+        p.default_role.as_str(),
+        p.authentication.as_str(),
+        None,
+    )
 }
 
 fn apply_membership(id: &str, e: &MembershipEvent, docs: &mut Docs) -> Vec<Change> {
@@ -689,6 +752,7 @@ fn apply_membership(id: &str, e: &MembershipEvent, docs: &mut Docs) -> Vec<Chang
             organization_name,
             role,
             at,
+            ..
         } => {
             docs.insert(
                 (Kind::Membership, id.to_string()),
@@ -811,6 +875,40 @@ mod tests {
             &mut docs,
         );
         assert_eq!(docs.get(&(Kind::User, "user_1".to_string())), Some(&None));
+    }
+
+    #[test]
+    fn a_policy_change_writes_the_policy_document_and_the_organizations_deletion_removes_it() {
+        use keyledger_domain::organization::{AuthenticationPolicy, MembershipPolicy};
+        use keyledger_domain::values::RoleSlug;
+        let mut docs = Docs::new();
+        let changed = AnyEvent::Organization(OrganizationEvent::OrganizationPolicyChanged {
+            membership: MembershipPolicy::Auto,
+            default_role: RoleSlug::member(),
+            authentication: AuthenticationPolicy::SsoRequired,
+            previous_membership: None,
+            previous_default_role: None,
+            previous_authentication: None,
+            at: at(),
+        });
+        assert!(needs("org_1", &changed).contains(&(Kind::OrganizationPolicy, "org_1".to_string())));
+        let c = apply("org_1", &changed, &mut docs);
+        assert_eq!(
+            (c[0].event, c[0].kind),
+            ("organization.policy_updated", Kind::OrganizationPolicy)
+        );
+        assert!(PUBLIC_EVENT_NAMES.contains(&c[0].event));
+        assert_eq!(
+            get_doc(&docs, Kind::OrganizationPolicy, "org_1").unwrap(),
+            policy_doc("org_1", "auto", "member", "sso_required", Some(&at()))
+        );
+        assert_eq!(default_policy_doc("org_2")["membership"], "invite_only");
+        apply(
+            "org_1",
+            &AnyEvent::Organization(OrganizationEvent::OrganizationDeleted { at: at() }),
+            &mut docs,
+        );
+        assert_eq!(docs.get(&(Kind::OrganizationPolicy, "org_1".to_string())), Some(&None));
     }
 
     #[test]

@@ -48,7 +48,8 @@ impl Serialize for PublicEvent<'_> {
             .and_then(Value::as_str)
             .unwrap_or("system");
         let previous_attributes = match (self.prior, self.after) {
-            (Some(p), Some(a)) if self.change.event.ends_with(".updated") => Some(objects::previous_attributes(p, a)),
+            // `<object>.updated`, and keyledger's `organization.policy_updated`.
+            (Some(p), Some(a)) if self.change.event.ends_with("updated") => Some(objects::previous_attributes(p, a)),
             _ => None,
         };
         m.serialize_entry(

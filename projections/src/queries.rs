@@ -246,6 +246,17 @@ pub async fn organization(pool: &PgPool, id: &str) -> Result<Option<Value>, Stor
     one(pool, "select body from organization_view where id = $1", id).await
 }
 
+/// The organization's policy object as last set (None: never set; the defaults apply, see
+/// `objects::default_policy_doc`).
+pub async fn organization_policy(pool: &PgPool, organization_id: &str) -> Result<Option<Value>, StorageError> {
+    one(
+        pool,
+        "select body from organization_policy_view where id = $1",
+        organization_id,
+    )
+    .await
+}
+
 pub async fn organization_by_external_id(pool: &PgPool, external_id: &str) -> Result<Option<Value>, StorageError> {
     one(
         pool,

@@ -253,7 +253,7 @@ impl Targets {
     fn own_table(&self, kind: Kind) -> bool {
         match kind {
             Kind::User => self.users,
-            Kind::Organization | Kind::OrganizationDomain => self.organizations,
+            Kind::Organization | Kind::OrganizationDomain | Kind::OrganizationPolicy => self.organizations,
             Kind::Membership => self.memberships,
             Kind::Session => self.sessions,
             Kind::Authentication | Kind::OneTimeCode => false,

@@ -58,3 +58,18 @@ pub async fn membership(pool: &PgPool, organization_id: &str, id: &str) -> Resul
     );
     one_scoped(pool, &sql, organization_id, id).await
 }
+
+/// The policy of organization `id` when it is `organization_id` (None: never set).
+pub async fn organization_policy(
+    pool: &PgPool,
+    organization_id: &str,
+    id: &str,
+) -> Result<Option<Value>, StorageError> {
+    one_scoped(
+        pool,
+        "select body from organization_policy_view where id = $1 and id = $2",
+        organization_id,
+        id,
+    )
+    .await
+}

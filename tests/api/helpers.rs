@@ -140,6 +140,11 @@ impl TestApp {
     }
 
     /// This environment's client id (the SDKs' `client_id`).
+    /// The server's state (for library functions beside HTTP, e.g. `policy::sso_required_for`).
+    pub fn state(&self) -> keyledger_api::state::AppState {
+        self.running.as_ref().expect("a running server").state.clone()
+    }
+
     pub fn client_id(&self) -> String {
         self.tokens().client_id().to_string()
     }

@@ -263,6 +263,14 @@ async fn a_rebuild_equals_the_incrementally_built_read_models_row_for_row() {
         .put(&format!("/organizations/{org_id}"), json!({ "name": "Rebuild Inc" }))
         .await;
     assert_eq!(s, StatusCode::OK);
+    // The organization's policy (its own table of the organizations projection).
+    let (s, _) = app
+        .put(
+            &format!("/organizations/{org_id}/policy"),
+            json!({ "membership": "auto", "authentication": "sso_required" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
     let (s, _) = app
         .put(
             &format!("/user_management/users/{}", users[0]["id"].as_str().expect("id")),
@@ -377,6 +385,13 @@ async fn a_rebuild_equals_the_incrementally_built_read_models_row_for_row() {
             json!([{ "domain": "gone.example.com", "state": "verified" }]),
         )
         .await;
+    let (s, _) = app
+        .put(
+            &format!("/organizations/{}/policy", gone["id"].as_str().expect("id")),
+            json!({ "default_role": "admin" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
     let (s, _) = app
         .delete(&format!("/organizations/{}", gone["id"].as_str().expect("id")))
         .await;

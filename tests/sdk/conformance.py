@@ -65,6 +65,7 @@ try:
         AuthorizationError,
         EmailVerificationRequiredError,
         OrganizationSelectionRequiredError,
+        SsoRequiredError,
     )
     from workos.audit_logs import (
         RetentionPeriod,
@@ -186,6 +187,14 @@ def not_found(label: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> 
 def raw_get(path: str) -> Tuple[int, Any]:
     """GET with the API key, outside the SDK (to see fields the SDK's models hide)."""
     req = urllib.request.Request(BASE_URL.rstrip("/") + path, headers={"Authorization": f"Bearer {API_KEY}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - our own server
+        return resp.status, json.loads(resp.read().decode("utf-8"))
+
+
+def raw_put(path: str, body: Any) -> Tuple[int, Any]:
+    """PUT JSON with the API key, outside the SDK (keyledger's extensions the SDK does not know)."""
+    req = urllib.request.Request(BASE_URL.rstrip("/") + path, data=json.dumps(body).encode("utf-8"), method="PUT",
+                                 headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - our own server
         return resp.status, json.loads(resp.read().decode("utf-8"))
 
@@ -1468,6 +1477,33 @@ def test_sign_in(c: WorkOSClient) -> None:
     ).user_management.authenticate_with_password, email=addr, password=password, code="invalid_client")
 
 
+def test_sso_required(c: WorkOSClient) -> None:
+    """An organization policy (keyledger's extension, set with a plain HTTP call) requiring SSO
+    for its verified domain: the SDK's password sign-in raises SsoRequiredError."""
+    section("organization policy: sso_required")
+    um = c.user_management
+    dom = domain("sso")
+    org = call("sso: create an organization with a verified domain", c.organizations.create_organization,
+               name=f"SSO {RUN}",
+               domain_data=[OrganizationDomainData(domain=dom, state=OrganizationDomainDataState.VERIFIED)])
+    status, policy = raw_put(f"/organizations/{org.id}/policy", {"authentication": "sso_required"})
+    check_eq("sso: PUT /organizations/{id}/policy", (status, policy.get("authentication")), (200, "sso_required"))
+    addr = f"ann-{RUN}@{dom}"
+    password = f"pw-{RUN}-long enough"
+    call("sso: create a verified user at the domain", um.create_user, email=addr,
+         password=PasswordPlaintext(password=password), email_verified=True)
+    e = expect_error("sso: authenticate_with_password at an SSO-only domain", SsoRequiredError,
+                     um.authenticate_with_password, email=addr, password=password, code="sso_required")
+    check_eq("sso: SsoRequiredError.email", e.email, addr)
+    check_eq("sso: SsoRequiredError.connection_ids", e.connection_ids, [])
+    check("sso: SsoRequiredError.pending_authentication_token", bool(e.pending_authentication_token), e)
+    expect_error("sso: a wrong password is still invalid_credentials", BadRequestError,
+                 um.authenticate_with_password, email=addr, password="wrong password!", code="invalid_credentials")
+    raw_put(f"/organizations/{org.id}/policy", {"authentication": "any"})
+    call("sso: signs in once the policy allows any method", um.authenticate_with_password,
+         email=addr, password=password)
+
+
 def enum_str(x: Any) -> str:
     return str(getattr(x, "value", x))
 
@@ -2087,6 +2123,7 @@ def main() -> int:
         test_audit_logs(client)
         test_contract(client)
         test_sign_in(client)
+        test_sso_required(client)
         test_magic_auth(client)
         test_email_verification(client)
         test_password_reset(client)

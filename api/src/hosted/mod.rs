@@ -250,6 +250,18 @@ async fn finish(state: &AppState, mut flow: Flow, step: Step) -> Response {
                 Some(&flow),
             )
         }
+        Step::SsoRequired { organization_id, .. } => {
+            match sso::sso_redirect(state, &sso::SsoTarget::Organization(organization_id)).await {
+                Ok(Some(idp)) => see_other(&idp, None, &flow.redirect_uri),
+                Ok(None) => error_page(
+                    state,
+                    StatusCode::FORBIDDEN,
+                    "Single sign-on required",
+                    "Your organization requires signing in with its identity provider, and none is set up yet.",
+                ),
+                Err(e) => error_page(state, e.status(), "Sign-in unavailable", e.message()),
+            }
+        }
     }
 }
 

@@ -118,11 +118,11 @@ fn action_name(field: &str, a: &str) -> Result<(), ApiError> {
             format!("{field} must not contain spaces or '/'"),
         ));
     }
-    if a == audit::RETENTION_ACTION {
+    if a == audit::RETENTION_ACTION || a == audit::POLICY_ACTION {
         return Err(ApiError::invalid(
             field,
             "reserved_action",
-            format!("{field} {a} is reserved for keyledger's own retention changes"),
+            format!("{field} {a} is reserved for keyledger's own configuration changes"),
         ));
     }
     Ok(())

@@ -149,6 +149,14 @@ pub(crate) enum Step {
         organizations: Vec<(String, String)>,
         user: Value,
     },
+    /// The email's organization requires SSO (its policy): password and Magic Auth stop here.
+    SsoRequired {
+        email: String,
+        organization_id: String,
+        connection_ids: Vec<String>,
+        /// Names the user, when there is one.
+        pending_token: Option<String>,
+    },
 }
 
 /// A finished sign-in, before its session starts.
@@ -225,6 +233,26 @@ async fn respond(state: &AppState, ctx: &RequestContext, step: Step, who: &EndUs
                     "pending_authentication_token": pending_token,
                     "organizations": organizations,
                     "user": user,
+                }),
+            ))
+        }
+        Step::SsoRequired {
+            email,
+            organization_id,
+            connection_ids,
+            pending_token,
+        } => {
+            let description = "The organization of this email requires signing in with SSO.";
+            Ok(flow_error(
+                "sso_required",
+                description,
+                json!({
+                    "error": "sso_required",
+                    "error_description": description,
+                    "email": email,
+                    "connection_ids": connection_ids,
+                    "organization_id": organization_id,
+                    "pending_authentication_token": pending_token,
                 }),
             ))
         }
@@ -445,6 +473,9 @@ pub(crate) async fn password(
             tracing::warn!(code = e.code(), "rehashing a password failed; the old hash stays");
         }
     }
+    if let Some(refused) = sso_gate(state, &email, Some(&user_id), AuthMethod::Password, Grant::Password).await? {
+        return Ok(refused);
+    }
     // An invitation accepted with the sign-in: its membership, and the sign-in lands in it.
     let organization = invited_organization(state, ctx, invitation_token, &email).await?;
     let user = queries::user(&state.pool, &user_id)
@@ -505,6 +536,48 @@ fn flow_error(code: &str, message: &str, fields: Value) -> Response {
     (StatusCode::FORBIDDEN, Json(body)).into_response()
 }
 
+/// `sso_required` (WorkOS's flow error; the SDKs raise `SsoRequiredError`): the email is at a
+/// verified domain of an organization whose policy requires SSO, so password and Magic Auth
+/// sign-in stop here. The pending authentication names the user (if any) and the organization;
+/// it continues only by SSO: every grant that continues a pending authentication of a password
+/// or Magic Auth sign-in checks again.
+async fn sso_gate(
+    state: &AppState,
+    email: &Email,
+    user_id: Option<&str>,
+    method: AuthMethod,
+    grant: Grant,
+) -> Result<Option<Step>, ApiError> {
+    if !matches!(method, AuthMethod::Password | AuthMethod::MagicCode) {
+        return Ok(None);
+    }
+    let Some((organization_id, connection_ids)) = crate::policy::sso_required_for(state, email).await? else {
+        return Ok(None);
+    };
+    let token = match user_id {
+        Some(u) => Some(
+            sessions::pend(
+                &state.pool,
+                &Pending {
+                    user_id: u.to_string(),
+                    auth_method: method.as_str().to_string(),
+                    grant_type: grant.as_str().to_string(),
+                    email_verification_id: None,
+                    organization_id: Some(organization_id.clone()),
+                },
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    Ok(Some(Step::SsoRequired {
+        email: email.as_str().to_string(),
+        organization_id,
+        connection_ids,
+        pending_token: token,
+    }))
+}
+
 /// The user proved who they are: verify the email if required, pick the organization; what
 /// is left is the session ([`Step::Proved`]).
 pub(crate) async fn complete(
@@ -517,9 +590,16 @@ pub(crate) async fn complete(
 ) -> Result<Step, ApiError> {
     let user_id = user.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
     let verified = user.get("email_verified").and_then(Value::as_bool).unwrap_or(false);
+    let email = Email::parse("email", user.get("email").and_then(Value::as_str).unwrap_or_default())?;
+    if let Some(refused) = sso_gate(state, &email, Some(&user_id), method, grant).await? {
+        return Ok(refused);
+    }
+    if verified {
+        // A verified email at an `auto` domain joins before the organization is picked.
+        crate::jit::join_after(state, ctx, &user_id).await;
+    }
     if state.auth.require_email_verification && !verified && method == AuthMethod::Password {
         // The code the user must enter, sent to them (WorkOS's default flow).
-        let email = Email::parse("email", user.get("email").and_then(Value::as_str).unwrap_or_default())?;
         let verification = crate::routes::codes::send_verification(state, ctx, &user_id, email).await?;
         let pending = Pending {
             user_id: user_id.clone(),
@@ -721,11 +801,17 @@ pub(crate) async fn organization_selection(
     let user = queries::user(&state.pool, &pending.user_id)
         .await?
         .ok_or_else(|| ApiError::bad_request("invalid_pending_authentication_token", "The user no longer exists."))?;
+    let method = AuthMethod::from_stored(&pending.auth_method);
+    let pending_grant = Grant::from_stored(&pending.grant_type);
+    let email = Email::parse("email", user.get("email").and_then(Value::as_str).unwrap_or_default())?;
+    if let Some(refused) = sso_gate(state, &email, Some(&pending.user_id), method, pending_grant).await? {
+        return Ok(refused);
+    }
     Ok(Step::Proved(Proof {
         user,
-        method: AuthMethod::from_stored(&pending.auth_method),
+        method,
         grant: Grant::OrganizationSelection,
-        pending_grant: Some(Grant::from_stored(&pending.grant_type)),
+        pending_grant: Some(pending_grant),
         organization: Some(organization_id.to_string()),
     }))
 }
@@ -783,6 +869,18 @@ pub(crate) async fn magic_auth(
             return Err(e);
         }
     };
+    // Before a new email is signed up: SSO is the only way in.
+    if let Some(refused) = sso_gate(
+        state,
+        &email,
+        user_id.as_deref(),
+        AuthMethod::MagicCode,
+        Grant::MagicAuth,
+    )
+    .await?
+    {
+        return Ok(refused);
+    }
     let user = crate::routes::codes::signed_in_by_code(state, ctx, user_id, &issued, email.clone()).await?;
     // An invitation accepted with the sign-in, as with a password: the sign-in lands in it.
     let organization = invited_organization(state, ctx, invitation_token, &email).await?;

@@ -66,16 +66,11 @@ pub(crate) async fn mark_verified(state: &AppState, ctx: &RequestContext, user_i
         at: Utc::now(),
         ..Default::default()
     };
-    state
-        .execute::<User>(
-            ctx,
-            user_id,
-            UserCommand::Update(update),
-            SideRows::default(),
-            Mode::Retry,
-        )
-        .await
-        .map_err(|e| command_error(e, user_error))?;
+    // A user now verified at an `auto` domain joins it in the same append (`crate::jit`).
+    crate::jit::update_user(state, ctx, user_id, update, SideRows::default(), |e| {
+        command_error(e, user_error)
+    })
+    .await?;
     user_doc(state, user_id).await
 }
 
@@ -168,6 +163,23 @@ pub async fn create_magic_auth(
     AppJson(b): AppJson<MagicAuthBody>,
 ) -> Result<Response, ApiError> {
     let email = Email::parse("email", &b.email)?;
+    // A code would not sign this email in (`sso_required` on authenticate): none is sent.
+    if let Some((organization_id, connection_ids)) = crate::policy::sso_required_for(&state, &email).await? {
+        let description = "The organization of this email requires signing in with SSO.";
+        return Ok(object(
+            StatusCode::FORBIDDEN,
+            json!({
+                "code": "sso_required",
+                "message": description,
+                "error": "sso_required",
+                "error_description": description,
+                "email": email.as_str(),
+                "connection_ids": connection_ids,
+                "organization_id": organization_id,
+                "pending_authentication_token": null,
+            }),
+        ));
+    }
     let issued = send_magic_auth(&state, &ctx, email).await?;
     Ok(object(
         StatusCode::CREATED,
@@ -608,13 +620,12 @@ pub async fn confirm_email_change(
         at: Utc::now(),
         ..Default::default()
     };
-    state
-        .execute::<User>(&ctx, &id, UserCommand::Update(update), SideRows::default(), Mode::Retry)
-        .await
-        .map_err(|e| match e {
-            keyledger_store::commands::CommandError::Claim(_) => email_not_available(),
-            e => command_error(e, user_error),
-        })?;
+    // Leaving a domain deactivates what it alone gave, in the same append (`crate::jit`).
+    crate::jit::update_user(&state, &ctx, &id, update, SideRows::default(), |e| match e {
+        keyledger_store::commands::CommandError::Claim(_) => email_not_available(),
+        e => command_error(e, user_error),
+    })
+    .await?;
     let user = user_doc(&state, &id).await?;
     Ok(object(
         StatusCode::OK,

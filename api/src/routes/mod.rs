@@ -10,6 +10,7 @@ pub mod invitations;
 pub mod jwks;
 pub mod memberships;
 pub mod organization_domains;
+pub mod organization_policy;
 pub mod organizations;
 pub mod redirect_uris;
 pub mod sessions;
@@ -69,6 +70,7 @@ pub fn protected() -> OpenApiRouter<AppState> {
             organizations::delete
         ))
         .routes(routes!(organizations::get_by_external_id))
+        .routes(routes!(organization_policy::get, organization_policy::set))
         .routes(routes!(organization_domains::create))
         .routes(routes!(organization_domains::get, organization_domains::delete))
         .routes(routes!(organization_domains::verify))

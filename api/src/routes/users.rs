@@ -280,6 +280,10 @@ pub(crate) async fn create_user(state: &AppState, ctx: RequestContext, b: Create
         .execute::<User>(&ctx, &id, cmd, extras, Mode::New)
         .await
         .map_err(|e| command_error(e, user_error))?;
+    if done.state.email_verified {
+        // Right after the creation (a membership requires its user to exist already).
+        crate::jit::join_after(&state, &ctx, &id).await;
+    }
     let events: Vec<AnyEvent> = done.events.into_iter().map(AnyEvent::User).collect();
     created_new(&id, &events, Kind::User, &id)
 }
@@ -366,7 +370,7 @@ pub async fn update(
         credential: hash.as_ref().map(|h| (id.clone(), h.clone())),
         ..Default::default()
     };
-    let cmd = UserCommand::Update(UpdateUser {
+    let update = UpdateUser {
         email,
         first_name: b.first_name,
         last_name: b.last_name,
@@ -377,11 +381,10 @@ pub async fn update(
         locale: b.locale,
         password_changed: hash.is_some(),
         at: now(),
-    });
-    state
-        .execute::<User>(&ctx, &id, cmd, extras, Mode::Retry)
-        .await
-        .map_err(|e| command_error(e, user_error))?;
+    };
+    // An email leaving a domain deactivates what the domain alone gave, in the same append; a
+    // user now verified at an `auto` domain joins it (`crate::jit`).
+    crate::jit::update_user(&state, &ctx, &id, update, extras, |e| command_error(e, user_error)).await?;
     let user = queries::user(&state.pool, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;

@@ -4,7 +4,7 @@ use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use super::events::MembershipEvent;
-use crate::values::RoleSlug;
+use crate::values::{DomainName, RoleSlug};
 use crate::{NoServices, Tenanted};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -15,6 +15,22 @@ pub enum MembershipCommand {
         organization_id: String,
         organization_name: String,
         role: RoleSlug,
+        at: DateTime<Utc>,
+    },
+    /// Just-in-time membership: the user's verified email is at `domain`, a verified domain of
+    /// the organization, whose policy is `auto` (the caller has checked all that).
+    JoinByDomain {
+        user_id: String,
+        organization_id: String,
+        organization_name: String,
+        role: RoleSlug,
+        domain: DomainName,
+        at: DateTime<Utc>,
+    },
+    /// The user's email left the domain the membership came from: an active membership that
+    /// only the domain gave (JIT, not since changed by a role change or a reactivation) is
+    /// deactivated; any other is left as it is.
+    LeaveDomain {
         at: DateTime<Utc>,
     },
     ChangeRole {
@@ -73,6 +89,10 @@ pub struct OrganizationMembership {
     pub organization_name: String,
     pub role: Option<RoleSlug>,
     pub status: MembershipStatus,
+    /// The domain that alone gave this membership (JIT); cleared once the API or an invitation
+    /// changes it (a role change or a reactivation).
+    #[serde(default)]
+    pub from_domain: Option<DomainName>,
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
     pub deleted: bool,
@@ -126,11 +146,37 @@ impl Aggregate for OrganizationMembership {
                     organization_id,
                     organization_name,
                     role,
+                    joined_by_domain: None,
+                    at,
+                }]
+            }
+            MembershipCommand::JoinByDomain {
+                user_id,
+                organization_id,
+                organization_name,
+                role,
+                domain,
+                at,
+            } => {
+                if self.created_at.is_some() {
+                    return Err(MembershipError::AlreadyExists);
+                }
+                vec![MembershipEvent::MembershipCreated {
+                    user_id,
+                    organization_id,
+                    organization_name,
+                    role,
+                    joined_by_domain: Some(domain),
                     at,
                 }]
             }
             _ if !self.exists() => return Err(MembershipError::NotFound),
             MembershipCommand::ChangeRole { role, at } => self.role_change(role, at).into_iter().collect(),
+            MembershipCommand::LeaveDomain { at } => (self.from_domain.is_some()
+                && self.status == MembershipStatus::Active)
+                .then_some(MembershipEvent::MembershipDeactivated { at })
+                .into_iter()
+                .collect(),
             MembershipCommand::Deactivate { at } => (self.status != MembershipStatus::Inactive)
                 .then_some(MembershipEvent::MembershipDeactivated { at })
                 .into_iter()
@@ -161,6 +207,7 @@ impl Aggregate for OrganizationMembership {
                 organization_id,
                 organization_name,
                 role,
+                joined_by_domain,
                 at,
             } => {
                 *self = OrganizationMembership {
@@ -169,6 +216,7 @@ impl Aggregate for OrganizationMembership {
                     organization_name,
                     role: Some(role),
                     status: MembershipStatus::Active,
+                    from_domain: joined_by_domain,
                     created_at: Some(at),
                     updated_at: Some(at),
                     deleted: false,
@@ -176,6 +224,7 @@ impl Aggregate for OrganizationMembership {
             }
             MembershipEvent::MembershipRoleChanged { role, at } => {
                 self.role = Some(role);
+                self.from_domain = None;
                 self.updated_at = Some(at);
             }
             MembershipEvent::MembershipDeactivated { at } => {
@@ -184,6 +233,7 @@ impl Aggregate for OrganizationMembership {
             }
             MembershipEvent::MembershipReactivated { at } => {
                 self.status = MembershipStatus::Active;
+                self.from_domain = None;
                 self.updated_at = Some(at);
             }
             MembershipEvent::MembershipDeleted { at } => {
@@ -209,8 +259,97 @@ mod tests {
             organization_id: "org_1".into(),
             organization_name: "Acme".into(),
             role: RoleSlug::member(),
+            joined_by_domain: None,
             at: at(),
         }
+    }
+
+    fn joined_by_domain() -> MembershipEvent {
+        MembershipEvent::MembershipCreated {
+            user_id: "user_1".into(),
+            organization_id: "org_1".into(),
+            organization_name: "Acme".into(),
+            role: RoleSlug::member(),
+            joined_by_domain: Some(DomainName::parse("domain", "acme.com").unwrap()),
+            at: at(),
+        }
+    }
+
+    #[test]
+    fn joining_by_domain_records_the_domain_on_the_new_membership() {
+        TestFramework::<OrganizationMembership>::with(NoServices)
+            .given_no_previous_events()
+            .when(MembershipCommand::JoinByDomain {
+                user_id: "user_1".into(),
+                organization_id: "org_1".into(),
+                organization_name: "Acme".into(),
+                role: RoleSlug::member(),
+                domain: DomainName::parse("domain", "ACME.com").unwrap(),
+                at: at(),
+            })
+            .then_expect_events(vec![joined_by_domain()]);
+        TestFramework::<OrganizationMembership>::with(NoServices)
+            .given(vec![created()])
+            .when(MembershipCommand::JoinByDomain {
+                user_id: "user_1".into(),
+                organization_id: "org_1".into(),
+                organization_name: "Acme".into(),
+                role: RoleSlug::member(),
+                domain: DomainName::parse("domain", "acme.com").unwrap(),
+                at: at(),
+            })
+            .then_expect_error(MembershipError::AlreadyExists);
+    }
+
+    #[test]
+    fn leaving_the_domain_deactivates_only_a_membership_the_domain_alone_gave() {
+        let leave = || MembershipCommand::LeaveDomain { at: at() };
+        let deactivated = MembershipEvent::MembershipDeactivated { at: at() };
+        TestFramework::<OrganizationMembership>::with(NoServices)
+            .given(vec![joined_by_domain()])
+            .when(leave())
+            .then_expect_events(vec![deactivated.clone()]);
+        // Made by the API or an invitation: kept.
+        TestFramework::<OrganizationMembership>::with(NoServices)
+            .given(vec![created()])
+            .when(leave())
+            .then_expect_events(vec![]);
+        // Changed by the API since: kept.
+        let admin = RoleSlug::parse("role_slug", "admin").unwrap();
+        TestFramework::<OrganizationMembership>::with(NoServices)
+            .given(vec![
+                joined_by_domain(),
+                MembershipEvent::MembershipRoleChanged { role: admin, at: at() },
+            ])
+            .when(leave())
+            .then_expect_events(vec![]);
+        TestFramework::<OrganizationMembership>::with(NoServices)
+            .given(vec![
+                joined_by_domain(),
+                deactivated.clone(),
+                MembershipEvent::MembershipReactivated { at: at() },
+            ])
+            .when(leave())
+            .then_expect_events(vec![]);
+        // Already inactive: nothing more.
+        TestFramework::<OrganizationMembership>::with(NoServices)
+            .given(vec![joined_by_domain(), deactivated])
+            .when(leave())
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn a_membership_created_event_without_its_domain_field_still_decodes() {
+        let old = serde_json::json!({"MembershipCreated": {"user_id": "user_1", "organization_id": "org_1",
+            "organization_name": "Acme", "role": "member", "at": "2023-11-14T22:13:20Z"}});
+        let e: MembershipEvent = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(e, created());
+        assert_eq!(
+            serde_json::to_value(&e).unwrap()["MembershipCreated"].get("joined_by_domain"),
+            None
+        );
+        let new = serde_json::to_value(joined_by_domain()).unwrap();
+        assert_eq!(new["MembershipCreated"]["joined_by_domain"], "acme.com");
     }
 
     #[test]

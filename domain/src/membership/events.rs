@@ -3,7 +3,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use crate::claims::{Claim, ClaimKind, Claims};
-use crate::values::RoleSlug;
+use crate::values::{DomainName, RoleSlug};
 
 /// Events of the [`super::OrganizationMembership`] aggregate. Each variant is stored under the name
 /// in its `#[serde(rename)]`, which `event_type` returns too, so renaming a Rust variant
@@ -17,6 +17,11 @@ pub enum MembershipEvent {
         /// The organization's name when the membership was made (read models show the current one).
         organization_name: String,
         role: RoleSlug,
+        /// The verified domain whose `auto` policy made it (JIT, docs/API.md), None otherwise.
+        /// Added after the first release: absent in older payloads and left out when unset,
+        /// so version 1 still describes it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        joined_by_domain: Option<DomainName>,
         at: DateTime<Utc>,
     },
     #[serde(rename = "MembershipRoleChanged")]

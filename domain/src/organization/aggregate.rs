@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::commands::{NewDomain, OrganizationCommand, UpdateOrganization};
 use super::events::{OrganizationChanges, OrganizationEvent};
+use super::policy::OrganizationPolicy;
 use crate::values::{DomainName, Metadata};
 use crate::{NoServices, Tenanted};
 
@@ -60,6 +61,9 @@ pub struct Organization {
     /// Days audit log events are kept; None until set.
     #[serde(default)]
     pub audit_logs_retention_days: Option<u32>,
+    /// The policy for the users of its verified domains; None until set (the default applies).
+    #[serde(default)]
+    pub policy: Option<OrganizationPolicy>,
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
     pub deleted: bool,
@@ -249,6 +253,33 @@ impl Aggregate for Organization {
                         })
                         .into_iter()
                         .collect(),
+                    OrganizationCommand::SetPolicy {
+                        membership,
+                        default_role,
+                        authentication,
+                        at,
+                    } => {
+                        let current = self.policy.clone().unwrap_or_default();
+                        let wanted = OrganizationPolicy {
+                            membership: membership.unwrap_or(current.membership),
+                            default_role: default_role.unwrap_or_else(|| current.default_role.clone()),
+                            authentication: authentication.unwrap_or(current.authentication),
+                        };
+                        if wanted == current {
+                            Vec::new()
+                        } else {
+                            let before = self.policy.clone();
+                            vec![OrganizationEvent::OrganizationPolicyChanged {
+                                membership: wanted.membership,
+                                default_role: wanted.default_role,
+                                authentication: wanted.authentication,
+                                previous_membership: before.as_ref().map(|p| p.membership),
+                                previous_default_role: before.as_ref().map(|p| p.default_role.clone()),
+                                previous_authentication: before.as_ref().map(|p| p.authentication),
+                                at,
+                            }]
+                        }
+                    }
                     OrganizationCommand::RemoveDomain { domain_id, at } => {
                         let d = self.domain(&domain_id).ok_or(OrganizationError::DomainNotFound)?;
                         vec![Self::deleted_domain(d, at)]
@@ -332,6 +363,19 @@ impl Aggregate for Organization {
                 retention_period_in_days,
                 ..
             } => self.audit_logs_retention_days = Some(retention_period_in_days),
+            // Configuration too: the organization object does not change.
+            OrganizationEvent::OrganizationPolicyChanged {
+                membership,
+                default_role,
+                authentication,
+                ..
+            } => {
+                self.policy = Some(OrganizationPolicy {
+                    membership,
+                    default_role,
+                    authentication,
+                })
+            }
         }
     }
 }
@@ -350,6 +394,8 @@ impl Organization {
 mod tests {
     use super::*;
     use crate::claims::{Claim, ClaimKind, Claims};
+    use crate::organization::{AuthenticationPolicy, MembershipPolicy};
+    use crate::values::RoleSlug;
     use cqrs_es::test::TestFramework;
 
     fn at() -> DateTime<Utc> {
@@ -414,6 +460,85 @@ mod tests {
         TestFramework::<Organization>::with(NoServices)
             .given_no_previous_events()
             .when(set(30))
+            .then_expect_error(OrganizationError::NotFound);
+    }
+
+    fn set_policy(
+        membership: Option<MembershipPolicy>,
+        role: Option<&str>,
+        authentication: Option<AuthenticationPolicy>,
+    ) -> OrganizationCommand {
+        OrganizationCommand::SetPolicy {
+            membership,
+            default_role: role.map(|r| RoleSlug::parse("default_role", r).unwrap()),
+            authentication,
+            at: at(),
+        }
+    }
+
+    fn policy_changed(
+        now: (MembershipPolicy, &str, AuthenticationPolicy),
+        before: Option<(MembershipPolicy, &str, AuthenticationPolicy)>,
+    ) -> OrganizationEvent {
+        let role = |r: &str| RoleSlug::parse("default_role", r).unwrap();
+        OrganizationEvent::OrganizationPolicyChanged {
+            membership: now.0,
+            default_role: role(now.1),
+            authentication: now.2,
+            previous_membership: before.map(|b| b.0),
+            previous_default_role: before.map(|b| role(b.1)),
+            previous_authentication: before.map(|b| b.2),
+            at: at(),
+        }
+    }
+
+    #[test]
+    fn a_first_policy_change_fills_the_missing_values_from_the_defaults_and_has_no_previous_values() {
+        use MembershipPolicy::*;
+        TestFramework::<Organization>::with(NoServices)
+            .given(created())
+            .when(set_policy(Some(Auto), None, None))
+            .then_expect_events(vec![policy_changed((Auto, "member", AuthenticationPolicy::Any), None)]);
+    }
+
+    #[test]
+    fn a_later_policy_change_keeps_the_values_it_does_not_name_and_records_the_previous_ones() {
+        use AuthenticationPolicy::*;
+        use MembershipPolicy::*;
+        TestFramework::<Organization>::with(NoServices)
+            .given([created(), vec![policy_changed((Auto, "member", Any), None)]].concat())
+            .when(set_policy(None, Some("admin"), Some(SsoRequired)))
+            .then_expect_events(vec![policy_changed(
+                (Auto, "admin", SsoRequired),
+                Some((Auto, "member", Any)),
+            )]);
+    }
+
+    #[test]
+    fn a_policy_change_that_changes_nothing_records_nothing() {
+        use AuthenticationPolicy::*;
+        use MembershipPolicy::*;
+        TestFramework::<Organization>::with(NoServices)
+            .given(created())
+            .when(set_policy(Some(InviteOnly), Some("member"), Some(Any)))
+            .then_expect_events(vec![]);
+        TestFramework::<Organization>::with(NoServices)
+            .given([created(), vec![policy_changed((Auto, "admin", Any), None)]].concat())
+            .when(set_policy(Some(Auto), None, None))
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn the_policy_of_a_missing_or_deleted_organization_cannot_be_set() {
+        TestFramework::<Organization>::with(NoServices)
+            .given_no_previous_events()
+            .when(set_policy(Some(MembershipPolicy::Auto), None, None))
+            .then_expect_error(OrganizationError::NotFound);
+        let mut deleted = created();
+        deleted.push(OrganizationEvent::OrganizationDeleted { at: at() });
+        TestFramework::<Organization>::with(NoServices)
+            .given(deleted)
+            .when(set_policy(Some(MembershipPolicy::Auto), None, None))
             .then_expect_error(OrganizationError::NotFound);
     }
 

@@ -1,7 +1,8 @@
 use chrono::{DateTime, Utc};
 
+use super::policy::{AuthenticationPolicy, MembershipPolicy};
 use super::DomainState;
-use crate::values::{DomainName, Metadata};
+use crate::values::{DomainName, Metadata, RoleSlug};
 
 /// A domain to attach, with the id and verification token chosen by the caller.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +45,14 @@ pub enum OrganizationCommand {
     /// Sets the audit log retention (the caller has checked the value is one the spec allows).
     SetAuditLogsRetention {
         retention_period_in_days: u32,
+        at: DateTime<Utc>,
+    },
+    /// Sets the policy for the users of the organization's verified domains; each `None` keeps
+    /// the current value (the default while never set).
+    SetPolicy {
+        membership: Option<MembershipPolicy>,
+        default_role: Option<RoleSlug>,
+        authentication: Option<AuthenticationPolicy>,
         at: DateTime<Utc>,
     },
 }

@@ -2,9 +2,10 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
+use super::policy::{AuthenticationPolicy, MembershipPolicy};
 use super::DomainState;
 use crate::claims::{Claim, ClaimKind, Claims, KeyPart};
-use crate::values::{DomainName, Metadata};
+use crate::values::{DomainName, Metadata, RoleSlug};
 
 /// Events of the [`super::Organization`] aggregate. Each variant is stored under the name
 /// in its `#[serde(rename)]`, which `event_type` returns too, so renaming a Rust variant
@@ -65,6 +66,19 @@ pub enum OrganizationEvent {
         previous_retention_period_in_days: Option<u32>,
         at: DateTime<Utc>,
     },
+    /// The organization's policy for the users of its verified domains (keyledger's extension),
+    /// whole, with the values before (None: never set). Public event
+    /// `organization.policy_updated`; shown in the audit trail.
+    #[serde(rename = "OrganizationPolicyChanged")]
+    OrganizationPolicyChanged {
+        membership: MembershipPolicy,
+        default_role: RoleSlug,
+        authentication: AuthenticationPolicy,
+        previous_membership: Option<MembershipPolicy>,
+        previous_default_role: Option<RoleSlug>,
+        previous_authentication: Option<AuthenticationPolicy>,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -98,6 +112,7 @@ impl DomainEvent for OrganizationEvent {
             Self::OrganizationDomainVerificationFailed { .. } => "OrganizationDomainVerificationFailed",
             Self::OrganizationDomainDeleted { .. } => "OrganizationDomainDeleted",
             Self::OrganizationAuditLogsRetentionChanged { .. } => "OrganizationAuditLogsRetentionChanged",
+            Self::OrganizationPolicyChanged { .. } => "OrganizationPolicyChanged",
         }
         .to_string()
     }
@@ -165,9 +180,9 @@ impl Claims for OrganizationEvent {
             Self::OrganizationDomainVerified { domain, .. } => {
                 vec![acquire(ClaimKind::VerifiedDomain, domain.as_str())]
             }
-            Self::OrganizationDomainVerificationFailed { .. } | Self::OrganizationAuditLogsRetentionChanged { .. } => {
-                Vec::new()
-            }
+            Self::OrganizationDomainVerificationFailed { .. }
+            | Self::OrganizationAuditLogsRetentionChanged { .. }
+            | Self::OrganizationPolicyChanged { .. } => Vec::new(),
             Self::OrganizationDomainDeleted {
                 domain, was_verified, ..
             } => {
