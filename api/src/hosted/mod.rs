@@ -5,23 +5,26 @@
 //! answer carries the security headers of [`secured`].
 
 pub mod flow;
+mod forms;
 pub mod pages;
+mod respond;
 pub mod sso;
 
 use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keyledger_domain::session::{AuthMethod, Grant};
 use keyledger_domain::values::Email;
-use maud::Markup;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use self::flow::Flow;
+use self::forms::{checked, current, error_status, field, field_error, form, refused_page};
 use self::pages::{FieldError, SignUpValues};
+use self::respond::{error_page, page, secure_cookies, secured, see_other};
 use self::sso::SsoTarget;
 use crate::authorization_codes::{self, Binding};
 use crate::error::ApiError;
@@ -40,151 +43,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(email_verification))
         .routes(routes!(organization))
         .routes(routes!(stylesheet))
-}
-
-/// The headers of every hosted answer: no script, style only from this server, forms post only
-/// here (and, after a form, redirect only to the flow's redirect URI's origin), never framed,
-/// no referrer, never cached.
-fn secured(mut r: Response, form_target: Option<&str>) -> Response {
-    let form_action = match form_target
-        .and_then(|u| url::Url::parse(u).ok())
-        .map(|u| u.origin().ascii_serialization())
-        .filter(|o| o != "null")
-    {
-        Some(origin) => format!("'self' {origin}"),
-        None => "'self'".to_string(),
-    };
-    let csp = format!(
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action {form_action}; \
-         frame-ancestors 'none'; base-uri 'none'"
-    );
-    let h = r.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&csp) {
-        h.insert(header::CONTENT_SECURITY_POLICY, v);
-    }
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    r
-}
-
-fn secure_cookies(state: &AppState) -> bool {
-    state.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
-}
-
-/// An HTML page; with a flow, its (re-sealed) cookie and its redirect URI's origin in the CSP.
-fn page(state: &AppState, status: StatusCode, markup: Markup, flow: Option<&Flow>) -> Response {
-    let mut r = (
-        status,
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        markup.into_string(),
-    )
-        .into_response();
-    if let Some(cookie) = flow.and_then(|f| f.set_cookie(&state.secrets, secure_cookies(state))) {
-        if let Ok(v) = HeaderValue::from_str(&cookie) {
-            r.headers_mut().insert(header::SET_COOKIE, v);
-        }
-    }
-    secured(r, flow.map(|f| f.redirect_uri.as_str()))
-}
-
-/// An error page (never a redirect).
-fn error_page(state: &AppState, status: StatusCode, title: &str, message: &str) -> Response {
-    page(state, status, pages::error(title, message), None)
-}
-
-fn expired(state: &AppState) -> Response {
-    error_page(
-        state,
-        StatusCode::FORBIDDEN,
-        "Sign-in expired",
-        "This sign-in has expired or was not started in this browser.",
-    )
-}
-
-/// A 303 to `to` (after a form); the flow's cookie cleared when it is done.
-fn see_other(to: &str, clear: Option<bool>, form_target: &str) -> Response {
-    let mut r = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(to) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    if let Some(secure) = clear {
-        if let Ok(v) = HeaderValue::from_str(&flow::clear_cookie(secure)) {
-            r.headers_mut().insert(header::SET_COOKIE, v);
-        }
-    }
-    secured(r, Some(form_target))
-}
-
-/// The message of a refused step, tied to the field it concerns (`fallback` when it names
-/// none the form has).
-fn field_error(e: &ApiError, fields: &[&str], fallback: &str) -> FieldError {
-    let message = match e.code() {
-        "invalid_credentials" => "Incorrect email or password.".to_string(),
-        _ if e.status().is_server_error() => "Something went wrong on our side; please try again.".to_string(),
-        _ => e.message().to_string(),
-    };
-    // A wrong password is about the password; anything else about its field, or the form.
-    let fallback = match e.code() {
-        "invalid_credentials" => "password",
-        _ => fallback,
-    };
-    let field = e.field().filter(|f| fields.contains(f)).unwrap_or(fallback).to_string();
-    FieldError { field, message }
-}
-
-fn error_status(e: &ApiError) -> StatusCode {
-    e.status()
-}
-
-/// A posted form's fields (first value of each).
-fn form(body: &Bytes) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    for (k, v) in form_urlencoded::parse(body) {
-        out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
-    }
-    out
-}
-
-fn field<'a>(f: &'a HashMap<String, String>, name: &str) -> &'a str {
-    f.get(name).map(|s| s.trim()).unwrap_or_default()
-}
-
-/// Why a form or link of the pages was refused (both 403 pages).
-enum Refused {
-    /// No flow cookie, or one that is expired, forged or from another key.
-    Expired,
-    /// The form's CSRF token is missing or not this flow's.
-    Csrf,
-}
-
-fn refused_page(state: &AppState, r: Refused) -> Response {
-    match r {
-        Refused::Expired => expired(state),
-        Refused::Csrf => error_page(
-            state,
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "This form was not sent from this sign-in page (its security token is missing or wrong).",
-        ),
-    }
-}
-
-/// The flow of a posted form, its CSRF token checked.
-fn checked(state: &AppState, headers: &HeaderMap, f: &HashMap<String, String>) -> Result<Flow, Refused> {
-    let flow = current(state, headers)?;
-    if !flow.csrf_ok(&state.secrets, field(f, "csrf_token")) {
-        return Err(Refused::Csrf);
-    }
-    Ok(flow)
-}
-
-/// The flow of a page link (no form): its cookie.
-fn current(state: &AppState, headers: &HeaderMap) -> Result<Flow, Refused> {
-    flow::cookie_value(headers)
-        .and_then(|v| Flow::open(&state.secrets, &v))
-        .ok_or(Refused::Expired)
 }
 
 /// Where a step leaves the browser: the redirect URI with a code, or the next page.
