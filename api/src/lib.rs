@@ -13,6 +13,7 @@ pub mod api_keys;
 pub mod auth;
 pub mod cli;
 pub mod codes;
+pub mod connections;
 pub mod dns;
 pub mod error;
 pub mod extract;

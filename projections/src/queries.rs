@@ -279,7 +279,7 @@ pub async fn connections(pool: &PgPool, f: &ConnectionFilter, page: &Page) -> Re
     }
     if let Some(q) = &f.search {
         let pattern = format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-        qb.push(" and c.name ilike ").push_bind(pattern);
+        qb.push(" and c.body ->> 'name' ilike ").push_bind(pattern);
     }
     let scan = scan(page);
     push_page(&mut qb, page, &scan, "c.id");
