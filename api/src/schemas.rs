@@ -859,6 +859,8 @@ pub struct Connection {
     name: String,
     #[schema(required = true)]
     external_id: Option<String>,
+    /// WorkOS's key of the connection (the SP entity id's default); its id here.
+    external_key: String,
     state: ConnectionState,
     status: ConnectionStatus,
     domains: Vec<ConnectionDomain>,

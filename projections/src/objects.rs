@@ -313,6 +313,8 @@ fn apply_connection(id: &str, e: &ConnectionEvent, docs: &mut Docs) -> Vec<Chang
                 "connection_type": connection_type,
                 "name": name,
                 "external_id": external_id,
+                // WorkOS's key of the connection (the SP entity id's default): its id here.
+                "external_key": id,
                 "state": state.as_str(),
                 "status": "unlinked",
                 "domains": [],

@@ -342,7 +342,10 @@ async fn a_rebuild_equals_the_incrementally_built_read_models_row_for_row() {
             oidc["client_secret"] = json!(s);
         }
         let (s, c) = app
-            .post("/connections", json!({ "organization_id": org_id, "oidc_options": oidc }))
+            .post(
+                "/connections",
+                json!({ "organization_id": org_id, "oidc_options": oidc }),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{c}");
         connections.push(c["id"].as_str().expect("id").to_string());
