@@ -82,8 +82,9 @@ pub enum Command {
         /// Subject prefix: subjects are `<prefix>.<organization id or global>.<event name>`.
         #[arg(long, env = "KEYLEDGER_NATS_SUBJECT_PREFIX", default_value = "keyledger")]
         nats_subject_prefix: String,
-        /// This server's public base URL, for links it hands out (audit log export downloads);
-        /// default: the request's Host header.
+        /// This server's public base URL, for links it hands out (audit log export downloads;
+        /// default: the request's Host header) and the SSO addresses identity providers call
+        /// back (default: `http://<listen address>`).
         #[arg(long, env = "KEYLEDGER_PUBLIC_URL")]
         public_url: Option<String>,
         /// First webhook retry delay in ms; later ones are fixed multiples of it (docs/API.md).

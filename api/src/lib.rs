@@ -14,6 +14,7 @@ pub mod auth;
 pub mod authorization_codes;
 pub mod cli;
 pub mod codes;
+pub mod connections;
 pub mod dns;
 pub mod error;
 pub mod extract;
@@ -444,6 +445,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         hashing: password::Hashing::new(config.hashing_concurrency, config.hashing_queue),
         read_your_writes: config.read_your_writes,
         public_url: config.public_url.clone(),
+        public_base: public_base(config.public_url.as_deref(), addr).into(),
         webhook_allow: Arc::new(config.webhook_allow.clone()),
         streams: stream::Streams::new(config.stream_heartbeat, config.max_streams, stop_http_rx.clone()),
         tokens: tokens.clone(),
@@ -533,4 +535,13 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         http,
         workers,
     })
+}
+
+/// The base of the addresses identity providers call back: the public URL, else
+/// `http://<listen address>`, without a trailing `/`.
+pub fn public_base(public_url: Option<&str>, listen: SocketAddr) -> String {
+    match public_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => format!("http://{listen}"),
+    }
 }

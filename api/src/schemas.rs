@@ -803,3 +803,113 @@ pub struct RedirectUri {
     #[schema(format = DateTime)]
     updated_at: String,
 }
+
+list_of!(ConnectionList, Connection);
+tag!(ConnectionTag, "connection");
+tag!(ConnectionDomainTag, "connection_domain");
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionState {
+    Draft,
+    Active,
+    Inactive,
+}
+
+/// Deprecated mirror of `state`: `linked` when active.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionStatus {
+    Linked,
+    Unlinked,
+}
+
+/// One of the organization's domains (`organization_domain` id).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionDomain {
+    object: ConnectionDomainTag,
+    id: String,
+    domain: String,
+}
+
+/// The non-secret OIDC options (keyledger's extension): `client_secret` is write-only.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionOidcOptions {
+    #[schema(required = true)]
+    discovery_endpoint: Option<String>,
+    #[schema(required = true)]
+    client_id: Option<String>,
+    #[schema(required = true)]
+    redirect_uri: Option<String>,
+    #[schema(required = true)]
+    pkce: Option<bool>,
+    #[schema(required = true)]
+    token_authentication_method: Option<String>,
+    #[schema(required = true)]
+    id_token_signature_algorithm: Option<String>,
+    #[schema(required = true)]
+    fetch_user_info: Option<bool>,
+    /// The certificate of the `private_key_jwt` key pair, if any.
+    jwt_signing_certs: Vec<String>,
+    /// Whether a client secret is set (never the secret).
+    has_client_secret: bool,
+}
+
+/// The non-secret SAML options (keyledger's extension): private keys are write-only.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionSamlOptions {
+    #[schema(required = true)]
+    idp_metadata_url: Option<String>,
+    #[schema(required = true)]
+    acs_url: Option<String>,
+    #[schema(required = true)]
+    sp_entity_id: Option<String>,
+    #[schema(required = true)]
+    idp_entity_id: Option<String>,
+    #[schema(required = true)]
+    idp_sso_url: Option<String>,
+    idp_signing_certs: Vec<String>,
+    #[schema(required = true)]
+    sp_signing_cert: Option<String>,
+    sp_encryption_certs: Vec<String>,
+}
+
+/// WorkOS's `options` of a SAML connection.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionSigningCert {
+    #[schema(required = true)]
+    signing_cert: Option<String>,
+}
+
+/// `connection` (`objects::apply_connection`, with the organization's domains).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Connection {
+    object: ConnectionTag,
+    id: String,
+    organization_id: String,
+    /// `GenericOIDC`, `GenericSAML`, `OktaSAML`, ...
+    connection_type: String,
+    name: String,
+    #[schema(required = true)]
+    external_id: Option<String>,
+    /// WorkOS's key of the connection (the SP entity id's default); its id here.
+    external_key: String,
+    state: ConnectionState,
+    status: ConnectionStatus,
+    domains: Vec<ConnectionDomain>,
+    /// As given (`standard_attributes`, `custom_attributes`).
+    #[schema(required = true, value_type = Option<Object>)]
+    attribute_maps: Option<serde_json::Value>,
+    oidc_options: Option<ConnectionOidcOptions>,
+    saml_options: Option<ConnectionSamlOptions>,
+    options: Option<ConnectionSigningCert>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+}

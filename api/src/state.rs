@@ -36,6 +36,9 @@ pub struct AppState {
     pub read_your_writes: Duration,
     /// `Config::public_url`: the base of links the server hands out (export downloads).
     pub public_url: Option<String>,
+    /// The base of the addresses identity providers call back (`/sso/oidc/callback`, SAML ACS
+    /// and metadata): `Config::public_url`, else `http://<listen address>`; no trailing `/`.
+    pub public_base: Arc<str>,
     /// `Config::webhook_allow`: endpoint URLs naming other non-public IP literals are refused.
     pub webhook_allow: Arc<crate::ssrf::WebhookAllow>,
     /// Limits and settings of `GET /events/stream`.

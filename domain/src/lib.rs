@@ -12,6 +12,7 @@
 pub mod audit_log;
 pub mod authentication;
 pub mod claims;
+pub mod connection;
 pub mod ids;
 pub mod invitation;
 pub mod membership;

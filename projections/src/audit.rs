@@ -340,6 +340,11 @@ fn change_targets(event: &str, data: &Value) -> Vec<Value> {
             target(s(data, "user_id"), "user", None),
             target(s(data, "organization_id"), "organization", None),
         ]
+    } else if event.starts_with("connection.") {
+        vec![
+            target(s(data, "id"), "connection", s(data, "name")),
+            target(s(data, "organization_id"), "organization", None),
+        ]
     } else if event.starts_with("invitation.") {
         vec![
             target(s(data, "id"), "invitation", s(data, "email")),
@@ -362,6 +367,7 @@ const CHANGE_TARGET_TYPES: &str = "case when starts_with(event, 'organization_me
      then array['organization_membership', 'user', 'organization'] \
      when starts_with(event, 'session.') then array['session', 'user', 'organization'] \
      when starts_with(event, 'invitation.') then array['invitation', 'organization'] \
+     when starts_with(event, 'connection.') then array['connection', 'organization'] \
      when starts_with(event, 'organization_domain.') then array['organization_domain', 'organization'] \
      else array['organization'] end";
 

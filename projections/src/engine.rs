@@ -56,6 +56,7 @@ pub const EVENTS: Projection = Projection {
         "Session",
         "Authentication",
         "Invitation",
+        "Connection",
         "OneTimeCode",
     ],
     feed: true,
@@ -66,6 +67,14 @@ pub const INVITATIONS: Projection = Projection {
     name: "invitations",
     kinds: &[Kind::Invitation],
     aggregate_types: &["Invitation"],
+    feed: false,
+};
+
+/// SSO connections (`connection_view`): listed by organization, type and name.
+pub const CONNECTIONS: Projection = Projection {
+    name: "connections",
+    kinds: &[Kind::Connection],
+    aggregate_types: &["Connection"],
     feed: false,
 };
 
@@ -96,7 +105,7 @@ pub const WEBHOOKS: Projection = Projection {
 };
 
 /// Every projection, in the order they are started and listed.
-pub const ALL: [Projection; 8] = [
+pub const ALL: [Projection; 9] = [
     USERS,
     ORGANIZATIONS,
     MEMBERSHIPS,
@@ -105,6 +114,7 @@ pub const ALL: [Projection; 8] = [
     WEBHOOKS,
     SESSIONS,
     INVITATIONS,
+    CONNECTIONS,
 ];
 
 pub fn by_name(name: &str) -> Option<Projection> {
@@ -126,6 +136,7 @@ pub(crate) fn doc_table(kind: Kind) -> &'static str {
         // its own is ever read or written: every caller asks only for kinds its projection owns).
         Kind::Authentication => "authentication_view",
         Kind::Invitation => "invitation_view",
+        Kind::Connection => "connection_view",
         // Like sign-in attempts: the data of a code's public events, kept only by the feed.
         Kind::OneTimeCode => "one_time_code_view",
         Kind::OrganizationPolicy => "organization_policy_view",

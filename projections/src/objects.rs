@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use keyledger_domain::authentication::AuthenticationEvent;
+use keyledger_domain::connection::{ConnectionEvent, OidcOptions, SamlOptions, SecretRefs};
 use keyledger_domain::invitation::InvitationEvent;
 use keyledger_domain::membership::MembershipEvent;
 use keyledger_domain::one_time_code::OneTimeCodeEvent;
@@ -33,10 +34,12 @@ pub enum Kind {
     /// An organization's policy for the users of its verified domains (keyledger's extension),
     /// keyed by the organization's id.
     OrganizationPolicy,
+    /// An SSO connection (`connection_view`).
+    Connection,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::User,
         Kind::Organization,
         Kind::OrganizationDomain,
@@ -46,6 +49,7 @@ impl Kind {
         Kind::Invitation,
         Kind::OneTimeCode,
         Kind::OrganizationPolicy,
+        Kind::Connection,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +63,7 @@ impl Kind {
             Kind::Invitation => "invitation",
             Kind::OneTimeCode => "one_time_code",
             Kind::OrganizationPolicy => "organization_policy",
+            Kind::Connection => "connection",
         }
     }
 }
@@ -114,6 +119,9 @@ pub const PUBLIC_EVENT_NAMES: &[&str] = &[
     "email_verification.created",
     "password_reset.created",
     "password_reset.succeeded",
+    "connection.activated",
+    "connection.deactivated",
+    "connection.deleted",
 ];
 
 /// The documents an event reads; the engine loads them before [`apply`].
@@ -127,6 +135,7 @@ pub fn needs(aggregate_id: &str, event: &AnyEvent) -> Vec<(Kind, String)> {
         AnyEvent::Invitation(_) => vec![(Kind::Invitation, aggregate_id.to_string())],
         // Each event carries its object's facts: nothing to read.
         AnyEvent::OneTimeCode(_) => Vec::new(),
+        AnyEvent::Connection(_) => vec![(Kind::Connection, aggregate_id.to_string())],
         AnyEvent::Organization(e) => {
             let mut v = vec![(Kind::Organization, aggregate_id.to_string())];
             if let Some(d) = domain_id(e) {
@@ -177,6 +186,7 @@ pub fn apply(aggregate_id: &str, event: &AnyEvent, docs: &mut Docs) -> Vec<Chang
         AnyEvent::Session(e) => apply_session(aggregate_id, e, docs),
         AnyEvent::Authentication(e) => apply_authentication(aggregate_id, e, docs),
         AnyEvent::OneTimeCode(e) => apply_one_time_code(aggregate_id, e, docs),
+        AnyEvent::Connection(e) => apply_connection(aggregate_id, e, docs),
         AnyEvent::Invitation(e) => apply_invitation(aggregate_id, e, docs),
     }
 }
@@ -254,6 +264,158 @@ fn apply_invitation(id: &str, e: &InvitationEvent, docs: &mut Docs) -> Vec<Chang
 
 /// A code's public object as WorkOS's events show it: never the code or token. An email change
 /// has no public event.
+/// The non-secret OIDC options as the connection object shows them (keyledger's extension;
+/// `has_client_secret` says whether a sealed secret is set, never what it is).
+fn oidc_json(o: &OidcOptions, secrets: &SecretRefs) -> Value {
+    json!({
+        "discovery_endpoint": o.discovery_endpoint,
+        "client_id": o.client_id,
+        "redirect_uri": o.redirect_uri,
+        "pkce": o.pkce,
+        "token_authentication_method": o.token_authentication_method,
+        "id_token_signature_algorithm": o.id_token_signature_algorithm,
+        "fetch_user_info": o.fetch_user_info,
+        "jwt_signing_certs": o.jwt_signing_cert.iter().collect::<Vec<_>>(),
+        "has_client_secret": secrets.contains_key(keyledger_domain::connection::CLIENT_SECRET),
+    })
+}
+
+fn saml_json(o: &SamlOptions) -> Value {
+    json!({
+        "idp_metadata_url": o.idp_metadata_url,
+        "acs_url": o.acs_url,
+        "sp_entity_id": o.sp_entity_id,
+        "idp_entity_id": o.idp_entity_id,
+        "idp_sso_url": o.idp_sso_url,
+        "idp_signing_certs": o.idp_signing_certs,
+        "sp_signing_cert": o.sp_signing_cert,
+        "sp_encryption_certs": o.sp_encryption_certs,
+    })
+}
+
+fn set_connection_state(doc: &mut Value, state: &str) {
+    set(doc, "state", json!(state));
+    set(
+        doc,
+        "status",
+        json!(if state == "active" { "linked" } else { "unlinked" }),
+    );
+}
+
+/// The WorkOS connection object. `domains` are the organization's, added by the reads
+/// (`queries::CONNECTION_BODY`); documents and public events hold `[]`.
+fn apply_connection(id: &str, e: &ConnectionEvent, docs: &mut Docs) -> Vec<Change> {
+    match e {
+        ConnectionEvent::ConnectionCreated {
+            organization_id,
+            connection_type,
+            name,
+            external_id,
+            state,
+            oidc,
+            saml,
+            attribute_maps,
+            secrets,
+            at,
+        } => {
+            let mut doc = json!({
+                "object": "connection",
+                "id": id,
+                "organization_id": organization_id,
+                "connection_type": connection_type,
+                "name": name,
+                "external_id": external_id,
+                // WorkOS's key of the connection (the SP entity id's default): its id here.
+                "external_key": id,
+                "state": state.as_str(),
+                "status": "unlinked",
+                "domains": [],
+                "attribute_maps": attribute_maps,
+                "created_at": ts(at),
+                "updated_at": ts(at),
+            });
+            set_connection_state(&mut doc, state.as_str());
+            if let Some(o) = oidc {
+                set(&mut doc, "oidc_options", oidc_json(o, secrets));
+            }
+            if let Some(o) = saml {
+                set(&mut doc, "saml_options", saml_json(o));
+                set(
+                    &mut doc,
+                    "options",
+                    json!({ "signing_cert": o.idp_signing_certs.first() }),
+                );
+            }
+            docs.insert((Kind::Connection, id.to_string()), Some(doc));
+            if state.as_str() == "active" {
+                change("connection.activated", Kind::Connection, id)
+            } else {
+                Vec::new()
+            }
+        }
+        ConnectionEvent::ConnectionUpdated {
+            name,
+            external_id,
+            oidc,
+            saml,
+            attribute_maps,
+            secrets,
+            at,
+        } => {
+            patch(docs, Kind::Connection, id, at, |d| {
+                if let Some(n) = name {
+                    set(d, "name", json!(n));
+                }
+                if let Some(x) = external_id {
+                    set(d, "external_id", json!(x));
+                }
+                if let Some(a) = attribute_maps {
+                    set(d, "attribute_maps", a.clone());
+                }
+                let had_secret = d
+                    .pointer("/oidc_options/has_client_secret")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                if let Some(o) = oidc {
+                    let mut refs = secrets.clone();
+                    if had_secret {
+                        refs.entry(keyledger_domain::connection::CLIENT_SECRET.to_string())
+                            .or_default();
+                    }
+                    set(d, "oidc_options", oidc_json(o, &refs));
+                } else if secrets.contains_key(keyledger_domain::connection::CLIENT_SECRET) {
+                    if let Some(o) = d.get_mut("oidc_options") {
+                        set(o, "has_client_secret", json!(true));
+                    }
+                }
+                if let Some(o) = saml {
+                    set(d, "saml_options", saml_json(o));
+                    set(d, "options", json!({ "signing_cert": o.idp_signing_certs.first() }));
+                }
+            });
+            Vec::new()
+        }
+        ConnectionEvent::ConnectionActivated { at } => {
+            if patch(docs, Kind::Connection, id, at, |d| set_connection_state(d, "active")) {
+                change("connection.activated", Kind::Connection, id)
+            } else {
+                Vec::new()
+            }
+        }
+        ConnectionEvent::ConnectionDeactivated { at } => {
+            if patch(docs, Kind::Connection, id, at, |d| set_connection_state(d, "inactive")) {
+                change("connection.deactivated", Kind::Connection, id)
+            } else {
+                Vec::new()
+            }
+        }
+        ConnectionEvent::ConnectionDeleted { .. } => {
+            docs.insert((Kind::Connection, id.to_string()), None);
+            change("connection.deleted", Kind::Connection, id)
+        }
+    }
+}
+
 fn apply_one_time_code(id: &str, e: &OneTimeCodeEvent, docs: &mut Docs) -> Vec<Change> {
     let (name, user_id, email, expires_at, created_at, updated_at) = match e {
         OneTimeCodeEvent::MagicAuthCreated {

@@ -242,6 +242,87 @@ pub async fn invitation(pool: &PgPool, id: &str) -> Result<Option<Value>, Storag
     .await
 }
 
+/// A connection document with its organization's domains (`connection_domain` objects),
+/// read from `organization_domain_view` when it is read (they change without the connection).
+pub const CONNECTION_BODY: &str = "jsonb_set(c.body, '{domains}', coalesce((select jsonb_agg(jsonb_build_object(\
+     'object', 'connection_domain', 'id', d.id, 'domain', d.domain) order by d.id) \
+     from organization_domain_view d where d.organization_id = c.organization_id), '[]'::jsonb))";
+
+#[derive(Debug, Default)]
+pub struct ConnectionFilter {
+    pub organization_id: Option<String>,
+    /// Connection types (any of them).
+    pub connection_types: Vec<String>,
+    /// Connections of the organization that has this domain (case-insensitive).
+    pub domain: Option<String>,
+    /// Part of the name (case-insensitive).
+    pub search: Option<String>,
+}
+
+/// SSO connections, newest first by default.
+pub async fn connections(pool: &PgPool, f: &ConnectionFilter, page: &Page) -> Result<ListResult, StorageError> {
+    let mut qb = QueryBuilder::new(format!(
+        "select c.id, {CONNECTION_BODY} from connection_view c where true"
+    ));
+    if let Some(o) = &f.organization_id {
+        qb.push(" and c.organization_id = ").push_bind(o.clone());
+    }
+    if !f.connection_types.is_empty() {
+        qb.push(" and c.connection_type = any(")
+            .push_bind(f.connection_types.clone())
+            .push(")");
+    }
+    if let Some(d) = &f.domain {
+        qb.push(" and c.organization_id in (select organization_id from organization_domain_view where domain = ")
+            .push_bind(d.to_lowercase())
+            .push(")");
+    }
+    if let Some(q) = &f.search {
+        let pattern = format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        qb.push(" and c.body ->> 'name' ilike ").push_bind(pattern);
+    }
+    let scan = scan(page);
+    push_page(&mut qb, page, &scan, "c.id");
+    let rows = fetch_scoped(pool, &mut qb, None).await?;
+    Ok(finish(rows, page, &scan))
+}
+
+pub async fn connection(pool: &PgPool, id: &str) -> Result<Option<Value>, StorageError> {
+    one(
+        pool,
+        &format!("select {CONNECTION_BODY} from connection_view c where c.id = $1"),
+        id,
+    )
+    .await
+}
+
+/// The connection of an organization with this `external_id`, if any.
+pub async fn connection_by_external_id(
+    pool: &PgPool,
+    organization_id: &str,
+    external_id: &str,
+) -> Result<Option<String>, StorageError> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "select id from connection_view where organization_id = $1 and body ->> 'external_id' = $2 order by id limit 1",
+    )
+    .bind(organization_id)
+    .bind(external_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| r.0))
+}
+
+/// The active connections of an organization, oldest first.
+pub async fn active_connection_ids(pool: &PgPool, organization_id: &str) -> Result<Vec<String>, StorageError> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "select id from connection_view where organization_id = $1 and body ->> 'state' = 'active' order by id",
+    )
+    .bind(organization_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
 pub async fn organization(pool: &PgPool, id: &str) -> Result<Option<Value>, StorageError> {
     one(pool, "select body from organization_view where id = $1", id).await
 }

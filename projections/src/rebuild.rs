@@ -202,6 +202,7 @@ struct Targets {
     webhooks: bool,
     sessions: bool,
     invitations: bool,
+    connections: bool,
 }
 
 impl Targets {
@@ -216,6 +217,7 @@ impl Targets {
             webhooks: has(engine::WEBHOOKS),
             sessions: has(engine::SESSIONS),
             invitations: has(engine::INVITATIONS),
+            connections: has(engine::CONNECTIONS),
         }
     }
 
@@ -229,6 +231,7 @@ impl Targets {
             self.webhooks,
             self.sessions,
             self.invitations,
+            self.connections,
         ];
         engine::ALL
             .into_iter()
@@ -258,6 +261,7 @@ impl Targets {
             Kind::Session => self.sessions,
             Kind::Authentication | Kind::OneTimeCode => false,
             Kind::Invitation => self.invitations,
+            Kind::Connection => self.connections,
         }
     }
 
@@ -270,6 +274,7 @@ impl Targets {
             "Session" => Kind::Session,
             "Authentication" | "OneTimeCode" => return self.events,
             "Invitation" => Kind::Invitation,
+            "Connection" => Kind::Connection,
             _ => return false,
         };
         self.events || self.own_table(kind)

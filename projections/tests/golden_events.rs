@@ -22,6 +22,7 @@ use keyledger_domain::audit_log::{
     AuditLogAction, AuditLogActionEvent, AuditLogEntry, AuditLogEntryEvent, AuditLogExport, AuditLogExportEvent,
 };
 use keyledger_domain::authentication::{Authentication, AuthenticationEvent};
+use keyledger_domain::connection::{Connection, ConnectionEvent};
 use keyledger_domain::invitation::{Invitation, InvitationEvent};
 use keyledger_domain::membership::{MembershipEvent, OrganizationMembership};
 use keyledger_domain::one_time_code::{OneTimeCode, OneTimeCodeEvent};
@@ -151,7 +152,7 @@ type Variants = fn() -> &'static [&'static str];
 /// by hand (there is no way to enumerate `AnyEvent`), but `aggregate_of` below matches `AnyEvent`
 /// exhaustively, so adding an aggregate to `AnyEvent` does not compile until it is handled there;
 /// add its row here at the same time. The variants of each enum come from the code.
-const AGGREGATES: [(&str, Variants); 11] = [
+const AGGREGATES: [(&str, Variants); 12] = [
     (User::TYPE, variant_names::<UserEvent>),
     (Organization::TYPE, variant_names::<OrganizationEvent>),
     (OrganizationMembership::TYPE, variant_names::<MembershipEvent>),
@@ -162,6 +163,7 @@ const AGGREGATES: [(&str, Variants); 11] = [
     (Session::TYPE, variant_names::<SessionEvent>),
     (Authentication::TYPE, variant_names::<AuthenticationEvent>),
     (Invitation::TYPE, variant_names::<InvitationEvent>),
+    (Connection::TYPE, variant_names::<ConnectionEvent>),
     (OneTimeCode::TYPE, variant_names::<OneTimeCodeEvent>),
 ];
 
@@ -181,6 +183,7 @@ fn aggregate_of(event: &AnyEvent) -> (&'static str, String, String) {
         AnyEvent::Session(e) => parts::<Session>(e),
         AnyEvent::Authentication(e) => parts::<Authentication>(e),
         AnyEvent::Invitation(e) => parts::<Invitation>(e),
+        AnyEvent::Connection(e) => parts::<Connection>(e),
         AnyEvent::OneTimeCode(e) => parts::<OneTimeCode>(e),
     }
 }
@@ -198,6 +201,7 @@ fn reserialize(event: &AnyEvent) -> serde_json::Result<Value> {
         AnyEvent::Session(e) => serde_json::to_value(e),
         AnyEvent::Authentication(e) => serde_json::to_value(e),
         AnyEvent::Invitation(e) => serde_json::to_value(e),
+        AnyEvent::Connection(e) => serde_json::to_value(e),
         AnyEvent::OneTimeCode(e) => serde_json::to_value(e),
     }
 }

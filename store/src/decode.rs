@@ -6,6 +6,7 @@ use keyledger_domain::audit_log::{
     AuditLogAction, AuditLogActionEvent, AuditLogEntry, AuditLogEntryEvent, AuditLogExport, AuditLogExportEvent,
 };
 use keyledger_domain::authentication::{Authentication, AuthenticationEvent};
+use keyledger_domain::connection::{Connection, ConnectionEvent};
 use keyledger_domain::invitation::{Invitation, InvitationEvent};
 use keyledger_domain::membership::{MembershipEvent, OrganizationMembership};
 use keyledger_domain::one_time_code::{OneTimeCode, OneTimeCodeEvent};
@@ -31,6 +32,7 @@ pub enum AnyEvent {
     Session(SessionEvent),
     Authentication(AuthenticationEvent),
     Invitation(InvitationEvent),
+    Connection(ConnectionEvent),
     OneTimeCode(OneTimeCodeEvent),
 }
 
@@ -125,6 +127,7 @@ pub fn decode(
         Session::TYPE => decode_as(t, v, p).map(AnyEvent::Session).map_err(err),
         Authentication::TYPE => decode_as(t, v, p).map(AnyEvent::Authentication).map_err(err),
         Invitation::TYPE => decode_as(t, v, p).map(AnyEvent::Invitation).map_err(err),
+        Connection::TYPE => decode_as(t, v, p).map(AnyEvent::Connection).map_err(err),
         OneTimeCode::TYPE => decode_as(t, v, p).map(AnyEvent::OneTimeCode).map_err(err),
         other => Err(format!("unknown aggregate type {other}")),
     }
@@ -171,6 +174,7 @@ pub fn decode_text(
         Session::TYPE => typed(t, p).map(AnyEvent::Session).map_err(err),
         Authentication::TYPE => typed(t, p).map(AnyEvent::Authentication).map_err(err),
         Invitation::TYPE => typed(t, p).map(AnyEvent::Invitation).map_err(err),
+        Connection::TYPE => typed(t, p).map(AnyEvent::Connection).map_err(err),
         OneTimeCode::TYPE => typed(t, p).map(AnyEvent::OneTimeCode).map_err(err),
         other => Err(format!("unknown aggregate type {other}")),
     }

@@ -399,6 +399,7 @@ const WRITTEN_WITH_EVENTS: &[&str] = &[
     "webhook_endpoint",
     "webhook_endpoint_secret",
     "one_time_code",
+    "connection_secret",
 ];
 
 /// The log, the claims, the other tables written with events and every read model, as sorted

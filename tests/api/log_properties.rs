@@ -341,6 +341,32 @@ async fn a_rebuild_equals_the_incrementally_built_read_models_row_for_row() {
             .await;
         assert_eq!(s, StatusCode::OK, "{op}: {b}");
     }
+    // The connections projection: one changed and deactivated, one deleted, one draft.
+    let mut connections = Vec::new();
+    for secret in [Some("rb-secret"), Some("rb-secret-2"), None] {
+        let mut oidc = json!({ "discovery_endpoint": "https://idp.example.com/.well-known/openid-configuration",
+            "client_id": "rb" });
+        if let Some(s) = secret {
+            oidc["client_secret"] = json!(s);
+        }
+        let (s, c) = app
+            .post(
+                "/connections",
+                json!({ "organization_id": org_id, "oidc_options": oidc }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{c}");
+        connections.push(c["id"].as_str().expect("id").to_string());
+    }
+    let (s, b) = app
+        .patch(
+            &format!("/connections/{}", connections[0]),
+            json!({ "name": "Rebuilt SSO", "state": "inactive" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = app.delete(&format!("/connections/{}", connections[1])).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
     // The audit_logs projection: a schema, an audit event and an export.
     let (s, _) = app
         .post(

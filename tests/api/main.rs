@@ -21,6 +21,7 @@ mod bad_input;
 mod binary;
 mod cascade;
 mod codes;
+mod connections;
 mod contract;
 mod events;
 mod events_cursor;

@@ -8,7 +8,7 @@ expects: users, organizations, organization domains, organization memberships,
 events, audit logs and webhooks (endpoints through the SDK, a delivery to a receiver this
 script runs, verified with the SDK's own signature check), password sign-in and sessions, Magic
 Auth, email verification (the 403 email_verification_required flow and verify_email), password
-reset, invitations and organization selection, including the failure paths the SDK surfaces as
+reset, invitations, SSO connections and organization selection, including the failure paths the SDK surfaces as
 exceptions. The server must run with its default sign-in settings (email verification required,
 the default per-email rate limits: every check uses a fresh email).
 
@@ -1843,6 +1843,113 @@ def test_invitations(c: WorkOSClient) -> None:
              "accepted")
 
 
+def test_connections(c: WorkOSClient) -> None:
+    """SSO connections through the SDK: create_connection (OIDC complete: active at once; SAML by
+    manual IdP fields; OIDC without its secret: a draft), get_connection, list_connections and its
+    filters, update_connection (options merged, the draft completed), delete_connection, and the
+    connection.* events; the client secret never comes back."""
+    section("connections")
+    from workos.sso import (
+        CreateConnectionOIDCOptions,
+        CreateConnectionSAMLOptions,
+        CreateProtocolOptionsOIDC,
+        CreateProtocolOptionsSAML,
+        PatchConnectionOIDCOptions,
+        PatchProtocolOptionsOIDC,
+    )
+
+    sso = c.sso
+    domain = f"kl-{RUN}-sso.example.com"
+    org = call("connections: create an organization with a domain", c.organizations.create_organization,
+               name=f"kl-{RUN}-sso", domain_data=[OrganizationDomainData(domain=domain, state=OrganizationDomainDataState.VERIFIED)])
+    CREATED["org"].append(org.id)
+    secret = f"kl-{RUN}-client-secret"
+    discovery = "https://idp.example.com/.well-known/openid-configuration"
+    oidc = call("connections: create_connection (OIDC, complete)", sso.create_connection, organization_id=org.id,
+                name=f"kl-{RUN}-oidc", external_id=f"kl-{RUN}-oidc",
+                protocol_options=CreateProtocolOptionsOIDC(oidc_options=CreateConnectionOIDCOptions(
+                    discovery_endpoint=discovery, client_id="kl-client", client_secret=secret)))
+    check("connections: the id has the conn_ prefix", oidc.id.startswith("conn_"), oidc.id)
+    check_eq("connections: GenericOIDC, active at once",
+             (enum_str(oidc.connection_type), enum_str(oidc.state), oidc.organization_id),
+             ("GenericOIDC", "active", org.id))
+    check_eq("connections: domains are the organization's", [d.domain for d in oidc.domains], [domain])
+    check("connections: timestamps are timezone-aware", tz_aware(oidc.created_at) and tz_aware(oidc.updated_at),
+          oidc)
+    again = call("connections: create_connection with the same external_id", sso.create_connection,
+                 organization_id=org.id, external_id=f"kl-{RUN}-oidc",
+                 protocol_options=CreateProtocolOptionsOIDC(oidc_options=CreateConnectionOIDCOptions(
+                     discovery_endpoint=discovery, client_id="kl-client", client_secret=secret)))
+    check_eq("connections: the same external_id answers that connection", again.id, oidc.id)
+
+    cert = ("-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUXzkeyledger\n-----END CERTIFICATE-----\n")
+    saml = call("connections: create_connection (SAML, manual IdP fields)", sso.create_connection,
+                organization_id=org.id, connection_type="OktaSAML",
+                protocol_options=CreateProtocolOptionsSAML(saml_options=CreateConnectionSAMLOptions(
+                    idp_entity_id=f"urn:kl:{RUN}", idp_sso_url="https://idp.example.com/saml/sso",
+                    idp_signing_certs=[cert])))
+    check_eq("connections: OktaSAML, active, named after the organization",
+             (enum_str(saml.connection_type), enum_str(saml.state), saml.name), ("OktaSAML", "active", org.name))
+    draft = call("connections: create_connection (OIDC without its secret)", sso.create_connection,
+                 organization_id=org.id, name=f"kl-{RUN}-draft",
+                 protocol_options=CreateProtocolOptionsOIDC(oidc_options=CreateConnectionOIDCOptions(
+                     discovery_endpoint=discovery, client_id="kl-draft")))
+    check_eq("connections: incomplete options make a draft", enum_str(draft.state), "draft")
+
+    got = call("connections: get_connection", sso.get_connection, oidc.id)
+    check_eq("connections: get_connection returns it", (got.id, got.name), (oidc.id, f"kl-{RUN}-oidc"))
+    raw = urllib.request.Request(f"{BASE_URL.rstrip('/')}/connections/{oidc.id}",
+                                 headers={"Authorization": f"Bearer {API_KEY}"})
+    with urllib.request.urlopen(raw, timeout=30) as resp:  # noqa: S310 - the server under test
+        body = resp.read().decode()
+    check("connections: the client secret is never returned", secret not in body, body)
+    not_found("connections: get_connection of an unknown id", sso.get_connection, "conn_01JZZZZZZZZZZZZZZZZZZZZZZZ")
+    not_found("connections: create_connection in an unknown organization", sso.create_connection,
+              organization_id=UNKNOWN["org"],
+              protocol_options=CreateProtocolOptionsOIDC(oidc_options=CreateConnectionOIDCOptions(
+                  discovery_endpoint=discovery, client_id="x", client_secret="y")))
+    invalid("connections: create_connection with a discovery endpoint that is no URL", sso.create_connection,
+            organization_id=org.id, field_code="invalid_url",
+            protocol_options=CreateProtocolOptionsOIDC(oidc_options=CreateConnectionOIDCOptions(
+                discovery_endpoint="not a url", client_id="x", client_secret="y")))
+
+    listed = eventually("connections: list_connections(organization_id=...) lists the three",
+                        lambda: sso.list_connections(organization_id=org.id, limit=100),
+                        lambda p: None if {oidc.id, saml.id, draft.id} == set(ids(p.data)) else f"listed {ids(p.data)}")
+    check_eq("connections: newest first", ids(listed.data), [draft.id, saml.id, oidc.id])
+    by_type = call("connections: list_connections(connection_type=OktaSAML)", sso.list_connections,
+                   organization_id=org.id, connection_type="OktaSAML")
+    check_eq("connections: the type filter", ids(by_type.data), [saml.id])
+    by_domain = call("connections: list_connections(domain=...)", sso.list_connections, domain=domain, limit=100)
+    check_eq("connections: the domain filter", set(ids(by_domain.data)), {oidc.id, saml.id, draft.id})
+    page1 = call("connections: list_connections(limit=1)", sso.list_connections, organization_id=org.id, limit=1)
+    check_eq("connections: one per page", ids(page1.data), [draft.id])
+    everything = [x.id for x in page1.auto_paging_iter()] if hasattr(page1, "auto_paging_iter") else None
+    if everything is not None:
+        check_eq("connections: paging follows the cursors", everything, [draft.id, saml.id, oidc.id])
+
+    completed = call("connections: update_connection completes the draft", sso.update_connection, draft.id,
+                     name=f"kl-{RUN}-completed",
+                     protocol_options=PatchProtocolOptionsOIDC(oidc_options=PatchConnectionOIDCOptions(
+                         client_secret=f"kl-{RUN}-second")))
+    check_eq("connections: completed draft is active and renamed",
+             (enum_str(completed.state), completed.name), ("active", f"kl-{RUN}-completed"))
+    expect_error("connections: update_connection cannot change the type", UnprocessableEntityError,
+                 sso.update_connection, oidc.id, connection_type="GenericSAML", code=INVALID,
+                 field_code="connection_type_immutable")
+    not_found("connections: update_connection of an unknown id", sso.update_connection,
+              "conn_01JZZZZZZZZZZZZZZZZZZZZZZZ", name="x")
+
+    call("connections: delete_connection", sso.delete_connection, saml.id)
+    not_found("connections: get_connection after delete", sso.get_connection, saml.id)
+    not_found("connections: delete_connection twice", sso.delete_connection, saml.id)
+    for name, want in (("connection.activated", {oidc.id, saml.id, draft.id}), ("connection.deleted", {saml.id})):
+        eventually(f"connections: list_events({name})",
+                   lambda name=name: c.events.list_events(events=[name], organization_id=org.id, limit=100),
+                   lambda p, want=want: None if want <= {getattr(e.data, "id", None) for e in p.data}
+                   else f"events {[getattr(e.data, 'id', None) for e in p.data]}")
+
+
 def test_organization_selection(c: WorkOSClient) -> None:
     """A user in two organizations: the password sign-in answers organization_selection_required,
     authenticate_with_organization_selection finishes it in the chosen one."""
@@ -2128,6 +2235,7 @@ def main() -> int:
         test_email_verification(client)
         test_password_reset(client)
         test_invitations(client)
+        test_connections(client)
         test_organization_selection(client)
         test_hosted_sign_in(client)
         test_webhooks(client)

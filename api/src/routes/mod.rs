@@ -4,6 +4,7 @@ pub mod audit_log_retention;
 pub mod audit_logs;
 pub mod authenticate;
 pub mod codes;
+pub mod connections;
 pub mod events;
 pub mod health;
 pub mod invitations;
@@ -85,6 +86,8 @@ pub fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(invitations::accept))
         .routes(routes!(invitations::revoke))
         .routes(routes!(invitations::resend))
+        .routes(routes!(connections::list, connections::create))
+        .routes(routes!(connections::get, connections::update, connections::delete))
         .merge(audit_logs::router())
         .merge(webhooks::router())
         .merge(stream::router())

@@ -344,5 +344,7 @@ pub async fn delete(
         )
         .await
         .map_err(|e| command_error(e, organization_error))?;
+    // Then its SSO connections, each its own append (none can be created any more).
+    crate::connections::delete_all_of_organization(&state, &ctx, &id).await?;
     Ok(axum::response::IntoResponse::into_response(StatusCode::OK))
 }
