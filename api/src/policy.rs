@@ -56,9 +56,8 @@ pub async fn for_email(state: &AppState, email: &Email) -> Result<Option<(String
 
 /// The ids of the organization's active SSO connections, the ones an `sso_required` answer
 /// names.
-pub async fn sso_connection_ids(_state: &AppState, _organization_id: &str) -> Result<Vec<String>, ApiError> {
-    // wired to the connections read model at merge
-    Ok(Vec::new())
+pub async fn sso_connection_ids(state: &AppState, organization_id: &str) -> Result<Vec<String>, ApiError> {
+    crate::connections::active_ids_for_organization(state, organization_id).await
 }
 
 /// When the email's domain is a verified domain of an organization whose policy is

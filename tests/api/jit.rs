@@ -544,3 +544,39 @@ async fn a_confirmed_email_change_to_another_domain_deactivates_the_domains_memb
         vec![(org, "member".into(), "inactive".into())]
     );
 }
+
+#[tokio::test]
+async fn the_sso_required_answer_names_the_organizations_active_connections_only() {
+    let app = TestApp::spawn().await;
+    user(&app, "ann@acme.example", true).await;
+    let org = org_with_policy(
+        &app,
+        "acme.example",
+        "verified",
+        json!({ "authentication": "sso_required" }),
+    )
+    .await;
+    let connection = |secret: Option<&str>| {
+        let mut options = json!({ "discovery_endpoint": "https://idp.acme.example/.well-known/openid-configuration",
+                                  "client_id": "kl" });
+        if let Some(s) = secret {
+            options["client_secret"] = json!(s);
+        }
+        json!({ "organization_id": org, "name": "Acme", "oidc_options": options })
+    };
+    let (s, active) = app.post("/connections", connection(Some("secret"))).await;
+    assert_eq!(s, StatusCode::CREATED, "{active}");
+    let (s, draft) = app.post("/connections", connection(None)).await;
+    assert_eq!(
+        (s, draft["state"].clone()),
+        (StatusCode::CREATED, json!("draft")),
+        "{draft}"
+    );
+    let (s, b) = authenticate(&app, password_grant(&app, "ann@acme.example")).await;
+    assert_eq!(
+        (s, b["code"].clone()),
+        (StatusCode::FORBIDDEN, json!("sso_required")),
+        "{b}"
+    );
+    assert_eq!(b["connection_ids"], json!([active["id"]]), "{b}");
+}
