@@ -16,6 +16,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=${PYTHON:-python3}
 SDK_VENV=target/sdk-venv
 SDK_PACKAGE=workos==10.6.0
+# The browser tests (tests/browser/browser.py) run in the SDK's venv: Playwright drives Debian's
+# chromium (no browser download).
+BROWSER_PACKAGE=playwright==1.65.2
+BROWSER_DIR=tests/browser
 CONFORMANCE=tests/sdk/conformance.py
 OPENAPI_VENV=target/openapi-venv
 # The mail tests' SMTP server (tests/smtp_sink.py) runs on this venv's Python.
@@ -315,6 +319,22 @@ fi
 step "SDK conformance: $SDK_VENV/bin/python $CONFORMANCE"
 KEYLEDGER_BASE_URL=$base_url KEYLEDGER_API_KEY=$api_key KEYLEDGER_TEST_DNS_PORT=$dns_port \
 	"$SDK_VENV/bin/python" "$CONFORMANCE"
+
+# --- Hosted pages in a real browser -----------------------------------------------------------------
+step "Browser: chromium, $BROWSER_PACKAGE in $SDK_VENV, axe-core in $BROWSER_DIR"
+debian_install chromium:chromium
+if ! "$SDK_VENV/bin/python" -c \
+	"import importlib.metadata as m, sys; sys.exit(m.version('playwright') != '${BROWSER_PACKAGE#*==}')" 2>/dev/null; then
+	sdk_pip install --quiet --disable-pip-version-check "$BROWSER_PACKAGE"
+fi
+if [[ ! -d $BROWSER_DIR/node_modules/axe-core ]] ||
+	! cmp -s "$BROWSER_DIR/package-lock.json" "$BROWSER_DIR/node_modules/.installed-lock.json" 2>/dev/null; then
+	(cd "$BROWSER_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null &&
+		cp package-lock.json node_modules/.installed-lock.json)
+fi
+step "Browser: $SDK_VENV/bin/python $BROWSER_DIR/browser.py"
+KEYLEDGER_BASE_URL=$base_url KEYLEDGER_API_KEY=$api_key KEYLEDGER_CHROMIUM=$(command -v chromium) \
+	"$SDK_VENV/bin/python" "$BROWSER_DIR/browser.py"
 
 # --- OpenAPI document and schemathesis -----------------------------------------------------------
 step "OpenAPI: Python venv $OPENAPI_VENV with ${OPENAPI_PACKAGES[*]}"
