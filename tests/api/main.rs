@@ -40,6 +40,7 @@ mod outage;
 mod passwords;
 mod protocol;
 mod rate_limits;
+mod sso;
 mod stored_versions;
 mod stream;
 mod tenant_tokens;

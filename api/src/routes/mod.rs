@@ -13,6 +13,7 @@ pub mod memberships;
 pub mod organization_domains;
 pub mod organizations;
 pub mod sessions;
+pub mod sso;
 pub mod stream;
 pub mod users;
 pub mod webhooks;
@@ -97,6 +98,10 @@ pub fn public() -> OpenApiRouter<AppState> {
         .routes(routes!(jwks::jwks))
         .routes(routes!(authenticate::authenticate))
         .routes(routes!(sessions::logout))
+        .routes(routes!(sso::authorize))
+        .routes(routes!(sso::oidc_callback))
+        .routes(routes!(sso::token))
+        .routes(routes!(sso::profile))
         .merge(audit_logs::public_router())
 }
 
