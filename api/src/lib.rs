@@ -38,6 +38,7 @@ pub mod secrets;
 pub mod serve;
 pub mod sessions;
 pub mod signing_keys;
+pub mod sso;
 pub mod ssrf;
 pub mod state;
 pub mod subscribers;
@@ -446,6 +447,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         read_your_writes: config.read_your_writes,
         public_url: config.public_url.clone(),
         public_base: public_base(config.public_url.as_deref(), addr).into(),
+        sso_http: sso_http_client(&config)?,
         webhook_allow: Arc::new(config.webhook_allow.clone()),
         streams: stream::Streams::new(config.stream_heartbeat, config.max_streams, stop_http_rx.clone()),
         tokens: tokens.clone(),
@@ -544,4 +546,16 @@ pub fn public_base(public_url: Option<&str>, listen: SocketAddr) -> String {
         Some(u) => u.trim_end_matches('/').to_string(),
         None => format!("http://{listen}"),
     }
+}
+
+/// The HTTP client of the OIDC sign-in: the SSRF guard's resolver (as webhook deliveries), no
+/// redirects (a provider must not bounce keyledger elsewhere), bounded time.
+fn sso_http_client(config: &Config) -> anyhow::Result<reqwest::Client> {
+    let resolver = ssrf::GuardedResolver::new(config.dns_nameserver, config.webhook_allow.clone());
+    reqwest::Client::builder()
+        .dns_resolver(std::sync::Arc::new(resolver))
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .context("building the SSO HTTP client")
 }

@@ -913,3 +913,39 @@ pub struct Connection {
     #[schema(format = DateTime)]
     updated_at: String,
 }
+
+tag!(ProfileTag, "profile");
+
+/// WorkOS's `profile` of an SSO sign-in.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SsoProfile {
+    object: ProfileTag,
+    /// `prof_...`
+    id: String,
+    organization_id: String,
+    connection_id: String,
+    connection_type: String,
+    /// The identity provider's subject.
+    idp_id: String,
+    email: String,
+    #[schema(required = true)]
+    first_name: Option<String>,
+    #[schema(required = true)]
+    last_name: Option<String>,
+    #[schema(required = true)]
+    name: Option<String>,
+    /// The ID token's claims.
+    raw_attributes: BTreeMap<String, Value>,
+}
+
+/// `POST /sso/token`'s answer.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SsoTokenResponse {
+    /// `Bearer`.
+    token_type: String,
+    access_token: String,
+    expires_in: i64,
+    profile: SsoProfile,
+}

@@ -39,6 +39,8 @@ pub struct AppState {
     /// The base of the addresses identity providers call back (`/sso/oidc/callback`, SAML ACS
     /// and metadata): `Config::public_url`, else `http://<listen address>`; no trailing `/`.
     pub public_base: Arc<str>,
+    /// The HTTP client of the OIDC sign-in (`crate::sso`), behind the SSRF guard's resolver.
+    pub sso_http: reqwest::Client,
     /// `Config::webhook_allow`: endpoint URLs naming other non-public IP literals are refused.
     pub webhook_allow: Arc<crate::ssrf::WebhookAllow>,
     /// Limits and settings of `GET /events/stream`.

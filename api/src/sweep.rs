@@ -45,5 +45,14 @@ pub async fn sign_in_leftovers(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let authorization = sqlx::query("delete from authorization_code where expires_at < now() - interval '1 hour'")
         .execute(pool)
         .await?;
-    Ok(codes.rows_affected() + pending.rows_affected() + authorization.rows_affected())
+    let mut sso = 0;
+    for table in ["sso_state", "sso_code", "sso_access_token"] {
+        sso += sqlx::query(&format!(
+            "delete from {table} where expires_at < now() - interval '1 hour'"
+        ))
+        .execute(pool)
+        .await?
+        .rows_affected();
+    }
+    Ok(codes.rows_affected() + pending.rows_affected() + authorization.rows_affected() + sso)
 }

@@ -15,6 +15,7 @@ pub mod organization_policy;
 pub mod organizations;
 pub mod redirect_uris;
 pub mod sessions;
+pub mod sso;
 pub mod stream;
 pub mod users;
 pub mod webhooks;
@@ -102,6 +103,10 @@ pub fn public() -> OpenApiRouter<AppState> {
         .routes(routes!(authenticate::authenticate))
         .routes(routes!(sessions::logout))
         .merge(crate::hosted::router())
+        .routes(routes!(sso::authorize))
+        .routes(routes!(sso::oidc_callback))
+        .routes(routes!(sso::token))
+        .routes(routes!(sso::profile))
         .merge(audit_logs::public_router())
 }
 

@@ -1,0 +1,307 @@
+//! `/sso/authorize`, `/sso/oidc/callback`, `/sso/token`, `/sso/profile`: the OIDC sign-in of SSO
+//! connections (`crate::sso`), as the SDKs' `get_authorization_url`, `get_profile_and_token`
+//! and `get_profile` use it. The browser endpoints answer an error page, never a redirect, until
+//! the application's `redirect_uri` is known to be registered.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::ApiError;
+use crate::extract::QueryPairs;
+use crate::schemas;
+use crate::sso::{self, FlowError, Selector};
+use crate::state::AppState;
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The page a browser sees when a sign-in cannot go on (status 400, or 500 for our failures).
+fn error_page(e: &FlowError) -> Response {
+    let status = if e.code == "internal_error" {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    let body = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign-in error</title></head>\
+         <body><h1>Sign-in error</h1><p>{}</p><p><code>{}</code></p></body></html>",
+        escape(&e.message),
+        escape(e.code)
+    );
+    (status, [(header::CACHE_CONTROL, "no-store")], Html(body)).into_response()
+}
+
+/// `url` with the pairs added to its query.
+fn with_query(url: &str, pairs: &[(&str, Option<&str>)]) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            {
+                let mut q = u.query_pairs_mut();
+                for (k, v) in pairs {
+                    if let Some(v) = v {
+                        q.append_pair(k, v);
+                    }
+                }
+            }
+            u.to_string()
+        }
+        Err(_) => url.to_string(),
+    }
+}
+
+/// `GET /sso/authorize`'s parameters (as `sso.get_authorization_url` sends them).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuthorizeParams {
+    /// This environment's client id.
+    pub client_id: String,
+    /// Where the browser returns with `code` and `state`; must be a registered redirect URI.
+    pub redirect_uri: String,
+    /// `code`.
+    pub response_type: String,
+    /// Returned to the application unchanged.
+    pub state: Option<String>,
+    /// A connection id (`conn_...`).
+    pub connection: Option<String>,
+    /// An organization id: its (first) active connection.
+    pub organization: Option<String>,
+    /// A domain of an organization with an active connection (deprecated by WorkOS).
+    pub domain: Option<String>,
+    /// OAuth providers (`GoogleOAuth`, ...) are not supported.
+    pub provider: Option<String>,
+    /// Passed to the identity provider.
+    pub login_hint: Option<String>,
+    /// Accepted and ignored.
+    pub domain_hint: Option<String>,
+}
+
+async fn authorize_flow(state: &AppState, q: &QueryPairs) -> Result<String, FlowError> {
+    let one = |k: &str| q.one(k).map_err(FlowError::from);
+    let redirect_uri =
+        one("redirect_uri")?.ok_or_else(|| FlowError::new("invalid_redirect_uri", "redirect_uri is required"))?;
+    if !sso::redirect_uri_allowed(state, &redirect_uri).await? {
+        return Err(FlowError::new(
+            "invalid_redirect_uri",
+            "redirect_uri is not a registered redirect URI",
+        ));
+    }
+    if one("client_id")?.as_deref() != Some(state.tokens.client_id()) {
+        return Err(FlowError::new(
+            "invalid_client_id",
+            "client_id is not this environment's",
+        ));
+    }
+    if one("response_type")?.as_deref() != Some("code") {
+        return Err(FlowError::new("invalid_response_type", "response_type must be code"));
+    }
+    let selector = match (
+        one("connection")?,
+        one("organization")?,
+        one("domain")?,
+        one("provider")?,
+    ) {
+        (Some(c), _, _, _) => Selector::Connection(c),
+        (None, Some(o), _, _) => Selector::Organization(o),
+        (None, None, Some(d), _) => Selector::Domain(d),
+        (None, None, None, Some(_)) => {
+            return Err(FlowError::new(
+                "provider_unsupported",
+                "OAuth providers are not supported",
+            ))
+        }
+        _ => {
+            return Err(FlowError::new(
+                "connection_required",
+                "one of connection, organization, domain or provider is required",
+            ))
+        }
+    };
+    let conn = sso::select(state, &selector).await?;
+    let app_state = one("state")?;
+    let login_hint = one("login_hint")?;
+    sso::start(state, &conn, &redirect_uri, app_state.as_deref(), login_hint.as_deref()).await
+}
+
+#[utoipa::path(get, path = "/sso/authorize", tag = "sso", operation_id = "sso_authorize",
+    summary = "Start an SSO sign-in",
+    description = "No API key (the user's browser). Redirects to the connection's identity provider; \
+        an error page (never a redirect) for an unregistered redirect_uri or another problem.",
+    params(AuthorizeParams),
+    responses((status = 302, description = "To the identity provider"),
+        (status = 400, description = "An error page", content_type = "text/html", body = String)))]
+pub async fn authorize(State(state): State<AppState>, q: QueryPairs) -> Response {
+    match authorize_flow(&state, &q).await {
+        Ok(url) => Redirect::to(&url).into_response(),
+        Err(e) => error_page(&e),
+    }
+}
+
+#[utoipa::path(get, path = "/sso/oidc/callback", tag = "sso", operation_id = "sso_oidc_callback",
+    summary = "The identity providers' OIDC callback",
+    description = "No API key. `state` names the sign-in (single use); the browser goes on to the \
+        application's redirect_uri with a keyledger `code` and its `state`.",
+    params(("code" = Option<String>, Query, description = "The identity provider's code"),
+        ("state" = String, Query, description = "keyledger's state"),
+        ("error" = Option<String>, Query, description = "The identity provider's error")),
+    responses((status = 302, description = "To the application's redirect_uri"),
+        (status = 400, description = "An error page: unknown, expired or replayed state", content_type = "text/html", body = String)))]
+pub async fn oidc_callback(State(state): State<AppState>, q: QueryPairs) -> Response {
+    let token = match q.one("state") {
+        Ok(Some(t)) => t,
+        _ => return error_page(&FlowError::new("invalid_state", "the sign-in state is missing")),
+    };
+    let pending = match sso::take_state(&state, &token).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return error_page(&FlowError::new(
+                "invalid_state",
+                "the sign-in is unknown, expired or already finished",
+            ))
+        }
+        Err(e) => return error_page(&e),
+    };
+    let back = |pairs: &[(&str, Option<&str>)]| {
+        let mut all = pairs.to_vec();
+        all.push(("state", pending.app_state.as_deref()));
+        Redirect::to(&with_query(&pending.redirect_uri, &all)).into_response()
+    };
+    if let Ok(Some(err)) = q.one("error") {
+        return back(&[
+            ("error", Some(&err)),
+            ("error_description", Some("the identity provider refused the sign-in")),
+        ]);
+    }
+    let code = match q.one("code") {
+        Ok(Some(c)) => c,
+        _ => return error_page(&FlowError::new("invalid_code", "the identity provider sent no code")),
+    };
+    let profile = match sso::finish(&state, &pending, &code).await {
+        Ok(p) => p,
+        Err(e) => return error_page(&e),
+    };
+    match sso::issue_code(&state, &pending.redirect_uri, &profile).await {
+        Ok(code) => back(&[("code", Some(&code))]),
+        Err(e) => error_page(&e),
+    }
+}
+
+/// `POST /sso/token` (as `sso.get_profile_and_token` sends it; JSON or a form).
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = SsoTokenRequest)]
+pub struct TokenBody {
+    grant_type: Option<String>,
+    client_id: Option<String>,
+    /// An API key of this environment.
+    client_secret: Option<String>,
+    code: Option<String>,
+}
+
+#[utoipa::path(post, path = "/sso/token", tag = "sso", operation_id = "sso_token",
+    summary = "Exchange an SSO code for a profile and an access token",
+    description = "No API key header: the body's client_id and client_secret (an API key) authenticate.",
+    request_body = TokenBody,
+    responses((status = 200, description = "The profile and an access token", body = schemas::SsoTokenResponse),
+        (status = 400, description = "Unknown, expired or used code; wrong grant type", body = schemas::ErrorBody),
+        (status = 401, description = "Wrong client id or secret", body = schemas::ErrorBody)))]
+pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let json_body = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(crate::extract::is_json_media_type);
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "a body is required: grant_type, client_id, client_secret, code",
+        ));
+    }
+    let b: TokenBody = if json_body {
+        serde_json::from_slice(&body)
+            .map_err(|_| ApiError::bad_request("invalid_body", "the body is not the expected JSON object"))?
+    } else {
+        serde_urlencoded_like(&body)
+    };
+    let invalid_client = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Invalid client ID or client secret.",
+        )
+    };
+    if b.client_id.as_deref() != Some(state.tokens.client_id()) {
+        return Err(invalid_client());
+    }
+    let secret = b.client_secret.as_deref().ok_or_else(invalid_client)?;
+    if crate::auth::actor_for_key(&state, secret).await?.is_none() {
+        return Err(invalid_client());
+    }
+    if b.grant_type.as_deref() != Some("authorization_code") {
+        return Err(ApiError::bad_request(
+            "unsupported_grant_type",
+            "grant_type must be authorization_code",
+        ));
+    }
+    let code = b.code.as_deref().unwrap_or_default();
+    let profile = sso::take_code(&state, code)
+        .await?
+        .ok_or_else(|| ApiError::bad_request("invalid_grant", "The code is invalid, expired or already used."))?;
+    let access_token = sso::issue_access_token(&state, &profile).await?;
+    Ok(Json(json!({
+        "token_type": "Bearer",
+        "access_token": access_token,
+        "expires_in": sso::ACCESS_TOKEN_TTL_SECONDS,
+        "profile": profile,
+    }))
+    .into_response())
+}
+
+fn serde_urlencoded_like(body: &[u8]) -> TokenBody {
+    let mut b = TokenBody {
+        grant_type: None,
+        client_id: None,
+        client_secret: None,
+        code: None,
+    };
+    for (k, v) in form_urlencoded::parse(body) {
+        let v = Some(v.into_owned());
+        match k.as_ref() {
+            "grant_type" => b.grant_type = v,
+            "client_id" => b.client_id = v,
+            "client_secret" => b.client_secret = v,
+            "code" => b.code = v,
+            _ => {}
+        }
+    }
+    b
+}
+
+#[utoipa::path(get, path = "/sso/profile", tag = "sso", operation_id = "sso_profile",
+    summary = "The profile of an SSO access token",
+    description = "`Authorization: Bearer <access_token of POST /sso/token>` (not an API key).",
+    responses((status = 200, description = "The profile", body = schemas::SsoProfile),
+        (status = 401, description = "Missing, unknown or expired access token", body = schemas::ErrorBody)))]
+pub async fn profile(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let invalid = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "The access token is invalid or expired.",
+        )
+    };
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::auth::bearer_token)
+        .ok_or_else(invalid)?;
+    let profile = sso::profile_of(&state, token).await?.ok_or_else(invalid)?;
+    Ok(Json(profile).into_response())
+}
