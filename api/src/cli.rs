@@ -87,6 +87,9 @@ pub enum Command {
         /// back (default: `http://<listen address>`).
         #[arg(long, env = "KEYLEDGER_PUBLIC_URL")]
         public_url: Option<String>,
+        /// The `xmlsec1` program (Debian's package `xmlsec1`) that checks SAML signatures.
+        #[arg(long, env = "KEYLEDGER_XMLSEC1", default_value = "xmlsec1")]
+        xmlsec1: std::path::PathBuf,
         /// First webhook retry delay in ms; later ones are fixed multiples of it (docs/API.md).
         #[arg(long, env = "KEYLEDGER_WEBHOOK_RETRY_BASE_MS", default_value_t = 30_000,
               value_parser = clap::value_parser!(u64).range(1..))]
@@ -530,6 +533,7 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
             nats_stream,
             nats_subject_prefix,
             public_url,
+            xmlsec1,
             webhook_retry_base_ms,
             webhook_max_attempts,
             webhook_timeout_ms,
@@ -571,6 +575,7 @@ async fn dispatch(cli: &Cli, pool: &PgPool) -> anyhow::Result<()> {
                     subject_prefix: nats_subject_prefix.clone(),
                 }),
                 public_url: public_url.clone(),
+                xmlsec1: xmlsec1.clone(),
                 webhook_retry_base: Duration::from_millis(*webhook_retry_base_ms),
                 webhook_max_attempts: *webhook_max_attempts,
                 webhook_timeout: Duration::from_millis(*webhook_timeout_ms),

@@ -39,6 +39,7 @@ pub mod serve;
 pub mod sessions;
 pub mod signing_keys;
 pub mod sso;
+pub mod sso_saml;
 pub mod ssrf;
 pub mod state;
 pub mod subscribers;
@@ -88,6 +89,9 @@ pub struct Config {
     /// This server's public base URL (e.g. `https://id.example.com`), for links it hands out
     /// (audit log export downloads); `None`: taken from the request's `Host` header.
     pub public_url: Option<String>,
+    /// The `xmlsec1` program that checks SAML signatures (`crate::saml`); a bare name is looked
+    /// up on PATH.
+    pub xmlsec1: std::path::PathBuf,
     /// Interval of the heartbeat comments on `GET /events/stream` connections.
     pub stream_heartbeat: Duration,
     /// Most `GET /events/stream` connections open at once (429 beyond).
@@ -147,6 +151,7 @@ impl Default for Config {
             read_your_writes: Duration::from_secs(5),
             nats: None,
             public_url: None,
+            xmlsec1: "xmlsec1".into(),
             stream_heartbeat: Duration::from_secs(15),
             max_streams: 1024,
             webhook_retry_base: Duration::from_secs(30),
@@ -448,6 +453,10 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         public_url: config.public_url.clone(),
         public_base: public_base(config.public_url.as_deref(), addr).into(),
         sso_http: sso_http_client(&config)?,
+        saml: saml::Verifier::new(
+            config.xmlsec1.clone(),
+            std::env::temp_dir().join(format!("keyledger-saml-certs-{}", std::process::id())),
+        ),
         webhook_allow: Arc::new(config.webhook_allow.clone()),
         streams: stream::Streams::new(config.stream_heartbeat, config.max_streams, stop_http_rx.clone()),
         tokens: tokens.clone(),

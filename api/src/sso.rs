@@ -179,23 +179,25 @@ pub async fn select(state: &AppState, sel: &Selector) -> Result<SignInConnection
     if conn.state != ConnectionState::Active {
         return Err(FlowError::new("connection_inactive", "the connection is not active"));
     }
-    if conn.oidc.is_none() {
+    if conn.oidc.is_none() && conn.saml.is_none() {
         return Err(FlowError::new(
             "connection_unsupported",
-            "only OIDC connections sign in here for now",
+            "the connection has neither OIDC nor SAML options",
         ));
     }
     Ok(conn)
 }
 
-/// Starts a sign-in: stores our state (single use, short-lived) and answers the identity
-/// provider's authorization URL.
+/// Starts an OIDC sign-in: stores our state (single use, short-lived) and answers the identity
+/// provider's authorization URL. `extra` travels sealed with the state to the callback (the
+/// hosted sign-in's flow, when it started the SSO).
 pub async fn start(
     state: &AppState,
     conn: &SignInConnection,
     redirect_uri: &str,
     app_state: Option<&str>,
     login_hint: Option<&str>,
+    extra: Option<Value>,
 ) -> Result<String, FlowError> {
     let metadata = discover(state, conn).await?;
     let client = client_for(state, conn, metadata)?;
@@ -213,17 +215,31 @@ pub async fn start(
         request = request.add_extra_param("login_hint", h.to_string());
     }
     let (url, csrf, nonce) = request.url();
-    let sealed_json = json!({ "nonce": nonce.secret(), "pkce": verifier.secret() }).to_string();
+    let sealed = json!({ "nonce": nonce.secret(), "pkce": verifier.secret(), "extra": extra });
+    store_state(state, &conn.id, csrf.secret(), redirect_uri, app_state, &sealed).await?;
+    Ok(url.to_string())
+}
+
+/// Stores the state of a sign-in under `token` (single use, short-lived); `sealed` is kept
+/// encrypted with the master key.
+pub(crate) async fn store_state(
+    state: &AppState,
+    connection_id: &str,
+    token: &str,
+    redirect_uri: &str,
+    app_state: Option<&str>,
+    sealed: &Value,
+) -> Result<(), FlowError> {
     let sealed = state
         .secrets
-        .seal(b"sso_state", sealed_json.as_bytes())
+        .seal(b"sso_state", sealed.to_string().as_bytes())
         .map_err(|_| FlowError::from(ApiError::internal()))?;
     sqlx::query(
         "insert into sso_state (state_hash, connection_id, redirect_uri, app_state, sealed, expires_at) \
          values ($1, $2, $3, $4, $5, $6)",
     )
-    .bind(hash(csrf.secret()))
-    .bind(&conn.id)
+    .bind(hash(token))
+    .bind(connection_id)
     .bind(redirect_uri)
     .bind(app_state)
     .bind(sealed)
@@ -231,7 +247,7 @@ pub async fn start(
     .execute(&state.pool)
     .await
     .map_err(|e| FlowError::from(ApiError::from(e)))?;
-    Ok(url.to_string())
+    Ok(())
 }
 
 /// A callback's state, taken (single use).
@@ -239,6 +255,9 @@ pub struct Pending {
     pub connection_id: String,
     pub redirect_uri: String,
     pub app_state: Option<String>,
+    /// What the starter sealed with the state: the OIDC nonce and PKCE verifier, the SAML
+    /// request id, the hosted sign-in's flow (`extra`).
+    pub sealed: Value,
     nonce: String,
     pkce: String,
 }
@@ -268,6 +287,7 @@ pub async fn take_state(state: &AppState, token: &str) -> Result<Option<Pending>
         app_state,
         nonce: s("nonce"),
         pkce: s("pkce"),
+        sealed: v,
     }))
 }
 

@@ -41,6 +41,8 @@ pub struct AppState {
     pub public_base: Arc<str>,
     /// The HTTP client of the OIDC sign-in (`crate::sso`), behind the SSRF guard's resolver.
     pub sso_http: reqwest::Client,
+    /// Checks SAML signatures with `xmlsec1` (`crate::saml`).
+    pub saml: crate::saml::Verifier,
     /// `Config::webhook_allow`: endpoint URLs naming other non-public IP literals are refused.
     pub webhook_allow: Arc<crate::ssrf::WebhookAllow>,
     /// Limits and settings of `GET /events/stream`.

@@ -46,7 +46,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Where a step leaves the browser: the redirect URI with a code, or the next page.
-async fn finish(state: &AppState, mut flow: Flow, step: Step) -> Response {
+pub(crate) async fn finish(state: &AppState, mut flow: Flow, step: Step) -> Response {
     match step {
         Step::Proved(proof) => {
             let bound = Binding {
@@ -109,8 +109,8 @@ async fn finish(state: &AppState, mut flow: Flow, step: Step) -> Response {
             )
         }
         Step::SsoRequired { organization_id, .. } => {
-            match sso::sso_redirect(state, &sso::SsoTarget::Organization(organization_id)).await {
-                Ok(Some(idp)) => see_other(&idp, None, &flow.redirect_uri),
+            match sso::sso_redirect(state, &flow, &sso::SsoTarget::Organization(organization_id)).await {
+                Ok(Some(idp)) => to_identity_provider(state, &idp),
                 Ok(None) => error_page(
                     state,
                     StatusCode::FORBIDDEN,
@@ -270,7 +270,7 @@ pub async fn authorize(State(state): State<AppState>, RawQuery(raw): RawQuery) -
         Err(r) => return r,
     };
     if let Some(target) = target {
-        return match sso::sso_redirect(&state, &target).await {
+        return match sso::sso_redirect(&state, &flow, &target).await {
             Ok(Some(idp)) => see_other(&idp, None, &idp),
             Ok(None) => error_page(
                 &state,
@@ -320,10 +320,17 @@ pub async fn sign_up_page(State(state): State<AppState>, headers: HeaderMap) -> 
     }
 }
 
+/// After a form post, the way on to an identity provider: a page that moves on by itself (a meta
+/// refresh, with a link), because a redirect answering a form may only lead where the form page's
+/// `form-action` allows, and that page could not know the identity provider.
+fn to_identity_provider(state: &AppState, idp: &str) -> Response {
+    page(state, StatusCode::OK, pages::continue_to(idp), None)
+}
+
 /// An email at a verified domain whose organization requires SSO goes to its identity provider.
 async fn policy_redirect(state: &AppState, flow: &Flow, email: &str) -> Option<Response> {
-    match sso::policy_sso_redirect_for_email(state, email).await {
-        Ok(Some(idp)) => Some(see_other(&idp, None, &flow.redirect_uri)),
+    match sso::policy_sso_redirect_for_email(state, flow, email).await {
+        Ok(Some(idp)) => Some(to_identity_provider(state, &idp)),
         Ok(None) => None,
         Err(e) => Some(error_page(state, e.status(), "Sign-in unavailable", e.message())),
     }

@@ -227,6 +227,32 @@ pub fn organizations(token: &str, choices: &[(String, String)], error: Option<&F
     )
 }
 
+/// On the way to an identity provider: the page moves on by itself (meta refresh) and offers
+/// the link, for browsers that do not refresh.
+pub fn continue_to(url: &str) -> Markup {
+    let title = "Continue to your organization's sign-in";
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="referrer" content="no-referrer";
+                meta http-equiv="refresh" content=(format!("0;url={url}"));
+                title { (title) }
+                link rel="stylesheet" href=(paths::CSS);
+            }
+            body {
+                main {
+                    h1 { (title) }
+                    p { "Your organization signs you in with its identity provider." }
+                    p { a href=(url) { "Continue" } }
+                }
+            }
+        }
+    }
+}
+
 /// An error page: nothing to do here but read it (never a redirect).
 pub fn error(title: &str, message: &str) -> Markup {
     layout(

@@ -1,11 +1,26 @@
 //! The hosted sign-in's doors to SSO: an explicit target of the authorize request
-//! (`connection_id`, `organization_id`, a `provider` other than `authkit`) and an email whose
-//! verified domain belongs to an organization that requires SSO. SSO connections and domain
-//! policies are another part of keyledger; these answer "no identity provider" until they are
-//! wired in, and the pages then say so instead of signing in some other way.
+//! (`connection_id`, `organization_id`) and an email whose verified domain belongs to an
+//! organization that requires SSO. The hosted flow travels sealed with the SSO state; when the
+//! identity provider's answer comes back (`crate::routes::sso`), [`finish_sso`] turns its profile
+//! into the user (signed up by SSO, email verified), their membership of the connection's
+//! organization, and the hosted sign-in's authorization code. OAuth providers are not offered.
 
-use crate::error::ApiError;
-use crate::state::AppState;
+use chrono::Utc;
+use keyledger_domain::claims::ClaimKind;
+use keyledger_domain::ids::new_id;
+use keyledger_domain::membership::{MembershipCommand, MembershipEvent, OrganizationMembership};
+use keyledger_domain::session::{AuthMethod, Grant};
+use keyledger_domain::user::{SignUpMethod, SignUpUser, User, UserCommand};
+use keyledger_domain::values::Email;
+use keyledger_store::append::{AppendError, SideRows};
+use keyledger_store::commands::{append_error, Mode};
+use serde_json::{json, Value};
+
+use super::flow::Flow;
+use crate::error::{command_error, ApiError};
+use crate::routes::authenticate::{Proof, Step};
+use crate::sso::{self, FlowError, Selector};
+use crate::state::{AppState, RequestContext};
 
 /// What an authorize request asked to sign in with, other than AuthKit's own pages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,22 +30,183 @@ pub enum SsoTarget {
     Provider(String),
 }
 
-/// The identity provider URL to send the browser to for `target`, if one is configured.
-#[allow(
-    clippy::unused_async,
-    reason = "wired at merge to the SSO connections, which query the database"
-)]
-pub async fn sso_redirect(_state: &AppState, _target: &SsoTarget) -> Result<Option<String>, ApiError> {
-    // wired at merge
-    Ok(None)
+fn refused(e: FlowError) -> ApiError {
+    ApiError::bad_request(e.code, e.message)
 }
 
-/// The identity provider URL for an email whose verified domain's organization requires SSO.
-#[allow(
-    clippy::unused_async,
-    reason = "wired at merge to the domain policies, which query the database"
-)]
-pub async fn policy_sso_redirect_for_email(_state: &AppState, _email: &str) -> Result<Option<String>, ApiError> {
-    // wired at merge
-    Ok(None)
+/// The identity provider URL to send the browser to for `target`, with `flow` sealed in the
+/// SSO state; `None` when no connection can serve it (OAuth providers are not offered).
+pub async fn sso_redirect(state: &AppState, flow: &Flow, target: &SsoTarget) -> Result<Option<String>, ApiError> {
+    let selector = match target {
+        SsoTarget::Connection(id) => Selector::Connection(id.clone()),
+        SsoTarget::Organization(id) => Selector::Organization(id.clone()),
+        SsoTarget::Provider(_) => return Ok(None),
+    };
+    let conn = match sso::select(state, &selector).await {
+        Ok(c) => c,
+        Err(e) if matches!(e.code, "connection_not_found" | "connection_inactive") => return Ok(None),
+        Err(e) => return Err(refused(e)),
+    };
+    let sealed = flow.seal(&state.secrets).ok_or_else(ApiError::internal)?;
+    let extra = Some(json!({ "authkit": sealed }));
+    let url = if conn.saml.is_some() && conn.oidc.is_none() {
+        crate::sso_saml::start(state, &conn, &flow.redirect_uri, flow.state.as_deref(), extra).await
+    } else {
+        sso::start(
+            state,
+            &conn,
+            &flow.redirect_uri,
+            flow.state.as_deref(),
+            flow.login_hint.as_deref(),
+            extra,
+        )
+        .await
+    };
+    url.map(Some).map_err(refused)
+}
+
+/// The identity provider URL for an email whose verified domain's organization requires SSO and
+/// has an active connection.
+pub async fn policy_sso_redirect_for_email(
+    state: &AppState,
+    flow: &Flow,
+    email: &str,
+) -> Result<Option<String>, ApiError> {
+    let Ok(email) = Email::parse("email", email) else {
+        return Ok(None);
+    };
+    match crate::policy::sso_required_for(state, &email).await? {
+        Some((_, connections)) => match connections.first() {
+            Some(id) => sso_redirect(state, flow, &SsoTarget::Connection(id.clone())).await,
+            None => Ok(None),
+        },
+        None => Ok(None),
+    }
+}
+
+/// The hosted flow an SSO state carries, if the hosted sign-in started it.
+pub fn authkit_flow(state: &AppState, sealed: &Value) -> Option<Option<Flow>> {
+    let value = sealed.get("extra")?.get("authkit")?.as_str()?;
+    Some(Flow::open(&state.secrets, value))
+}
+
+/// The end of an SSO sign-in the hosted pages started: the user of the profile's email (signed up
+/// by SSO when new; verified), a member of the connection's organization, signed in there.
+pub async fn finish_sso(
+    state: &AppState,
+    ctx: &RequestContext,
+    flow: Flow,
+    profile: &Value,
+) -> axum::response::Response {
+    match sso_user(state, ctx, profile).await {
+        Ok(proof) => super::finish(state, flow, Step::Proved(proof)).await,
+        Err(e) => super::respond::error_page(state, e.status(), "Sign-in failed", e.message()),
+    }
+}
+
+async fn sso_user(state: &AppState, ctx: &RequestContext, profile: &Value) -> Result<Proof, ApiError> {
+    let text = |k: &str| profile.get(k).and_then(Value::as_str).map(str::to_string);
+    let email = Email::parse("email", &text("email").unwrap_or_default())?;
+    let organization_id = text("organization_id").ok_or_else(ApiError::internal)?;
+    let user_id = match crate::routes::codes::holder_of(state, &email).await? {
+        // Signing in through the organization's identity provider proves the email.
+        Some(id) => crate::routes::codes::mark_verified(state, ctx, &id).await.map(|_| id)?,
+        None => sign_up(state, ctx, &email, text("first_name"), text("last_name")).await?,
+    };
+    join(state, ctx, &user_id, &organization_id, &email).await?;
+    // Other organizations whose `auto` policy covers the email's domain (`crate::jit`).
+    crate::jit::join_after(state, ctx, &user_id).await;
+    let user = keyledger_projections::queries::user(&state.pool, &user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    Ok(Proof {
+        user,
+        method: AuthMethod::Sso,
+        grant: Grant::AuthorizationCode,
+        pending_grant: None,
+        organization: Some(organization_id),
+    })
+}
+
+/// A new user, signed up by SSO with a verified email; the holder instead when the email was
+/// taken meanwhile.
+async fn sign_up(
+    state: &AppState,
+    ctx: &RequestContext,
+    email: &Email,
+    first_name: Option<String>,
+    last_name: Option<String>,
+) -> Result<String, ApiError> {
+    let id = new_id("user");
+    let command = UserCommand::SignUp(SignUpUser {
+        email: email.clone(),
+        first_name,
+        last_name,
+        email_verified: true,
+        method: SignUpMethod::Sso,
+        at: Utc::now(),
+    });
+    match state
+        .execute::<User>(ctx, &id, command, SideRows::default(), Mode::New)
+        .await
+    {
+        Ok(_) => Ok(id),
+        Err(e) => match crate::routes::codes::holder_of(state, email).await? {
+            Some(holder) => Ok(holder),
+            None => Err(command_error(e, |d| ApiError::conflict(d.to_string()))),
+        },
+    }
+}
+
+/// Membership of the connection's organization, by SSO: the policy's default role, recorded as
+/// joined by the email's domain (so leaving the domain ends it, `crate::jit`). Already a member
+/// (in any status): nothing changes.
+async fn join(
+    state: &AppState,
+    ctx: &RequestContext,
+    user_id: &str,
+    organization_id: &str,
+    email: &Email,
+) -> Result<(), ApiError> {
+    let claim = MembershipEvent::claim_value(organization_id, user_id);
+    if keyledger_projections::queries::claim_holder(&state.pool, ClaimKind::Membership.as_str(), &claim)
+        .await?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let Some(org) = keyledger_projections::queries::organization(&state.pool, organization_id).await? else {
+        return Err(ApiError::not_found("organization"));
+    };
+    let policy = crate::policy::current(state, organization_id).await?;
+    let Some(domain) = crate::policy::email_domain(email) else {
+        return Err(ApiError::invalid("email", "invalid_email", "the email has no domain"));
+    };
+    let command = MembershipCommand::JoinByDomain {
+        user_id: user_id.to_string(),
+        organization_id: organization_id.to_string(),
+        organization_name: org.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
+        role: policy.default_role,
+        domain,
+        at: Utc::now(),
+    };
+    let decided = state
+        .bus
+        .decide::<OrganizationMembership>(&new_id("om"), command, &ctx.metadata(), Mode::New)
+        .await
+        .map_err(|e| command_error(e, |d| ApiError::conflict(d.to_string())))?;
+    match state.bus.store().append(decided.new_events, SideRows::default()).await {
+        Ok(at) => {
+            state
+                .settle(&[<OrganizationMembership as cqrs_es::Aggregate>::TYPE], at)
+                .await;
+            Ok(())
+        }
+        // A concurrent sign-in (or the API) made the membership first.
+        Err(AppendError::ClaimTaken(c)) if c.kind == ClaimKind::Membership.as_str() => Ok(()),
+        Err(e) => Err(command_error(
+            append_error::<keyledger_domain::membership::MembershipError>(e),
+            |d| ApiError::conflict(d.to_string()),
+        )),
+    }
 }

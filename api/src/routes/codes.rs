@@ -37,7 +37,7 @@ fn user_error(e: UserError) -> ApiError {
 }
 
 /// The user holding a normalized email (the claim is the authority, not a projection).
-async fn holder_of(state: &AppState, email: &Email) -> Result<Option<String>, ApiError> {
+pub(crate) async fn holder_of(state: &AppState, email: &Email) -> Result<Option<String>, ApiError> {
     let row: Option<(String,)> = sqlx::query_as("select aggregate_id from claim where kind = $1 and value = $2")
         .bind(ClaimKind::UserEmail.as_str())
         .bind(email.key())

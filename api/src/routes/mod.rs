@@ -105,6 +105,8 @@ pub fn public() -> OpenApiRouter<AppState> {
         .merge(crate::hosted::router())
         .routes(routes!(sso::authorize))
         .routes(routes!(sso::oidc_callback))
+        .routes(routes!(sso::saml_acs))
+        .routes(routes!(sso::saml_metadata))
         .routes(routes!(sso::token))
         .routes(routes!(sso::profile))
         .merge(audit_logs::public_router())

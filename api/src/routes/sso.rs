@@ -9,14 +9,14 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
 use crate::extract::QueryPairs;
 use crate::schemas;
 use crate::sso::{self, FlowError, Selector};
-use crate::state::AppState;
+use crate::state::{AppState, PublicContext};
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -129,7 +129,41 @@ async fn authorize_flow(state: &AppState, q: &QueryPairs) -> Result<String, Flow
     let conn = sso::select(state, &selector).await?;
     let app_state = one("state")?;
     let login_hint = one("login_hint")?;
-    sso::start(state, &conn, &redirect_uri, app_state.as_deref(), login_hint.as_deref()).await
+    if conn.saml.is_some() && conn.oidc.is_none() {
+        return crate::sso_saml::start(state, &conn, &redirect_uri, app_state.as_deref(), None).await;
+    }
+    sso::start(
+        state,
+        &conn,
+        &redirect_uri,
+        app_state.as_deref(),
+        login_hint.as_deref(),
+        None,
+    )
+    .await
+}
+
+/// Where a finished SSO sign-in goes: the hosted sign-in that started it (a user, a session, its
+/// authorization code), or the application's redirect_uri with a code for `POST /sso/token`.
+async fn complete(state: &AppState, ctx: PublicContext, pending: &sso::Pending, profile: &Value) -> Response {
+    match crate::hosted::sso::authkit_flow(state, &pending.sealed) {
+        Some(Some(flow)) => return crate::hosted::sso::finish_sso(state, &ctx.anonymous(), flow, profile).await,
+        Some(None) => {
+            return error_page(&FlowError::new(
+                "invalid_state",
+                "the hosted sign-in that started this sign-in has expired",
+            ))
+        }
+        None => {}
+    }
+    match sso::issue_code(state, &pending.redirect_uri, profile).await {
+        Ok(code) => Redirect::to(&with_query(
+            &pending.redirect_uri,
+            &[("code", Some(&code)), ("state", pending.app_state.as_deref())],
+        ))
+        .into_response(),
+        Err(e) => error_page(&e),
+    }
 }
 
 #[utoipa::path(get, path = "/sso/authorize", tag = "sso", operation_id = "sso_authorize",
@@ -155,7 +189,7 @@ pub async fn authorize(State(state): State<AppState>, q: QueryPairs) -> Response
         ("error" = Option<String>, Query, description = "The identity provider's error")),
     responses((status = 302, description = "To the application's redirect_uri"),
         (status = 400, description = "An error page: unknown, expired or replayed state", content_type = "text/html", body = String)))]
-pub async fn oidc_callback(State(state): State<AppState>, q: QueryPairs) -> Response {
+pub async fn oidc_callback(State(state): State<AppState>, ctx: PublicContext, q: QueryPairs) -> Response {
     let token = match q.one("state") {
         Ok(Some(t)) => t,
         _ => return error_page(&FlowError::new("invalid_state", "the sign-in state is missing")),
@@ -189,10 +223,84 @@ pub async fn oidc_callback(State(state): State<AppState>, q: QueryPairs) -> Resp
         Ok(p) => p,
         Err(e) => return error_page(&e),
     };
-    match sso::issue_code(&state, &pending.redirect_uri, &profile).await {
-        Ok(code) => back(&[("code", Some(&code))]),
-        Err(e) => error_page(&e),
+    complete(&state, ctx, &pending, &profile).await
+}
+
+#[utoipa::path(post, path = "/sso/saml/acs/{connection_id}", tag = "sso", operation_id = "sso_saml_acs",
+    summary = "The SAML assertion consumer service of a connection",
+    description = "No API key: the identity provider's HTML form posts `SAMLResponse` and `RelayState` \
+        (the single-use state of the sign-in). The browser goes on to the application's redirect_uri \
+        with a keyledger `code`, or to the hosted sign-in's.",
+    params(("connection_id" = String, Path, description = "The connection")),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "SAMLResponse, RelayState"),
+    responses((status = 302, description = "To the application's redirect_uri"),
+        (status = 303, description = "To the application's redirect_uri (hosted sign-in)"),
+        (status = 400, description = "An error page: a refused response, an unknown or replayed state", content_type = "text/html", body = String),
+        (status = 500, description = "An error page: the server cannot check SAML signatures", content_type = "text/html", body = String)))]
+pub async fn saml_acs(
+    State(state): State<AppState>,
+    ctx: PublicContext,
+    axum::extract::Path(connection_id): axum::extract::Path<String>,
+    body: Bytes,
+) -> Response {
+    let mut saml_response = None;
+    let mut relay_state = None;
+    for (k, v) in form_urlencoded::parse(&body) {
+        match k.as_ref() {
+            "SAMLResponse" => saml_response = Some(v.into_owned()),
+            "RelayState" => relay_state = Some(v.into_owned()),
+            _ => {}
+        }
     }
+    let (Some(saml_response), Some(relay_state)) = (saml_response, relay_state) else {
+        return error_page(&FlowError::new(
+            "invalid_request",
+            "SAMLResponse and RelayState are required (sign-ins the identity provider starts are not accepted)",
+        ));
+    };
+    let pending = match sso::take_state(&state, &relay_state).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return error_page(&FlowError::new(
+                "invalid_state",
+                "the sign-in is unknown, expired or already finished",
+            ))
+        }
+        Err(e) => return error_page(&e),
+    };
+    let conn = match sso::select(&state, &sso::Selector::Connection(connection_id)).await {
+        Ok(c) => c,
+        Err(e) => return error_page(&e),
+    };
+    match crate::sso_saml::consume(&state, &conn, &pending, &saml_response).await {
+        Ok(profile) => complete(&state, ctx, &pending, &profile).await,
+        Err(e) => {
+            tracing::info!(code = e.code, connection_id = conn.id, "a SAML response was refused");
+            error_page(&e)
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/sso/saml/metadata/{connection_id}", tag = "sso", operation_id = "sso_saml_metadata",
+    summary = "keyledger's SAML service provider metadata for a connection",
+    description = "No API key: what the customer's identity provider is given (entity id, ACS URL).",
+    params(("connection_id" = String, Path, description = "A SAML connection")),
+    responses((status = 200, description = "SAML 2.0 metadata", content_type = "application/samlmetadata+xml", body = String),
+        (status = 404, description = "No such SAML connection", body = schemas::ErrorBody)))]
+pub async fn saml_metadata(
+    State(state): State<AppState>,
+    axum::extract::Path(connection_id): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let conn = crate::connections::for_sign_in(&state, &connection_id).await?;
+    if conn.saml.is_none() {
+        return Err(ApiError::not_found("connection"));
+    }
+    let sp = crate::sso_saml::service_provider(&state, &conn.id, conn.saml.as_ref());
+    Ok((
+        [(header::CONTENT_TYPE, "application/samlmetadata+xml")],
+        crate::saml::sp_metadata(&sp),
+    )
+        .into_response())
 }
 
 /// `POST /sso/token` (as `sso.get_profile_and_token` sends it; JSON or a form).
