@@ -214,15 +214,16 @@ pub async fn start(
     }
     let (url, csrf, nonce) = request.url();
     let sealed_json = json!({ "nonce": nonce.secret(), "pkce": verifier.secret() }).to_string();
+    let state_hash = hash(csrf.secret());
     let sealed = state
         .secrets
-        .seal(b"sso_state", sealed_json.as_bytes())
+        .seal(&state_aad(&state_hash), sealed_json.as_bytes())
         .map_err(|_| FlowError::from(ApiError::internal()))?;
     sqlx::query(
         "insert into sso_state (state_hash, connection_id, redirect_uri, app_state, sealed, expires_at) \
          values ($1, $2, $3, $4, $5, $6)",
     )
-    .bind(hash(csrf.secret()))
+    .bind(&state_hash)
     .bind(&conn.id)
     .bind(redirect_uri)
     .bind(app_state)
@@ -243,13 +244,19 @@ pub struct Pending {
     pkce: String,
 }
 
+/// The sealed nonce and verifier are bound to their row: a copy under another state never opens.
+fn state_aad(state_hash: &[u8]) -> Vec<u8> {
+    [b"sso_state:".as_slice(), state_hash].concat()
+}
+
 /// Takes our `state` back: unknown, expired or already used → `None`.
 pub async fn take_state(state: &AppState, token: &str) -> Result<Option<Pending>, FlowError> {
+    let state_hash = hash(token);
     let row: Option<(String, String, Option<String>, Vec<u8>)> = sqlx::query_as(
         "update sso_state set used_at = now() where state_hash = $1 and used_at is null and expires_at > now() \
          returning connection_id, redirect_uri, app_state, sealed",
     )
-    .bind(hash(token))
+    .bind(&state_hash)
     .fetch_optional(&state.pool)
     .await
     .map_err(|e| FlowError::from(ApiError::from(e)))?;
@@ -258,7 +265,7 @@ pub async fn take_state(state: &AppState, token: &str) -> Result<Option<Pending>
     };
     let plain = state
         .secrets
-        .open(b"sso_state", &sealed)
+        .open(&state_aad(&state_hash), &sealed)
         .map_err(|_| FlowError::from(ApiError::internal()))?;
     let v: Value = serde_json::from_slice(&plain).map_err(|_| FlowError::from(ApiError::internal()))?;
     let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
