@@ -230,15 +230,16 @@ pub(crate) async fn store_state(
     app_state: Option<&str>,
     sealed: &Value,
 ) -> Result<(), FlowError> {
+    let state_hash = hash(token);
     let sealed = state
         .secrets
-        .seal(b"sso_state", sealed.to_string().as_bytes())
+        .seal(&state_aad(&state_hash), sealed.to_string().as_bytes())
         .map_err(|_| FlowError::from(ApiError::internal()))?;
     sqlx::query(
         "insert into sso_state (state_hash, connection_id, redirect_uri, app_state, sealed, expires_at) \
          values ($1, $2, $3, $4, $5, $6)",
     )
-    .bind(hash(token))
+    .bind(&state_hash)
     .bind(connection_id)
     .bind(redirect_uri)
     .bind(app_state)
@@ -262,13 +263,19 @@ pub struct Pending {
     pkce: String,
 }
 
+/// The sealed nonce and verifier are bound to their row: a copy under another state never opens.
+fn state_aad(state_hash: &[u8]) -> Vec<u8> {
+    [b"sso_state:".as_slice(), state_hash].concat()
+}
+
 /// Takes our `state` back: unknown, expired or already used → `None`.
 pub async fn take_state(state: &AppState, token: &str) -> Result<Option<Pending>, FlowError> {
+    let state_hash = hash(token);
     let row: Option<(String, String, Option<String>, Vec<u8>)> = sqlx::query_as(
         "update sso_state set used_at = now() where state_hash = $1 and used_at is null and expires_at > now() \
          returning connection_id, redirect_uri, app_state, sealed",
     )
-    .bind(hash(token))
+    .bind(&state_hash)
     .fetch_optional(&state.pool)
     .await
     .map_err(|e| FlowError::from(ApiError::from(e)))?;
@@ -277,7 +284,7 @@ pub async fn take_state(state: &AppState, token: &str) -> Result<Option<Pending>
     };
     let plain = state
         .secrets
-        .open(b"sso_state", &sealed)
+        .open(&state_aad(&state_hash), &sealed)
         .map_err(|_| FlowError::from(ApiError::internal()))?;
     let v: Value = serde_json::from_slice(&plain).map_err(|_| FlowError::from(ApiError::internal()))?;
     let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
