@@ -224,6 +224,16 @@ if [[ ! -d $OIDC_IDP_DIR/node_modules/oidc-provider ]] ||
 fi
 export KEYLEDGER_TEST_OIDC_IDP=${KEYLEDGER_TEST_OIDC_IDP:-$PWD/$OIDC_IDP_DIR/idp.js}
 
+# The SAML tests start tests/idp/saml/idp.js (npm samlify) the same way (KEYLEDGER_TEST_SAML_IDP).
+SAML_IDP_DIR=tests/idp/saml
+step "SAML IdP: npm ci in $SAML_IDP_DIR"
+if [[ ! -d $SAML_IDP_DIR/node_modules/samlify ]] ||
+	! cmp -s "$SAML_IDP_DIR/package-lock.json" "$SAML_IDP_DIR/node_modules/.installed-lock.json" 2>/dev/null; then
+	(cd "$SAML_IDP_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null &&
+		cp package-lock.json node_modules/.installed-lock.json)
+fi
+export KEYLEDGER_TEST_SAML_IDP=${KEYLEDGER_TEST_SAML_IDP:-$PWD/$SAML_IDP_DIR/idp.js}
+
 # --- Rust --------------------------------------------------------------------------------------
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check

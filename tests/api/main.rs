@@ -43,6 +43,7 @@ mod passwords;
 mod policy;
 mod protocol;
 mod rate_limits;
+mod saml;
 mod sso;
 mod stored_versions;
 mod stream;

@@ -51,13 +51,13 @@ async fn start_idp(callback: &str) -> Idp {
 }
 
 /// A browser: no redirects followed, cookies kept by hand.
-struct Browser {
+pub(crate) struct Browser {
     http: reqwest::Client,
     cookies: Vec<String>,
 }
 
 impl Browser {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -67,7 +67,7 @@ impl Browser {
         }
     }
 
-    async fn send(&mut self, method: Method, url: &str, form: Option<&[(&str, &str)]>) -> reqwest::Response {
+    pub(crate) async fn send(&mut self, method: Method, url: &str, form: Option<&[(&str, &str)]>) -> reqwest::Response {
         let mut req = self.http.request(method, url);
         if !self.cookies.is_empty() {
             req = req.header(COOKIE, self.cookies.join("; "));
@@ -91,7 +91,7 @@ impl Browser {
         resp
     }
 
-    fn location(resp: &reqwest::Response, base: &str) -> String {
+    pub(crate) fn location(resp: &reqwest::Response, base: &str) -> String {
         let loc = resp
             .headers()
             .get(LOCATION)
@@ -106,7 +106,7 @@ impl Browser {
     }
 }
 
-fn query(url: &str, key: &str) -> Option<String> {
+pub(crate) fn query(url: &str, key: &str) -> Option<String> {
     url::Url::parse(url)
         .ok()?
         .query_pairs()

@@ -115,7 +115,9 @@ pub fn complete(oidc: Option<&OidcOptions>, saml: Option<&SamlOptions>, secrets:
         return set(&o.discovery_endpoint) && set(&o.client_id) && auth;
     }
     if let Some(s) = saml {
-        return set(&s.idp_metadata_url) || (set(&s.idp_sso_url) && !s.idp_signing_certs.is_empty());
+        // The entity id is what the assertion's issuer is checked against.
+        return set(&s.idp_metadata_url)
+            || (set(&s.idp_entity_id) && set(&s.idp_sso_url) && !s.idp_signing_certs.is_empty());
     }
     false
 }
