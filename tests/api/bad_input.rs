@@ -286,6 +286,8 @@ async fn every_management_route_rejects_a_missing_or_wrong_key_with_401() {
             "GET /sso/jwks/{clientId}",
             "GET /sso/oidc/callback",
             "GET /sso/profile",
+            "POST /sso/saml/acs/{connection_id}",
+            "GET /sso/saml/metadata/{connection_id}",
             "POST /sso/token",
             "POST /user_management/authenticate",
             // The hosted sign-in: the end user's browser (CSRF-checked forms, no key).
