@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -99,7 +100,8 @@ class App:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 url = urllib.parse.urlparse(self.path)
-                received.put(dict(urllib.parse.parse_qsl(url.query)))
+                if url.path == "/callback":  # not the browser's /favicon.ico
+                    received.put(dict(urllib.parse.parse_qsl(url.query)))
                 body = b"<!doctype html><html lang=en><title>App</title><p>Signed in.</p></html>"
                 self.send_response(200)
                 self.send_header("content-type", "text/html")
@@ -250,6 +252,125 @@ def unregistered_redirect_uri_gets_an_error_page(browser: Browser, client: WorkO
     context.close()
 
 
+class Idp:
+    """A test identity provider (node), stopped at exit; its first stdout line describes it."""
+
+    def __init__(self, script: str, *args: str) -> None:
+        self.process = subprocess.Popen(
+            ["node", script, "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        line = self.process.stdout.readline() if self.process.stdout else ""
+        if not line:
+            fail(f"start {script}", "no answer (run npm ci in its folder)")
+        self.info: Dict[str, Any] = json.loads(line)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def organization_with_domain(client: WorkOSClient, domain: str) -> Any:
+    from workos.common.models import OrganizationDomainDataState
+    from workos.organizations.models import OrganizationDomainData
+
+    return client.organizations.create_organization(
+        name=f"Browser {domain}",
+        domain_data=[OrganizationDomainData(domain=domain, state=OrganizationDomainDataState.VERIFIED)],
+    )
+
+
+def idp_login(page: Page, email: str) -> None:
+    """The test IdPs' login form (email, password), by keyboard-free filling and a click."""
+    page.wait_for_selector("#email")
+    page.fill("#email", email)
+    page.fill("#password", "idp-password")
+    page.click("button[type=submit]")
+
+
+def oidc_sso_through_the_sdk(browser: Browser, client: WorkOSClient, app: App) -> None:
+    """The SDK's SSO API: get_authorization_url → the OIDC provider's login → get_profile_and_token."""
+    global _page
+    from workos.sso import CreateConnectionOIDCOptions, CreateProtocolOptionsOIDC
+
+    script = os.environ.get("KEYLEDGER_TEST_OIDC_IDP", str(ROOT / "tests/idp/oidc/idp.js"))
+    secret = f"oidc-secret-{TAG}"
+    client_def = {"client_id": "kl", "client_secret": secret, "redirect_uris": [f"{BASE}/sso/oidc/callback"]}
+    idp = Idp(script, "--client", json.dumps(client_def))
+    try:
+        org = organization_with_domain(client, f"oidc-{TAG}.example.com")
+        conn = client.sso.create_connection(
+            organization_id=org.id,
+            protocol_options=CreateProtocolOptionsOIDC(oidc_options=CreateConnectionOIDCOptions(
+                discovery_endpoint=f"{idp.info['issuer']}/.well-known/openid-configuration",
+                client_id="kl", client_secret=secret)),
+        )
+        url = client.sso.get_authorization_url(connection=conn.id, redirect_uri=app.redirect_uri, state=f"oidc-{TAG}")
+        context = browser.new_context()
+        page = context.new_page()
+        _page = page
+        page.goto(url)
+        check("OIDC SSO: keyledger sends the browser to the identity provider", page.url.startswith(idp.info["issuer"]), page.url)
+        email = f"ann.lee@oidc-{TAG}.example.com"
+        idp_login(page, email)
+        got = app.callback()
+        check_eq("OIDC SSO: the application gets its state back", got.get("state"), f"oidc-{TAG}")
+        result = client.sso.get_profile_and_token(code=got["code"])
+        check_eq("OIDC SSO: get_profile_and_token gives the IdP's user (SDK)", result.profile.email, email)
+        check_eq("OIDC SSO: of the connection's organization", result.profile.organization_id, org.id)
+        profile = client.sso.get_profile(access_token=result.access_token)
+        check_eq("OIDC SSO: get_profile reads it with the access token (SDK)", profile.id, result.profile.id)
+        context.close()
+    finally:
+        idp.stop()
+
+
+def saml_sso_for_an_sso_only_domain(browser: Browser, client: WorkOSClient, app: App) -> None:
+    """The hosted sign-in: an email at a domain whose organization requires SSO goes to its SAML
+    IdP; the user is signed up by SSO and lands in the organization."""
+    global _page
+    from workos.sso import CreateConnectionSAMLOptions, CreateProtocolOptionsSAML
+
+    script = os.environ.get("KEYLEDGER_TEST_SAML_IDP", str(ROOT / "tests/idp/saml/idp.js"))
+    idp = Idp(script)
+    try:
+        domain = f"saml-{TAG}.example.com"
+        org = organization_with_domain(client, domain)
+        conn = client.sso.create_connection(
+            organization_id=org.id,
+            protocol_options=CreateProtocolOptionsSAML(saml_options=CreateConnectionSAMLOptions(
+                idp_entity_id=idp.info["entity_id"], idp_sso_url=idp.info["sso_url"],
+                idp_signing_certs=[idp.info["certificate"]])),
+        )
+        check_eq("SAML SSO: the connection is active", str(getattr(conn.state, "value", conn.state)), "active")
+        request = urllib.request.Request(
+            f"{BASE}/organizations/{org.id}/policy", method="PUT",
+            data=json.dumps({"authentication": "sso_required"}).encode(),
+            headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+        )
+        urllib.request.urlopen(request).read()
+        url = client.user_management.get_authorization_url(provider="authkit", redirect_uri=app.redirect_uri, state=f"saml-{TAG}")
+        context = browser.new_context()
+        page = context.new_page()
+        _page = page
+        page.goto(url)
+        email = f"sam.jones@{domain}"
+        page.fill("#email", email)
+        page.fill("#password", "whatever-it-is-1")
+        page.click("button[type=submit] >> nth=0")
+        page.wait_for_url(lambda u: u.startswith(idp.info["sso_url"]), timeout=10000)
+        ok("SAML SSO: the hosted sign-in moves an SSO-only email on to its identity provider")
+        idp_login(page, email)
+        got = app.callback()
+        check_eq("SAML SSO: the application gets its state back", got.get("state"), f"saml-{TAG}")
+        auth = client.user_management.authenticate_with_code(code=got["code"])
+        check_eq("SAML SSO: the code signs in the IdP's user (SDK)", auth.user.email, email)
+        check("SAML SSO: whose email counts as verified", auth.user.email_verified is True, auth.user)
+        check_eq("SAML SSO: in the connection's organization", auth.organization_id, org.id)
+        context.close()
+    finally:
+        idp.stop()
+
+
 def main() -> None:
     if not BASE or not API_KEY:
         print("KEYLEDGER_BASE_URL and KEYLEDGER_API_KEY are required", file=sys.stderr)
@@ -264,6 +385,8 @@ def main() -> None:
             hosted_password_sign_in(browser, client, app)
             wrong_password_shows_an_accessible_error(browser, client, app)
             unregistered_redirect_uri_gets_an_error_page(browser, client)
+            oidc_sso_through_the_sdk(browser, client, app)
+            saml_sso_for_an_sso_only_domain(browser, client, app)
         finally:
             browser.close()
     print(f"# {_count} browser checks passed", flush=True)
