@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod password;
 pub mod policy;
+pub mod portal;
 pub mod protocol;
 pub mod rate_limit;
 pub mod redirect_uris;

@@ -88,6 +88,7 @@ pub fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(invitations::resend))
         .routes(routes!(connections::list, connections::create))
         .routes(routes!(connections::get, connections::update, connections::delete))
+        .routes(routes!(crate::portal::link::generate_link))
         .merge(audit_logs::router())
         .merge(webhooks::router())
         .merge(stream::router())
@@ -102,6 +103,7 @@ pub fn public() -> OpenApiRouter<AppState> {
         .routes(routes!(authenticate::authenticate))
         .routes(routes!(sessions::logout))
         .merge(crate::hosted::router())
+        .merge(crate::portal::router())
         .merge(audit_logs::public_router())
 }
 
