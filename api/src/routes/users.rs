@@ -282,7 +282,7 @@ pub(crate) async fn create_user(state: &AppState, ctx: RequestContext, b: Create
         .map_err(|e| command_error(e, user_error))?;
     if done.state.email_verified {
         // Right after the creation (a membership requires its user to exist already).
-        crate::jit::join_after(&state, &ctx, &id).await;
+        crate::jit::join_after(state, &ctx, &id).await;
     }
     let events: Vec<AnyEvent> = done.events.into_iter().map(AnyEvent::User).collect();
     created_new(&id, &events, Kind::User, &id)
