@@ -437,6 +437,8 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
     );
     // Created before the state: live streams end when the HTTP server stops, so it can drain.
     let (stop_http, stop_http_rx) = watch::channel(false);
+    let idp_http = connections::guarded_http_client(config.dns_nameserver, config.webhook_allow.clone())
+        .context("building the HTTP client for IdP metadata")?;
     let state = AppState {
         bus: CommandBus::new(EventStore::with_commit_hook(pool.clone(), on_commit)),
         keys: auth::KeyCache::default(),
@@ -455,6 +457,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         limits: rate_limit::RateLimits::new(pool.clone(), config.rate_limits),
         mailer,
         auth: Arc::new(config.auth.clone()),
+        idp_http,
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let workers_pool = workers_pool(&pool);

@@ -55,6 +55,9 @@ pub struct AppState {
     pub mailer: crate::mail::Mailer,
     /// Sign-in and session settings.
     pub auth: Arc<AuthSettings>,
+    /// The client for URLs an administrator gives keyledger to fetch (IdP metadata): names
+    /// resolve through the SSRF guard (`crate::ssrf::GuardedResolver`), no redirect, no proxy.
+    pub idp_http: reqwest::Client,
 }
 
 /// Sign-in and session settings (`Config::auth`).

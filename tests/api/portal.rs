@@ -613,3 +613,60 @@ async fn the_audit_page_shows_the_organizations_trail_and_nothing_of_another() {
     assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(b.get("/portal/domains").await.status, StatusCode::FORBIDDEN);
 }
+
+/// Serves `body` at `/metadata` on a loopback port (the IdP), answering 404 elsewhere.
+async fn idp_metadata_server(body: &'static str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route("/metadata", axum::routing::get(move || async move { body }));
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_saml_idp_metadata_url_is_fetched_through_the_guard_and_a_refused_or_broken_one_is_said_on_the_form() {
+    let app = TestApp::spawn().await;
+    let org = new_org(&app, "Acme").await;
+    let idp = idp_metadata_server(IDP_METADATA).await;
+    let (mut b, page) = open(&app, &org, "sso").await;
+    let t = page.csrf();
+    let made = b.post("/portal/sso/saml", &[("csrf_token", &t)]).await;
+    assert_eq!(made.status, StatusCode::SEE_OTHER, "{}", made.body);
+    let path = made.location();
+    let id = path.rsplit('/').next().unwrap().to_string();
+
+    // Refused before any request leaves: a private address literal; then a page that is not metadata.
+    for (url, what) in [
+        ("http://10.0.0.1/metadata".to_string(), "private address"),
+        (format!("{idp}/missing"), "404"),
+        ("ftp://127.0.0.1/metadata".to_string(), "not http"),
+    ] {
+        let r = b
+            .post(&format!("{path}/saml"), &[("csrf_token", &t), ("metadata_url", &url)])
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {}", r.body);
+        assert!(r.body.contains(r#"id="metadata-url-error""#), "{what}: {}", r.body);
+        if what == "private address" {
+            // Refused by the URL check itself (an IP literal never reaches the resolver's guard).
+            assert!(
+                r.body.contains("names an address keyledger does not connect to"),
+                "{}",
+                r.body
+            );
+        }
+        let (_, c) = app.get(&format!("/connections/{id}")).await;
+        assert_eq!(c["state"], "draft", "{what}: {c}");
+    }
+
+    let ok = b
+        .post(
+            &format!("{path}/saml"),
+            &[("csrf_token", &t), ("metadata_url", &format!("{idp}/metadata"))],
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    let (_, c) = app.get(&format!("/connections/{id}")).await;
+    assert_eq!(c["state"], "active", "{c}");
+}

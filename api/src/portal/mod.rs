@@ -26,11 +26,14 @@ use utoipa_axum::routes;
 use self::link::NotOpened;
 use self::pages::{Frame, SpDetails};
 use self::session::{Intent, PortalSession};
+use crate::connections::fetch_idp_metadata;
 use crate::error::ApiError;
 use crate::hosted::forms::{field, form};
 use crate::hosted::pages::FieldError;
 use crate::hosted::respond::{secure_cookies, secured};
-use crate::routes::connections::{create_connection, update_connection, CreateBody, OidcInput, SamlInput, UpdateBody};
+use crate::routes::connections::{
+    create_connection, update_connection, url_field, CreateBody, OidcInput, SamlInput, UpdateBody,
+};
 use crate::routes::organization_domains::{add_domain, verify_domain};
 use crate::state::{AppState, PublicContext, RequestContext};
 
@@ -653,6 +656,16 @@ pub async fn connection_saml(
             return render_connection(&state, &s, &id, status_of(&e), None, Some(&field_error(&e, &fields))).await
         }
     };
+    // A metadata URL is read now (through the SSRF guard), so a wrong one is said here.
+    if let Some(u) = &saml.idp_metadata_url {
+        let checked = match url_field(&state, "metadata_url", u, true) {
+            Ok(u) => fetch_idp_metadata(&state, "metadata_url", &u).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = checked {
+            return render_connection(&state, &s, &id, status_of(&e), None, Some(&field_error(&e, &fields))).await;
+        }
+    }
     let ctx = context(ctx, &s);
     let b = UpdateBody {
         saml_options: Some(saml),

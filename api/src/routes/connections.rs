@@ -241,7 +241,9 @@ pub struct UpdateBody {
 /// Secrets of a request, by purpose, before sealing.
 type Secrets = Vec<(String, SecretText)>;
 
-fn url_field(state: &AppState, field: &'static str, v: &str, fetched: bool) -> Result<String, ApiError> {
+/// `v` as a connection URL: http(s), at most 2 KiB; when keyledger fetches it (`fetched`), no
+/// IP literal the SSRF guard refuses.
+pub(crate) fn url_field(state: &AppState, field: &str, v: &str, fetched: bool) -> Result<String, ApiError> {
     let bad = || ApiError::invalid(field, "invalid_url", format!("{field} must be an http or https URL"));
     if v.len() > 2048 {
         return Err(bad());
