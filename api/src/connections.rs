@@ -197,6 +197,65 @@ pub async fn active_ids_for_organization(state: &AppState, org_id: &str) -> Resu
     Ok(queries::active_connection_ids(&state.pool, org_id).await?)
 }
 
+/// How long fetching an IdP's metadata may take.
+const IDP_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The largest IdP metadata document read.
+const IDP_METADATA_MAX: usize = 512 * 1024;
+
+/// The client of [`fetch_idp_metadata`] (`AppState::sso_http`, also the OIDC sign-in's): names resolve through the SSRF
+/// guard and the resolver's answer is the connection target; a 3xx is not followed (a redirect
+/// to an IP literal would skip the guard).
+pub fn guarded_http_client(
+    nameserver: Option<std::net::SocketAddr>,
+    allow: crate::ssrf::WebhookAllow,
+) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(IDP_FETCH_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(std::sync::Arc::new(crate::ssrf::GuardedResolver::new(
+            nameserver, allow,
+        )))
+        .no_proxy()
+        .user_agent(concat!("keyledger/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Fetches and reads the IdP metadata at `url` (already checked by the connection's URL rules:
+/// http(s), no refused IP literal) through the guarded client; `field` names the input in the
+/// 422 that any failure answers (unreachable, refused address, not 200, too large, unreadable).
+pub async fn fetch_idp_metadata(
+    state: &AppState,
+    field: &str,
+    url: &str,
+) -> Result<crate::saml::IdentityProvider, ApiError> {
+    let refused = |why: &str| {
+        ApiError::invalid(
+            field,
+            "idp_metadata_unavailable",
+            format!("the IdP metadata could not be read from this URL: {why}"),
+        )
+    };
+    let mut resp = state.sso_http.get(url).send().await.map_err(|e| {
+        if crate::ssrf::is_blocked_error(&e) {
+            refused("it names an address keyledger does not connect to")
+        } else {
+            refused("the server did not answer")
+        }
+    })?;
+    if resp.status() != reqwest::StatusCode::OK {
+        return Err(refused(&format!("the server answered {}", resp.status().as_u16())));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|_| refused("the answer broke off"))? {
+        if body.len() + chunk.len() > IDP_METADATA_MAX {
+            return Err(refused("the document is too large"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let xml = String::from_utf8(body).map_err(|_| refused("the document is not UTF-8"))?;
+    crate::saml::idp_metadata(&xml).map_err(|_| refused("the document is not IdP metadata keyledger can read"))
+}
+
 /// A refused connection command as the API answers it.
 pub fn connection_error(e: ConnectionError) -> ApiError {
     match e {

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod password;
 pub mod policy;
+pub mod portal;
 pub mod protocol;
 pub mod rate_limit;
 pub mod redirect_uris;
@@ -442,6 +443,8 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
     );
     // Created before the state: live streams end when the HTTP server stops, so it can drain.
     let (stop_http, stop_http_rx) = watch::channel(false);
+    let sso_http = connections::guarded_http_client(config.dns_nameserver, config.webhook_allow.clone())
+        .context("building the HTTP client for identity providers")?;
     let state = AppState {
         bus: CommandBus::new(EventStore::with_commit_hook(pool.clone(), on_commit)),
         keys: auth::KeyCache::default(),
@@ -452,7 +455,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         read_your_writes: config.read_your_writes,
         public_url: config.public_url.clone(),
         public_base: public_base(config.public_url.as_deref(), addr).into(),
-        sso_http: sso_http_client(&config)?,
+        sso_http,
         saml: saml::Verifier::new(
             config.xmlsec1.clone(),
             std::env::temp_dir().join(format!("keyledger-saml-certs-{}", std::process::id())),
@@ -555,16 +558,4 @@ pub fn public_base(public_url: Option<&str>, listen: SocketAddr) -> String {
         Some(u) => u.trim_end_matches('/').to_string(),
         None => format!("http://{listen}"),
     }
-}
-
-/// The HTTP client of the OIDC sign-in: the SSRF guard's resolver (as webhook deliveries), no
-/// redirects (a provider must not bounce keyledger elsewhere), bounded time.
-fn sso_http_client(config: &Config) -> anyhow::Result<reqwest::Client> {
-    let resolver = ssrf::GuardedResolver::new(config.dns_nameserver, config.webhook_allow.clone());
-    reqwest::Client::builder()
-        .dns_resolver(std::sync::Arc::new(resolver))
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
-        .context("building the SSO HTTP client")
 }

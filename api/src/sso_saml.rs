@@ -72,38 +72,9 @@ pub async fn identity_provider(state: &AppState, conn: &SignInConnection) -> Res
         .idp_metadata_url
         .as_deref()
         .ok_or_else(|| FlowError::new("connection_invalid", "the connection has no IdP metadata"))?;
-    fetch_metadata(state, url).await
-}
-
-/// Reads an IdP's metadata from its URL (the portal uses this too).
-pub async fn fetch_metadata(state: &AppState, url: &str) -> Result<IdentityProvider, FlowError> {
-    let parsed = url::Url::parse(url).map_err(|_| FlowError::new("connection_invalid", "invalid metadata URL"))?;
-    if !matches!(parsed.scheme(), "http" | "https") || state.webhook_allow.refuses_endpoint_url(&parsed) {
-        return Err(FlowError::new(
-            "idp_address_refused",
-            "the identity provider's metadata URL is an address keyledger does not connect to",
-        ));
-    }
-    let unavailable = |e: reqwest::Error| {
-        tracing::warn!(error = %e, "fetching SAML metadata failed");
-        FlowError::new("idp_unavailable", "the identity provider's metadata could not be read")
-    };
-    let mut response = state
-        .sso_http
-        .get(parsed)
-        .send()
+    crate::connections::fetch_idp_metadata(state, "idp_metadata_url", url)
         .await
-        .and_then(reqwest::Response::error_for_status)
-        .map_err(unavailable)?;
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(unavailable)? {
-        body.extend_from_slice(&chunk);
-        if body.len() > saml::MAX_RESPONSE_BYTES {
-            return Err(SamlError::TooLarge.into());
-        }
-    }
-    let text = String::from_utf8(body).map_err(|_| FlowError::new("saml_metadata", "the metadata is not UTF-8"))?;
-    Ok(saml::idp_metadata(&text)?)
+        .map_err(|e| FlowError::new("idp_unavailable", e.message().to_string()))
 }
 
 /// Starts a SAML sign-in: the URL of the IdP's SSO endpoint with our AuthnRequest and a

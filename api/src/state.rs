@@ -39,7 +39,8 @@ pub struct AppState {
     /// The base of the addresses identity providers call back (`/sso/oidc/callback`, SAML ACS
     /// and metadata): `Config::public_url`, else `http://<listen address>`; no trailing `/`.
     pub public_base: Arc<str>,
-    /// The HTTP client of the OIDC sign-in (`crate::sso`), behind the SSRF guard's resolver.
+    /// The client for identity providers (OIDC discovery, tokens and keys; SAML metadata): names
+    /// resolve through the SSRF guard (`crate::ssrf::GuardedResolver`), no redirect, no proxy.
     pub sso_http: reqwest::Client,
     /// Checks SAML signatures with `xmlsec1` (`crate::saml`).
     pub saml: crate::saml::Verifier,

@@ -32,7 +32,7 @@ where
 const CODES_KEPT: &str = "1 day";
 
 /// Deletes one-time codes expired more than [`CODES_KEPT`] ago, and pending authentications
-/// and authorization codes expired more than an hour ago; returns how many rows went.
+/// authorization codes and Admin Portal links expired more than an hour ago; returns how many rows went.
 pub async fn sign_in_leftovers(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let codes = sqlx::query(&format!(
         "delete from one_time_code where expires_at < now() - interval '{CODES_KEPT}'"
@@ -45,8 +45,11 @@ pub async fn sign_in_leftovers(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let authorization = sqlx::query("delete from authorization_code where expires_at < now() - interval '1 hour'")
         .execute(pool)
         .await?;
+    let portal = sqlx::query("delete from portal_link where expires_at < now() - interval '1 hour'")
+        .execute(pool)
+        .await?;
     let mut sso = 0;
-    for table in ["sso_state", "sso_code", "sso_access_token"] {
+    for table in ["sso_state", "sso_code", "sso_access_token", "saml_assertion"] {
         sso += sqlx::query(&format!(
             "delete from {table} where expires_at < now() - interval '1 hour'"
         ))
@@ -54,5 +57,5 @@ pub async fn sign_in_leftovers(pool: &PgPool) -> Result<u64, sqlx::Error> {
         .await?
         .rows_affected();
     }
-    Ok(codes.rows_affected() + pending.rows_affected() + authorization.rows_affected() + sso)
+    Ok(codes.rows_affected() + pending.rows_affected() + authorization.rows_affected() + portal.rows_affected() + sso)
 }

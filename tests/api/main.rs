@@ -41,6 +41,7 @@ mod organizations;
 mod outage;
 mod passwords;
 mod policy;
+mod portal;
 mod protocol;
 mod rate_limits;
 mod saml;

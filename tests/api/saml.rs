@@ -392,3 +392,51 @@ async fn the_hosted_sign_in_sends_an_sso_only_domain_to_its_idp_and_signs_the_us
     assert_eq!(list["data"].as_array().map(Vec::len), Some(1), "{list}");
     assert_eq!(list["data"][0]["role"]["slug"], "member");
 }
+
+#[tokio::test]
+async fn the_admin_portal_tests_a_connection_with_a_real_sign_in_and_shows_what_came_back() {
+    let (app, _idp, org, conn) = setup().await;
+    let (s, link) = app
+        .post("/portal/generate_link", json!({ "organization": org, "intent": "sso" }))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{link}");
+    let mut b = Browser::new();
+    let launched = b.send(Method::GET, link["link"].as_str().unwrap(), None).await;
+    assert_eq!(launched.status(), StatusCode::SEE_OTHER);
+    let page = b
+        .send(
+            Method::GET,
+            &format!("{}/portal/sso/connections/{conn}", app.base),
+            None,
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let test_link = unescape(
+        page.split("href=\"")
+            .filter_map(|s| s.split('"').next())
+            .find(|h| h.contains("/sso/authorize"))
+            .unwrap_or_else(|| panic!("a test link on {page}")),
+    );
+    let r = b.send(Method::GET, &test_link, None).await;
+    assert!(r.status().is_redirection(), "{:?}", r.text().await);
+    let to_idp = Browser::location(&r, &app.base);
+    let (acs, fields) = idp_answer(&mut b, &to_idp, "it.admin@acme.com", "normal").await;
+    let r = post_acs(&mut b, &acs, &fields).await;
+    let back = Browser::location(&r, &app.base);
+    assert!(
+        back.starts_with(&format!("{}/portal/sso/test_result", app.base)),
+        "{back}"
+    );
+    let result = b.send(Method::GET, &back, None).await;
+    assert_eq!(result.status(), StatusCode::OK);
+    let html = result.text().await.unwrap();
+    assert!(html.contains("it.admin@acme.com") && html.contains(&conn), "{html}");
+    // Shown once: the code is spent.
+    let again = b.send(Method::GET, &back, None).await;
+    assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+    // Without the portal session, no profile.
+    let r = Browser::new().send(Method::GET, &back, None).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}

@@ -2215,6 +2215,45 @@ def test_hosted_sign_in(c: WorkOSClient) -> None:
           status == 400 and "location" not in headers and "<html" in page, (status, headers))
 
 
+def test_admin_portal(c: WorkOSClient) -> None:
+    """Admin Portal: admin_portal.generate_link for each intent and its errors; each link opened
+    once like a browser (urllib with a cookie jar, redirects followed) onto its page."""
+    section("admin portal")
+    import http.cookiejar
+    import urllib.error
+
+    org = call("portal: create an organization", c.organizations.create_organization, name=f"Portal {RUN}")
+    pages = {"sso": "/portal/sso", "domain_verification": "/portal/domains", "audit_logs": "/portal/audit_logs"}
+    for intent, page in pages.items():
+        link = call(f"portal: generate_link ({intent})", c.admin_portal.generate_link, organization=org.id,
+                    intent=intent, return_url="https://app.example/settings", success_url="https://app.example/done")
+        check(f"portal: the {intent} link points at keyledger",
+              link.link.startswith(BASE_URL.rstrip("/") + "/portal/launch?secret="), link.link)
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        with opener.open(link.link, timeout=30) as resp:  # noqa: S310 - our own server
+            body = resp.read().decode("utf-8")
+            check_eq(f"portal: the {intent} link opens its page", (resp.status, resp.geturl().endswith(page)),
+                     (200, True))
+            check(f"portal: the {intent} page names the organization", org.name in body, body[:300])
+            check(f"portal: the {intent} page has its security headers",
+                  resp.headers.get("X-Frame-Options") == "DENY"
+                  and "default-src 'none'" in (resp.headers.get("Content-Security-Policy") or ""), dict(resp.headers))
+        check(f"portal: the {intent} session cookie", [ck.name for ck in jar] == ["kl_portal"], list(jar))
+        try:
+            opener.open(link.link, timeout=30)  # noqa: S310 - our own server
+            raise CheckFailed(f"portal: the {intent} link opened twice")
+        except urllib.error.HTTPError as e:
+            check_eq(f"portal: the {intent} link opens once", e.code, 410)
+    for intent in ("dsync", "log_streams"):
+        invalid(f"portal: generate_link ({intent}) is not served", c.admin_portal.generate_link,
+                organization=org.id, intent=intent, field_code="invalid_intent")
+    invalid("portal: generate_link with a non-http return_url", c.admin_portal.generate_link, organization=org.id,
+            intent="sso", return_url="javascript:alert(1)", field_code="invalid_url")
+    not_found("portal: generate_link for an unknown organization", c.admin_portal.generate_link,
+              organization="org_01NOSUCHORGANIZATION00000", intent="sso")
+
+
 def main() -> int:
     client: Optional[WorkOSClient] = None
     failed = False
@@ -2238,6 +2277,7 @@ def main() -> int:
         test_connections(client)
         test_organization_selection(client)
         test_hosted_sign_in(client)
+        test_admin_portal(client)
         test_webhooks(client)
     except CheckFailed as e:
         failed = True

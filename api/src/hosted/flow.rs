@@ -92,18 +92,12 @@ impl Flow {
 
     /// The sealed cookie value; `None` when sealing failed.
     pub fn seal(&self, key: &MasterKey) -> Option<String> {
-        let json = serde_json::to_vec(self).ok()?;
-        key.seal(SEAL_CONTEXT, &json).ok().map(|v| b64().encode(v))
+        seal_value(key, SEAL_CONTEXT, self)
     }
 
     /// The flow of a cookie value: `None` when it does not open under this key or has expired.
     pub fn open(key: &MasterKey, value: &str) -> Option<Self> {
-        if value.len() > 8192 {
-            return None;
-        }
-        let sealed = b64().decode(value).ok()?;
-        let plain = key.open(SEAL_CONTEXT, &sealed).ok()?;
-        let flow: Self = serde_json::from_slice(&plain).ok()?;
+        let flow: Self = open_value(key, SEAL_CONTEXT, value)?;
         (flow.expires > Utc::now().timestamp()).then_some(flow)
     }
 
@@ -117,6 +111,36 @@ impl Flow {
     }
 }
 
+/// `value` as JSON sealed under `context` (a cookie's own label), base64url; `None` when
+/// sealing failed. Shared by every sealed cookie (sign-in flow, Admin Portal session).
+pub(crate) fn seal_value<T: Serialize>(key: &MasterKey, context: &[u8], value: &T) -> Option<String> {
+    let json = serde_json::to_vec(value).ok()?;
+    key.seal(context, &json).ok().map(|v| b64().encode(v))
+}
+
+/// The value of a cookie sealed by [`seal_value`] under `context`: `None` when it is too long,
+/// or does not open under this key and context.
+pub(crate) fn open_value<T: serde::de::DeserializeOwned>(key: &MasterKey, context: &[u8], value: &str) -> Option<T> {
+    if value.len() > 8192 {
+        return None;
+    }
+    let sealed = b64().decode(value).ok()?;
+    let plain = key.open(context, &sealed).ok()?;
+    serde_json::from_slice(&plain).ok()
+}
+
+/// A cookie's value among a request's `Cookie` headers.
+pub(crate) fn named_cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value.to_string())
+}
+
 /// The `Set-Cookie` value that ends a flow (after its code was issued).
 pub fn clear_cookie(secure: bool) -> String {
     format!(
@@ -127,14 +151,7 @@ pub fn clear_cookie(secure: bool) -> String {
 
 /// The flow cookie's value among a request's `Cookie` headers.
 pub fn cookie_value(headers: &axum::http::HeaderMap) -> Option<String> {
-    headers
-        .get_all(axum::http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.to_string())
+    named_cookie(headers, COOKIE)
 }
 
 #[cfg(test)]

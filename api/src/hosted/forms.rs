@@ -35,7 +35,7 @@ pub(super) fn error_status(e: &ApiError) -> StatusCode {
 }
 
 /// A posted form's fields (first value of each).
-pub(super) fn form(body: &Bytes) -> HashMap<String, String> {
+pub(crate) fn form(body: &Bytes) -> HashMap<String, String> {
     let mut out = HashMap::new();
     for (k, v) in form_urlencoded::parse(body) {
         out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
@@ -43,7 +43,7 @@ pub(super) fn form(body: &Bytes) -> HashMap<String, String> {
     out
 }
 
-pub(super) fn field<'a>(f: &'a HashMap<String, String>, name: &str) -> &'a str {
+pub(crate) fn field<'a>(f: &'a HashMap<String, String>, name: &str) -> &'a str {
     f.get(name).map(|s| s.trim()).unwrap_or_default()
 }
 

@@ -5,9 +5,9 @@
 //! answer carries the security headers of [`secured`].
 
 pub mod flow;
-mod forms;
+pub(crate) mod forms;
 pub mod pages;
-mod respond;
+pub(crate) mod respond;
 pub mod sso;
 
 use std::collections::HashMap;

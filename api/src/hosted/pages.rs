@@ -49,7 +49,8 @@ pub struct FieldError {
     pub message: String,
 }
 
-fn layout(title: &str, body: Markup) -> Markup {
+/// The page every hosted answer (sign-in, Admin Portal) is laid out in.
+pub(crate) fn layout(title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -70,12 +71,13 @@ fn layout(title: &str, body: Markup) -> Markup {
     }
 }
 
-fn csrf(token: &str) -> Markup {
+/// The hidden CSRF field of a form.
+pub(crate) fn csrf(token: &str) -> Markup {
     html! { input type="hidden" name="csrf_token" value=(token); }
 }
 
 /// A form-wide error (not tied to one field), announced.
-fn form_error(error: Option<&FieldError>) -> Markup {
+pub(crate) fn form_error(error: Option<&FieldError>) -> Markup {
     html! {
         @if let Some(e) = error.filter(|e| e.field == "form") {
             p.error #form-error role="alert" { (e.message) }
@@ -85,7 +87,7 @@ fn form_error(error: Option<&FieldError>) -> Markup {
 
 /// One labelled input, its error (if about it) tied to it.
 #[allow(clippy::too_many_arguments, reason = "one input's attributes")]
-fn input(
+pub(crate) fn input(
     id: &str,
     name: &str,
     label: &str,

@@ -12,7 +12,7 @@ use crate::state::AppState;
 /// The headers of every hosted answer: no script, style only from this server, forms post only
 /// here (and, after a form, redirect only to the flow's redirect URI's origin), never framed,
 /// no referrer, never cached.
-pub(super) fn secured(mut r: Response, form_target: Option<&str>) -> Response {
+pub(crate) fn secured(mut r: Response, form_target: Option<&str>) -> Response {
     let form_action = match form_target
         .and_then(|u| url::Url::parse(u).ok())
         .map(|u| u.origin().ascii_serialization())
@@ -36,7 +36,7 @@ pub(super) fn secured(mut r: Response, form_target: Option<&str>) -> Response {
     r
 }
 
-pub(super) fn secure_cookies(state: &AppState) -> bool {
+pub(crate) fn secure_cookies(state: &AppState) -> bool {
     state.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
 }
 

@@ -150,9 +150,9 @@ pub async fn get(State(state): State<AppState>, PathParam(id): PathParam) -> Res
 #[schema(as = ConnectionKeyPair)]
 pub struct KeyPair {
     /// PEM private key (write-only).
-    key: String,
+    pub(crate) key: String,
     /// PEM X.509 certificate.
-    cert: String,
+    pub(crate) cert: String,
 }
 
 /// WorkOS's `oidc_options` (create: `discovery_endpoint` and `client_id` required).
@@ -160,17 +160,17 @@ pub struct KeyPair {
 #[serde(deny_unknown_fields)]
 #[schema(as = ConnectionOidcOptionsInput)]
 pub struct OidcInput {
-    discovery_endpoint: Option<String>,
-    client_id: Option<String>,
+    pub(crate) discovery_endpoint: Option<String>,
+    pub(crate) client_id: Option<String>,
     /// Write-only; never returned.
-    client_secret: Option<String>,
-    redirect_uri: Option<String>,
-    pkce: Option<bool>,
+    pub(crate) client_secret: Option<String>,
+    pub(crate) redirect_uri: Option<String>,
+    pub(crate) pkce: Option<bool>,
     /// `client_secret_post`, `client_secret_basic` or `private_key_jwt`.
-    token_authentication_method: Option<String>,
-    jwt_signing_key_pair: Option<KeyPair>,
-    id_token_signature_algorithm: Option<String>,
-    fetch_user_info: Option<bool>,
+    pub(crate) token_authentication_method: Option<String>,
+    pub(crate) jwt_signing_key_pair: Option<KeyPair>,
+    pub(crate) id_token_signature_algorithm: Option<String>,
+    pub(crate) fetch_user_info: Option<bool>,
 }
 
 /// WorkOS's `saml_options`.
@@ -178,70 +178,72 @@ pub struct OidcInput {
 #[serde(deny_unknown_fields)]
 #[schema(as = ConnectionSamlOptionsInput)]
 pub struct SamlInput {
-    idp_metadata_url: Option<String>,
-    acs_url: Option<String>,
-    sp_entity_id: Option<String>,
-    idp_entity_id: Option<String>,
-    idp_sso_url: Option<String>,
-    idp_signing_certs: Option<Vec<String>>,
-    sp_signing_key_pair: Option<KeyPair>,
-    sp_encryption_key_pairs: Option<Vec<KeyPair>>,
+    pub(crate) idp_metadata_url: Option<String>,
+    pub(crate) acs_url: Option<String>,
+    pub(crate) sp_entity_id: Option<String>,
+    pub(crate) idp_entity_id: Option<String>,
+    pub(crate) idp_sso_url: Option<String>,
+    pub(crate) idp_signing_certs: Option<Vec<String>>,
+    pub(crate) sp_signing_key_pair: Option<KeyPair>,
+    pub(crate) sp_encryption_key_pairs: Option<Vec<KeyPair>>,
 }
 
 /// A connection as `sso.create_connection` sends it.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = CreateConnection)]
 pub struct CreateBody {
-    organization_id: String,
+    pub(crate) organization_id: String,
     /// Default: the organization's name.
     #[serde(default)]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
     /// A connection of the organization with this `external_id` is answered instead of a new one.
     #[serde(default)]
-    external_id: Option<String>,
+    pub(crate) external_id: Option<String>,
     /// A SAML or OIDC type; inferred from the options when absent.
     #[serde(default)]
-    connection_type: Option<String>,
+    pub(crate) connection_type: Option<String>,
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
-    attribute_maps: Option<Value>,
+    pub(crate) attribute_maps: Option<Value>,
     #[serde(default)]
-    saml_options: Option<SamlInput>,
+    pub(crate) saml_options: Option<SamlInput>,
     #[serde(default)]
-    oidc_options: Option<OidcInput>,
+    pub(crate) oidc_options: Option<OidcInput>,
 }
 
 /// A change as `sso.update_connection` sends it, plus `state` (keyledger's extension).
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = UpdateConnection)]
 pub struct UpdateBody {
     #[serde(default)]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
     /// `null` stops tracking one.
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
-    external_id: Option<Option<String>>,
+    pub(crate) external_id: Option<Option<String>>,
     /// Immutable: only the current type is accepted.
     #[serde(default)]
-    connection_type: Option<String>,
+    pub(crate) connection_type: Option<String>,
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
-    attribute_maps: Option<Value>,
+    pub(crate) attribute_maps: Option<Value>,
     #[serde(default)]
-    saml_options: Option<SamlInput>,
+    pub(crate) saml_options: Option<SamlInput>,
     #[serde(default)]
-    oidc_options: Option<OidcInput>,
+    pub(crate) oidc_options: Option<OidcInput>,
     /// `active` (needs complete options) or `inactive` (deactivates an active connection).
     #[serde(default)]
-    state: Option<String>,
+    pub(crate) state: Option<String>,
 }
 
 /// Secrets of a request, by purpose, before sealing.
 type Secrets = Vec<(String, SecretText)>;
 
-fn url_field(state: &AppState, field: &'static str, v: &str, fetched: bool) -> Result<String, ApiError> {
+/// `v` as a connection URL: http(s), at most 2 KiB; when keyledger fetches it (`fetched`), no
+/// IP literal the SSRF guard refuses.
+pub(crate) fn url_field(state: &AppState, field: &str, v: &str, fetched: bool) -> Result<String, ApiError> {
     let bad = || ApiError::invalid(field, "invalid_url", format!("{field} must be an http or https URL"));
     if v.len() > 2048 {
         return Err(bad());
@@ -576,6 +578,18 @@ pub async fn create(
     ctx: RequestContext,
     AppJson(b): AppJson<CreateBody>,
 ) -> Result<Response, ApiError> {
+    let (status, doc) = create_connection(&state, &ctx, &b).await?;
+    Ok(object(status, doc))
+}
+
+/// Creates a connection (the one path for the JSON API and the Admin Portal's forms): 201 and
+/// the new connection, or 200 and the organization's connection with the body's `external_id`.
+pub(crate) async fn create_connection(
+    state: &AppState,
+    ctx: &RequestContext,
+    b: &CreateBody,
+) -> Result<(StatusCode, Value), ApiError> {
+    let state = state.clone();
     if b.organization_id.len() > 128 {
         return Err(ApiError::not_found("organization"));
     }
@@ -583,10 +597,10 @@ pub async fn create(
         .await?
         .ok_or_else(|| ApiError::not_found("organization"))?;
     let org_name = org.get("name").and_then(Value::as_str).unwrap_or_default();
-    let mut new = parse_create(&state, &b, org_name)?;
+    let mut new = parse_create(&state, b, org_name)?;
     if let Some(x) = &new.command.external_id {
         if let Some(existing) = queries::connection_by_external_id(&state.pool, &b.organization_id, x).await? {
-            return Ok(object(StatusCode::OK, find(&state, &existing).await?));
+            return Ok((StatusCode::OK, find(&state, &existing).await?));
         }
     }
     let id = new_id("conn");
@@ -594,7 +608,7 @@ pub async fn create(
     new.command.secrets = refs.clone();
     let done = state
         .execute::<Connection>(
-            &ctx,
+            ctx,
             &id,
             ConnectionCommand::Create(new.command),
             SideRows::default(),
@@ -616,7 +630,7 @@ pub async fn create(
             created_new(&id, &events, Kind::Connection, &id)?
         }
     };
-    Ok(object(StatusCode::CREATED, doc))
+    Ok((StatusCode::CREATED, doc))
 }
 
 fn target_state(s: &str) -> Result<ConnectionState, ApiError> {
@@ -647,6 +661,18 @@ pub async fn update(
     PathParam(id): PathParam,
     AppJson(b): AppJson<UpdateBody>,
 ) -> Result<Response, ApiError> {
+    Ok(object(StatusCode::OK, update_connection(&state, &ctx, &id, &b).await?))
+}
+
+/// Changes connection `id` (the one path for the JSON API and the Admin Portal's forms) and
+/// answers it as it now is.
+pub(crate) async fn update_connection(
+    state: &AppState,
+    ctx: &RequestContext,
+    id: &str,
+    b: &UpdateBody,
+) -> Result<Value, ApiError> {
+    let (state, id) = (state.clone(), id.to_string());
     if b.oidc_options.is_some() && b.saml_options.is_some() {
         return Err(ApiError::invalid(
             "oidc_options",
@@ -677,7 +703,7 @@ pub async fn update(
             return Err(discarding(&state, refs, ApiError::not_found("connection")).await);
         }
         let mut secrets = Secrets::new();
-        let (oidc, saml) = match merge_update(&state, &b, &current, &mut secrets) {
+        let (oidc, saml) = match merge_update(&state, b, &current, &mut secrets) {
             Ok(m) => m,
             Err(e) => return Err(discarding(&state, refs, e).await),
         };
@@ -733,7 +759,7 @@ pub async fn update(
     };
     // Rows the connection no longer names: the secrets this change replaced.
     connections::erase_replaced(&state, &id, &before, &replaced).await;
-    Ok(object(StatusCode::OK, find(&state, &id).await?))
+    find(&state, &id).await
 }
 
 /// Removes the sealed rows of a change that did not land, and answers its error.

@@ -89,6 +89,7 @@ pub fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(invitations::resend))
         .routes(routes!(connections::list, connections::create))
         .routes(routes!(connections::get, connections::update, connections::delete))
+        .routes(routes!(crate::portal::link::generate_link))
         .merge(audit_logs::router())
         .merge(webhooks::router())
         .merge(stream::router())
@@ -109,6 +110,7 @@ pub fn public() -> OpenApiRouter<AppState> {
         .routes(routes!(sso::saml_metadata))
         .routes(routes!(sso::token))
         .routes(routes!(sso::profile))
+        .merge(crate::portal::router())
         .merge(audit_logs::public_router())
 }
 

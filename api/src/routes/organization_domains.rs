@@ -62,8 +62,20 @@ pub async fn create(
     ctx: RequestContext,
     AppJson(b): AppJson<CreateBody>,
 ) -> Result<Response, ApiError> {
-    let domain = DomainName::parse("domain", &b.domain)?;
-    if queries::organization(&state.pool, &b.organization_id).await?.is_none() {
+    let d = add_domain(&state, &ctx, &b.organization_id, &b.domain).await?;
+    Ok(object(StatusCode::CREATED, d))
+}
+
+/// Adds `domain` (pending) to organization `organization_id` (the one path for the JSON API and
+/// the Admin Portal's form) and answers the new domain.
+pub(crate) async fn add_domain(
+    state: &AppState,
+    ctx: &RequestContext,
+    organization_id: &str,
+    domain: &str,
+) -> Result<Value, ApiError> {
+    let domain = DomainName::parse("domain", domain)?;
+    if queries::organization(&state.pool, organization_id).await?.is_none() {
         return Err(ApiError::not_found("organization"));
     }
     let id = new_id("org_domain");
@@ -77,16 +89,15 @@ pub async fn create(
         at: now(),
     };
     let done = state
-        .execute::<Organization>(&ctx, &b.organization_id, cmd, SideRows::default(), Mode::Retry)
+        .execute::<Organization>(ctx, organization_id, cmd, SideRows::default(), Mode::Retry)
         .await
         .map_err(|e| command_error(e, domain_error))?;
     let events = done.events.into_iter().map(AnyEvent::Organization).collect();
     let found = queries::organization_domain(&state.pool, &id).await;
-    let d = created(found, &b.organization_id, events, Kind::OrganizationDomain, &id)?;
-    Ok(object(StatusCode::CREATED, d))
+    created(found, organization_id, events, Kind::OrganizationDomain, &id)
 }
 
-async fn find(state: &AppState, id: &str) -> Result<Value, ApiError> {
+pub(crate) async fn find(state: &AppState, id: &str) -> Result<Value, ApiError> {
     queries::organization_domain(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found("organization domain"))
@@ -140,6 +151,13 @@ pub async fn verify(
     PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
     let d = find(&state, &id).await?;
+    Ok(object(StatusCode::CREATED, verify_domain(&state, &ctx, d).await?))
+}
+
+/// Runs the DNS TXT check of domain `d` (its document) and records the outcome (the one path for
+/// the JSON API and the Admin Portal's "Check now"); answers the domain as it now is.
+pub(crate) async fn verify_domain(state: &AppState, ctx: &RequestContext, d: Value) -> Result<Value, ApiError> {
+    let id = field(&d, "id").to_string();
     if field(&d, "state") == "verified" {
         return Err(ApiError::bad_request(
             "domain_already_verified",
@@ -167,10 +185,10 @@ pub async fn verify(
         at: now(),
     };
     state
-        .execute::<Organization>(&ctx, &org_id, cmd, SideRows::default(), Mode::Retry)
+        .execute::<Organization>(ctx, &org_id, cmd, SideRows::default(), Mode::Retry)
         .await
         .map_err(|e| command_error(e, domain_error))?;
-    Ok(object(StatusCode::CREATED, find(&state, &id).await?))
+    find(state, &id).await
 }
 
 #[utoipa::path(delete, path = "/organization_domains/{id}", tag = "organization_domains",
