@@ -228,11 +228,33 @@ struct Target {
     key: String,
 }
 
-/// Time of one round trip, split by who answered.
+/// Who answers a hop of the round trip.
 #[derive(Debug, Clone, Copy)]
+enum Hop {
+    /// `GET /sso/authorize`.
+    Authorize,
+    /// `GET /sso/oidc/callback`: includes keyledger's own server-to-server code exchange with
+    /// the IdP (its token endpoint), which the browser waits for.
+    Callback,
+    /// `POST /sso/token`.
+    Token,
+    /// The IdP's authorize, login form, login POST and resume.
+    Idp,
+}
+
+/// Time of one round trip, split by hop.
+#[derive(Debug, Clone, Copy, Default)]
 struct Hops {
-    keyledger: Duration,
+    authorize: Duration,
+    callback: Duration,
+    token: Duration,
     idp: Duration,
+}
+
+impl Hops {
+    fn keyledger(&self) -> Duration {
+        self.authorize + self.callback + self.token
+    }
 }
 
 /// A browser of one round trip: no redirects followed, its own cookies (a fresh one signs in at
@@ -249,7 +271,7 @@ impl Browser<'_> {
         method: Method,
         url: &str,
         form: Option<&[(&str, &str)]>,
-        keyledger: bool,
+        hop: Hop,
     ) -> anyhow::Result<(StatusCode, Option<String>, usize)> {
         let t0 = Instant::now();
         let mut req = self.http.request(method.clone(), url);
@@ -278,11 +300,12 @@ impl Browser<'_> {
         };
         let body = resp.bytes().await.context("reading the body")?;
         let spent = t0.elapsed();
-        if keyledger {
-            self.hops.keyledger += spent;
-        } else {
-            self.hops.idp += spent;
-        }
+        *match hop {
+            Hop::Authorize => &mut self.hops.authorize,
+            Hop::Callback => &mut self.hops.callback,
+            Hop::Token => &mut self.hops.token,
+            Hop::Idp => &mut self.hops.idp,
+        } += spent;
         if !status.is_success() && !status.is_redirection() {
             bail!("{method} {url} answered {status}: {}", String::from_utf8_lossy(&body));
         }
@@ -308,26 +331,23 @@ async fn round_trip(http: &reqwest::Client, server: &Target, idp: &str, authoriz
     let mut br = Browser {
         http,
         cookies: Vec::new(),
-        hops: Hops {
-            keyledger: Duration::ZERO,
-            idp: Duration::ZERO,
-        },
+        hops: Hops::default(),
     };
-    let (_, loc, _) = br.send(Method::GET, authorize, None, true).await?;
+    let (_, loc, _) = br.send(Method::GET, authorize, None, Hop::Authorize).await?;
     let to_idp = redirect(loc, "/sso/authorize")?;
     if !to_idp.starts_with(idp) {
         bail!("/sso/authorize sent the browser to {to_idp}");
     }
-    let (_, loc, _) = br.send(Method::GET, &to_idp, None, false).await?;
+    let (_, loc, _) = br.send(Method::GET, &to_idp, None, Hop::Idp).await?;
     let interaction = redirect(loc, "the IdP's authorize")?;
     // The login form, as a browser shows it, then its submission.
-    br.send(Method::GET, &interaction, None, false).await?;
+    br.send(Method::GET, &interaction, None, Hop::Idp).await?;
     let (_, loc, _) = br
         .send(
             Method::POST,
             &format!("{interaction}/login"),
             Some(&[("email", EMAIL), ("password", IDP_PASSWORD)]),
-            false,
+            Hop::Idp,
         )
         .await?;
     let mut next = redirect(loc, "the IdP's login")?;
@@ -337,10 +357,10 @@ async fn round_trip(http: &reqwest::Client, server: &Target, idp: &str, authoriz
         if steps > 5 {
             bail!("the IdP never sent the browser back: {next}");
         }
-        let (_, loc, _) = br.send(Method::GET, &next, None, false).await?;
+        let (_, loc, _) = br.send(Method::GET, &next, None, Hop::Idp).await?;
         next = redirect(loc, "the IdP")?;
     }
-    let (_, loc, _) = br.send(Method::GET, &next, None, true).await?;
+    let (_, loc, _) = br.send(Method::GET, &next, None, Hop::Callback).await?;
     let back = redirect(loc, "the callback")?;
     let code = match query(&back, "code") {
         Some(c) if back.starts_with(APP_CALLBACK) => c,
@@ -357,7 +377,7 @@ async fn round_trip(http: &reqwest::Client, server: &Target, idp: &str, authoriz
                 ("grant_type", "authorization_code"),
                 ("code", &code),
             ]),
-            true,
+            Hop::Token,
         )
         .await?;
     if status != StatusCode::OK || len == 0 {
@@ -411,21 +431,27 @@ async fn round_trips(b: &mut Bench, server: &Server, idp: &Idp, authorize: &str,
     if hops.is_empty() {
         bail!("no round trip completed in the window");
     }
-    let totals = Stats::from_latencies(hops.iter().map(|h| h.keyledger + h.idp).collect(), b.window);
-    let ours = Stats::from_latencies(hops.iter().map(|h| h.keyledger).collect(), b.window);
-    let theirs = Stats::from_latencies(hops.iter().map(|h| h.idp).collect(), b.window);
+    let stats = |f: fn(&Hops) -> Duration| Stats::from_latencies(hops.iter().map(f).collect(), b.window);
+    let totals = stats(|h| h.keyledger() + h.idp);
+    let ours = stats(Hops::keyledger);
+    let theirs = stats(|h| h.idp);
+    let p50 = |f: fn(&Hops) -> Duration| ms(stats(f).percentile(0.5));
     let sum = |f: fn(&Hops) -> Duration| hops.iter().map(f).sum::<Duration>().as_secs_f64();
-    let share = sum(|h| h.keyledger) / (sum(|h| h.keyledger) + sum(|h| h.idp)).max(1e-9);
+    let share = sum(Hops::keyledger) / (sum(Hops::keyledger) + sum(|h| h.idp)).max(1e-9);
     b.rows.push(Row::reference(
         format!(
             "SSO round trip (authorize → IdP login → callback → POST /sso/token), {workers} at a time, IdP on loopback"
         ),
         format!(
-            "{} — {:.0}% in keyledger (its 3 hops p50 {}, p99 {}); IdP's 4–5 hops p50 {}, p99 {}",
+            "{} — {:.0}% in keyledger: its 3 hops p50 {}, p99 {} (p50 authorize {}, callback {} incl. its code \
+             exchange with the IdP, token {}); the IdP's 4–5 hops p50 {}, p99 {}",
             totals.summary("sign-ins"),
             share * 100.0,
             ms(ours.percentile(0.5)),
             ms(ours.percentile(0.99)),
+            p50(|h| h.authorize),
+            p50(|h| h.callback),
+            p50(|h| h.token),
             ms(theirs.percentile(0.5)),
             ms(theirs.percentile(0.99)),
         ),
