@@ -121,6 +121,7 @@ async fn stages(b: &mut Bench, server: &Server) -> anyhow::Result<()> {
     let idp = Idp::start(&format!("{}/sso/oidc/callback", server.base)).await?;
     let connection = setup_connection(server, &idp).await?;
     let authorize = authorize_url(server, &connection)?;
+    discovery_reference(b, &idp).await?;
     for workers in [1, SSO_CONCURRENT] {
         round_trips(b, server, &idp, &authorize, workers).await?;
     }
@@ -163,6 +164,48 @@ async fn hosted_page(b: &mut Bench, server: &Server) -> anyhow::Result<()> {
         ),
         "< 10 ms",
         p99 < Duration::from_millis(10),
+    ));
+    Ok(())
+}
+
+/// Fetches of the IdP's discovery document and JWKS, one after the other, as keyledger's
+/// `discover` does (openidconnect's `discover_async`: both, at every authorize and callback):
+/// what that back channel costs inside keyledger's hops.
+async fn discovery_reference(b: &mut Bench, idp: &Idp) -> anyhow::Result<()> {
+    const FETCHES: usize = 200;
+    eprintln!("  the IdP's discovery + JWKS, {FETCHES} times...");
+    let http = reqwest::Client::new();
+    let discovery = format!("{}/.well-known/openid-configuration", idp.issuer);
+    let mut latencies = Vec::with_capacity(FETCHES);
+    let t = Instant::now();
+    for _ in 0..FETCHES {
+        let t0 = Instant::now();
+        let doc: Value = http
+            .get(&discovery)
+            .send()
+            .await
+            .context("GET discovery")?
+            .error_for_status()
+            .context("discovery")?
+            .json()
+            .await
+            .context("parsing discovery")?;
+        let jwks = doc["jwks_uri"].as_str().context("no jwks_uri")?;
+        http.get(jwks)
+            .send()
+            .await
+            .context("GET jwks")?
+            .error_for_status()
+            .context("jwks")?
+            .bytes()
+            .await
+            .context("reading the JWKS")?;
+        latencies.push(t0.elapsed());
+    }
+    let stats = Stats::from_latencies(latencies, t.elapsed());
+    b.rows.push(Row::reference(
+        "the IdP's discovery document + JWKS, fetched one after the other (what keyledger fetches at each authorize and callback)",
+        format!("p50 {}, p99 {}", ms(stats.percentile(0.5)), ms(stats.percentile(0.99))),
     ));
     Ok(())
 }
