@@ -17,6 +17,7 @@ mod pgbench;
 mod rebuild;
 mod report;
 mod signin;
+mod sso;
 mod subscribe;
 mod support;
 mod webhooks;
@@ -55,6 +56,9 @@ enum Stage {
     /// Password sign-ins vs the argon2 CLI, reads during a sign-in storm, refresh-token grants,
     /// the JWKS vs pgbench -S.
     Signin,
+    /// The hosted sign-in page under load; OIDC SSO round trips through the test IdP on loopback
+    /// (tests/idp/oidc, node), the share of them spent in keyledger.
+    Sso,
 }
 
 #[derive(Debug, Parser)]
@@ -200,6 +204,11 @@ async fn run_stages(b: &mut Bench, args: &Args, monitor: &monitor::Monitor) -> a
         let mark = stage_banner("signin", monitor);
         signin::run(b).await.context("signin stage")?;
         stage_end(b, "signin", monitor, mark);
+    }
+    if has(Stage::Sso) {
+        let mark = stage_banner("sso", monitor);
+        sso::run(b).await.context("sso stage")?;
+        stage_end(b, "sso", monitor, mark);
     }
     if has(Stage::Growth) {
         let mark = stage_banner("growth", monitor);
