@@ -371,6 +371,29 @@ def saml_sso_for_an_sso_only_domain(browser: Browser, client: WorkOSClient, app:
         idp.stop()
 
 
+def admin_portal_pages(browser: Browser, client: WorkOSClient) -> None:
+    """The Admin Portal's pages for each intent: accessible, with the keyboard reaching their
+    forms; a link opens once."""
+    global _page
+    org = organization_with_domain(client, f"portal-{TAG}.example.com")
+    for intent, heading_path in [("domain_verification", "/portal/domains"), ("sso", "/portal/sso"), ("audit_logs", "/portal/audit_logs")]:
+        link = client.admin_portal.generate_link(organization=org.id, intent=intent, return_url="https://app.example/settings").link
+        context = browser.new_context()
+        page = context.new_page()
+        _page = page
+        response = page.goto(link)
+        check_eq(f"portal ({intent}): the link opens the intent's page", urllib.parse.urlparse(page.url).path, heading_path)
+        check_eq(f"portal ({intent}): 200", response.status if response else None, 200)
+        security_headers(response.headers if response else {}, f"portal ({intent})")
+        axe_check(browser, page, f"Admin Portal {intent} page")
+        if intent == "sso":
+            page.keyboard.press("Tab")
+            check("portal (sso): the keyboard reaches a control", focused(page) not in ("", "BODY"), focused(page))
+        again = context.new_page().goto(link)
+        check("portal: a used link opens nothing", again is not None and again.status >= 400, again.status if again else None)
+        context.close()
+
+
 def main() -> None:
     if not BASE or not API_KEY:
         print("KEYLEDGER_BASE_URL and KEYLEDGER_API_KEY are required", file=sys.stderr)
@@ -387,6 +410,7 @@ def main() -> None:
             unregistered_redirect_uri_gets_an_error_page(browser, client)
             oidc_sso_through_the_sdk(browser, client, app)
             saml_sso_for_an_sso_only_domain(browser, client, app)
+            admin_portal_pages(browser, client)
         finally:
             browser.close()
     print(f"# {_count} browser checks passed", flush=True)
