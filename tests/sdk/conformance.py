@@ -1859,7 +1859,7 @@ def test_connections(c: WorkOSClient) -> None:
     )
 
     sso = c.sso
-    domain = f"kl-{RUN}-sso.example.com"
+    domain = f"kl-{RUN}-conn.example.com"
     org = call("connections: create an organization with a domain", c.organizations.create_organization,
                name=f"kl-{RUN}-sso", domain_data=[OrganizationDomainData(domain=domain, state=OrganizationDomainDataState.VERIFIED)])
     CREATED["org"].append(org.id)
