@@ -163,14 +163,11 @@ pub async fn select(state: &AppState, sel: &Selector) -> Result<SignInConnection
             .next()
             .ok_or_else(|| FlowError::new("connection_not_found", "the organization has no active connection"))?,
         Selector::Domain(d) => {
-            let org: Option<(String,)> =
-                sqlx::query_as("select organization_id from organization_domain_view where domain = $1 limit 1")
-                    .bind(d.to_lowercase())
-                    .fetch_optional(&state.pool)
-                    .await
-                    .map_err(|e| FlowError::from(ApiError::from(e)))?;
-            let org = org.ok_or_else(|| FlowError::new("connection_not_found", "no connection has this domain"))?;
-            connections::active_ids_for_organization(state, &org.0)
+            // Only the organization that verified the domain: a pending claim routes nobody.
+            let unknown = || FlowError::new("connection_not_found", "no connection has this domain");
+            let domain = keyledger_domain::values::DomainName::parse("domain", d).map_err(|_| unknown())?;
+            let org = crate::policy::domain_owner(state, &domain).await?.ok_or_else(unknown)?;
+            connections::active_ids_for_organization(state, &org)
                 .await?
                 .into_iter()
                 .next()

@@ -277,8 +277,30 @@ async fn the_organization_names_its_active_connection_and_a_wrong_client_secret_
 #[tokio::test]
 async fn bad_authorize_requests_get_an_error_page_and_never_a_redirect() {
     let (app, _idp, _org_id, conn_id) = setup().await;
+    // An organization that only claims a domain (pending) routes nobody there, even with an
+    // active connection.
+    let pending = app
+        .create_organization("Claimer", json!([{ "domain": "claimed.example", "state": "pending" }]))
+        .await;
+    let (s, c) = app
+        .post(
+            "/connections",
+            json!({ "organization_id": pending["id"], "oidc_options": {
+                "discovery_endpoint": "https://idp.claimer.example/.well-known/openid-configuration",
+                "client_id": "kl", "client_secret": "s" } }),
+        )
+        .await;
+    assert_eq!((s, c["state"].clone()), (StatusCode::CREATED, json!("active")), "{c}");
     let browser = Browser::new();
     let cases = [
+        (
+            authorize_url(&app, "domain=claimed.example", APP_CALLBACK),
+            "connection_not_found",
+        ),
+        (
+            authorize_url(&app, "domain=not a domain", APP_CALLBACK),
+            "connection_not_found",
+        ),
         (
             authorize_url(&app, &format!("connection={conn_id}"), "https://evil.example.com/cb"),
             "invalid_redirect_uri",
@@ -313,8 +335,17 @@ async fn bad_authorize_requests_get_an_error_page_and_never_a_redirect() {
         let r = browser.http.get(&url).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{url}");
         assert!(r.headers().get(LOCATION).is_none(), "{url}: no redirect");
+        let csp = r
+            .headers()
+            .get("content-security-policy")
+            .map(|v| v.to_str().unwrap().to_string());
+        assert!(
+            csp.is_some_and(|c| c.contains("default-src 'none'")),
+            "{url}: the hosted pages' headers"
+        );
         let body = r.text().await.unwrap();
         assert!(body.contains(code), "{url}: {body}");
+        assert!(body.contains(r#"<html lang="en">"#), "{url}: {body}");
     }
     // A deactivated connection signs nobody in.
     let (s, _) = app

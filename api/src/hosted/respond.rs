@@ -57,7 +57,7 @@ pub(super) fn page(state: &AppState, status: StatusCode, markup: Markup, flow: O
 }
 
 /// An error page (never a redirect).
-pub(super) fn error_page(state: &AppState, status: StatusCode, title: &str, message: &str) -> Response {
+pub(crate) fn error_page(state: &AppState, status: StatusCode, title: &str, message: &str) -> Response {
     page(state, status, pages::error(title, message), None)
 }
 

@@ -6,7 +6,7 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -18,27 +18,15 @@ use crate::schemas;
 use crate::sso::{self, FlowError, Selector};
 use crate::state::{AppState, PublicContext};
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// The page a browser sees when a sign-in cannot go on (status 400, or 500 for our failures).
-fn error_page(e: &FlowError) -> Response {
-    let status = if e.code == "internal_error" {
+/// The page a browser sees when a sign-in cannot go on (status 400, or 500 for our failures):
+/// the hosted pages' error page (layout, security headers), naming the refusal's code.
+fn error_page(state: &AppState, e: &FlowError) -> Response {
+    let status = if matches!(e.code, "internal_error" | "saml_unavailable") {
         StatusCode::INTERNAL_SERVER_ERROR
     } else {
         StatusCode::BAD_REQUEST
     };
-    let body = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign-in error</title></head>\
-         <body><h1>Sign-in error</h1><p>{}</p><p><code>{}</code></p></body></html>",
-        escape(&e.message),
-        escape(e.code)
-    );
-    (status, [(header::CACHE_CONTROL, "no-store")], Html(body)).into_response()
+    crate::hosted::respond::error_page(state, status, "Sign-in error", &format!("{} ({})", e.message, e.code))
 }
 
 /// `url` with the pairs added to its query.
@@ -149,10 +137,13 @@ async fn complete(state: &AppState, ctx: PublicContext, pending: &sso::Pending, 
     match crate::hosted::sso::authkit_flow(state, &pending.sealed) {
         Some(Some(flow)) => return crate::hosted::sso::finish_sso(state, &ctx.anonymous(), flow, profile).await,
         Some(None) => {
-            return error_page(&FlowError::new(
-                "invalid_state",
-                "the hosted sign-in that started this sign-in has expired",
-            ))
+            return error_page(
+                state,
+                &FlowError::new(
+                    "invalid_state",
+                    "the hosted sign-in that started this sign-in has expired",
+                ),
+            )
         }
         None => {}
     }
@@ -162,7 +153,7 @@ async fn complete(state: &AppState, ctx: PublicContext, pending: &sso::Pending, 
             &[("code", Some(&code)), ("state", pending.app_state.as_deref())],
         ))
         .into_response(),
-        Err(e) => error_page(&e),
+        Err(e) => error_page(state, &e),
     }
 }
 
@@ -176,7 +167,7 @@ async fn complete(state: &AppState, ctx: PublicContext, pending: &sso::Pending, 
 pub async fn authorize(State(state): State<AppState>, q: QueryPairs) -> Response {
     match authorize_flow(&state, &q).await {
         Ok(url) => Redirect::to(&url).into_response(),
-        Err(e) => error_page(&e),
+        Err(e) => error_page(&state, &e),
     }
 }
 
@@ -192,17 +183,17 @@ pub async fn authorize(State(state): State<AppState>, q: QueryPairs) -> Response
 pub async fn oidc_callback(State(state): State<AppState>, ctx: PublicContext, q: QueryPairs) -> Response {
     let token = match q.one("state") {
         Ok(Some(t)) => t,
-        _ => return error_page(&FlowError::new("invalid_state", "the sign-in state is missing")),
+        _ => return error_page(&state, &FlowError::new("invalid_state", "the sign-in state is missing")),
     };
     let pending = match sso::take_state(&state, &token).await {
         Ok(Some(p)) => p,
         Ok(None) => {
-            return error_page(&FlowError::new(
-                "invalid_state",
-                "the sign-in is unknown, expired or already finished",
-            ))
+            return error_page(
+                &state,
+                &FlowError::new("invalid_state", "the sign-in is unknown, expired or already finished"),
+            )
         }
-        Err(e) => return error_page(&e),
+        Err(e) => return error_page(&state, &e),
     };
     let back = |pairs: &[(&str, Option<&str>)]| {
         let mut all = pairs.to_vec();
@@ -217,11 +208,16 @@ pub async fn oidc_callback(State(state): State<AppState>, ctx: PublicContext, q:
     }
     let code = match q.one("code") {
         Ok(Some(c)) => c,
-        _ => return error_page(&FlowError::new("invalid_code", "the identity provider sent no code")),
+        _ => {
+            return error_page(
+                &state,
+                &FlowError::new("invalid_code", "the identity provider sent no code"),
+            )
+        }
     };
     let profile = match sso::finish(&state, &pending, &code).await {
         Ok(p) => p,
-        Err(e) => return error_page(&e),
+        Err(e) => return error_page(&state, &e),
     };
     complete(&state, ctx, &pending, &profile).await
 }
@@ -253,30 +249,33 @@ pub async fn saml_acs(
         }
     }
     let (Some(saml_response), Some(relay_state)) = (saml_response, relay_state) else {
-        return error_page(&FlowError::new(
-            "invalid_request",
-            "SAMLResponse and RelayState are required (sign-ins the identity provider starts are not accepted)",
-        ));
+        return error_page(
+            &state,
+            &FlowError::new(
+                "invalid_request",
+                "SAMLResponse and RelayState are required (sign-ins the identity provider starts are not accepted)",
+            ),
+        );
     };
     let pending = match sso::take_state(&state, &relay_state).await {
         Ok(Some(p)) => p,
         Ok(None) => {
-            return error_page(&FlowError::new(
-                "invalid_state",
-                "the sign-in is unknown, expired or already finished",
-            ))
+            return error_page(
+                &state,
+                &FlowError::new("invalid_state", "the sign-in is unknown, expired or already finished"),
+            )
         }
-        Err(e) => return error_page(&e),
+        Err(e) => return error_page(&state, &e),
     };
     let conn = match sso::select(&state, &sso::Selector::Connection(connection_id)).await {
         Ok(c) => c,
-        Err(e) => return error_page(&e),
+        Err(e) => return error_page(&state, &e),
     };
     match crate::sso_saml::consume(&state, &conn, &pending, &saml_response).await {
         Ok(profile) => complete(&state, ctx, &pending, &profile).await,
         Err(e) => {
             tracing::info!(code = e.code, connection_id = conn.id, "a SAML response was refused");
-            error_page(&e)
+            error_page(&state, &e)
         }
     }
 }
