@@ -112,21 +112,38 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let q = parts.uri.query().unwrap_or("");
-        let pairs: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
-            .map(|(k, v)| {
-                let k = k.strip_suffix("[]").unwrap_or(&k).to_string();
-                (k, v.into_owned())
-            })
-            .collect();
-        if let Some((k, _)) = pairs.iter().find(|(k, v)| k.contains('\0') || v.contains('\0')) {
-            return Err(ApiError::invalid(
-                k,
+        let pairs = urlencoded(q.as_bytes()).map_err(|NulParameter(k)| {
+            ApiError::invalid(
+                &k,
                 "invalid_character",
                 "query parameters must not contain NUL characters",
-            ));
-        }
+            )
+        })?;
+        let pairs = pairs
+            .into_iter()
+            .map(|(k, v)| (k.strip_suffix("[]").map(str::to_string).unwrap_or(k), v))
+            .collect();
         Ok(Self(pairs))
     }
+}
+
+/// A parameter (named here) whose name or value holds a NUL character.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NulParameter(pub String);
+
+/// A query string or `application/x-www-form-urlencoded` body as (name, value) pairs in order.
+/// Every parser of such input goes through here: PostgreSQL cannot store NUL characters, so a
+/// NUL in any name or value refuses the whole input before a lookup could fail on it.
+pub fn urlencoded(bytes: &[u8]) -> Result<Vec<(String, String)>, NulParameter> {
+    form_urlencoded::parse(bytes)
+        .map(|(k, v)| {
+            if k.contains('\0') || v.contains('\0') {
+                Err(NulParameter(k.replace('\0', "\u{fffd}")))
+            } else {
+                Ok((k.into_owned(), v.into_owned()))
+            }
+        })
+        .collect()
 }
 
 impl QueryPairs {
@@ -190,6 +207,16 @@ mod tests {
         ] {
             assert_eq!(is_json_media_type(ct), ok, "{ct:?}");
         }
+    }
+
+    #[test]
+    fn urlencoded_input_with_a_nul_anywhere_is_refused() {
+        assert_eq!(
+            urlencoded(b"a=1&b=x%20y").unwrap(),
+            vec![("a".into(), "1".into()), ("b".into(), "x y".into())]
+        );
+        assert_eq!(urlencoded(b"a=1&b=x%00y"), Err(NulParameter("b".into())));
+        assert_eq!(urlencoded(b"a%00=1"), Err(NulParameter("a\u{fffd}".into())));
     }
 
     #[test]

@@ -424,6 +424,13 @@ async fn bad_authorize_requests_get_an_error_page_and_never_a_redirect() {
         (authorize_url(&app, &[("provider", "GoogleOAuth")]), "SSO provider not wired"),
         (authorize_url(&app, &[("connection_id", "conn_01HXYZ123456789ABCDEFGHJK")]), "SSO connection"),
         (authorize_url(&app, &[("state", "a")]) + "&state=b", "a repeated parameter"),
+        // PostgreSQL cannot hold NUL: a NUL anywhere is bad input, never a 500 from the lookup.
+        (
+            format!("/user_management/authorize?response_type=code&client_id={client}&redirect_uri=%F4%8B%AB%9F%00"),
+            "a NUL in an unregistered redirect_uri",
+        ),
+        (authorize_url(&app, &[]).replace("st-42", "a%00b"), "a NUL in state"),
+        (authorize_url(&app, &[]) + "&x%00=1", "a NUL in a parameter's name"),
     ];
     for (url, what) in cases {
         let page = browser.get(&url).await;
@@ -462,8 +469,12 @@ async fn forms_without_this_browsers_csrf_token_are_refused_with_403_and_sign_no
         ("", "no token"),
         ("AAAA", "a wrong token"),
         (other_token.as_str(), "another flow's token"),
+        (token.as_str(), "the right token in a form holding a NUL"),
     ] {
-        let fields = creds(t);
+        let mut fields = creds(t).to_vec();
+        if what.contains("NUL") {
+            fields[1].1 = "csrf@example.com\0".into();
+        }
         let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let r = browser.post(path, &fields).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{what}");

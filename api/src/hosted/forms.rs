@@ -37,8 +37,10 @@ pub(super) fn error_status(e: &ApiError) -> StatusCode {
 /// A posted form's fields (first value of each).
 pub(crate) fn form(body: &Bytes) -> HashMap<String, String> {
     let mut out = HashMap::new();
-    for (k, v) in form_urlencoded::parse(body) {
-        out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+    // A form holding a NUL (no browser sends one) counts as empty: without its CSRF token it is
+    // refused like any other forged form.
+    for (k, v) in crate::extract::urlencoded(body).unwrap_or_default() {
+        out.entry(k).or_insert(v);
     }
     out
 }

@@ -151,8 +151,10 @@ fn sign_up_with(state: &AppState, flow: &Flow, v: &SignUpValues, error: Option<(
 /// The authorize request's parameters (each at most once).
 fn query(raw: Option<&str>) -> Result<HashMap<String, String>, String> {
     let mut out = HashMap::new();
-    for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
-        if out.insert(k.to_string(), v.into_owned()).is_some() {
+    let pairs = crate::extract::urlencoded(raw.unwrap_or_default().as_bytes())
+        .map_err(|p| format!("The parameter {} must not contain NUL characters.", p.0))?;
+    for (k, v) in pairs {
+        if out.insert(k.clone(), v).is_some() {
             return Err(format!("The parameter {k} was given more than once."));
         }
     }

@@ -241,10 +241,10 @@ pub async fn saml_acs(
 ) -> Response {
     let mut saml_response = None;
     let mut relay_state = None;
-    for (k, v) in form_urlencoded::parse(&body) {
-        match k.as_ref() {
-            "SAMLResponse" => saml_response = Some(v.into_owned()),
-            "RelayState" => relay_state = Some(v.into_owned()),
+    for (k, v) in crate::extract::urlencoded(&body).unwrap_or_default() {
+        match k.as_str() {
+            "SAMLResponse" => saml_response = Some(v),
+            "RelayState" => relay_state = Some(v),
             _ => {}
         }
     }
@@ -378,9 +378,9 @@ fn serde_urlencoded_like(body: &[u8]) -> TokenBody {
         client_secret: None,
         code: None,
     };
-    for (k, v) in form_urlencoded::parse(body) {
-        let v = Some(v.into_owned());
-        match k.as_ref() {
+    for (k, v) in crate::extract::urlencoded(body).unwrap_or_default() {
+        let v = Some(v);
+        match k.as_str() {
             "grant_type" => b.grant_type = v,
             "client_id" => b.client_id = v,
             "client_secret" => b.client_secret = v,
