@@ -2,11 +2,11 @@
 //! cookie jar of one cookie, forms posted with their CSRF token, redirects read, not followed.
 //! Then the code is exchanged on `POST /user_management/authenticate` (`authorization_code`).
 
-use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::helpers::TestApp;
+use crate::pages::{Browser, Page};
 
 const PASSWORD: &str = "correct horse battery staple";
 const CALLBACK: &str = "http://127.0.0.1:9/callback";
@@ -14,112 +14,19 @@ const CALLBACK: &str = "http://127.0.0.1:9/callback";
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
-/// A page as the browser got it.
-struct Page {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
+/// The hosted pages' last step: a redirect to the application's callback.
+trait Callback {
+    /// The `code` and `state` of a page redirecting to the callback.
+    fn code(&self) -> (String, Option<String>);
 }
 
-impl Page {
-    /// The CSRF token of the page's forms (a tiny form reader: every form of a flow carries
-    /// the same token).
-    fn csrf(&self) -> String {
-        let marker = r#"name="csrf_token" value=""#;
-        let at = self
-            .body
-            .find(marker)
-            .unwrap_or_else(|| panic!("no CSRF token in {}", self.body));
-        let rest = &self.body[at + marker.len()..];
-        rest[..rest.find('"').unwrap()].to_string()
-    }
-
-    fn location(&self) -> Option<String> {
-        self.headers.get(LOCATION).map(|v| v.to_str().unwrap().to_string())
-    }
-
-    /// The `code` and `state` of a redirect to the callback.
+impl Callback for Page {
     fn code(&self) -> (String, Option<String>) {
         assert_eq!(self.status, StatusCode::SEE_OTHER, "{}", self.body);
-        let to = url::Url::parse(&self.location().expect("a Location")).unwrap();
+        let to = url::Url::parse(&self.redirect()).unwrap();
         assert!(to.as_str().starts_with(CALLBACK), "{to}");
         let get = |k: &str| to.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.to_string());
         (get("code").expect("a code"), get("state"))
-    }
-
-    fn assert_secured(&self, what: &str) {
-        let h = |n: &str| self.headers.get(n).map(|v| v.to_str().unwrap().to_string());
-        let csp = h("content-security-policy").unwrap_or_else(|| panic!("{what}: no CSP"));
-        assert!(csp.contains("default-src 'none'"), "{what}: {csp}");
-        assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
-        assert!(
-            !csp.contains("unsafe-inline") && !csp.contains("script-src"),
-            "{what}: {csp}"
-        );
-        assert_eq!(h("x-frame-options").as_deref(), Some("DENY"), "{what}");
-        assert_eq!(h("referrer-policy").as_deref(), Some("no-referrer"), "{what}");
-        assert_eq!(h("cache-control").as_deref(), Some("no-store"), "{what}");
-        if self.status != StatusCode::SEE_OTHER && !what.contains("css") {
-            assert!(self.body.contains(r#"<html lang="en">"#), "{what}: {}", self.body);
-            assert!(!self.body.contains("<script"), "{what}");
-        }
-    }
-}
-
-/// A browser: no redirects followed, one cookie remembered.
-struct Browser {
-    http: reqwest::Client,
-    base: String,
-    cookie: Option<String>,
-}
-
-impl Browser {
-    fn new(app: &TestApp) -> Self {
-        Self {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            base: app.base.clone(),
-            cookie: None,
-        }
-    }
-
-    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
-        let req = match &self.cookie {
-            Some(c) => req.header("cookie", c),
-            None => req,
-        };
-        let r = req.send().await.unwrap();
-        for v in r.headers().get_all(SET_COOKIE) {
-            let v = v.to_str().unwrap();
-            assert!(v.contains("HttpOnly") && v.contains("SameSite=Lax"), "{v}");
-            let pair = v.split(';').next().unwrap().to_string();
-            self.cookie = if v.contains("Max-Age=0") { None } else { Some(pair) };
-        }
-        let (status, headers) = (r.status(), r.headers().clone());
-        Page {
-            status,
-            headers,
-            body: r.text().await.unwrap(),
-        }
-    }
-
-    async fn get(&mut self, path: &str) -> Page {
-        let req = self.http.get(format!("{}{path}", self.base));
-        self.send(req).await
-    }
-
-    async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
-        let body: String = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(fields)
-            .finish();
-        let req = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body);
-        self.send(req).await
     }
 }
 

@@ -11,6 +11,7 @@
 
 mod dns_server;
 mod helpers;
+mod pages;
 mod smtp;
 
 mod api_keys;

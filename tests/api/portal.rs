@@ -4,122 +4,15 @@
 //! expired link, a session of one organization aimed at another's ids, forms without or with a
 //! wrong CSRF token.
 
-use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use reqwest::header::SET_COOKIE;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::helpers::{id_of, TestApp};
+use crate::pages::{Browser, Page};
 
 const LINK: &str = "/portal/generate_link";
 const IDP_METADATA: &str = include_str!("../../api/src/saml/fixtures/idp-metadata.xml");
-
-struct Page {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Page {
-    fn csrf(&self) -> String {
-        let marker = r#"name="csrf_token" value=""#;
-        let at = self
-            .body
-            .find(marker)
-            .unwrap_or_else(|| panic!("no CSRF token in {}", self.body));
-        let rest = &self.body[at + marker.len()..];
-        rest[..rest.find('"').unwrap()].to_string()
-    }
-
-    fn location(&self) -> String {
-        self.headers
-            .get(LOCATION)
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_else(|| panic!("no Location ({}): {}", self.status, self.body))
-    }
-
-    fn assert_secured(&self, what: &str) {
-        let h = |n: &str| self.headers.get(n).map(|v| v.to_str().unwrap().to_string());
-        let csp = h("content-security-policy").unwrap_or_else(|| panic!("{what}: no CSP"));
-        assert!(csp.contains("default-src 'none'"), "{what}: {csp}");
-        assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
-        assert!(
-            !csp.contains("unsafe-inline") && !csp.contains("script-src"),
-            "{what}: {csp}"
-        );
-        assert_eq!(h("x-frame-options").as_deref(), Some("DENY"), "{what}");
-        assert_eq!(h("referrer-policy").as_deref(), Some("no-referrer"), "{what}");
-        assert_eq!(h("cache-control").as_deref(), Some("no-store"), "{what}");
-        if self.status != StatusCode::SEE_OTHER {
-            assert!(self.body.contains(r#"<html lang="en">"#), "{what}: {}", self.body);
-            assert!(!self.body.contains("<script"), "{what}");
-        }
-    }
-}
-
-/// A browser: no redirects followed, the portal cookie remembered.
-struct Browser {
-    http: reqwest::Client,
-    base: String,
-    cookie: Option<String>,
-}
-
-impl Browser {
-    fn new(app: &TestApp) -> Self {
-        Self {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            base: app.base.clone(),
-            cookie: None,
-        }
-    }
-
-    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
-        let req = match &self.cookie {
-            Some(c) => req.header("cookie", c),
-            None => req,
-        };
-        let r = req.send().await.unwrap();
-        for v in r.headers().get_all(SET_COOKIE) {
-            let v = v.to_str().unwrap();
-            assert!(
-                v.contains("HttpOnly") && v.contains("SameSite=Lax") && v.contains("Path=/portal"),
-                "{v}"
-            );
-            self.cookie = Some(v.split(';').next().unwrap().to_string());
-        }
-        let (status, headers) = (r.status(), r.headers().clone());
-        Page {
-            status,
-            headers,
-            body: r.text().await.unwrap(),
-        }
-    }
-
-    /// `path` relative to the server, or an absolute URL (a link).
-    async fn get(&mut self, path: &str) -> Page {
-        let url = if path.starts_with("http") {
-            path.to_string()
-        } else {
-            format!("{}{path}", self.base)
-        };
-        let req = self.http.get(url);
-        self.send(req).await
-    }
-
-    async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
-        let body: String = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(fields)
-            .finish();
-        let req = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body);
-        self.send(req).await
-    }
-}
 
 async fn link(app: &TestApp, org: &str, intent: &str) -> String {
     let (s, b) = app
@@ -131,12 +24,12 @@ async fn link(app: &TestApp, org: &str, intent: &str) -> String {
 
 /// A browser with an open portal session of `org` for `intent`, on the intent's page.
 async fn open(app: &TestApp, org: &str, intent: &str) -> (Browser, Page) {
-    let mut b = Browser::new(app);
+    let mut b = Browser::scoped(app, "/portal");
     let launched = b.get(&link(app, org, intent).await).await;
     assert_eq!(launched.status, StatusCode::SEE_OTHER, "{}", launched.body);
     launched.assert_secured("launch");
     assert!(b.cookie.is_some(), "the launch sets the session cookie");
-    let page = b.get(&launched.location()).await;
+    let page = b.get(&launched.redirect()).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     page.assert_secured(intent);
     (b, page)
@@ -246,15 +139,15 @@ async fn a_link_opens_once_and_a_replayed_unknown_or_expired_link_gets_an_error_
     let app = TestApp::spawn().await;
     let org = new_org(&app, "Acme").await;
     let l = link(&app, &org, "domain_verification").await;
-    let mut first = Browser::new(&app);
+    let mut first = Browser::scoped(&app, "/portal");
     let opened = first.get(&l).await;
     assert_eq!(opened.status, StatusCode::SEE_OTHER, "{}", opened.body);
-    assert_eq!(opened.location(), "/portal/domains");
+    assert_eq!(opened.redirect(), "/portal/domains");
     let cookie = opened.headers.get(SET_COOKIE).unwrap().to_str().unwrap().to_string();
     assert!(cookie.contains("Max-Age=1800"), "{cookie}");
     assert!(!cookie.contains("Secure"), "plain http public URL: {cookie}");
 
-    let mut replay = Browser::new(&app);
+    let mut replay = Browser::scoped(&app, "/portal");
     let again = replay.get(&l).await;
     assert_eq!(again.status, StatusCode::GONE, "{}", again.body);
     again.assert_secured("replayed link");
@@ -287,7 +180,7 @@ async fn two_browsers_racing_on_one_link_open_exactly_one_session() {
     let l = link(&app, &org, "sso").await;
     let mut handles = Vec::new();
     for _ in 0..6 {
-        let mut b = Browser::new(&app);
+        let mut b = Browser::scoped(&app, "/portal");
         let l = l.clone();
         handles.push(tokio::spawn(async move { b.get(&l).await.status }));
     }
@@ -496,7 +389,7 @@ async fn an_oidc_connection_is_created_through_the_portal_and_read_back_through_
         )
         .await;
     assert_eq!(made.status, StatusCode::SEE_OTHER, "{}", made.body);
-    let shown = b.get(&made.location()).await;
+    let shown = b.get(&made.redirect()).await;
     assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
     assert!(!shown.body.contains("very-secret"));
     let list = app.all_pages(&format!("/connections?organization_id={org}")).await;
@@ -517,7 +410,7 @@ async fn a_saml_connection_starts_as_a_draft_shows_its_sp_details_and_activates_
         .post("/portal/sso/saml", &[("csrf_token", &t), ("saml_name", "Acme SAML")])
         .await;
     assert_eq!(made.status, StatusCode::SEE_OTHER, "{}", made.body);
-    let path = made.location();
+    let path = made.redirect();
     let id = path.rsplit('/').next().unwrap().to_string();
     let shown = b.get(&path).await;
     assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
@@ -634,7 +527,7 @@ async fn a_saml_idp_metadata_url_is_fetched_through_the_guard_and_a_refused_or_b
     let t = page.csrf();
     let made = b.post("/portal/sso/saml", &[("csrf_token", &t)]).await;
     assert_eq!(made.status, StatusCode::SEE_OTHER, "{}", made.body);
-    let path = made.location();
+    let path = made.redirect();
     let id = path.rsplit('/').next().unwrap().to_string();
 
     // Refused before any request leaves: a private address literal; then a page that is not metadata.
