@@ -456,6 +456,7 @@ pub async fn build(pool: PgPool, config: Config) -> anyhow::Result<Running> {
         public_url: config.public_url.clone(),
         public_base: public_base(config.public_url.as_deref(), addr).into(),
         sso_http,
+        oidc_discovery: sso::DiscoveryCache::default(),
         saml: saml::Verifier::new(
             config.xmlsec1.clone(),
             std::env::temp_dir().join(format!("keyledger-saml-certs-{}", std::process::id())),

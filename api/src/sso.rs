@@ -5,11 +5,15 @@
 //! browser to an unregistered address, never lets a request reach an address the SSRF guard
 //! refuses, and never stores a token as is (only its SHA-256).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
 use chrono::{Duration, Utc};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
 use openidconnect::{
-    AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+    AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -86,14 +90,66 @@ fn guard(state: &AppState, what: &str, url: &str) -> Result<(), FlowError> {
     Ok(())
 }
 
-/// Discovery of the connection's provider; every endpoint keyledger will fetch is checked.
-async fn discover(state: &AppState, conn: &SignInConnection) -> Result<CoreProviderMetadata, FlowError> {
+/// How long a provider's discovery document and keys are reused before they are fetched again.
+/// A provider that rotates its keys sooner is caught by [`finish`], which fetches them again
+/// once when an ID token's signature does not verify with the kept keys.
+const DISCOVERY_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+/// At most this many providers are kept; the oldest entry makes room.
+const DISCOVERY_ENTRIES: usize = 256;
+
+/// Providers' discovery documents with their JWKS, by discovery URL, each kept [`DISCOVERY_TTL`]:
+/// without it every sign-in fetched both twice (at the redirect and at the callback).
+#[derive(Clone, Default)]
+pub struct DiscoveryCache(Arc<Mutex<HashMap<String, (Instant, CoreProviderMetadata)>>>);
+
+impl DiscoveryCache {
+    fn get(&self, url: &str) -> Option<CoreProviderMetadata> {
+        let entries = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        entries
+            .get(url)
+            .filter(|(at, _)| at.elapsed() < DISCOVERY_TTL)
+            .map(|(_, m)| m.clone())
+    }
+
+    fn put(&self, url: &str, metadata: &CoreProviderMetadata) {
+        let mut entries = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.retain(|_, (at, _)| at.elapsed() < DISCOVERY_TTL);
+        if entries.len() >= DISCOVERY_ENTRIES && !entries.contains_key(url) {
+            let oldest = entries.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                entries.remove(&k);
+            }
+        }
+        entries.insert(url.to_string(), (Instant::now(), metadata.clone()));
+    }
+}
+
+/// Whether [`discover`] may answer from the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fetch {
+    Cached,
+    Fresh,
+}
+
+/// Discovery of the connection's provider (kept [`DISCOVERY_TTL`] unless `fetch` is
+/// [`Fetch::Fresh`]); every endpoint keyledger will fetch is checked. Answers whether the
+/// document came from the cache.
+async fn discover(
+    state: &AppState,
+    conn: &SignInConnection,
+    fetch: Fetch,
+) -> Result<(CoreProviderMetadata, bool), FlowError> {
     let discovery = conn
         .oidc
         .as_ref()
         .and_then(|o| o.discovery_endpoint.clone())
         .ok_or_else(|| FlowError::new("connection_invalid", "the connection has no discovery endpoint"))?;
     guard(state, "discovery endpoint", &discovery)?;
+    if fetch == Fetch::Cached {
+        if let Some(m) = state.oidc_discovery.get(&discovery) {
+            return Ok((m, true));
+        }
+    }
     let issuer = discovery
         .strip_suffix("/.well-known/openid-configuration")
         .unwrap_or(&discovery)
@@ -109,7 +165,8 @@ async fn discover(state: &AppState, conn: &SignInConnection) -> Result<CoreProvi
     if let Some(t) = metadata.token_endpoint() {
         guard(state, "token endpoint", t.url().as_str())?;
     }
-    Ok(metadata)
+    state.oidc_discovery.put(&discovery, &metadata);
+    Ok((metadata, false))
 }
 
 fn client_for(
@@ -200,7 +257,7 @@ pub async fn start(
     login_hint: Option<&str>,
     extra: Option<Value>,
 ) -> Result<String, FlowError> {
-    let metadata = discover(state, conn).await?;
+    let (metadata, _) = discover(state, conn, Fetch::Cached).await?;
     let client = client_for(state, conn, metadata)?;
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let mut request = client
@@ -308,7 +365,7 @@ pub async fn finish(state: &AppState, pending: &Pending, code: &str) -> Result<V
     if conn.state != ConnectionState::Active {
         return Err(FlowError::new("connection_inactive", "the connection is not active"));
     }
-    let metadata = discover(state, &conn).await?;
+    let (metadata, cached) = discover(state, &conn, Fetch::Cached).await?;
     let client = client_for(state, &conn, metadata)?;
     let exchange = client
         .exchange_code(AuthorizationCode::new(code.to_string()))
@@ -321,13 +378,23 @@ pub async fn finish(state: &AppState, pending: &Pending, code: &str) -> Result<V
     let id_token = token
         .id_token()
         .ok_or_else(|| FlowError::new("idp_invalid", "the identity provider sent no ID token"))?;
-    let verifier = client.id_token_verifier();
-    let claims = id_token
-        .claims(&verifier, &Nonce::new(pending.nonce.clone()))
-        .map_err(|e| {
-            tracing::warn!(error = %e, connection_id = conn.id, "an ID token was refused");
-            FlowError::new("id_token_invalid", "the identity provider's ID token is invalid")
-        })?;
+    let nonce = Nonce::new(pending.nonce.clone());
+    let refused = |e: &ClaimsVerificationError| {
+        tracing::warn!(error = %e, connection_id = conn.id, "an ID token was refused");
+        FlowError::new("id_token_invalid", "the identity provider's ID token is invalid")
+    };
+    let claims = match id_token.claims(&client.id_token_verifier(), &nonce) {
+        Ok(c) => c.clone(),
+        // Kept keys the provider has since rotated: its keys fetched anew, the token checked again.
+        Err(ClaimsVerificationError::SignatureVerification(_)) if cached => {
+            let (metadata, _) = discover(state, &conn, Fetch::Fresh).await?;
+            let client = client_for(state, &conn, metadata)?;
+            let verifier = client.id_token_verifier();
+            let claims = id_token.claims(&verifier, &nonce).map_err(|e| refused(&e))?.clone();
+            claims
+        }
+        Err(e) => return Err(refused(&e)),
+    };
     let email = claims
         .email()
         .map(|e| e.to_string())
@@ -335,7 +402,7 @@ pub async fn finish(state: &AppState, pending: &Pending, code: &str) -> Result<V
     let given = claims.given_name().and_then(|n| n.get(None)).map(|n| n.to_string());
     let family = claims.family_name().and_then(|n| n.get(None)).map(|n| n.to_string());
     let name = claims.name().and_then(|n| n.get(None)).map(|n| n.to_string());
-    let raw = serde_json::to_value(claims).unwrap_or_else(|_| json!({}));
+    let raw = serde_json::to_value(&claims).unwrap_or_else(|_| json!({}));
     Ok(json!({
         "object": "profile",
         "id": new_id("prof"),

@@ -42,6 +42,8 @@ pub struct AppState {
     /// The client for identity providers (OIDC discovery, tokens and keys; SAML metadata): names
     /// resolve through the SSRF guard (`crate::ssrf::GuardedResolver`), no redirect, no proxy.
     pub sso_http: reqwest::Client,
+    /// OIDC providers' discovery documents and keys, kept a few minutes (`crate::sso`).
+    pub oidc_discovery: crate::sso::DiscoveryCache,
     /// Checks SAML signatures with `xmlsec1` (`crate::saml`).
     pub saml: crate::saml::Verifier,
     /// `Config::webhook_allow`: endpoint URLs naming other non-public IP literals are refused.

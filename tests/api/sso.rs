@@ -23,12 +23,17 @@ struct Idp {
 }
 
 async fn start_idp(callback: &str) -> Idp {
+    start_idp_on(callback, 0).await
+}
+
+/// The test IdP on `port` (0: any free port), with a signing key of its own.
+async fn start_idp_on(callback: &str, port: u16) -> Idp {
     let script = std::env::var("KEYLEDGER_TEST_OIDC_IDP")
         .unwrap_or_else(|_| format!("{}/../tests/idp/oidc/idp.js", env!("CARGO_MANIFEST_DIR")));
     let client = json!({ "client_id": "kl", "client_secret": IDP_SECRET, "redirect_uris": [callback] });
     let mut child = Command::new("node")
         .arg(&script)
-        .args(["--port", "0", "--client", &client.to_string()])
+        .args(["--port", &port.to_string(), "--client", &client.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -257,6 +262,46 @@ async fn a_user_signs_in_through_the_oidc_provider_and_the_application_gets_the_
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// Follows keyledger's callback to the application's redirect URI; answers the code.
+async fn back_to_app(browser: &mut Browser, app: &TestApp, callback: &str) -> String {
+    let r = browser.send(Method::GET, callback, None).await;
+    let back = Browser::location(&r, &app.base);
+    assert!(back.starts_with(APP_CALLBACK), "{back}");
+    query(&back, "code").expect("a code")
+}
+
+#[tokio::test]
+async fn discovery_is_kept_between_sign_ins_and_keys_the_provider_rotated_are_fetched_again() {
+    let (app, idp, _, conn_id) = setup().await;
+    let selector = format!("connection={conn_id}");
+    let mut browser = Browser::new();
+    let callback = sign_in_at_idp(&mut browser, &app, &idp, &selector).await;
+    back_to_app(&mut browser, &app, &callback).await;
+
+    // The provider restarts on its address with a new signing key (same `kid`). While it is
+    // down, the kept discovery still sends the browser there.
+    let port = url::Url::parse(&idp.issuer).unwrap().port().unwrap();
+    drop(idp);
+    let r = Browser::new()
+        .send(Method::GET, &authorize_url(&app, &selector, APP_CALLBACK), None)
+        .await;
+    assert!(
+        r.status().is_redirection(),
+        "{}: {}",
+        r.status(),
+        r.text().await.unwrap()
+    );
+    let idp = start_idp_on(&format!("{}/sso/oidc/callback", app.base), port).await;
+
+    // The ID token is signed with the new key: the kept keys fail it, the fetched ones pass.
+    let mut browser = Browser::new();
+    let callback = sign_in_at_idp(&mut browser, &app, &idp, &selector).await;
+    let code = back_to_app(&mut browser, &app, &callback).await;
+    let (s, t) = token(&app, &code, &app.key).await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    assert_eq!(t["profile"]["email"], "ann.lee@acme.com");
 }
 
 #[tokio::test]
