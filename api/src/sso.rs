@@ -444,16 +444,22 @@ pub async fn take_code(state: &AppState, code: &str) -> Result<Option<Value>, Ap
     Ok(row.map(|r| r.0))
 }
 
-/// A new access token for `profile`.
-pub async fn issue_access_token(state: &AppState, profile: &Value) -> Result<String, ApiError> {
+/// Redeems a code (single use) for a new access token to its profile, in one statement (one
+/// commit): the profile and the token, or `None` when the code is unknown, expired or used.
+pub async fn redeem_code(state: &AppState, code: &str) -> Result<Option<(Value, String)>, ApiError> {
     let token = crate::secrets::random_token(32).map_err(|_| ApiError::internal())?;
-    sqlx::query("insert into sso_access_token (token_hash, profile, expires_at) values ($1, $2, $3)")
-        .bind(hash(&token))
-        .bind(profile)
-        .bind(Utc::now() + Duration::seconds(ACCESS_TOKEN_TTL_SECONDS))
-        .execute(&state.pool)
-        .await?;
-    Ok(token)
+    let row: Option<(Value,)> = sqlx::query_as(
+        "with taken as (update sso_code set used_at = now() \
+           where code_hash = $1 and used_at is null and expires_at > now() returning profile) \
+         insert into sso_access_token (token_hash, profile, expires_at) select $2, profile, $3 from taken \
+         returning profile",
+    )
+    .bind(hash(code))
+    .bind(hash(&token))
+    .bind(Utc::now() + Duration::seconds(ACCESS_TOKEN_TTL_SECONDS))
+    .fetch_optional(&state.pool)
+    .await?;
+    Ok(row.map(|(profile,)| (profile, token)))
 }
 
 /// The profile of a live access token.

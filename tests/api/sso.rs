@@ -305,6 +305,31 @@ async fn discovery_is_kept_between_sign_ins_and_keys_the_provider_rotated_are_fe
 }
 
 #[tokio::test]
+async fn two_concurrent_token_requests_for_one_code_get_exactly_one_access_token() {
+    let (app, idp, _, conn_id) = setup().await;
+    let mut browser = Browser::new();
+    let callback = sign_in_at_idp(&mut browser, &app, &idp, &format!("connection={conn_id}")).await;
+    let code = back_to_app(&mut browser, &app, &callback).await;
+    let (a, b) = tokio::join!(token(&app, &code, &app.key), token(&app, &code, &app.key));
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::BAD_REQUEST], "{} / {}", a.1, b.1);
+    let (n,): (i64,) = sqlx::query_as("select count(*) from sso_access_token")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "one access token");
+    // An unknown code issues nothing.
+    let (s, body) = token(&app, "not-a-code", &app.key).await;
+    assert_error(s, &body, StatusCode::BAD_REQUEST, "invalid_grant", "unknown code");
+    let (n,): (i64,) = sqlx::query_as("select count(*) from sso_access_token")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "still one access token");
+}
+
+#[tokio::test]
 async fn the_organization_names_its_active_connection_and_a_wrong_client_secret_gets_no_profile() {
     let (app, idp, org_id, _) = setup().await;
     let mut browser = Browser::new();

@@ -358,10 +358,9 @@ pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Byte
         ));
     }
     let code = b.code.as_deref().unwrap_or_default();
-    let profile = sso::take_code(&state, code)
+    let (profile, access_token) = sso::redeem_code(&state, code)
         .await?
         .ok_or_else(|| ApiError::bad_request("invalid_grant", "The code is invalid, expired or already used."))?;
-    let access_token = sso::issue_access_token(&state, &profile).await?;
     Ok(Json(json!({
         "token_type": "Bearer",
         "access_token": access_token,
