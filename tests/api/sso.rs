@@ -156,9 +156,14 @@ fn authorize_url(app: &TestApp, selector: &str, redirect_uri: &str) -> String {
 
 /// Authorize → the IdP's form login → keyledger's callback URL (not yet visited).
 async fn sign_in_at_idp(browser: &mut Browser, app: &TestApp, idp: &Idp, selector: &str) -> String {
-    let r = browser
-        .send(Method::GET, &authorize_url(app, selector, APP_CALLBACK), None)
-        .await;
+    let start = authorize_url(app, selector, APP_CALLBACK);
+    sign_in_as(browser, app, idp, &start, "ann.lee@acme.com").await
+}
+
+/// `start` (keyledger, redirecting to the IdP) → the IdP's form login as `email` → keyledger's
+/// callback URL (not yet visited).
+async fn sign_in_as(browser: &mut Browser, app: &TestApp, idp: &Idp, start: &str, email: &str) -> String {
+    let r = browser.send(Method::GET, start, None).await;
     assert!(r.status().is_redirection(), "authorize redirects: {}", r.status());
     let to_idp = Browser::location(&r, &app.base);
     assert!(to_idp.starts_with(&idp.issuer), "{to_idp}");
@@ -176,7 +181,7 @@ async fn sign_in_at_idp(browser: &mut Browser, app: &TestApp, idp: &Idp, selecto
         .send(
             Method::POST,
             &format!("{interaction}/login"),
-            Some(&[("email", "ann.lee@acme.com"), ("password", "idp-password")]),
+            Some(&[("email", email), ("password", "idp-password")]),
         )
         .await;
     let mut next = Browser::location(&r, &idp.issuer);
@@ -327,6 +332,107 @@ async fn two_concurrent_token_requests_for_one_code_get_exactly_one_access_token
         .await
         .unwrap();
     assert_eq!(n, 1, "still one access token");
+}
+
+#[tokio::test]
+async fn an_identity_provider_answer_holding_a_nul_gets_an_error_page_and_no_code() {
+    let (app, idp, _, conn_id) = setup().await;
+    let mut browser = Browser::new();
+    let start = authorize_url(&app, &format!("connection={conn_id}"), APP_CALLBACK);
+    let callback = sign_in_as(&mut browser, &app, &idp, &start, "nul\u{0}ed@acme.com").await;
+    let r = browser.send(Method::GET, &callback, None).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.headers().get(LOCATION).is_none());
+    assert!(r.text().await.unwrap().contains("profile_invalid"));
+    let (n,): (i64,) = sqlx::query_as("select count(*) from sso_code")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+}
+
+/// The hosted sign-in's start of an SSO sign-in with `connection_id`.
+fn hosted_url(app: &TestApp, conn_id: &str) -> String {
+    let mut u = url::Url::parse(&format!("{}/user_management/authorize", app.base)).unwrap();
+    u.query_pairs_mut()
+        .append_pair("client_id", &app.client_id())
+        .append_pair("redirect_uri", APP_CALLBACK)
+        .append_pair("response_type", "code")
+        .append_pair("connection_id", conn_id);
+    u.to_string()
+}
+
+#[tokio::test]
+async fn hosted_sso_vouches_only_for_emails_at_domains_the_organization_verified() {
+    // Acme verified acme.com and runs the IdP: it could assert any address at all.
+    let (app, idp, org_id, conn_id) = setup().await;
+    let (s, victim) = app
+        .post(
+            "/user_management/users",
+            json!({ "email": "victim@other.example", "password": "correct horse battery staple" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{victim}");
+    let victim_id = victim["id"].as_str().unwrap();
+
+    // An existing account at a domain Acme has not verified: refused with a page, nothing changes.
+    let mut browser = Browser::new();
+    let callback = sign_in_as(
+        &mut browser,
+        &app,
+        &idp,
+        &hosted_url(&app, &conn_id),
+        "victim@other.example",
+    )
+    .await;
+    let r = browser.send(Method::GET, &callback, None).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.headers().get(LOCATION).is_none());
+    assert!(r.text().await.unwrap().contains("cannot sign in to it"));
+    let (_, user) = app.get(&format!("/user_management/users/{victim_id}")).await;
+    assert_eq!(user["email_verified"], false, "{user}");
+    let (_, members) = app
+        .get(&format!(
+            "/user_management/organization_memberships?user_id={victim_id}"
+        ))
+        .await;
+    assert_eq!(members["data"].as_array().unwrap().len(), 0, "{members}");
+
+    // A new address at such a domain: signed up unverified, a plain member of Acme.
+    let mut browser = Browser::new();
+    let callback = sign_in_as(
+        &mut browser,
+        &app,
+        &idp,
+        &hosted_url(&app, &conn_id),
+        "newbie@other.example",
+    )
+    .await;
+    back_to_app(&mut browser, &app, &callback).await;
+    let (_, users) = app.get("/user_management/users?email=newbie%40other.example").await;
+    let newbie = &users["data"][0];
+    assert_eq!(newbie["email_verified"], false, "{users}");
+    let (_, members) = app
+        .get(&format!(
+            "/user_management/organization_memberships?user_id={}",
+            newbie["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(members["data"][0]["organization_id"], org_id.as_str(), "{members}");
+
+    // An address at acme.com: the account is verified by the sign-in.
+    let mut browser = Browser::new();
+    let callback = sign_in_as(
+        &mut browser,
+        &app,
+        &idp,
+        &hosted_url(&app, &conn_id),
+        "ann.lee@acme.com",
+    )
+    .await;
+    back_to_app(&mut browser, &app, &callback).await;
+    let (_, users) = app.get("/user_management/users?email=ann.lee%40acme.com").await;
+    assert_eq!(users["data"][0]["email_verified"], true, "{users}");
 }
 
 #[tokio::test]

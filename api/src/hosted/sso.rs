@@ -2,9 +2,11 @@
 //! (`connection_id`, `organization_id`) and an email whose verified domain belongs to an
 //! organization that requires SSO. The hosted flow travels sealed with the SSO state; when the
 //! identity provider's answer comes back (`crate::routes::sso`), [`finish_sso`] turns its profile
-//! into the user (signed up by SSO, email verified), their membership of the connection's
-//! organization, and the hosted sign-in's authorization code. OAuth providers are not offered.
+//! into the user (signed up by SSO; email verified when the organization vouches for it), their
+//! membership of the connection's organization, and the hosted sign-in's authorization code.
+//! OAuth providers are not offered.
 
+use axum::http::StatusCode;
 use chrono::Utc;
 use keyledger_domain::claims::ClaimKind;
 use keyledger_domain::ids::new_id;
@@ -104,16 +106,44 @@ pub async fn finish_sso(
     }
 }
 
+/// Whether the connection's organization vouches for the profile's email: its domain is one the
+/// organization has verified, and the identity provider did not say the email is unverified.
+/// Any organization can point a connection at an identity provider it controls, so an email at
+/// a domain it has not verified proves nothing about who holds that address.
+async fn vouched(state: &AppState, organization_id: &str, email: &Email, profile: &Value) -> Result<bool, ApiError> {
+    let idp_unverified = profile
+        .get("raw_attributes")
+        .and_then(|r| r.get("email_verified"))
+        .is_some_and(|v| v == &Value::Bool(false) || v.as_str() == Some("false"));
+    let Some(domain) = crate::policy::email_domain(email) else {
+        return Ok(false);
+    };
+    let owner = crate::policy::domain_owner(state, &domain).await?;
+    Ok(!idp_unverified && owner.as_deref() == Some(organization_id))
+}
+
 async fn sso_user(state: &AppState, ctx: &RequestContext, profile: &Value) -> Result<Proof, ApiError> {
     let text = |k: &str| profile.get(k).and_then(Value::as_str).map(str::to_string);
     let email = Email::parse("email", &text("email").unwrap_or_default())?;
     let organization_id = text("organization_id").ok_or_else(ApiError::internal)?;
-    let user_id = match crate::routes::codes::holder_of(state, &email).await? {
-        // Signing in through the organization's identity provider proves the email.
-        Some(id) => crate::routes::codes::mark_verified(state, ctx, &id).await.map(|_| id)?,
-        None => sign_up(state, ctx, &email, text("first_name"), text("last_name")).await?,
+    let vouched = vouched(state, &organization_id, &email, profile).await?;
+    let user_id = match (crate::routes::codes::holder_of(state, &email).await?, vouched) {
+        // The organization's identity provider, for a domain the organization verified, proves
+        // the email: the account is that person's.
+        (Some(id), true) => crate::routes::codes::mark_verified(state, ctx, &id).await.map(|_| id)?,
+        // Anything else would let whoever runs an identity provider sign in as any address.
+        (Some(_), false) => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "sso_email_not_vouched",
+                "An account with this email already exists, and this organization's identity provider \
+                 cannot sign in to it: the email's domain is not one the organization has verified. \
+                 Sign in with the account's own method instead.",
+            ))
+        }
+        (None, vouched) => sign_up(state, ctx, &email, text("first_name"), text("last_name"), vouched).await?,
     };
-    join(state, ctx, &user_id, &organization_id, &email).await?;
+    join(state, ctx, &user_id, &organization_id, &email, vouched).await?;
     // Other organizations whose `auto` policy covers the email's domain (`crate::jit`).
     crate::jit::join_after(state, ctx, &user_id).await;
     let user = keyledger_projections::queries::user(&state.pool, &user_id)
@@ -128,21 +158,22 @@ async fn sso_user(state: &AppState, ctx: &RequestContext, profile: &Value) -> Re
     })
 }
 
-/// A new user, signed up by SSO with a verified email; the holder instead when the email was
-/// taken meanwhile.
+/// A new user, signed up by SSO (the email verified when the organization vouches for it); the
+/// holder instead when the email was taken meanwhile by a sign-up the organization vouches for.
 async fn sign_up(
     state: &AppState,
     ctx: &RequestContext,
     email: &Email,
     first_name: Option<String>,
     last_name: Option<String>,
+    vouched: bool,
 ) -> Result<String, ApiError> {
     let id = new_id("user");
     let command = UserCommand::SignUp(SignUpUser {
         email: email.clone(),
         first_name,
         last_name,
-        email_verified: true,
+        email_verified: vouched,
         method: SignUpMethod::Sso,
         at: Utc::now(),
     });
@@ -152,21 +183,22 @@ async fn sign_up(
     {
         Ok(_) => Ok(id),
         Err(e) => match crate::routes::codes::holder_of(state, email).await? {
-            Some(holder) => Ok(holder),
-            None => Err(command_error(e, |d| ApiError::conflict(d.to_string()))),
+            Some(holder) if vouched => Ok(holder),
+            _ => Err(command_error(e, |d| ApiError::conflict(d.to_string()))),
         },
     }
 }
 
 /// Membership of the connection's organization, by SSO: the policy's default role, recorded as
-/// joined by the email's domain (so leaving the domain ends it, `crate::jit`). Already a member
-/// (in any status): nothing changes.
+/// joined by the email's domain when the organization vouches for it (so leaving the domain ends
+/// it, `crate::jit`), else a plain membership. Already a member (in any status): nothing changes.
 async fn join(
     state: &AppState,
     ctx: &RequestContext,
     user_id: &str,
     organization_id: &str,
     email: &Email,
+    vouched: bool,
 ) -> Result<(), ApiError> {
     let claim = MembershipEvent::claim_value(organization_id, user_id);
     if keyledger_projections::queries::claim_holder(&state.pool, ClaimKind::Membership.as_str(), &claim)
@@ -179,16 +211,23 @@ async fn join(
         return Err(ApiError::not_found("organization"));
     };
     let policy = crate::policy::current(state, organization_id).await?;
-    let Some(domain) = crate::policy::email_domain(email) else {
-        return Err(ApiError::invalid("email", "invalid_email", "the email has no domain"));
-    };
-    let command = MembershipCommand::JoinByDomain {
-        user_id: user_id.to_string(),
-        organization_id: organization_id.to_string(),
-        organization_name: org.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
-        role: policy.default_role,
-        domain,
-        at: Utc::now(),
+    let organization_name = org.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let command = match crate::policy::email_domain(email).filter(|_| vouched) {
+        Some(domain) => MembershipCommand::JoinByDomain {
+            user_id: user_id.to_string(),
+            organization_id: organization_id.to_string(),
+            organization_name,
+            role: policy.default_role,
+            domain,
+            at: Utc::now(),
+        },
+        None => MembershipCommand::Create {
+            user_id: user_id.to_string(),
+            organization_id: organization_id.to_string(),
+            organization_name,
+            role: policy.default_role,
+            at: Utc::now(),
+        },
     };
     let decided = state
         .bus

@@ -134,6 +134,17 @@ async fn authorize_flow(state: &AppState, q: &QueryPairs) -> Result<String, Flow
 /// Where a finished SSO sign-in goes: the hosted sign-in that started it (a user, a session, its
 /// authorization code), or the application's redirect_uri with a code for `POST /sso/token`.
 async fn complete(state: &AppState, ctx: PublicContext, pending: &sso::Pending, profile: &Value) -> Response {
+    // PostgreSQL stores no NUL character, and no claim needs one: the identity provider's
+    // answer is refused rather than failing at the insert.
+    if profile.to_string().contains("\\u0000") {
+        return error_page(
+            state,
+            &FlowError::new(
+                "profile_invalid",
+                "the identity provider's answer holds a NUL character",
+            ),
+        );
+    }
     match crate::hosted::sso::authkit_flow(state, &pending.sealed) {
         Some(Some(flow)) => return crate::hosted::sso::finish_sso(state, &ctx.anonymous(), flow, profile).await,
         Some(None) => {

@@ -148,11 +148,31 @@ pub(crate) fn parse(xml: &str) -> Result<roxmltree::Document<'_>, SamlError> {
     if xml.to_ascii_lowercase().contains("<!doctype") {
         return Err(SamlError::Doctype);
     }
+    // The text is UTF-8 here; a declaration naming another encoding would make xmlsec1 (libxml2)
+    // read different bytes than this parser, or stop.
+    if let Some(encoding) = declared_encoding(xml) {
+        if !encoding.eq_ignore_ascii_case("utf-8") && !encoding.eq_ignore_ascii_case("utf8") {
+            return Err(SamlError::Malformed(format!(
+                "the XML declaration names the encoding {encoding:?}; only UTF-8 is accepted"
+            )));
+        }
+    }
     let options = roxmltree::ParsingOptions {
         allow_dtd: false,
         nodes_limit: 20_000,
     };
     roxmltree::Document::parse_with_options(xml, options).map_err(|e| SamlError::Malformed(e.to_string()))
+}
+
+/// The `encoding` of the document's XML declaration, if it has one.
+fn declared_encoding(xml: &str) -> Option<&str> {
+    let rest = xml.trim_start_matches('\u{feff}').strip_prefix("<?xml")?;
+    let declaration = &rest[..rest.find("?>")?];
+    let after = &declaration[declaration.find("encoding")? + "encoding".len()..];
+    let after = after.trim_start().strip_prefix('=')?.trim_start();
+    let quote = after.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let value = &after[1..];
+    Some(&value[..value.find(quote)?])
 }
 
 /// Escapes text for an XML attribute value or element content.
@@ -190,5 +210,16 @@ mod tests {
         let xml = r#"<!DOCTYPE r [<!ENTITY x "y">]><r>&x;</r>"#;
         assert_eq!(parse(xml).err(), Some(SamlError::Doctype));
         assert!(matches!(parse("<r>").err(), Some(SamlError::Malformed(_))));
+    }
+
+    #[test]
+    fn only_utf8_may_be_declared() {
+        assert!(parse(r#"<?xml version="1.0" encoding="UTF-8"?><r/>"#).is_ok());
+        assert!(parse(r#"<?xml version='1.0' encoding = 'utf8'?><r/>"#).is_ok());
+        assert!(parse(r#"<?xml version="1.0"?><r/>"#).is_ok());
+        for declared in ["x-bogus", "ISO-8859-1", "UTF-16"] {
+            let xml = format!(r#"<?xml version="1.0" encoding="{declared}"?><r/>"#);
+            assert!(matches!(parse(&xml).err(), Some(SamlError::Malformed(_))), "{declared}");
+        }
     }
 }

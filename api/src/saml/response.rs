@@ -155,7 +155,18 @@ fn time(node: &Node, attribute: &str) -> Result<Option<DateTime<Utc>>, SamlError
 
 /// Checks everything but the signature arithmetic (see [`super::Verifier`]).
 pub fn check(xml: &str, expect: &Expectations) -> Result<Checked, SamlError> {
-    let doc = parse(xml)?;
+    let original = parse(xml)?;
+    // A key belongs in a signature, nowhere else. Everything below reads the document the
+    // verifier gets (every `KeyInfo` cut out), so no value can differ from what was checked.
+    let stray_key = original
+        .descendants()
+        .filter(|n| is(n, NS_DSIG, "KeyInfo"))
+        .any(|n| !n.parent_element().is_some_and(|p| is(&p, NS_DSIG, "Signature")));
+    if stray_key {
+        return Err(SamlError::SignatureScope);
+    }
+    let document = without_key_info(xml, &original);
+    let doc = parse(&document)?;
     let response = doc.root_element();
     if !is(&response, NS_SAMLP, "Response") {
         return Err(SamlError::NotAResponse);
@@ -222,7 +233,7 @@ pub fn check(xml: &str, expect: &Expectations) -> Result<Checked, SamlError> {
             not_on_or_after,
             attributes: attributes(assertion),
         },
-        document: without_key_info(xml, &doc),
+        document: document.clone(),
         signatures,
     })
 }
@@ -556,6 +567,13 @@ mod tests {
             1,
         );
         assert_eq!(check(&elsewhere, &expect).err(), Some(SamlError::SignatureScope));
+
+        // A KeyInfo (which the verifier never sees) hiding text inside signed values: the
+        // verifier would check "jane.doe@…" while the claims read "janet.doe@…".
+        let key_info = r#"<ds:KeyInfo xmlns:ds="http://www.w3.org/2000/09/xmldsig#">t</ds:KeyInfo>"#;
+        let hidden = normal.replace(">jane.doe@example.com<", &format!(">jane{key_info}.doe@example.com<"));
+        assert_ne!(hidden, normal);
+        assert_eq!(check(&hidden, &expect).err(), Some(SamlError::SignatureScope));
 
         // Two elements with one ID.
         let twice = normal.replacen(
