@@ -562,4 +562,22 @@ async fn a_saml_idp_metadata_url_is_fetched_through_the_guard_and_a_refused_or_b
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
     let (_, c) = app.get(&format!("/connections/{id}")).await;
     assert_eq!(c["state"], "active", "{c}");
+
+    // Described the other way (pasted metadata), then by URL again: each replaces the other.
+    let pasted = b
+        .post(
+            &format!("{path}/saml"),
+            &[("csrf_token", &t), ("metadata_xml", IDP_METADATA)],
+        )
+        .await;
+    assert_eq!(pasted.status, StatusCode::OK, "{}", pasted.body);
+    let (_, c) = app.get(&format!("/connections/{id}")).await;
+    assert_eq!(c["state"], "active", "{c}");
+    let again = b
+        .post(
+            &format!("{path}/saml"),
+            &[("csrf_token", &t), ("metadata_url", &format!("{idp}/metadata"))],
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
 }

@@ -385,6 +385,20 @@ fn merge_saml(
     input: &SamlInput,
     secrets: &mut Secrets,
 ) -> Result<SamlOptions, ApiError> {
+    // The IdP is described one way: by its metadata URL, or by its entity ID, sign-on URL and
+    // certificates. Both in one request is refused; one given on a connection described the
+    // other way replaces that description.
+    let manual = input.idp_entity_id.is_some() || input.idp_sso_url.is_some() || input.idp_signing_certs.is_some();
+    if input.idp_metadata_url.is_some() && manual {
+        return Err(mutually_exclusive());
+    }
+    if input.idp_metadata_url.is_some() {
+        base.idp_entity_id = None;
+        base.idp_sso_url = None;
+        base.idp_signing_certs.clear();
+    } else if manual {
+        base.idp_metadata_url = None;
+    }
     if let Some(v) = &input.idp_metadata_url {
         base.idp_metadata_url = Some(url_field(state, "saml_options.idp_metadata_url", v, true)?);
     }
@@ -435,13 +449,17 @@ fn merge_saml(
     }
     let manual = base.idp_sso_url.is_some() || base.idp_entity_id.is_some() || !base.idp_signing_certs.is_empty();
     if base.idp_metadata_url.is_some() && manual {
-        return Err(ApiError::invalid(
-            "saml_options.idp_metadata_url",
-            "mutually_exclusive",
-            "idp_metadata_url cannot be combined with idp_entity_id, idp_sso_url or idp_signing_certs",
-        ));
+        return Err(mutually_exclusive());
     }
     Ok(base)
+}
+
+fn mutually_exclusive() -> ApiError {
+    ApiError::invalid(
+        "saml_options.idp_metadata_url",
+        "mutually_exclusive",
+        "idp_metadata_url cannot be combined with idp_entity_id, idp_sso_url or idp_signing_certs",
+    )
 }
 
 /// `attribute_maps`: an object of `standard_attributes` and `custom_attributes`, each an object
