@@ -56,6 +56,12 @@ pub fn idp_metadata(xml: &str) -> Result<IdentityProvider, SamlError> {
         .and_then(|c| c.attribute("Location"))
         .map(|l| l.trim().to_string())
         .ok_or_else(|| SamlError::Metadata("no SingleSignOnService for the HTTP-Redirect binding".into()))?;
+    // The browser is sent there: a web address, nothing else (`javascript:`, `data:`, …).
+    if !url::Url::parse(&sso_url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+        return Err(SamlError::Metadata(
+            "the SingleSignOnService location is not an http(s) URL".into(),
+        ));
+    }
     let mut certificates = Vec::new();
     for key in idp.children().filter(|c| is(c, NS_MD, "KeyDescriptor")) {
         if key.attribute("use").is_some_and(|u| u != "signing") {
@@ -115,6 +121,11 @@ mod tests {
             }
         }
         assert_eq!(idp_metadata("<!DOCTYPE x><x/>"), Err(SamlError::Doctype));
+        let script = fixture("idp-metadata.xml").replace("http://127.0.0.1:41893/sso", "javascript:alert(1)");
+        match idp_metadata(&script) {
+            Err(SamlError::Metadata(m)) => assert!(m.contains("http(s)"), "{m}"),
+            other => panic!("javascript: sign-on URL: {other:?}"),
+        }
     }
 
     #[test]

@@ -220,7 +220,12 @@ pub fn check(xml: &str, expect: &Expectations) -> Result<Checked, SamlError> {
 
     let statement = child(assertion, NS_SAML, "AuthnStatement");
     let session_index = statement.and_then(|s| s.attribute("SessionIndex")).map(str::to_string);
-    let assertion_id = assertion.attribute("ID").unwrap_or_default().to_string();
+    // SAML requires the ID; it is what makes the assertion single use.
+    let assertion_id = assertion
+        .attribute("ID")
+        .filter(|id| !id.trim().is_empty())
+        .ok_or_else(|| SamlError::Malformed("the assertion has no ID".into()))?
+        .to_string();
     let not_on_or_after = conditions_until.map_or(confirmed_until, |c| c.min(confirmed_until));
 
     Ok(Checked {
@@ -574,6 +579,23 @@ mod tests {
         let hidden = normal.replace(">jane.doe@example.com<", &format!(">jane{key_info}.doe@example.com<"));
         assert_ne!(hidden, normal);
         assert_eq!(check(&hidden, &expect).err(), Some(SamlError::SignatureScope));
+
+        // An assertion without its ID, only the response signed (the signature moved there):
+        // nothing would make the assertion single use.
+        let response_signed = without
+            .replacen(
+                "<samlp:Status>",
+                &format!(
+                    "{}<samlp:Status>",
+                    signature.replace(&format!("URI=\"#{assertion_id}\""), &format!("URI=\"#{response_id}\""))
+                ),
+                1,
+            )
+            .replacen(&format!(" ID=\"{assertion_id}\""), "", 1);
+        assert_eq!(
+            check(&response_signed, &expect).err(),
+            Some(SamlError::Malformed("the assertion has no ID".into()))
+        );
 
         // Two elements with one ID.
         let twice = normal.replacen(
