@@ -304,11 +304,36 @@ pub async fn redeem(state: &AppState, id: &str, presented: &str) -> Result<Resul
     if issued.expires_at <= Utc::now() {
         return Ok(Err(Refusal::Expired));
     }
+    if !still_addressed(state, &issued).await? {
+        return Ok(Err(Refusal::Incorrect));
+    }
     Ok(if consume(&state.pool, id).await? {
         Ok(issued)
     } else {
         Err(Refusal::Used)
     })
+}
+
+/// A code proves the address it was sent to, nothing else: one sent to an address its user has
+/// since left (an email change) proves nothing about the user's address now, and verifying that
+/// with it would hand out what a verified address gives (`crate::jit`). An email change's code
+/// proves the new address, which it names itself.
+async fn still_addressed(state: &AppState, issued: &Issued) -> Result<bool, ApiError> {
+    // Magic Auth codes stand for an address, not a user (the user may not exist yet): they
+    // prove whoever holds that address.
+    if !matches!(issued.purpose, Purpose::EmailVerification | Purpose::PasswordReset) {
+        return Ok(true);
+    }
+    let (user, _) = state
+        .bus
+        .load::<keyledger_domain::user::User>(&issued.user_id)
+        .await
+        .map_err(|e| command_error(e, |_| ApiError::not_found("user")))?;
+    Ok(user.exists()
+        && user
+            .email
+            .as_ref()
+            .is_some_and(|e| e.key() == issued.email.to_lowercase()))
 }
 
 /// Marks code `id` used; false when another request used it first.
@@ -345,6 +370,9 @@ pub async fn redeem_reset_token(state: &AppState, token: &str) -> Result<Result<
     }
     if issued.expires_at <= Utc::now() {
         return Ok(Err(Refusal::Expired));
+    }
+    if !still_addressed(state, &issued).await? {
+        return Ok(Err(Refusal::Incorrect));
     }
     Ok(if consume(&state.pool, &issued.id).await? {
         Ok(issued)

@@ -239,7 +239,7 @@ async fn an_email_leaving_the_domain_deactivates_only_what_the_domain_alone_gave
     let (s, b) = app
         .put(
             &format!("/user_management/users/{ann}"),
-            json!({ "email": "ann@beta.example" }),
+            json!({ "email": "ann@beta.example", "email_verified": true }),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
@@ -253,7 +253,7 @@ async fn an_email_leaving_the_domain_deactivates_only_what_the_domain_alone_gave
     want.sort();
     assert_eq!(
         got, want,
-        "left acme, kept the API's membership, joined beta (still verified)"
+        "left acme, kept the API's membership, joined beta (verified by the administrator)"
     );
     let txs: Vec<(String, String)> = sqlx::query_as(
         "select event_type, transaction_id::text from event where event_type in ('UserUpdated', 'MembershipDeactivated') \
@@ -282,7 +282,7 @@ async fn an_email_leaving_the_domain_deactivates_only_what_the_domain_alone_gave
     let (s, _) = app
         .put(
             &format!("/user_management/users/{ann}"),
-            json!({ "email": "ann@acme.example" }),
+            json!({ "email": "ann@acme.example", "email_verified": true }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -579,4 +579,95 @@ async fn the_sso_required_answer_names_the_organizations_active_connections_only
         "{b}"
     );
     assert_eq!(b["connection_ids"], json!([active["id"]]), "{b}");
+}
+
+/// The code of the newest one-time code of `purpose` for `email`, read through the API.
+async fn latest_code(app: &TestApp, purpose: &str, email: &str) -> String {
+    let (id,): (String,) = sqlx::query_as(
+        "select id from one_time_code where purpose = $1 and email_key = $2 order by created_at desc limit 1",
+    )
+    .bind(purpose)
+    .bind(email)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let (s, body) = app.get(&format!("/user_management/{purpose}/{id}")).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    body["code"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_new_address_is_unproved_until_a_code_sent_to_it_proves_it() {
+    let app = TestApp::spawn().await;
+    let corp = org_with_policy(&app, "corp.example", "verified", auto("member")).await;
+
+    // A verified user moves to an address at the auto domain: unverified there, no membership.
+    let mallory = user(&app, "mallory@gmail.example", true).await;
+    let (s, b) = app
+        .put(
+            &format!("/user_management/users/{mallory}"),
+            json!({ "email": "ceo@corp.example" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["email_verified"], false, "{b}");
+    assert!(memberships(&app, &mallory).await.is_empty());
+    // Nor does a password sign-in there let the membership in.
+    let (s, b) = authenticate(&app, password_grant(&app, "ceo@corp.example")).await;
+    assert_ne!(s, StatusCode::OK, "{b}");
+    assert!(memberships(&app, &mallory).await.is_empty());
+
+    // A verification code sent to the old address proves nothing about the new one.
+    let eve = user(&app, "eve@gmail.example", false).await;
+    let (s, b) = app
+        .post(
+            &format!("/user_management/users/{eve}/email_verification/send"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let old_code = latest_code(&app, "email_verification", "eve@gmail.example").await;
+    let (s, b) = app
+        .put(
+            &format!("/user_management/users/{eve}"),
+            json!({ "email": "cfo@corp.example", "email_verified": false }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = app
+        .post(
+            &format!("/user_management/users/{eve}/email_verification/confirm"),
+            json!({ "code": old_code }),
+        )
+        .await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::BAD_REQUEST,
+        "email_verification_code_incorrect",
+        "old address's code",
+    );
+    let (_, u) = app.get(&format!("/user_management/users/{eve}")).await;
+    assert_eq!(u["email_verified"], false, "{u}");
+    assert!(memberships(&app, &eve).await.is_empty());
+
+    // A code sent to the new address proves it: verified, and the domain's membership follows.
+    let (s, b) = app
+        .post(
+            &format!("/user_management/users/{eve}/email_verification/send"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let code = latest_code(&app, "email_verification", "cfo@corp.example").await;
+    let (s, b) = app
+        .post(
+            &format!("/user_management/users/{eve}/email_verification/confirm"),
+            json!({ "code": code }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let joined = memberships(&app, &eve).await;
+    assert_eq!(joined.len(), 1);
+    assert_eq!(joined[0]["organization_id"], corp.as_str());
 }

@@ -44,12 +44,22 @@ impl User {
         fn diff<T: PartialEq + Clone>(new: &Option<T>, old: &T) -> Option<T> {
             new.as_ref().filter(|n| *n != old).cloned()
         }
+        let email = u.email.clone().filter(|e| Some(e) != self.email.as_ref());
+        // A new address is unproved (WorkOS: a changed email becomes unverified), unless the
+        // change itself says it is verified (a confirmed email change, an administrator).
+        let moved = email
+            .as_ref()
+            .is_some_and(|e| self.email.as_ref().map(Email::key) != Some(e.key()));
+        let email_verified = match u.email_verified {
+            None if moved && self.email_verified => Some(false),
+            _ => diff(&u.email_verified, &self.email_verified),
+        };
         UserChanges {
-            email: u.email.clone().filter(|e| Some(e) != self.email.as_ref()),
+            email,
             first_name: diff(&u.first_name, &self.first_name),
             last_name: diff(&u.last_name, &self.last_name),
             name: diff(&u.name, &self.name),
-            email_verified: diff(&u.email_verified, &self.email_verified),
+            email_verified,
             external_id: diff(&u.external_id, &self.external_id),
             metadata: diff(&u.metadata, &self.metadata),
             locale: diff(&u.locale, &self.locale),
@@ -281,6 +291,46 @@ mod tests {
             .given(vec![created()])
             .when(UserCommand::Update(update))
             .then_expect_events(vec![UserEvent::UserUpdated { changes, at: at() }]);
+    }
+
+    #[test]
+    fn a_verified_user_moving_to_another_address_is_unverified_unless_the_change_says_otherwise() {
+        let verified = UserEvent::UserUpdated {
+            changes: UserChanges {
+                email_verified: Some(true),
+                ..Default::default()
+            },
+            at: at(),
+        };
+        let to = |email: &str, email_verified: Option<bool>| {
+            UserCommand::Update(UpdateUser {
+                email: Some(Email::parse("email", email).unwrap()),
+                email_verified,
+                at: at(),
+                ..Default::default()
+            })
+        };
+        let moved = |email: &str, email_verified: Option<bool>| UserEvent::UserUpdated {
+            changes: UserChanges {
+                email: Some(Email::parse("email", email).unwrap()),
+                email_verified,
+                ..Default::default()
+            },
+            at: at(),
+        };
+        TestFramework::<User>::with(NoServices)
+            .given(vec![created(), verified.clone()])
+            .when(to("ann@elsewhere.com", None))
+            .then_expect_events(vec![moved("ann@elsewhere.com", Some(false))]);
+        TestFramework::<User>::with(NoServices)
+            .given(vec![created(), verified.clone()])
+            .when(to("ann@elsewhere.com", Some(true)))
+            .then_expect_events(vec![moved("ann@elsewhere.com", None)]);
+        // Only the case of the same address: still the same mailbox.
+        TestFramework::<User>::with(NoServices)
+            .given(vec![created(), verified])
+            .when(to("Ann@Example.com", None))
+            .then_expect_events(vec![moved("Ann@Example.com", None)]);
     }
 
     #[test]
