@@ -195,6 +195,14 @@ pub async fn update_user(
             UserEvent::UserUpdated { changes, .. } => Some(changes.clone()),
             _ => None,
         });
+        // A removed password's credential row goes in the same transaction as its event.
+        if decided
+            .events
+            .iter()
+            .any(|e| matches!(e, UserEvent::UserPasswordRemoved { .. }))
+        {
+            extras.erase_credential = Some(user_id.to_string());
+        }
         let new_email = changes.as_ref().and_then(|c| c.email.clone());
         let newly_verified = changes.as_ref().and_then(|c| c.email_verified) == Some(true);
         let mut events = decided.new_events;

@@ -688,7 +688,7 @@ fn apply_user(id: &str, e: &UserEvent, docs: &mut Docs) -> Vec<Change> {
                 Vec::new()
             }
         }
-        UserEvent::UserPasswordChanged { at } => {
+        UserEvent::UserPasswordChanged { at } | UserEvent::UserPasswordRemoved { at } => {
             if patch(docs, Kind::User, id, at, |_| {}) {
                 change("user.updated", Kind::User, id)
             } else {

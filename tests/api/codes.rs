@@ -185,6 +185,44 @@ async fn magic_auth_signs_in_an_existing_user_and_verifies_their_email() {
 }
 
 #[tokio::test]
+async fn a_password_set_before_the_email_was_proved_goes_when_magic_auth_proves_it() {
+    let app = TestApp::spawn().await;
+    // Someone signed the address up with a password and never proved it (pre-hijacking).
+    let planted = user_with_password(&app, "owner@example.com", false).await;
+    let id = planted["id"].as_str().unwrap();
+    let created = magic_auth(&app, "owner@example.com").await;
+    let (s, signed) = with_magic_code(&app, "owner@example.com", created["code"].as_str().unwrap()).await;
+    assert_eq!(s, StatusCode::OK, "{signed}");
+    assert_eq!(signed["user"]["email_verified"], true);
+    // The planted password no longer signs in, its credential row and the event tell why.
+    let password = json!({ "email": "owner@example.com", "password": PASSWORD });
+    let (s, b) = authenticate(&app, grant(&app, "password", password.clone())).await;
+    assert_ne!(s, StatusCode::OK, "{b}");
+    let (rows,): (i64,) = sqlx::query_as("select count(*) from credential where user_id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+    let removed: Vec<(String,)> =
+        sqlx::query_as("select event_type from event where aggregate_id = $1 and event_type = 'UserPasswordRemoved'")
+            .bind(id)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(removed.len(), 1);
+
+    // A verified user's own password stays through a Magic Auth sign-in.
+    user_with_password(&app, "kept@example.com", true).await;
+    let created = magic_auth(&app, "kept@example.com").await;
+    let (s, _) = with_magic_code(&app, "kept@example.com", created["code"].as_str().unwrap()).await;
+    assert_eq!(s, StatusCode::OK);
+    let kept = json!({ "email": "kept@example.com", "password": PASSWORD });
+    let (s, b) = authenticate(&app, grant(&app, "password", kept)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+}
+
+#[tokio::test]
 async fn five_wrong_magic_auth_codes_kill_the_code() {
     let app = TestApp::spawn().await;
     let code = magic_auth(&app, "ann@example.com").await["code"]

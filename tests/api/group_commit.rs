@@ -104,6 +104,7 @@ async fn a_burst_of_commands_fails_exactly_those_that_conflict_and_writes_nothin
         metadata: None,
         locale: None,
         password_changed: false,
+        drop_unproved_password: false,
         at: chrono::Utc::now(),
     });
     let decided = bus

@@ -130,7 +130,11 @@ async fn sso_user(state: &AppState, ctx: &RequestContext, profile: &Value) -> Re
     let user_id = match (crate::routes::codes::holder_of(state, &email).await?, vouched) {
         // The organization's identity provider, for a domain the organization verified, proves
         // the email: the account is that person's.
-        (Some(id), true) => crate::routes::codes::mark_verified(state, ctx, &id).await.map(|_| id)?,
+        (Some(id), true) => {
+            crate::routes::codes::mark_verified(state, ctx, &id, crate::routes::codes::Proved::WithoutThePassword)
+                .await
+                .map(|_| id)?
+        }
         // Anything else would let whoever runs an identity provider sign in as any address.
         (Some(_), false) => {
             return Err(ApiError::new(

@@ -936,7 +936,9 @@ pub(crate) async fn email_verification(
     let pending = sessions::take_pending(&state.pool, token)
         .await?
         .ok_or_else(invalid_pending)?;
-    let user = crate::routes::codes::mark_verified(state, ctx, &pending.user_id).await?;
+    let user =
+        crate::routes::codes::mark_verified(state, ctx, &pending.user_id, crate::routes::codes::Proved::ByTheAccount)
+            .await?;
     let method = AuthMethod::from_stored(&pending.auth_method);
     complete(
         state,

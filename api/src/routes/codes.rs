@@ -59,10 +59,26 @@ fn email_of(user: &Value) -> Result<Email, ApiError> {
     )?)
 }
 
+/// How an email was proved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Proved {
+    /// By a code the account asked for (email verification): the account's own password stays.
+    ByTheAccount,
+    /// By a sign-in that never used the password (Magic Auth, SSO): a password set while the
+    /// email was unverified is removed (account pre-hijacking).
+    WithoutThePassword,
+}
+
 /// Marks the user's email verified (a `UserUpdated`, none when it already is) and returns the user.
-pub(crate) async fn mark_verified(state: &AppState, ctx: &RequestContext, user_id: &str) -> Result<Value, ApiError> {
+pub(crate) async fn mark_verified(
+    state: &AppState,
+    ctx: &RequestContext,
+    user_id: &str,
+    how: Proved,
+) -> Result<Value, ApiError> {
     let update = UpdateUser {
         email_verified: Some(true),
+        drop_unproved_password: how == Proved::WithoutThePassword,
         at: Utc::now(),
         ..Default::default()
     };
@@ -84,7 +100,7 @@ pub(crate) async fn signed_in_by_code(
     email: Email,
 ) -> Result<Value, ApiError> {
     if let Some(id) = holder {
-        return mark_verified(state, ctx, &id).await;
+        return mark_verified(state, ctx, &id, Proved::WithoutThePassword).await;
     }
     // The email as it was given when the code was issued (the sign-in may spell it otherwise).
     let sign_up = UserCommand::SignUp(SignUpUser {
@@ -102,7 +118,7 @@ pub(crate) async fn signed_in_by_code(
         Ok(_) => user_doc(state, &issued.user_id).await,
         // Signed up meanwhile (another code for the same email, or the API): sign that user in.
         Err(e) => match holder_of(state, &email).await? {
-            Some(id) => mark_verified(state, ctx, &id).await,
+            Some(id) => mark_verified(state, ctx, &id, Proved::WithoutThePassword).await,
             None => Err(command_error(e, user_error)),
         },
     }
@@ -337,7 +353,7 @@ pub async fn confirm_email_verification(
             ),
         });
     }
-    let user = mark_verified(&state, &ctx, &id).await?;
+    let user = mark_verified(&state, &ctx, &id, Proved::ByTheAccount).await?;
     Ok(object(StatusCode::OK, json!({ "user": user })))
 }
 

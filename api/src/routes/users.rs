@@ -380,6 +380,7 @@ pub async fn update(
         metadata,
         locale: b.locale,
         password_changed: hash.is_some(),
+        drop_unproved_password: false,
         at: now(),
     };
     // An email leaving a domain deactivates what the domain alone gave, in the same append; a

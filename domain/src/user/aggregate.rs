@@ -118,11 +118,16 @@ impl Aggregate for User {
                     return Err(UserError::NotFound);
                 }
                 let changes = self.effective_changes(&u);
+                // Account pre-hijacking: anyone can sign up an address with a password and stop
+                // before proving it; when its owner proves it another way, that password goes.
+                let drop_password = u.drop_unproved_password && !self.email_verified && self.has_password;
                 if !changes.is_empty() {
                     sink.write(UserEvent::UserUpdated { changes, at: u.at }, self).await;
                 }
                 if u.password_changed {
                     sink.write(UserEvent::UserPasswordChanged { at: u.at }, self).await;
+                } else if drop_password {
+                    sink.write(UserEvent::UserPasswordRemoved { at: u.at }, self).await;
                 }
             }
             UserCommand::Delete { at } => {
@@ -210,6 +215,10 @@ impl Aggregate for User {
             }
             UserEvent::UserPasswordChanged { at } => {
                 self.has_password = true;
+                self.updated_at = Some(at);
+            }
+            UserEvent::UserPasswordRemoved { at } => {
+                self.has_password = false;
                 self.updated_at = Some(at);
             }
             UserEvent::UserDeleted { at } => {
@@ -331,6 +340,44 @@ mod tests {
             .given(vec![created(), verified])
             .when(to("Ann@Example.com", None))
             .then_expect_events(vec![moved("Ann@Example.com", None)]);
+    }
+
+    #[test]
+    fn proving_an_unverified_email_without_the_password_removes_the_password() {
+        let password = UserEvent::UserPasswordChanged { at: at() };
+        let proved = UserCommand::Update(UpdateUser {
+            email_verified: Some(true),
+            drop_unproved_password: true,
+            at: at(),
+            ..Default::default()
+        });
+        let verified = UserEvent::UserUpdated {
+            changes: UserChanges {
+                email_verified: Some(true),
+                ..Default::default()
+            },
+            at: at(),
+        };
+        TestFramework::<User>::with(NoServices)
+            .given(vec![created(), password.clone()])
+            .when(proved.clone())
+            .then_expect_events(vec![verified.clone(), UserEvent::UserPasswordRemoved { at: at() }]);
+        // Already verified: the password was the owner's.
+        TestFramework::<User>::with(NoServices)
+            .given(vec![created(), password, verified])
+            .when(proved.clone())
+            .then_expect_events(vec![]);
+        // No password: nothing to remove.
+        TestFramework::<User>::with(NoServices)
+            .given(vec![created()])
+            .when(proved)
+            .then_expect_events(vec![UserEvent::UserUpdated {
+                changes: UserChanges {
+                    email_verified: Some(true),
+                    ..Default::default()
+                },
+                at: at(),
+            }]);
     }
 
     #[test]

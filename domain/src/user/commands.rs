@@ -40,6 +40,9 @@ pub struct UpdateUser {
     pub metadata: Option<Metadata>,
     pub locale: Option<Option<String>>,
     pub password_changed: bool,
+    /// The email is being proved by a method other than the password (Magic Auth, SSO): a
+    /// password set while the email was unverified is removed (`UserPasswordRemoved`).
+    pub drop_unproved_password: bool,
     pub at: DateTime<Utc>,
 }
 

@@ -41,6 +41,11 @@ pub enum UserEvent {
     /// The user's password was set or changed; the hash lives in the credential table, never here.
     #[serde(rename = "UserPasswordChanged")]
     UserPasswordChanged { at: DateTime<Utc> },
+    /// A password set while the email was unproved was removed when another method (Magic Auth,
+    /// SSO) first proved the email: whoever set it may not have held the address. The
+    /// credential row is erased in the same transaction.
+    #[serde(rename = "UserPasswordRemoved")]
+    UserPasswordRemoved { at: DateTime<Utc> },
     #[serde(rename = "UserDeleted")]
     UserDeleted { at: DateTime<Utc> },
 }
@@ -88,6 +93,7 @@ impl DomainEvent for UserEvent {
             Self::UserSignedUp { .. } => "UserSignedUp",
             Self::UserUpdated { .. } => "UserUpdated",
             Self::UserPasswordChanged { .. } => "UserPasswordChanged",
+            Self::UserPasswordRemoved { .. } => "UserPasswordRemoved",
             Self::UserDeleted { .. } => "UserDeleted",
         }
         .to_string()
@@ -149,7 +155,7 @@ impl Claims for UserEvent {
                 }
                 c
             }
-            Self::UserPasswordChanged { .. } => Vec::new(),
+            Self::UserPasswordChanged { .. } | Self::UserPasswordRemoved { .. } => Vec::new(),
             Self::UserDeleted { .. } => vec![
                 Claim::RetireOwn {
                     kind: ClaimKind::LiveUser,
