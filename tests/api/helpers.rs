@@ -287,6 +287,22 @@ impl TestApp {
         self.all_pages(&format!("/events?limit=100&order=asc{query}")).await
     }
 
+    /// The code of the newest one-time code of `purpose` (`magic_auth`, `email_verification`,
+    /// …) for `email`, read through the API as an application would.
+    pub async fn sent_code(&self, purpose: &str, email: &str) -> String {
+        let (id,): (String,) = sqlx::query_as(
+            "select id from one_time_code where purpose = $1 and email_key = $2 order by created_at desc limit 1",
+        )
+        .bind(purpose)
+        .bind(email)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap();
+        let (s, body) = self.get(&format!("/user_management/{purpose}/{id}")).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        body["code"].as_str().unwrap().to_string()
+    }
+
     /// Every item of a list endpoint (`path` with its query), following `after` cursors.
     pub async fn all_pages(&self, path: &str) -> Vec<Value> {
         let mut out = Vec::new();

@@ -78,21 +78,6 @@ async fn sessions_of(app: &TestApp, user_id: &str) -> Vec<Value> {
         .await
 }
 
-/// The newest code of `purpose` sent to `email`, read through the API as the application can.
-async fn sent_code(app: &TestApp, purpose: &str, email: &str) -> String {
-    let (id,): (String,) = sqlx::query_as(
-        "select id from one_time_code where purpose = $1 and email_key = $2 order by created_at desc limit 1",
-    )
-    .bind(purpose)
-    .bind(email)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    let (s, body) = app.get(&format!("/user_management/{purpose}/{id}")).await;
-    assert_eq!(s, StatusCode::OK, "{body}");
-    body["code"].as_str().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn a_password_sign_in_through_the_pages_ends_in_a_code_that_authenticate_exchanges_exactly_once() {
     let app = TestApp::spawn().await;
@@ -457,7 +442,7 @@ async fn sign_up_through_the_pages_verifies_the_email_on_a_code_page_then_redire
         .await;
     assert_eq!(wrong.status, StatusCode::BAD_REQUEST, "{}", wrong.body);
     assert!(wrong.body.contains(r#"aria-describedby="code-error""#));
-    let code = sent_code(&app, "email_verification", "new@example.com").await;
+    let code = app.sent_code("email_verification", "new@example.com").await;
     let done = browser
         .post(
             "/user_management/authorize/email_verification",
@@ -514,7 +499,7 @@ async fn magic_auth_through_the_pages_signs_in_with_the_emailed_code() {
         )
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-    let code = sent_code(&app, "magic_auth", "magic@example.com").await;
+    let code = app.sent_code("magic_auth", "magic@example.com").await;
     let done = browser
         .post(
             "/user_management/authorize/magic_auth/code",

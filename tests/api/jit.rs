@@ -581,21 +581,6 @@ async fn the_sso_required_answer_names_the_organizations_active_connections_only
     assert_eq!(b["connection_ids"], json!([active["id"]]), "{b}");
 }
 
-/// The code of the newest one-time code of `purpose` for `email`, read through the API.
-async fn latest_code(app: &TestApp, purpose: &str, email: &str) -> String {
-    let (id,): (String,) = sqlx::query_as(
-        "select id from one_time_code where purpose = $1 and email_key = $2 order by created_at desc limit 1",
-    )
-    .bind(purpose)
-    .bind(email)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    let (s, body) = app.get(&format!("/user_management/{purpose}/{id}")).await;
-    assert_eq!(s, StatusCode::OK, "{body}");
-    body["code"].as_str().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn a_new_address_is_unproved_until_a_code_sent_to_it_proves_it() {
     let app = TestApp::spawn().await;
@@ -626,7 +611,7 @@ async fn a_new_address_is_unproved_until_a_code_sent_to_it_proves_it() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    let old_code = latest_code(&app, "email_verification", "eve@gmail.example").await;
+    let old_code = app.sent_code("email_verification", "eve@gmail.example").await;
     let (s, b) = app
         .put(
             &format!("/user_management/users/{eve}"),
@@ -659,7 +644,7 @@ async fn a_new_address_is_unproved_until_a_code_sent_to_it_proves_it() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    let code = latest_code(&app, "email_verification", "cfo@corp.example").await;
+    let code = app.sent_code("email_verification", "cfo@corp.example").await;
     let (s, b) = app
         .post(
             &format!("/user_management/users/{eve}/email_verification/confirm"),
