@@ -493,3 +493,42 @@ pub fn create_user_command(email: &str) -> keyledger_domain::user::UserCommand {
         at: chrono::Utc::now(),
     })
 }
+
+/// A test identity provider (node, tests/idp/<kind>/idp.js or the path in `env`) on loopback,
+/// stopped when dropped; `info` is the JSON line it prints once ready.
+pub struct NodeIdp {
+    pub info: Value,
+    _child: tokio::process::Child,
+}
+
+impl NodeIdp {
+    pub async fn start(kind: &str, env: &str, args: &[&str]) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let script =
+            std::env::var(env).unwrap_or_else(|_| format!("{}/../tests/idp/{kind}/idp.js", env!("CARGO_MANIFEST_DIR")));
+        let mut child = tokio::process::Command::new("node")
+            .arg(&script)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start the test IdP (node {script}; run npm ci in tests/idp/{kind}): {e}"));
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::io::BufReader::new(stdout).read_line(&mut line),
+        )
+        .await
+        .expect("the test IdP started in time")
+        .expect("read its first line");
+        let info: Value = serde_json::from_str(line.trim()).unwrap_or_else(|_| panic!("IdP said {line:?}"));
+        Self { info, _child: child }
+    }
+
+    /// A string of its `info`.
+    pub fn get(&self, k: &str) -> String {
+        self.info[k].as_str().unwrap_or_else(|| panic!("{k}")).to_string()
+    }
+}

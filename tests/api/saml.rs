@@ -6,52 +6,18 @@
 //! The same door from the hosted sign-in: a user signed up by SSO, a member of the connection's
 //! organization, and an authorization code the application exchanges.
 
-use std::process::Stdio;
-
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
-use crate::helpers::TestApp;
+use crate::helpers::{NodeIdp, TestApp};
 use crate::sso::{query, Browser};
 
 const APP_CALLBACK: &str = "http://127.0.0.1:9/app/callback";
 
-/// The test IdP, stopped when dropped.
-struct Idp {
-    info: Value,
-    _child: Child,
-}
+type Idp = NodeIdp;
 
 async fn start_idp() -> Idp {
-    let script = std::env::var("KEYLEDGER_TEST_SAML_IDP")
-        .unwrap_or_else(|_| format!("{}/../tests/idp/saml/idp.js", env!("CARGO_MANIFEST_DIR")));
-    let mut child = Command::new("node")
-        .arg(&script)
-        .args(["--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("start the test SAML IdP (node {script}; run npm ci in tests/idp/saml): {e}"));
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        BufReader::new(stdout).read_line(&mut line),
-    )
-    .await
-    .expect("the test SAML IdP started in time")
-    .expect("read its first line");
-    let info: Value = serde_json::from_str(line.trim()).unwrap_or_else(|_| panic!("IdP said {line:?}"));
-    Idp { info, _child: child }
-}
-
-impl Idp {
-    fn get(&self, k: &str) -> String {
-        self.info[k].as_str().unwrap_or_else(|| panic!("{k}")).to_string()
-    }
+    NodeIdp::start("saml", "KEYLEDGER_TEST_SAML_IDP", &["--port", "0"]).await
 }
 
 /// A server with the application's callback registered, the IdP, an organization (domain

@@ -3,15 +3,11 @@
 //! redirect_uri with a code → `POST /sso/token` → `GET /sso/profile`; and the attacks: replayed
 //! or unknown state, replayed code, wrong client secret, unregistered redirect_uri.
 
-use std::process::Stdio;
-
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
-use crate::helpers::{assert_error, TestApp};
+use crate::helpers::{assert_error, NodeIdp, TestApp};
 
 const APP_CALLBACK: &str = "http://127.0.0.1:9/app/callback";
 const IDP_SECRET: &str = "idp-client-secret-s3cret";
@@ -19,7 +15,7 @@ const IDP_SECRET: &str = "idp-client-secret-s3cret";
 /// The test IdP, stopped when dropped.
 struct Idp {
     issuer: String,
-    _child: Child,
+    _node: NodeIdp,
 }
 
 async fn start_idp(callback: &str) -> Idp {
@@ -28,30 +24,17 @@ async fn start_idp(callback: &str) -> Idp {
 
 /// The test IdP on `port` (0: any free port), with a signing key of its own.
 async fn start_idp_on(callback: &str, port: u16) -> Idp {
-    let script = std::env::var("KEYLEDGER_TEST_OIDC_IDP")
-        .unwrap_or_else(|_| format!("{}/../tests/idp/oidc/idp.js", env!("CARGO_MANIFEST_DIR")));
     let client = json!({ "client_id": "kl", "client_secret": IDP_SECRET, "redirect_uris": [callback] });
-    let mut child = Command::new("node")
-        .arg(&script)
-        .args(["--port", &port.to_string(), "--client", &client.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("start the test IdP (node {script}; run npm ci in tests/idp/oidc): {e}"));
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        BufReader::new(stdout).read_line(&mut line),
+    let (port, client) = (port.to_string(), client.to_string());
+    let node = NodeIdp::start(
+        "oidc",
+        "KEYLEDGER_TEST_OIDC_IDP",
+        &["--port", &port, "--client", &client],
     )
-    .await
-    .expect("the test IdP started in time")
-    .expect("read its first line");
-    let v: Value = serde_json::from_str(line.trim()).unwrap_or_else(|_| panic!("IdP said {line:?}"));
+    .await;
     Idp {
-        issuer: v["issuer"].as_str().expect("issuer").to_string(),
-        _child: child,
+        issuer: node.get("issuer"),
+        _node: node,
     }
 }
 
