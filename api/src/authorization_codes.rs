@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::Actor;
 use crate::error::ApiError;
 use crate::routes::authenticate::Proof;
+use crate::secrets::token_hash;
 use crate::state::AppState;
 
 /// How long a code may wait for its exchange.
@@ -22,10 +23,6 @@ pub const TTL: Duration = Duration::from_secs(600);
 
 fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
-}
-
-fn code_hash(code: &str) -> Vec<u8> {
-    Sha256::digest(code.as_bytes()).to_vec()
 }
 
 /// The S256 challenge of a PKCE verifier: base64url(SHA-256(verifier)), unpadded (RFC 7636).
@@ -92,7 +89,7 @@ pub(crate) async fn issue(state: &AppState, bound: &Binding<'_>, proof: &Proof) 
         "insert into authorization_code (code_hash, client_id, redirect_uri, code_challenge, user_id, \
          organization_id, auth_method, grant_type, expires_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
-    .bind(code_hash(&code))
+    .bind(token_hash(&code))
     .bind(bound.client_id)
     .bind(bound.redirect_uri)
     .bind(bound.code_challenge)
@@ -134,7 +131,7 @@ pub(crate) async fn redeem(
          where code_hash = $1 and used_at is null and expires_at > now() \
          returning client_id, code_challenge, user_id, organization_id, auth_method, grant_type",
     )
-    .bind(code_hash(code))
+    .bind(token_hash(code))
     .fetch_optional(&state.pool)
     .await?;
     let taken = taken.ok_or_else(invalid_grant)?;

@@ -15,18 +15,14 @@ use keyledger_projections::queries;
 use keyledger_store::append::{AppendError, SideRows};
 use keyledger_store::commands::{append_error, CommandError, Mode, MAX_ATTEMPTS};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::error::{command_error, ApiError};
+use crate::secrets::token_hash;
 use crate::secrets::{constant_time_eq, MasterKey};
 use crate::state::{AppState, RequestContext};
 
 /// Random bytes of a token (32 base64url characters).
 const TOKEN_BYTES: usize = 24;
-
-fn token_hash(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
-}
 
 /// The sealed token is bound to its invitation: a row copied to another invitation never opens.
 fn aad(invitation_id: &str) -> Vec<u8> {

@@ -166,6 +166,13 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N], SecretError> {
     Ok(b)
 }
 
+/// How a random token (API key, session, code, state, link secret) is stored and looked up: its
+/// SHA-256. Tokens carry enough randomness that no salt or slow hash is needed.
+pub fn token_hash(token: &str) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).to_vec()
+}
+
 /// `n_bytes` random bytes as base64url without padding (for codes and tokens handed out).
 pub fn random_token(n_bytes: usize) -> Result<String, SecretError> {
     let mut b = vec![0u8; n_bytes];

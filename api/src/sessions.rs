@@ -21,10 +21,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
 use crate::error::ApiError;
+use crate::secrets::token_hash;
 use crate::secrets::MasterKey;
 
 const MAC_LABEL: &[u8] = b"keyledger refresh token v1";
@@ -196,10 +196,6 @@ pub struct Pending {
     pub grant_type: String,
     pub email_verification_id: Option<String>,
     pub organization_id: Option<String>,
-}
-
-fn token_hash(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
 }
 
 /// How long a pending authentication token lives (WorkOS: 10 minutes).

@@ -16,10 +16,10 @@ use openidconnect::{
     PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::connections::{self, SignInConnection};
 use crate::error::ApiError;
+use crate::secrets::token_hash;
 use crate::state::AppState;
 use keyledger_domain::connection::ConnectionState;
 use keyledger_domain::ids::new_id;
@@ -50,10 +50,6 @@ impl From<ApiError> for FlowError {
     fn from(e: ApiError) -> Self {
         Self::new(e.code(), e.message().to_string())
     }
-}
-
-fn hash(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
 }
 
 /// The one test of an application's `redirect_uri`: exactly a registered redirect URI or a
@@ -288,7 +284,7 @@ pub(crate) async fn store_state(
     app_state: Option<&str>,
     sealed: &Value,
 ) -> Result<(), FlowError> {
-    let state_hash = hash(token);
+    let state_hash = token_hash(token);
     let sealed = state
         .secrets
         .seal(&state_aad(&state_hash), sealed.to_string().as_bytes())
@@ -328,7 +324,7 @@ fn state_aad(state_hash: &[u8]) -> Vec<u8> {
 
 /// Takes our `state` back: unknown, expired or already used → `None`.
 pub async fn take_state(state: &AppState, token: &str) -> Result<Option<Pending>, FlowError> {
-    let state_hash = hash(token);
+    let state_hash = token_hash(token);
     let row: Option<(String, String, Option<String>, Vec<u8>)> = sqlx::query_as(
         "update sso_state set used_at = now() where state_hash = $1 and used_at is null and expires_at > now() \
          returning connection_id, redirect_uri, app_state, sealed",
@@ -422,7 +418,7 @@ pub async fn finish(state: &AppState, pending: &Pending, code: &str) -> Result<V
 pub async fn issue_code(state: &AppState, redirect_uri: &str, profile: &Value) -> Result<String, FlowError> {
     let code = crate::secrets::random_token(24).map_err(|_| FlowError::from(ApiError::internal()))?;
     sqlx::query("insert into sso_code (code_hash, redirect_uri, profile, expires_at) values ($1, $2, $3, $4)")
-        .bind(hash(&code))
+        .bind(token_hash(&code))
         .bind(redirect_uri)
         .bind(profile)
         .bind(Utc::now() + Duration::minutes(CODE_TTL_MINUTES))
@@ -438,7 +434,7 @@ pub async fn take_code(state: &AppState, code: &str) -> Result<Option<Value>, Ap
         "update sso_code set used_at = now() where code_hash = $1 and used_at is null and expires_at > now() \
          returning profile",
     )
-    .bind(hash(code))
+    .bind(token_hash(code))
     .fetch_optional(&state.pool)
     .await?;
     Ok(row.map(|r| r.0))
@@ -454,8 +450,8 @@ pub async fn redeem_code(state: &AppState, code: &str) -> Result<Option<(Value, 
          insert into sso_access_token (token_hash, profile, expires_at) select $2, profile, $3 from taken \
          returning profile",
     )
-    .bind(hash(code))
-    .bind(hash(&token))
+    .bind(token_hash(code))
+    .bind(token_hash(&token))
     .bind(Utc::now() + Duration::seconds(ACCESS_TOKEN_TTL_SECONDS))
     .fetch_optional(&state.pool)
     .await?;
@@ -466,7 +462,7 @@ pub async fn redeem_code(state: &AppState, code: &str) -> Result<Option<(Value, 
 pub async fn profile_of(state: &AppState, token: &str) -> Result<Option<Value>, ApiError> {
     let row: Option<(Value,)> =
         sqlx::query_as("select profile from sso_access_token where token_hash = $1 and expires_at > now()")
-            .bind(hash(token))
+            .bind(token_hash(token))
             .fetch_optional(&state.pool)
             .await?;
     Ok(row.map(|r| r.0))

@@ -10,21 +10,17 @@ use axum::Json;
 use chrono::Utc;
 use keyledger_projections::queries;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::session::Intent;
 use crate::error::ApiError;
 use crate::extract::AppJson;
 use crate::schemas;
+use crate::secrets::token_hash;
 use crate::state::{AppState, RequestContext};
 
 /// How long a link may wait to be opened (WorkOS's figure).
 pub const TTL_SECS: i64 = 5 * 60;
-
-fn secret_hash(secret: &str) -> Vec<u8> {
-    Sha256::digest(secret.as_bytes()).to_vec()
-}
 
 /// A link as the SDKs' `portal.generate_link` sends it.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -73,18 +69,6 @@ fn intent(given: Option<&str>) -> Result<Intent, ApiError> {
     })
 }
 
-fn link_url(field: &str, v: &str) -> Result<String, ApiError> {
-    let bad = || ApiError::invalid(field, "invalid_url", format!("{field} must be an http or https URL"));
-    if v.len() > 2048 {
-        return Err(bad());
-    }
-    let u = url::Url::parse(v.trim()).map_err(|_| bad())?;
-    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
-        return Err(bad());
-    }
-    Ok(u.to_string())
-}
-
 #[utoipa::path(post, path = "/portal/generate_link", tag = "portal",
     operation_id = "generate_portal_link", summary = "Generate an Admin Portal link",
     description = "As the SDKs' `portal.generate_link` sends it. The link opens keyledger's own Admin Portal \
@@ -99,11 +83,15 @@ pub async fn generate_link(
     AppJson(b): AppJson<GenerateLinkBody>,
 ) -> Result<Response, ApiError> {
     let intent = intent(b.intent.as_deref())?;
-    let return_url = b.return_url.as_deref().map(|u| link_url("return_url", u)).transpose()?;
+    let return_url = b
+        .return_url
+        .as_deref()
+        .map(|u| crate::routes::connections::web_url("return_url", u).map(String::from))
+        .transpose()?;
     let success_url = b
         .success_url
         .as_deref()
-        .map(|u| link_url("success_url", u))
+        .map(|u| crate::routes::connections::web_url("success_url", u).map(String::from))
         .transpose()?;
     let _ = (&b.external_user_id, &b.it_contact_emails, &b.intent_options);
     if b.organization.len() > 128 || queries::organization(&state.pool, &b.organization).await?.is_none() {
@@ -118,7 +106,7 @@ pub async fn generate_link(
         "insert into portal_link (secret_hash, organization_id, intent, return_url, success_url, expires_at) \
          values ($1, $2, $3, $4, $5, $6)",
     )
-    .bind(secret_hash(&secret))
+    .bind(token_hash(&secret))
     .bind(&b.organization)
     .bind(intent.as_str())
     .bind(&return_url)
@@ -158,7 +146,7 @@ pub async fn open(state: &AppState, secret: &str) -> Result<Result<Opened, NotOp
     if secret.is_empty() || secret.len() > 128 {
         return Ok(Err(NotOpened::Unknown));
     }
-    let hash = secret_hash(secret);
+    let hash = token_hash(secret);
     let row: Option<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
         "update portal_link set used_at = now() where secret_hash = $1 and used_at is null and expires_at > now() \
          returning organization_id, intent, return_url, success_url",

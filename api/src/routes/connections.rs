@@ -241,9 +241,8 @@ pub struct UpdateBody {
 /// Secrets of a request, by purpose, before sealing.
 type Secrets = Vec<(String, SecretText)>;
 
-/// `v` as a connection URL: http(s), at most 2 KiB; when keyledger fetches it (`fetched`), no
-/// IP literal the SSRF guard refuses.
-pub(crate) fn url_field(state: &AppState, field: &str, v: &str, fetched: bool) -> Result<String, ApiError> {
+/// `v` as an http(s) URL with a host, at most 2 KiB (field `field` in the error).
+pub(crate) fn web_url(field: &str, v: &str) -> Result<url::Url, ApiError> {
     let bad = || ApiError::invalid(field, "invalid_url", format!("{field} must be an http or https URL"));
     if v.len() > 2048 {
         return Err(bad());
@@ -252,6 +251,13 @@ pub(crate) fn url_field(state: &AppState, field: &str, v: &str, fetched: bool) -
     if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
         return Err(bad());
     }
+    Ok(u)
+}
+
+/// `v` as a connection URL ([`web_url`]); when keyledger fetches it (`fetched`), no
+/// IP literal the SSRF guard refuses.
+pub(crate) fn url_field(state: &AppState, field: &str, v: &str, fetched: bool) -> Result<String, ApiError> {
+    let u = web_url(field, v)?;
     // keyledger fetches this URL itself: the webhook guard's rules (crate::ssrf) apply.
     if fetched && state.webhook_allow.refuses_endpoint_url(&u) {
         return Err(ApiError::invalid(
